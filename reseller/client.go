@@ -1,0 +1,650 @@
+package reseller
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultTimeout bounds one API call (connect, send, wait, read) when
+// Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// DefaultUserAgent is sent when Config.UserAgent is empty.
+const DefaultUserAgent = "dcvd"
+
+// Config configures a Client.
+type Config struct {
+	// BaseURL is the API root, e.g. https://api.example/api/v1. There is no
+	// default: production and sandbox must be chosen explicitly.
+	BaseURL     string
+	AccessKeyID string
+	// AccessKeySecret signs requests. It never leaves the process: it is not
+	// sent, logged, or put in errors.
+	AccessKeySecret string
+	// HTTPClient sends the requests. Nil means a client with connect and
+	// TLS handshake timeouts that does not follow redirects (a redirect
+	// would carry the signed query to wherever the server points).
+	HTTPClient *http.Client
+	// Timeout bounds each call; zero means DefaultTimeout.
+	Timeout time.Duration
+	// MaxReplyBytes bounds a reply body; zero means DefaultMaxReplyBytes.
+	MaxReplyBytes int64
+	// UserAgent is sent with every request; empty means DefaultUserAgent.
+	UserAgent string
+	// Now is the clock for the timestamp parameter; nil means time.Now.
+	Now func() time.Time
+	// Nonce makes the nonce parameter; nil means 32 random hex characters.
+	// It must be safe for concurrent use.
+	Nonce func() string
+}
+
+// String describes the configuration without the secret, so that printing a
+// Config cannot leak it.
+func (c Config) String() string {
+	return fmt.Sprintf("reseller.Config{BaseURL: %q, AccessKeyID: %q, AccessKeySecret: [redacted]}", c.BaseURL, c.AccessKeyID)
+}
+
+// GoString is String, so that %#v does not print the secret either.
+func (c Config) GoString() string { return c.String() }
+
+// Client calls the reseller API. It is safe for concurrent use.
+type Client struct {
+	base     url.URL // scheme, host and path without a trailing slash
+	keyID    string
+	secret   string
+	hc       *http.Client
+	timeout  time.Duration
+	maxReply int64
+	ua       string
+	now      func() time.Time
+	nonce    func() string
+}
+
+// String describes the client without the secret.
+func (c *Client) String() string {
+	return fmt.Sprintf("reseller.Client{BaseURL: %q, AccessKeyID: %q}", c.base.String(), c.keyID)
+}
+
+// GoString is String, so that %#v does not print the secret either.
+func (c *Client) GoString() string { return c.String() }
+
+// New checks cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	if strings.TrimSpace(cfg.BaseURL) == "" {
+		return nil, errors.New("reseller: Config.BaseURL is empty")
+	}
+	u, err := url.Parse(cfg.BaseURL)
+	if err != nil {
+		return nil, errors.New("reseller: Config.BaseURL is not a valid URL")
+	}
+	switch {
+	case u.User != nil:
+		// Not echoed: the user info may hold a password.
+		return nil, errors.New("reseller: Config.BaseURL must not contain user info (credentials go in AccessKeyID/AccessKeySecret)")
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("reseller: Config.BaseURL %q is not an absolute http or https URL", cfg.BaseURL)
+	case u.Host == "":
+		return nil, fmt.Errorf("reseller: Config.BaseURL %q has no host", cfg.BaseURL)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, fmt.Errorf("reseller: Config.BaseURL %q must not have a query or fragment (the signed query is built per call)", cfg.BaseURL)
+	}
+	if strings.TrimSpace(cfg.AccessKeyID) == "" {
+		return nil, errors.New("reseller: Config.AccessKeyID is empty")
+	}
+	if cfg.AccessKeySecret == "" {
+		return nil, errors.New("reseller: Config.AccessKeySecret is empty")
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("reseller: Config.Timeout %s is negative", cfg.Timeout)
+	}
+	if cfg.MaxReplyBytes < 0 {
+		return nil, fmt.Errorf("reseller: Config.MaxReplyBytes %d is negative", cfg.MaxReplyBytes)
+	}
+	c := &Client{
+		base:     url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/")},
+		keyID:    cfg.AccessKeyID,
+		secret:   cfg.AccessKeySecret,
+		hc:       cfg.HTTPClient,
+		timeout:  cfg.Timeout,
+		maxReply: cfg.MaxReplyBytes,
+		ua:       cfg.UserAgent,
+		now:      cfg.Now,
+		nonce:    cfg.Nonce,
+	}
+	if c.hc == nil {
+		c.hc = defaultHTTPClient()
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.maxReply == 0 {
+		c.maxReply = DefaultMaxReplyBytes
+	}
+	if c.ua == "" {
+		c.ua = DefaultUserAgent
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.nonce == nil {
+		c.nonce = randomNonce
+	}
+	return c, nil
+}
+
+func defaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	tr.TLSHandshakeTimeout = 10 * time.Second
+	tr.IdleConnTimeout = 90 * time.Second
+	return &http.Client{
+		Transport: tr,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+func randomNonce() string {
+	var b [16]byte
+	rand.Read(b[:]) // never fails: crypto/rand aborts the program instead
+	return hex.EncodeToString(b[:])
+}
+
+// Reissue reissues the certificate of req.ServiceID. A request without
+// UniqueID or ServiceID, or with neither DomainDCV nor CSR, is refused
+// locally and nothing is sent. When the reply is lost (Retryable), retry with
+// the same req: a new UniqueID could be charged again.
+func (c *Client) Reissue(ctx context.Context, req ReissueRequest) (*Order, error) {
+	const op = "reissue"
+	switch {
+	case strings.TrimSpace(req.UniqueID) == "":
+		return nil, errors.New("reseller reissue: unique_id is empty; nothing was sent (it is the reseller's guard against charging twice)")
+	case strings.TrimSpace(req.ServiceID) == "":
+		return nil, errors.New("reseller reissue: service_id is empty; nothing was sent")
+	case len(req.DomainDCV) == 0 && req.CSR == "":
+		return nil, errors.New("reseller reissue: neither domain_dcv nor csr is given; nothing was sent")
+	}
+	if err := checkDomainDCV(req.DomainDCV); err != nil {
+		return nil, fmt.Errorf("reseller reissue: %w; nothing was sent", err)
+	}
+	var o Order
+	if err := c.Do(ctx, op, http.MethodPost, PathReissue, nil, req.Params(), &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Create places an order. A request without UniqueID or ProductID is refused
+// locally and nothing is sent. When the reply is lost (Retryable), retry with
+// the same req: a new UniqueID could be charged again.
+func (c *Client) Create(ctx context.Context, req CreateRequest) (*Order, error) {
+	const op = "create"
+	switch {
+	case strings.TrimSpace(req.UniqueID) == "":
+		return nil, errors.New("reseller create: unique_id is empty; nothing was sent (it is the reseller's guard against charging twice)")
+	case strings.TrimSpace(req.ProductID) == "":
+		return nil, errors.New("reseller create: product_id is empty; nothing was sent")
+	}
+	if err := checkDomainDCV(req.DomainDCV); err != nil {
+		return nil, fmt.Errorf("reseller create: %w; nothing was sent", err)
+	}
+	var o Order
+	if err := c.Do(ctx, op, http.MethodPost, PathCreate, nil, req.Params(), &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// UpdateDCV sets the DCV method of each domain of serviceID, which also makes
+// the CA check again. Call it only once every record or file is in place: a
+// CA that finds nothing caches the negative answer for minutes.
+func (c *Client) UpdateDCV(ctx context.Context, serviceID string, domainDCV map[string]Method) error {
+	if strings.TrimSpace(serviceID) == "" {
+		return errors.New("reseller update-dcv: service_id is empty; nothing was sent")
+	}
+	if len(domainDCV) == 0 {
+		return errors.New("reseller update-dcv: domain_dcv is empty; nothing was sent")
+	}
+	if err := checkDomainDCV(domainDCV); err != nil {
+		return fmt.Errorf("reseller update-dcv: %w; nothing was sent", err)
+	}
+	body := map[string]any{"service_id": serviceID, "domain_dcv": copyDomainDCV(domainDCV)}
+	return c.Do(ctx, "update-dcv", http.MethodPost, PathUpdateDCV, nil, body, nil)
+}
+
+// ValidateDCV asks the reseller to check the DCV of serviceID and returns
+// the order with per-domain statuses.
+func (c *Client) ValidateDCV(ctx context.Context, serviceID string) (*Order, error) {
+	if strings.TrimSpace(serviceID) == "" {
+		return nil, errors.New("reseller validate-dcv: service_id is empty; nothing was sent")
+	}
+	var o Order
+	if err := c.Do(ctx, "validate-dcv", http.MethodPost, PathValidateDCV, nil, map[string]any{"service_id": serviceID}, &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Detail returns the order serviceID: status, DCV instructions and, once
+// issued, the certificate (untrusted until verified).
+func (c *Client) Detail(ctx context.Context, serviceID string) (*Order, error) {
+	if strings.TrimSpace(serviceID) == "" {
+		return nil, errors.New("reseller detail: service_id is empty; nothing was sent")
+	}
+	var o Order
+	if err := c.Do(ctx, "detail", http.MethodGet, PathDetail, url.Values{"service_id": {serviceID}}, nil, &o); err != nil {
+		return nil, err
+	}
+	return &o, nil
+}
+
+// Products returns the products the account may order.
+func (c *Client) Products(ctx context.Context) ([]Product, error) {
+	var l productList
+	if err := c.Do(ctx, "product list", http.MethodGet, PathProductList, nil, nil, &l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// checkDomainDCV refuses empty domains and methods: dropped silently as
+// empty parameters, they would leave a domain out of the request, and a
+// reissue that leaves out a domain of the issued certificate revokes it.
+func checkDomainDCV(m map[string]Method) error {
+	for d, meth := range m {
+		if strings.TrimSpace(d) == "" {
+			return errors.New("domain_dcv has an empty domain")
+		}
+		if strings.TrimSpace(meth) == "" {
+			return fmt.Errorf("domain_dcv[%s] has no method", sanitizeReplyText(d, 100))
+		}
+	}
+	return nil
+}
+
+// Do sends one signed request and decodes the reply envelope. op names the
+// call in errors; path is relative to the base URL. query holds business
+// parameters for the query string (one value each), body those for the JSON
+// body (POST); empty strings and nils are dropped from both, as from the
+// signature. When out is not nil, the reply must carry data, which is
+// decoded into out.
+//
+// Errors are *APIError, *TransportError or *DecodeError, or a plain error
+// when the request cannot be built (nothing was sent).
+func (c *Client) Do(ctx context.Context, op, method, path string, query url.Values, body map[string]any, out any) error {
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("reseller %s: path %q does not start with /", op, path)
+	}
+	bodyParams, err := cleanParams(body)
+	if err != nil {
+		return fmt.Errorf("reseller %s: %w", op, err)
+	}
+	if len(bodyParams) > 0 && (method == http.MethodGet || method == http.MethodHead) {
+		return fmt.Errorf("reseller %s: a %s request has no body for parameters", op, method)
+	}
+	signed := make(map[string]any, len(query)+len(bodyParams)+3)
+	q := make(url.Values, len(query)+4)
+	for k, vs := range query {
+		if isAuthParam(k) {
+			return fmt.Errorf("reseller %s: parameter %q is reserved for authentication", op, k)
+		}
+		if len(vs) != 1 {
+			return fmt.Errorf("reseller %s: query parameter %q must have exactly one value, has %d", op, k, len(vs))
+		}
+		if vs[0] == "" {
+			continue
+		}
+		signed[k] = vs[0]
+		q.Set(k, vs[0])
+	}
+	for k, v := range bodyParams {
+		if isAuthParam(k) {
+			return fmt.Errorf("reseller %s: parameter %q is reserved for authentication", op, k)
+		}
+		if _, dup := signed[k]; dup {
+			return fmt.Errorf("reseller %s: parameter %q is both in the query and in the body", op, k)
+		}
+		signed[k] = v
+	}
+	nonce, ts := c.nonce(), FormatTimestamp(c.now())
+	signed[ParamAccessKeyID] = c.keyID
+	signed[ParamNonce] = nonce
+	signed[ParamTimestamp] = ts
+
+	u := c.base // a copy: the client is shared between goroutines
+	u.Path += path
+	sign := Sign(c.secret, StringToSign(u.Path, signed))
+	q.Set(ParamAccessKeyID, c.keyID)
+	q.Set(ParamNonce, nonce)
+	q.Set(ParamTimestamp, ts)
+	q.Set(ParamSign, sign)
+
+	var reqBody io.Reader
+	if method != http.MethodGet && method != http.MethodHead {
+		b, err := json.Marshal(bodyParams)
+		if err != nil {
+			return fmt.Errorf("reseller %s: encoding the body: %w", op, err)
+		}
+		reqBody = bytes.NewReader(b)
+	}
+
+	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	// The URL is given without its query, so that an error from building the
+	// request cannot carry the signature.
+	req, err := http.NewRequestWithContext(callCtx, method, u.String(), reqBody)
+	if err != nil {
+		return fmt.Errorf("reseller %s: building the request: %w", op, err)
+	}
+	req.URL.RawQuery = q.Encode()
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.ua)
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return c.transportError(ctx, callCtx, op, sign, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, c.maxReply+1))
+	if err != nil {
+		return c.transportError(ctx, callCtx, op, sign, fmt.Errorf("reading the reply: %w", err))
+	}
+	return c.decodeReply(op, resp, raw, sign, out)
+}
+
+func isAuthParam(k string) bool {
+	return k == ParamAccessKeyID || k == ParamNonce || k == ParamTimestamp || k == ParamSign
+}
+
+func (c *Client) transportError(ctx, callCtx context.Context, op, sign string, err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		// url.Error quotes the full URL, signed query included.
+		err = ue.Err
+	}
+	te := &TransportError{Op: op, callerDone: ctx.Err() != nil}
+	if !te.callerDone && callCtx.Err() != nil {
+		err = fmt.Errorf("no reply within %s: %w", c.timeout, err)
+	}
+	te.Err = c.scrubError(err, sign)
+	return te
+}
+
+// replyEnvelope is the reply wrapper of every call. Fields are kept raw because
+// the API family is loose with types.
+type replyEnvelope struct {
+	Success   json.RawMessage `json:"success"`
+	Message   json.RawMessage `json:"message"`
+	ErrorCode json.RawMessage `json:"error_code"`
+	Errors    json.RawMessage `json:"errors"`
+	Data      json.RawMessage `json:"data"`
+}
+
+func (c *Client) decodeReply(op string, resp *http.Response, raw []byte, sign string, out any) error {
+	status := resp.StatusCode
+	if status < 200 || status > 299 {
+		return c.apiError(op, resp, raw, sign)
+	}
+	fail := func(err error) error {
+		return &DecodeError{Op: op, StatusCode: status, Err: c.scrubError(err, sign), Snippet: sanitizeReplyText(c.scrub(string(raw), sign), maxSnippetBytes)}
+	}
+	if int64(len(raw)) > c.maxReply {
+		return fail(fmt.Errorf("the reply exceeds the limit of %d bytes", c.maxReply))
+	}
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || t[0] != '{' {
+		return fail(errors.New("the reply is not a JSON object"))
+	}
+	var env replyEnvelope
+	if err := json.Unmarshal(t, &env); err != nil {
+		return fail(fmt.Errorf("the reply is not valid JSON: %w", err))
+	}
+	ok, err := parseSuccess(env.Success)
+	if err != nil {
+		return fail(err)
+	}
+	if !ok {
+		ae := &APIError{Op: op, StatusCode: status}
+		c.fillAPIError(ae, &env, sign)
+		if ae.Message == "" {
+			ae.Message = "success is false"
+		}
+		return ae
+	}
+	if out == nil {
+		return nil
+	}
+	data := bytes.TrimSpace(env.Data)
+	if len(data) == 0 || string(data) == "null" {
+		return fail(errors.New("the reply carries no data"))
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fail(fmt.Errorf("data: %w", err))
+	}
+	return nil
+}
+
+// parseSuccess accepts the envelope's success as the API family sends it:
+// true/false, 1/0, or those as strings. Anything else, or its absence, means
+// the reply is not what it seems to be.
+func parseSuccess(raw json.RawMessage) (bool, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" {
+		return false, errors.New("the reply has no success field")
+	}
+	switch strings.ToLower(s) {
+	case "true", "1", `"1"`, `"true"`:
+		return true, nil
+	case "false", "0", `"0"`, `"false"`:
+		return false, nil
+	}
+	return false, fmt.Errorf("success is %s, not a boolean", sanitizeReplyText(s, 40))
+}
+
+func (c *Client) apiError(op string, resp *http.Response, raw []byte, sign string) error {
+	ae := &APIError{Op: op, StatusCode: resp.StatusCode}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		ae.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	}
+	// A body over the limit was cut and will not parse: the status says
+	// enough, and a proxy's huge error page must stay retryable.
+	var env replyEnvelope
+	if t := bytes.TrimSpace(raw); len(t) > 0 && t[0] == '{' && json.Unmarshal(t, &env) == nil {
+		c.fillAPIError(ae, &env, sign)
+	}
+	if ae.Message == "" {
+		ae.Message = http.StatusText(resp.StatusCode)
+	}
+	if ae.Message == "" {
+		ae.Message = "unknown HTTP status"
+	}
+	return ae
+}
+
+func (c *Client) fillAPIError(ae *APIError, env *replyEnvelope, sign string) {
+	ae.Message = sanitizeReplyText(c.scrub(looseString(env.Message), sign), maxMessageBytes)
+	ae.Code = sanitizeReplyText(c.scrub(looseString(env.ErrorCode), sign), 100)
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(env.Errors, &fields) != nil || len(fields) == 0 {
+		return
+	}
+	ae.FieldErrors = make(map[string][]string, len(fields))
+	for f, v := range fields {
+		var msgs []string
+		var list []json.RawMessage
+		if json.Unmarshal(v, &list) == nil {
+			for _, m := range list {
+				msgs = append(msgs, sanitizeReplyText(c.scrub(looseString(m), sign), maxSnippetBytes))
+			}
+		} else {
+			msgs = []string{sanitizeReplyText(c.scrub(looseString(v), sign), maxSnippetBytes)}
+		}
+		ae.FieldErrors[sanitizeReplyText(c.scrub(f, sign), 100)] = msgs
+	}
+}
+
+// looseString renders a JSON value as text: a string as itself, null as "",
+// anything else as its JSON.
+func looseString(raw json.RawMessage) string {
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || string(t) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(t, &s) == nil {
+		return s
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, t) == nil {
+		return b.String()
+	}
+	return string(t)
+}
+
+// scrub removes the secret and this request's signature from text that came
+// from the server, in the forms a reply may echo them: raw, URL-encoded, and
+// with JSON's escaped slashes.
+func (c *Client) scrub(s, sign string) string {
+	for _, secret := range []string{c.secret, sign} {
+		if secret == "" {
+			continue
+		}
+		for _, form := range []string{secret, url.QueryEscape(secret), strings.ReplaceAll(secret, "/", `\/`)} {
+			s = strings.ReplaceAll(s, form, "[redacted]")
+		}
+	}
+	return s
+}
+
+// scrubError keeps err unless its text holds the secret or the signature.
+func (c *Client) scrubError(err error, sign string) error {
+	if msg := err.Error(); c.scrub(msg, sign) != msg {
+		return errors.New(c.scrub(msg, sign))
+	}
+	return err
+}
+
+// cleanParams returns the parameters as they are signed and sent: empty
+// strings, nils and empty maps dropped, numbers turned into json.Number
+// holding the text that is signed, so that the body carries exactly what was
+// signed (encoding/json and fmt.Sprint disagree on floats such as 1e6).
+func cleanParams(in map[string]any) (map[string]any, error) {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		cv, keep, err := cleanValue(v)
+		if err != nil {
+			return nil, fmt.Errorf("parameter %q: %w", k, err)
+		}
+		if keep {
+			out[k] = cv
+		}
+	}
+	return out, nil
+}
+
+func cleanValue(v any) (any, bool, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, false, nil
+	case string:
+		return v, v != "", nil
+	case bool:
+		return v, true, nil
+	case json.Number:
+		if v == "" {
+			return nil, false, nil
+		}
+		if !json.Valid([]byte(v)) {
+			return nil, false, fmt.Errorf("%q is not a number", string(v))
+		}
+		return v, true, nil
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+		n := json.Number(paramString(v))
+		if !json.Valid([]byte(n)) {
+			return nil, false, fmt.Errorf("%s is not a finite number", n)
+		}
+		return n, true, nil
+	case map[string]any:
+		m, err := cleanParams(v)
+		return m, len(m) > 0, err
+	case map[string]string:
+		m := make(map[string]any, len(v))
+		for k, s := range v {
+			if s != "" {
+				m[k] = s
+			}
+		}
+		return m, len(m) > 0, nil
+	case []string:
+		// Kept whole: dropping an empty element would shift the indexes
+		// that the signature uses (key[0], key[1] …).
+		return v, len(v) > 0, nil
+	case []any:
+		l := make([]any, len(v))
+		for i, e := range v {
+			ce, keep, err := cleanValue(e)
+			if err != nil {
+				return nil, false, fmt.Errorf("element %d: %w", i, err)
+			}
+			if keep {
+				l[i] = ce
+			}
+		}
+		return l, len(l) > 0, nil
+	}
+	return nil, false, fmt.Errorf("unsupported type %T", v)
+}
+
+// productList decodes the product list's data: an array, or an object
+// holding the array under list, items, data or products.
+type productList []Product
+
+func (p *productList) UnmarshalJSON(b []byte) error {
+	t := bytes.TrimSpace(b)
+	if len(t) > 0 && t[0] == '[' {
+		var l []Product
+		if err := json.Unmarshal(t, &l); err != nil {
+			return err
+		}
+		*p = l
+		return nil
+	}
+	if len(t) == 0 || t[0] != '{' {
+		return errors.New("the product list is neither an array nor an object")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(t, &m); err != nil {
+		return err
+	}
+	for _, k := range []string{"list", "items", "data", "products"} {
+		v, ok := m[k]
+		if !ok {
+			continue
+		}
+		if v := bytes.TrimSpace(v); len(v) == 0 || v[0] != '[' && string(v) != "null" {
+			return fmt.Errorf("the product list's %q is not an array", k)
+		}
+		var l []Product
+		if err := json.Unmarshal(v, &l); err != nil {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+		*p = l
+		return nil
+	}
+	return errors.New("the product list object has no list, items, data or products array")
+}
