@@ -272,7 +272,8 @@ func (o *Order) UnmarshalJSON(b []byte) error {
 }
 
 // MarshalJSON encodes an order in the documented shape (dcv as a map,
-// cert_pem/ca_pem, nulls for what is not there yet). The sandbox uses it.
+// cert_pem/ca_pem, nulls for what is not there yet), so that an Order
+// can be stored or passed on in the form it came in.
 func (o Order) MarshalJSON() ([]byte, error) {
 	dcv := make(map[string]DCVEntry, len(o.DCV))
 	for _, e := range o.DCV {
