@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -101,7 +102,7 @@ type sbHarness struct {
 	clock  *sbClock
 	srv    *Server
 	ts     *httptest.Server
-	dns    *DNSServer
+	dns    *memdns.Server
 	web    *sbWeb
 	logs   *observer.ObservedLogs
 	id     string
@@ -122,7 +123,7 @@ func sbStart(t *testing.T, dir string, clock *sbClock, opts ...func(*Config)) *s
 	if clock == nil {
 		clock = newSBClock()
 	}
-	dnsSrv, err := StartDNSServer("127.0.0.1:0", "example.com")
+	dnsSrv, err := memdns.Start("127.0.0.1:0", "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}

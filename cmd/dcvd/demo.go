@@ -24,6 +24,7 @@ import (
 	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 
+	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/reseller"
 	"github.com/dcvd/dcvd/sandbox"
 )
@@ -94,7 +95,7 @@ func (d *demo) step(format string, args ...any) {
 func (d *demo) run(ctx context.Context, stateDir, outDir string) error {
 	// The admin's side: an authoritative DNS server for the zone and a web
 	// server for the web root.
-	dnsSrv, err := sandbox.StartDNSServer("127.0.0.1:0", demoZone)
+	dnsSrv, err := memdns.Start("127.0.0.1:0", demoZone)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,7 @@
-package sandbox
+// Package memdns is a small authoritative DNS server that keeps its zones in
+// memory and is also a libdns provider, for the demo, tests and benchmarks:
+// records published through libdns are answered over UDP and TCP at once.
+package memdns
 
 import (
 	"context"
@@ -14,15 +17,15 @@ import (
 	"github.com/miekg/dns"
 )
 
-// DNSServer is a small authoritative DNS server that keeps its zones in
+// Server is a small authoritative DNS server that keeps its zones in
 // memory. The demo and tests point the sandbox's DCV checks at it, and
 // publish records into it through the libdns interfaces, exactly as dcvd
 // publishes through a real provider; queries over UDP and TCP then see what
 // was published. It is not a general DNS server: no recursion, no DNSSEC,
 // no delegation below its zones.
 //
-// A DNSServer is safe for concurrent use.
-type DNSServer struct {
+// A Server is safe for concurrent use.
+type Server struct {
 	addr string
 	udp  *dns.Server
 	tcp  *dns.Server
@@ -31,20 +34,20 @@ type DNSServer struct {
 	zones map[string][]libdns.RR // zone FQDN (lower case, trailing dot) → records with zone-relative names
 }
 
-// Compile-time checks that DNSServer is a libdns provider.
+// Compile-time checks that Server is a libdns provider.
 var (
-	_ libdns.RecordGetter   = (*DNSServer)(nil)
-	_ libdns.RecordAppender = (*DNSServer)(nil)
-	_ libdns.RecordSetter   = (*DNSServer)(nil)
-	_ libdns.RecordDeleter  = (*DNSServer)(nil)
-	_ libdns.ZoneLister     = (*DNSServer)(nil)
+	_ libdns.RecordGetter   = (*Server)(nil)
+	_ libdns.RecordAppender = (*Server)(nil)
+	_ libdns.RecordSetter   = (*Server)(nil)
+	_ libdns.RecordDeleter  = (*Server)(nil)
+	_ libdns.ZoneLister     = (*Server)(nil)
 )
 
-// StartDNSServer listens on addr ("127.0.0.1:0" picks a free port) for UDP
+// Start listens on addr ("127.0.0.1:0" picks a free port) for UDP
 // and TCP on the same port and serves the given zones, each starting with
 // an SOA and an NS record at its apex.
-func StartDNSServer(addr string, zones ...string) (*DNSServer, error) {
-	s := &DNSServer{zones: make(map[string][]libdns.RR)}
+func Start(addr string, zones ...string) (*Server, error) {
+	s := &Server{zones: make(map[string][]libdns.RR)}
 	for _, z := range zones {
 		s.AddZone(z)
 	}
@@ -54,7 +57,7 @@ func StartDNSServer(addr string, zones ...string) (*DNSServer, error) {
 	for range 10 {
 		tl, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+			return nil, fmt.Errorf("memdns: listen tcp %s: %w", addr, err)
 		}
 		pc, err := net.ListenPacket("udp", tl.Addr().String())
 		if err != nil {
@@ -75,19 +78,19 @@ func StartDNSServer(addr string, zones ...string) (*DNSServer, error) {
 		<-started
 		return s, nil
 	}
-	return nil, fmt.Errorf("dns server: listen udp beside tcp: %w", lastErr)
+	return nil, fmt.Errorf("memdns: listen udp beside tcp: %w", lastErr)
 }
 
 // Addr is the "host:port" the server answers on (UDP and TCP).
-func (s *DNSServer) Addr() string { return s.addr }
+func (s *Server) Addr() string { return s.addr }
 
 // Close stops the server.
-func (s *DNSServer) Close() error {
+func (s *Server) Close() error {
 	return errors.Join(s.udp.Shutdown(), s.tcp.Shutdown())
 }
 
 // AddZone makes the server authoritative for zone (idempotent).
-func (s *DNSServer) AddZone(zone string) {
+func (s *Server) AddZone(zone string) {
 	zone = canonicalZone(zone)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,7 +104,7 @@ func (s *DNSServer) AddZone(zone string) {
 }
 
 // ListZones lists the zones served.
-func (s *DNSServer) ListZones(ctx context.Context) ([]libdns.Zone, error) {
+func (s *Server) ListZones(ctx context.Context) ([]libdns.Zone, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]libdns.Zone, 0, len(s.zones))
@@ -113,18 +116,18 @@ func (s *DNSServer) ListZones(ctx context.Context) ([]libdns.Zone, error) {
 }
 
 // GetRecords returns every record of zone.
-func (s *DNSServer) GetRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
+func (s *Server) GetRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rrs, ok := s.zones[canonicalZone(zone)]
 	if !ok {
-		return nil, fmt.Errorf("dns server: zone %q is not served here", zone)
+		return nil, fmt.Errorf("memdns: zone %q is not served here", zone)
 	}
 	return toRecords(rrs), nil
 }
 
 // AppendRecords adds records to zone.
-func (s *DNSServer) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+func (s *Server) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
 	return s.change(zone, recs, func(rrs []libdns.RR, in []libdns.RR) []libdns.RR {
 		for _, r := range in {
 			if !containsRR(rrs, r) {
@@ -137,7 +140,7 @@ func (s *DNSServer) AppendRecords(ctx context.Context, zone string, recs []libdn
 
 // SetRecords makes the given records the whole RRset at each (name, type)
 // they name, as libdns specifies.
-func (s *DNSServer) SetRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+func (s *Server) SetRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
 	return s.change(zone, recs, func(rrs []libdns.RR, in []libdns.RR) []libdns.RR {
 		kept := rrs[:0:0]
 		for _, old := range rrs {
@@ -158,7 +161,7 @@ func (s *DNSServer) SetRecords(ctx context.Context, zone string, recs []libdns.R
 
 // DeleteRecords deletes exact matches; an empty TTL, Type or Data in the
 // input matches any value, as libdns specifies.
-func (s *DNSServer) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
+func (s *Server) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
 	var deleted []libdns.RR
 	_, err := s.change(zone, recs, func(rrs []libdns.RR, in []libdns.RR) []libdns.RR {
 		kept := rrs[:0:0]
@@ -184,12 +187,12 @@ func (s *DNSServer) DeleteRecords(ctx context.Context, zone string, recs []libdn
 	return toRecords(deleted), err
 }
 
-func (s *DNSServer) change(zone string, recs []libdns.Record, apply func(rrs, in []libdns.RR) []libdns.RR) ([]libdns.Record, error) {
+func (s *Server) change(zone string, recs []libdns.Record, apply func(rrs, in []libdns.RR) []libdns.RR) ([]libdns.Record, error) {
 	in := make([]libdns.RR, 0, len(recs))
 	for _, r := range recs {
 		rr := r.RR()
 		if rr.Name == "" {
-			return nil, fmt.Errorf("dns server: record without a name")
+			return nil, fmt.Errorf("memdns: record without a name")
 		}
 		rr.Name = strings.ToLower(rr.Name)
 		in = append(in, rr)
@@ -199,13 +202,13 @@ func (s *DNSServer) change(zone string, recs []libdns.Record, apply func(rrs, in
 	z := canonicalZone(zone)
 	rrs, ok := s.zones[z]
 	if !ok {
-		return nil, fmt.Errorf("dns server: zone %q is not served here", zone)
+		return nil, fmt.Errorf("memdns: zone %q is not served here", zone)
 	}
 	s.zones[z] = apply(rrs, in)
 	return toRecords(in), nil
 }
 
-func (s *DNSServer) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
+func (s *Server) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(req)
 	m.Authoritative = true
@@ -255,7 +258,7 @@ func (s *DNSServer) serveDNS(w dns.ResponseWriter, req *dns.Msg) {
 }
 
 // findZone returns the longest zone that contains name. The caller holds mu.
-func (s *DNSServer) findZone(name string) (string, []libdns.RR) {
+func (s *Server) findZone(name string) (string, []libdns.RR) {
 	best := ""
 	for z := range s.zones {
 		if dns.IsSubDomain(z, name) && len(z) > len(best) {

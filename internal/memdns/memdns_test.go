@@ -1,4 +1,4 @@
-package sandbox
+package memdns
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/miekg/dns"
 )
 
-func TestDNSServerServesWhatIsPublished(t *testing.T) {
-	srv, err := StartDNSServer("127.0.0.1:0", "example.com")
+func TestServerServesWhatIsPublished(t *testing.T) {
+	srv, err := Start("127.0.0.1:0", "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +90,8 @@ func TestDNSServerServesWhatIsPublished(t *testing.T) {
 	}
 }
 
-func TestDNSServerTruncatesLargeUDPAnswers(t *testing.T) {
-	srv, err := StartDNSServer("127.0.0.1:0", "example.com")
+func TestServerTruncatesLargeUDPAnswers(t *testing.T) {
+	srv, err := Start("127.0.0.1:0", "example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestDNSServerTruncatesLargeUDPAnswers(t *testing.T) {
 	}
 }
 
-func countType(t *testing.T, srv *DNSServer, typ string) int {
+func countType(t *testing.T, srv *Server, typ string) int {
 	t.Helper()
 	recs, err := srv.GetRecords(context.Background(), "example.com.")
 	if err != nil {
