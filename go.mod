@@ -4,7 +4,28 @@ go 1.26.0
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/libdns/acmedns v0.5.0
+	github.com/libdns/alidns v1.0.7
+	github.com/libdns/azure v0.5.0
+	github.com/libdns/bunny v1.6.1
+	github.com/libdns/cloudflare v0.2.2
+	github.com/libdns/desec v1.1.1
+	github.com/libdns/digitalocean v0.0.0-20250606071607-dfa7af5c2e31
+	github.com/libdns/gandi v1.1.0
+	github.com/libdns/godaddy v1.1.0
+	github.com/libdns/googleclouddns v1.2.0
+	github.com/libdns/hetzner v1.0.0
+	github.com/libdns/huaweicloud v1.0.1
 	github.com/libdns/libdns v1.1.1
+	github.com/libdns/linode v0.5.0
+	github.com/libdns/namecheap v1.0.0
+	github.com/libdns/ovh v1.1.0
+	github.com/libdns/porkbun v1.1.0
+	github.com/libdns/powerdns v0.1.4
+	github.com/libdns/rfc2136 v1.0.1
+	github.com/libdns/route53 v1.6.2
+	github.com/libdns/tencentcloud v1.4.3
+	github.com/libdns/vultr/v2 v2.0.2
 	github.com/miekg/dns v1.1.73
 	go.uber.org/zap v1.28.0
 	golang.org/x/net v0.62.0
@@ -47,32 +68,10 @@ require (
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-retryablehttp v0.7.7 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
-	github.com/libdns/acmedns v0.5.0 // indirect
-	github.com/libdns/alidns v1.0.7 // indirect
-	github.com/libdns/azure v0.5.0 // indirect
-	github.com/libdns/bunny v1.6.1 // indirect
-	github.com/libdns/cloudflare v0.2.2 // indirect
-	github.com/libdns/desec v1.1.1 // indirect
-	github.com/libdns/digitalocean v0.0.0-20250606071607-dfa7af5c2e31 // indirect
-	github.com/libdns/gandi v1.1.0 // indirect
-	github.com/libdns/godaddy v1.1.0 // indirect
-	github.com/libdns/googleclouddns v1.2.0 // indirect
-	github.com/libdns/hetzner v1.0.0 // indirect
-	github.com/libdns/huaweicloud v1.0.1 // indirect
-	github.com/libdns/linode v0.5.0 // indirect
-	github.com/libdns/namecheap v1.0.0 // indirect
-	github.com/libdns/ovh v1.1.0 // indirect
-	github.com/libdns/porkbun v1.1.0 // indirect
-	github.com/libdns/powerdns v0.1.4 // indirect
-	github.com/libdns/rfc2136 v1.0.1 // indirect
-	github.com/libdns/route53 v1.6.2 // indirect
-	github.com/libdns/tencentcloud v1.4.3 // indirect
-	github.com/libdns/vultr/v2 v2.0.2 // indirect
 	github.com/linode/linodego v1.56.0 // indirect
 	github.com/mittwald/go-powerdns v0.6.6 // indirect
 	github.com/ovh/go-ovh v1.7.0 // indirect
 	github.com/pkg/browser v0.0.0-20240102092130-5ac0b6a4141c // indirect
-	github.com/robfig/cron/v3 v3.0.1 // indirect
 	github.com/vultr/govultr/v3 v3.20.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.1.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.60.0 // indirect

@@ -1,9 +1,14 @@
-// Package providers publishes DNS DCV records (CNAMEs) through libdns
-// providers, checks that every authoritative nameserver of the zone answers
-// with them, and removes exactly what was published.
+// Package providers publishes DNS DCV records through libdns providers.
 //
-// The package is empty in this build: the provider registry, zone
-// resolution, batched publishing and the propagation check are built by the
-// DNS DCV issue. It may use package reseller's DCV types and never imports
-// daemon.
+// A [dns.NAME] section of the configuration names a provider type from the
+// registry (registry.go: one line per provider) and its keys; New turns it
+// into a DNS. For one reissue, Plan resolves each CNAME's zone (the
+// configured zone, else the provider's zone list, else an SOA walk) and
+// merges names that share a record; the caller persists the plan, then
+// Publish writes each zone's records with one SetRecords call, leaving
+// correct records alone. WaitVisible asks every authoritative nameserver of
+// the zone directly until each answers the record, and Cleanup deletes
+// exactly the planned records, also after a restart.
+//
+// The package uses package reseller's DCV types and never imports daemon.
 package providers

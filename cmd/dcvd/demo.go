@@ -73,24 +73,12 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	if *outDir == "" {
 		*outDir = filepath.Join(*stateDir, "deploy")
 	}
-	d := &demo{out: stdout, start: time.Now()}
+	d := &demo{&stepper{out: stdout, start: time.Now()}}
 	return d.run(ctx, *stateDir, *outDir)
 }
 
-type demo struct {
-	out   io.Writer
-	start time.Time
-	last  time.Time
-}
-
-func (d *demo) step(format string, args ...any) {
-	now := time.Now()
-	if d.last.IsZero() {
-		d.last = d.start
-	}
-	fmt.Fprintf(d.out, "[%7.3fs +%6.3fs] %s\n", now.Sub(d.start).Seconds(), now.Sub(d.last).Seconds(), fmt.Sprintf(format, args...))
-	d.last = now
-}
+// demo walks the steps, printing each.
+type demo struct{ *stepper }
 
 func (d *demo) run(ctx context.Context, stateDir, outDir string) error {
 	// The admin's side: an authoritative DNS server for the zone and a web

@@ -1,9 +1,10 @@
 // Command dcvd keeps commercial TLS certificates renewed through a
 // certificate reseller's API, with no human in the loop.
 //
-// This build has one subcommand, demo, which runs a complete reissue against
-// an in-process sandbox CA. The daemon itself (run, check-config, dns test,
-// status) arrives with the daemon's issue.
+// This build has the subcommands demo (a complete reissue against an
+// in-process sandbox CA) and dns (test a DNS provider's credentials and
+// propagation). The daemon itself (run, check-config, status) arrives with
+// the daemon's issue.
 package main
 
 import (
@@ -21,6 +22,10 @@ const usage = `dcvd keeps commercial TLS certificates renewed through a reseller
 
 Usage:
   dcvd demo [flags]    run one complete reissue against an in-process sandbox CA
+  dcvd dns test NAME --domain DOMAIN [--config FILE]
+                       publish, check and remove a throw-away CNAME with the
+                       DNS provider of [dns.NAME]: proves credentials and propagation
+  dcvd dns providers   list the DNS providers and their config keys
   dcvd help            show this help
 
 Run "dcvd demo --help" for the demo's flags.
@@ -46,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout)
+	case "dns":
+		return runDNS(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
