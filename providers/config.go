@@ -61,8 +61,9 @@ type DNS struct {
 	// Propagation says how visibility is checked.
 	Propagation Propagation
 
-	secrets []string
-	zones   *zoneFinder
+	secrets   []string
+	zones     *zoneFinder
+	setUnsafe bool
 }
 
 // New configures the [dns.NAME] section name from its decoded TOML keys.
@@ -257,7 +258,13 @@ func New(name string, section map[string]any, opts Options) (*DNS, []string, err
 	if opts.HTTPClient != nil {
 		setHTTPClient(provider, opts.HTTPClient)
 	}
+	if kind.Check != nil {
+		if err := kind.Check(provider); err != nil {
+			return nil, warnings, fmt.Errorf("%s.%s", prefix, d.Redact(err.Error()))
+		}
+	}
 	d.Provider = provider
+	d.setUnsafe = kind.SetUnsafe
 	d.zones = newZoneFinder(d.Zone, provider, d.Propagation.Resolvers, 10*time.Second)
 	return d, warnings, nil
 }

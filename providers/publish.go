@@ -32,7 +32,9 @@ type Record struct {
 type Report struct {
 	// Set are the records written; Unchanged those already correct.
 	Set, Unchanged []Record
-	// Calls counts the SetRecords calls: at most one per zone.
+	// Calls counts the write calls: one SetRecords per zone that needed a
+	// change (for Kind.SetUnsafe providers, an AppendRecords, preceded by a
+	// DeleteRecords when stale records had to go).
 	Calls int
 }
 
@@ -77,18 +79,27 @@ func (d *DNS) Plan(ctx context.Context, cnames []reseller.CNAMEInstruction) ([]R
 // needs a change. A record that is already correct is left alone. It
 // refuses to publish where the name already holds records of another type,
 // because SetRecords with a CNAME could delete them. Safe to repeat.
+//
+// For a provider whose SetRecords is unsafe (Kind.SetUnsafe), stale CNAMEs
+// at the names are deleted as listed and the records are added with one
+// AppendRecords call per zone instead.
 func (d *DNS) Publish(ctx context.Context, records []Record) (Report, error) {
 	var rep Report
 	for _, zone := range zonesOf(records) {
 		recs := inZone(records, zone)
-		existing, err := d.Provider.GetRecords(ctx, zone)
+		var existing []libdns.Record
+		err := safely("read zone", func() (err error) {
+			existing, err = d.Provider.GetRecords(ctx, zone)
+			return err
+		})
 		if err != nil {
 			return rep, fmt.Errorf("dns %s: read zone %s: %s", d.Name, zone, d.Redact(err.Error()))
 		}
-		var toSet []libdns.Record
+		var write, stale []libdns.Record
 		var set []Record
 		for _, r := range recs {
 			correct, other := false, ""
+			var old []libdns.Record
 			for _, e := range existing {
 				rr := e.RR()
 				if !sameName(rr.Name, r.Name, zone) {
@@ -97,30 +108,57 @@ func (d *DNS) Publish(ctx context.Context, records []Record) (Report, error) {
 				switch {
 				case rr.Type == "CNAME" && sameHost(rr.Data, r.Target):
 					correct = true
-				case rr.Type != "CNAME":
+				case rr.Type == "CNAME":
+					old = append(old, e)
+				default:
 					other = rr.Type
 				}
 			}
 			if other != "" {
 				return rep, fmt.Errorf("dns %s: %s already has a %s record in zone %s; dcvd does not replace records it did not create", d.Name, r.Name, other, zone)
 			}
-			if correct {
+			if correct && len(old) == 0 {
 				rep.Unchanged = append(rep.Unchanged, r)
 				continue
 			}
-			toSet = append(toSet, r.libdns())
+			stale = append(stale, old...)
+			write = append(write, r.libdns())
 			set = append(set, r)
 		}
-		if len(toSet) == 0 {
+		if len(write) == 0 {
 			continue
 		}
-		rep.Calls++
-		if _, err := d.Provider.SetRecords(ctx, zone, toSet); err != nil {
-			return rep, fmt.Errorf("dns %s: publish %d record(s) in zone %s: %s", d.Name, len(toSet), zone, d.Redact(err.Error()))
+		if err := d.write(ctx, zone, write, stale, &rep); err != nil {
+			return rep, fmt.Errorf("dns %s: publish %d record(s) in zone %s: %s", d.Name, len(write), zone, d.Redact(err.Error()))
 		}
 		rep.Set = append(rep.Set, set...)
 	}
 	return rep, nil
+}
+
+// write puts records into zone, replacing the stale CNAMEs at their names.
+func (d *DNS) write(ctx context.Context, zone string, records, stale []libdns.Record, rep *Report) error {
+	if !d.setUnsafe {
+		rep.Calls++
+		return safely("SetRecords", func() error {
+			_, err := d.Provider.SetRecords(ctx, zone, records)
+			return err
+		})
+	}
+	if len(stale) > 0 {
+		rep.Calls++
+		if err := safely("DeleteRecords", func() error {
+			_, err := d.Provider.DeleteRecords(ctx, zone, stale)
+			return err
+		}); err != nil {
+			return fmt.Errorf("remove stale records: %w", err)
+		}
+	}
+	rep.Calls++
+	return safely("AppendRecords", func() error {
+		_, err := d.Provider.(libdns.RecordAppender).AppendRecords(ctx, zone, records)
+		return err
+	})
 }
 
 // WaitVisible returns once every authoritative nameserver of each record's
@@ -140,7 +178,11 @@ func (d *DNS) WaitVisible(ctx context.Context, records []Record) error {
 func (d *DNS) Cleanup(ctx context.Context, records []Record) error {
 	for _, zone := range zonesOf(records) {
 		recs := inZone(records, zone)
-		existing, err := d.Provider.GetRecords(ctx, zone)
+		var existing []libdns.Record
+		err := safely("read zone", func() (err error) {
+			existing, err = d.Provider.GetRecords(ctx, zone)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("dns %s: read zone %s: %s", d.Name, zone, d.Redact(err.Error()))
 		}
@@ -160,7 +202,10 @@ func (d *DNS) Cleanup(ctx context.Context, records []Record) error {
 		if len(doomed) == 0 {
 			continue
 		}
-		if _, err := d.Provider.DeleteRecords(ctx, zone, doomed); err != nil {
+		if err := safely("DeleteRecords", func() error {
+			_, err := d.Provider.DeleteRecords(ctx, zone, doomed)
+			return err
+		}); err != nil {
 			return fmt.Errorf("dns %s: remove %d record(s) from zone %s: %s", d.Name, len(doomed), zone, d.Redact(err.Error()))
 		}
 	}

@@ -254,3 +254,26 @@ func sameRRs(a, b []libdns.RR) bool {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+type panickingProvider struct{ *memdns.Server }
+
+func (panickingProvider) GetRecords(context.Context, string) ([]libdns.Record, error) {
+	var info *struct{ PerPage int }
+	_ = 10 / info.PerPage // as a provider that trusts a reply's paging info
+	return nil, nil
+}
+
+func TestAProviderPanicBecomesAnError(t *testing.T) {
+	d, p := newTestDNS(t, "example.com")
+	d.Provider = panickingProvider{p.Server}
+	recs, err := d.Plan(context.Background(), []reseller.CNAMEInstruction{{Name: "_a.example.com", Target: "x.sectigo.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Publish(context.Background(), recs); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("Publish: got %v, want an error saying the provider panicked", err)
+	}
+	if err := d.Cleanup(context.Background(), recs); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("Cleanup: got %v, want an error saying the provider panicked", err)
+	}
+}

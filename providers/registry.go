@@ -2,6 +2,9 @@ package providers
 
 import (
 	"context"
+	"fmt"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 
 	"github.com/libdns/acmedns"
 	"github.com/libdns/alidns"
@@ -56,6 +59,13 @@ type Kind struct {
 	Secret []string
 	// About is one line for the README and "dcvd dns providers".
 	About string
+	// SetUnsafe marks a provider whose SetRecords may change records other
+	// than the ones given. dcvd then creates records with AppendRecords and
+	// replaces a stale one by deleting it (as listed, by ID) first.
+	SetUnsafe bool
+	// Check, when set, validates the configured provider before first use,
+	// for providers that would otherwise fail in a worse way later.
+	Check func(Provider) error
 }
 
 // kinds is the registry. Adding a provider is one entry here (plus its
@@ -66,7 +76,10 @@ var kinds = []Kind{
 		About: "an acme-dns server; publish a CNAME from the DCV name to its subdomain once by hand"},
 	{Name: "alidns", New: func() Provider { return new(alidns.Provider) },
 		Required: []string{"access_key_id", "access_key_secret"}, Secret: []string{"access_key_secret", "security_token"},
-		About: "Alibaba Cloud DNS (阿里云解析)"},
+		// Its SetRecords finds the record to replace by a substring search
+		// of names and values, so it can rewrite another DCV record.
+		SetUnsafe: true,
+		About:     "Alibaba Cloud DNS (阿里云解析)"},
 	{Name: "azure", New: func() Provider { return new(azure.Provider) },
 		Required: []string{"subscription_id", "resource_group_name"}, Secret: []string{"client_secret"},
 		About: "Azure DNS (client credentials, or the host's managed identity when they are empty)"},
@@ -118,6 +131,7 @@ var kinds = []Kind{
 		About: "any RFC 2136 server (BIND, Knot, …) with TSIG; reads by AXFR, so allow-transfer is needed with allow-update"},
 	{Name: "route53", New: func() Provider { return new(route53.Provider) },
 		Secret: []string{"secret_access_key", "session_token"},
+		Check:  checkRoute53,
 		About:  "Amazon Route 53 (keys, a profile, or the host's AWS credentials chain)"},
 	{Name: "tencentcloud", New: func() Provider { return new(tencentcloud.Provider) },
 		Required: []string{"secret_id", "secret_key"}, Secret: []string{"secret_key", "session_token"},
@@ -139,6 +153,35 @@ func lookupKind(name string) (Kind, bool) {
 		}
 	}
 	return Kind{}, false
+}
+
+// checkRoute53 loads the AWS configuration the way libdns/route53 will:
+// it calls log.Fatalf when that fails (an unknown profile), which would end
+// the daemon in the middle of a reissue.
+func checkRoute53(p Provider) error {
+	r := p.(*route53.Provider)
+	var opts []func(*awsconfig.LoadOptions) error
+	if r.Profile != "" {
+		opts = append(opts, awsconfig.WithSharedConfigProfile(r.Profile))
+	}
+	if r.Region != "" {
+		opts = append(opts, awsconfig.WithRegion(r.Region))
+	}
+	if _, err := awsconfig.LoadDefaultConfig(context.Background(), opts...); err != nil {
+		return fmt.Errorf("profile: the AWS configuration does not load: %v", err)
+	}
+	return nil
+}
+
+// safely runs a provider call, turning a panic inside the provider (some
+// index replies without checking them) into an error.
+func safely(op string, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: the provider panicked: %v", op, r)
+		}
+	}()
+	return f()
 }
 
 // zoneLister is implemented by providers that can list their zones.

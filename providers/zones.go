@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
 	"golang.org/x/net/publicsuffix"
 )
@@ -110,7 +111,13 @@ func (z *zoneFinder) lookup(ctx context.Context, fqdn string) (string, error) {
 		}
 	}
 	if best == "" {
-		return "", fmt.Errorf("none of the provider's zones holds %s (zones: %s)", strings.TrimSuffix(fqdn, "."), summarize(zones, 10))
+		// Providers' zone lists may be one page only (libdns/cloudflare
+		// returns the first 20 zones): ask DNS before giving up.
+		zone, werr := z.walk(ctx, fqdn)
+		if werr != nil {
+			return "", fmt.Errorf("none of the provider's zones holds %s (zones: %s), and %w", strings.TrimSuffix(fqdn, "."), summarize(zones, 10), werr)
+		}
+		return zone, nil
 	}
 	return best, nil
 }
@@ -123,7 +130,11 @@ func (z *zoneFinder) providerZones(ctx context.Context, lister zoneLister) ([]st
 	if listed != nil {
 		return listed, nil
 	}
-	list, err := lister.ListZones(ctx)
+	var list []libdns.Zone
+	err := safely("list zones", func() (err error) {
+		list, err = lister.ListZones(ctx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

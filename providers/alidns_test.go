@@ -1,0 +1,698 @@
+package providers_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// The real github.com/libdns/alidns provider (v1.0.7) against a fake
+// Alibaba Cloud DNS RPC API (version 2015-01-09, ACS3-HMAC-SHA256
+// signatures, parameters in a form body, the action in x-acs-action). The
+// provider has a constant URL and uses http.DefaultClient, so these tests
+// swap http.DefaultClient.Transport: they are process-global and must not
+// run in parallel. What the provider does, read from its source and checked
+// here request by request:
+//   - GetRecords: DescribeDomainRecords with DomainName only. It asks for
+//     no page, so it sees the first 20 records of the zone (the API's
+//     default page size);
+//   - SetRecords: for each record, DescribeDomainRecords searching
+//     RRKeyWord/TypeKeyWord/ValueKeyWord (SearchMode COMBINATION), then
+//     DescribeDomains (the zone's edition), then AddDomainRecord (none
+//     found) or DeleteDomainRecord + AddDomainRecord (found at the same RR):
+//     one HTTP write per new record, so dcvd's one SetRecords call per zone
+//     is contiguous writes per zone; the TTL is raised to 600 s unless the
+//     zone is on an enterprise edition;
+//   - DeleteRecords of records read by GetRecords: DescribeDomains, then
+//     DeleteDomainRecord by RecordId, per record.
+
+const (
+	aliHost   = "alidns.aliyuncs.com"
+	aliKey    = "LTAI5tFAKEdcvdKEY0001"
+	aliSecret = "ali-secret-3f9b2c7e1d5a8"
+)
+
+// aliRecord is a DNS record as the API shows it.
+type aliRecord struct {
+	RecordID   string `json:"RecordId"`
+	DomainName string `json:"DomainName"`
+	RR         string `json:"RR"`
+	Type       string `json:"Type"`
+	Value      string `json:"Value"`
+	TTL        int    `json:"TTL"`
+	Line       string `json:"Line"`
+	Status     string `json:"Status"`
+	Locked     bool   `json:"Locked"`
+}
+
+type aliDomain struct {
+	name, edition string
+	records       []aliRecord // oldest first; listed newest first
+}
+
+// fakeAlidns is an Alibaba Cloud DNS API holding domains in memory. It
+// checks the signature of every request with the test's key.
+type fakeAlidns struct {
+	t   *testing.T
+	srv *httptest.Server
+	log apiLog
+
+	mu      sync.Mutex
+	domains []*aliDomain
+	nextID  int
+	// deny, when it returns true for a request, makes the fake answer
+	// Forbidden quoting the secret it knows: dcvd must keep the secret out
+	// of its error even when an API is that careless.
+	deny func(r apiRequest) bool
+}
+
+// newFakeAlidns starts a fake holding domains on the free edition, and
+// points http.DefaultClient at it until the test ends.
+func newFakeAlidns(t *testing.T, domains ...string) *fakeAlidns {
+	t.Helper()
+	f := &fakeAlidns{t: t}
+	for _, name := range domains {
+		d := &aliDomain{name: strings.TrimSuffix(name, "."), edition: "mianfei"}
+		for _, s := range fakeUnrelated(d.name) {
+			f.add(d, s)
+		}
+		f.domains = append(f.domains, d)
+	}
+	f.srv = httptest.NewServer(f)
+	t.Cleanup(f.srv.Close)
+	orig := http.DefaultClient.Transport
+	http.DefaultClient.Transport = newRewriteTransport(t, aliHost, f.srv)
+	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	return f
+}
+
+func (f *fakeAlidns) add(d *aliDomain, s seedRR) aliRecord {
+	f.nextID++
+	rr := strings.TrimSuffix(strings.TrimSuffix(s.Name, d.name), ".")
+	if rr == "" {
+		rr = "@"
+	}
+	rec := aliRecord{RecordID: strconv.Itoa(1000000 + f.nextID), DomainName: d.name, RR: rr, Type: s.Type,
+		Value: s.Value, TTL: s.TTL, Line: "default", Status: "ENABLE"}
+	d.records = append(d.records, rec)
+	return rec
+}
+
+func (f *fakeAlidns) domain(name string) *aliDomain {
+	for _, d := range f.domains {
+		if strings.EqualFold(d.name, name) {
+			return d
+		}
+	}
+	return nil
+}
+
+// recordID returns the ID of the CNAME at name (FQDN), or "".
+func (f *fakeAlidns) recordID(name string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.domains {
+		for _, r := range d.records {
+			if r.Type == "CNAME" && r.RR+"."+d.name == name {
+				return r.RecordID
+			}
+		}
+	}
+	return ""
+}
+
+func (f *fakeAlidns) snapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, d := range f.domains {
+		for _, r := range d.records {
+			out = append(out, fmt.Sprintf("%s %s %d %s %s", d.name, r.RR, r.TTL, r.Type, r.Value))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// verifyACS3 checks r's ACS3-HMAC-SHA256 signature as Alibaba Cloud does.
+func verifyACS3(r *http.Request, body []byte, accessKey, secret string) error {
+	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "ACS3-HMAC-SHA256 ")
+	if !ok {
+		return fmt.Errorf("Authorization %q is not ACS3-HMAC-SHA256", r.Header.Get("Authorization"))
+	}
+	fields := map[string]string{}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		fields[k] = v
+	}
+	if fields["Credential"] != accessKey {
+		return fmt.Errorf("credential %q, want the key ID %s", fields["Credential"], accessKey)
+	}
+	signed := strings.Split(fields["SignedHeaders"], ";")
+	for _, h := range []string{"host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce", "x-acs-version"} {
+		if !slices.Contains(signed, h) {
+			return fmt.Errorf("SignedHeaders %q lack %s", fields["SignedHeaders"], h)
+		}
+	}
+	sum := sha256.Sum256(body)
+	payload := hex.EncodeToString(sum[:])
+	if h := r.Header.Get("X-Acs-Content-Sha256"); h != payload {
+		return fmt.Errorf("x-acs-content-sha256 %s is not the body's hash %s", h, payload)
+	}
+	var headers strings.Builder
+	for _, h := range signed {
+		v := r.Header.Get(h)
+		if h == "host" {
+			v = r.Host
+		}
+		headers.WriteString(h + ":" + strings.TrimSpace(v) + "\n")
+	}
+	canonical := r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n" + headers.String() + "\n" + fields["SignedHeaders"] + "\n" + payload
+	creq := sha256.Sum256([]byte(canonical))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("ACS3-HMAC-SHA256\n" + hex.EncodeToString(creq[:])))
+	if want := hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+		return errors.New("signature does not match the request signed with the test's secret")
+	}
+	return nil
+}
+
+func (f *fakeAlidns) reply(w http.ResponseWriter, status int, body map[string]any) {
+	body["RequestId"] = "FAKE-REQUEST-ID"
+	w.Header().Set("Content-Type", "application/json;charset=utf-8")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(body); err != nil {
+		f.t.Errorf("fake alidns: encode response: %v", err)
+	}
+}
+
+func (f *fakeAlidns) fail(w http.ResponseWriter, status int, code, msg string) {
+	f.reply(w, status, map[string]any{"HostId": aliHost, "Code": code, "Message": msg,
+		"Recommend": "https://api.aliyun.com/troubleshoot?q=" + code + "&product=Alidns"})
+}
+
+// ServeHTTP implements the actions the provider uses.
+func (f *fakeAlidns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := f.log.record(r)
+	if err != nil {
+		f.fail(w, http.StatusBadRequest, "InvalidParameter", err.Error())
+		return
+	}
+	if req.Host != aliHost {
+		f.t.Errorf("fake alidns: request for host %q, want %q", req.Host, aliHost)
+	}
+	if err := verifyACS3(r, req.Body, aliKey, aliSecret); err != nil {
+		f.t.Errorf("fake alidns: %s: %v", aliAction(req), err)
+		f.fail(w, http.StatusBadRequest, "SignatureDoesNotMatch", err.Error())
+		return
+	}
+	if req.Method != http.MethodPost || req.Path != "/" || r.Header.Get("X-Acs-Version") != "2015-01-09" ||
+		r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+		f.t.Errorf("fake alidns: %s %s, version %q, Content-Type %q; want a form POST to / for version 2015-01-09",
+			req.Method, req.Path, r.Header.Get("X-Acs-Version"), r.Header.Get("Content-Type"))
+	}
+	if f.deny != nil && f.deny(req) {
+		f.fail(w, http.StatusForbidden, "Forbidden.RAM", "User not authorized to operate on the specified resource (AccessKeySecret "+aliSecret+")")
+		return
+	}
+	p, err := url.ParseQuery(string(req.Body))
+	if err != nil {
+		f.fail(w, http.StatusBadRequest, "InvalidParameter", "malformed form body")
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch action := r.Header.Get("X-Acs-Action"); action {
+	case "DescribeDomains":
+		f.describeDomains(w, p)
+	case "DescribeDomainRecords":
+		f.describeRecords(w, p)
+	case "AddDomainRecord":
+		f.addRecord(w, p)
+	case "UpdateDomainRecord", "DeleteDomainRecord":
+		f.changeRecord(w, action, p)
+	default:
+		f.fail(w, http.StatusNotFound, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.")
+	}
+}
+
+func (f *fakeAlidns) describeDomains(w http.ResponseWriter, p url.Values) {
+	type domainJSON struct {
+		DomainName  string `json:"DomainName"`
+		DomainID    string `json:"DomainId"`
+		VersionCode string `json:"VersionCode"`
+		RecordCount int    `json:"RecordCount"`
+	}
+	list := []domainJSON{}
+	for _, d := range f.domains {
+		kw := strings.ToLower(p.Get("KeyWord"))
+		if p.Get("SearchMode") == "EXACT" && kw != d.name || !strings.Contains(d.name, kw) {
+			continue
+		}
+		list = append(list, domainJSON{DomainName: d.name, DomainID: "dom-" + d.name, VersionCode: d.edition, RecordCount: len(d.records)})
+	}
+	f.reply(w, http.StatusOK, map[string]any{"TotalCount": len(list), "PageNumber": 1, "PageSize": 20, "Domains": map[string]any{"Domain": list}})
+}
+
+func (f *fakeAlidns) describeRecords(w http.ResponseWriter, p url.Values) {
+	d := f.domain(p.Get("DomainName"))
+	if d == nil {
+		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
+		return
+	}
+	num, size := 1, 20
+	if v := p.Get("PageNumber"); v != "" {
+		num, _ = strconv.Atoi(v)
+	}
+	if v := p.Get("PageSize"); v != "" {
+		size, _ = strconv.Atoi(v)
+	}
+	if num < 1 || size < 1 || size > 500 {
+		f.fail(w, http.StatusBadRequest, "InvalidParameter", "PageNumber or PageSize out of range")
+		return
+	}
+	mode := p.Get("SearchMode")
+	contains := func(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+	var list []aliRecord
+	for i := len(d.records) - 1; i >= 0; i-- { // newest first
+		r := d.records[i]
+		switch mode {
+		case "ADVANCED", "COMBINATION":
+			// Keyword searches match anywhere in the RR and the value
+			// (%keyword%); the type must match whole.
+			if kw := p.Get("RRKeyWord"); kw != "" && !contains(r.RR, kw) {
+				continue
+			}
+			if kw := p.Get("TypeKeyWord"); kw != "" && !strings.EqualFold(r.Type, kw) {
+				continue
+			}
+			if kw := p.Get("ValueKeyWord"); kw != "" && !contains(r.Value, kw) {
+				continue
+			}
+		case "EXACT":
+			if kw := p.Get("KeyWord"); kw != "" && !strings.EqualFold(r.RR, kw) && !strings.EqualFold(r.Value, kw) {
+				continue
+			}
+		default: // LIKE
+			if kw := p.Get("KeyWord"); kw != "" && !contains(r.RR, kw) && !contains(r.Value, kw) {
+				continue
+			}
+		}
+		list = append(list, r)
+	}
+	start := min((num-1)*size, len(list))
+	out := append([]aliRecord{}, list[start:min(start+size, len(list))]...)
+	f.reply(w, http.StatusOK, map[string]any{"TotalCount": len(list), "PageNumber": num, "PageSize": size, "DomainRecords": map[string]any{"Record": out}})
+}
+
+// conflict says why a record cannot be added next to the records of d.
+func (d *aliDomain) conflict(rec aliRecord, except string) (code, msg string) {
+	for _, e := range d.records {
+		if e.RecordID == except || !strings.EqualFold(e.RR, rec.RR) {
+			continue
+		}
+		if e.Type == rec.Type && e.Value == rec.Value {
+			return "DomainRecordDuplicate", "The DNS record already exists."
+		}
+		if e.Type == "CNAME" || rec.Type == "CNAME" {
+			return "DomainRecordConflict", "The DNS record conflicts with other records."
+		}
+	}
+	return "", ""
+}
+
+func (f *fakeAlidns) addRecord(w http.ResponseWriter, p url.Values) {
+	d := f.domain(p.Get("DomainName"))
+	if d == nil {
+		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
+		return
+	}
+	ttl, err := strconv.Atoi(p.Get("TTL"))
+	if p.Get("RR") == "" || p.Get("Type") == "" || p.Get("Value") == "" || err != nil {
+		f.fail(w, http.StatusBadRequest, "MissingParameter", "RR, Type, Value and TTL are required")
+		return
+	}
+	f.nextID++
+	rec := aliRecord{RecordID: strconv.Itoa(1000000 + f.nextID), DomainName: d.name, RR: p.Get("RR"), Type: p.Get("Type"),
+		Value: p.Get("Value"), TTL: ttl, Line: "default", Status: "ENABLE"}
+	if code, msg := d.conflict(rec, ""); code != "" {
+		f.fail(w, http.StatusBadRequest, code, msg)
+		return
+	}
+	d.records = append(d.records, rec)
+	f.reply(w, http.StatusOK, map[string]any{"RecordId": rec.RecordID})
+}
+
+func (f *fakeAlidns) changeRecord(w http.ResponseWriter, action string, p url.Values) {
+	id := p.Get("RecordId")
+	for _, d := range f.domains {
+		i := slices.IndexFunc(d.records, func(r aliRecord) bool { return r.RecordID == id })
+		if i < 0 {
+			continue
+		}
+		if action == "DeleteDomainRecord" {
+			d.records = slices.Delete(d.records, i, i+1)
+			f.reply(w, http.StatusOK, map[string]any{"RecordId": id})
+			return
+		}
+		rec := d.records[i]
+		rec.RR, rec.Type, rec.Value = p.Get("RR"), p.Get("Type"), p.Get("Value")
+		if ttl, err := strconv.Atoi(p.Get("TTL")); err == nil {
+			rec.TTL = ttl
+		}
+		if code, msg := d.conflict(rec, id); code != "" {
+			f.fail(w, http.StatusBadRequest, code, msg)
+			return
+		}
+		if rec == d.records[i] {
+			f.fail(w, http.StatusBadRequest, "DomainRecordDuplicate", "The DNS record already exists.")
+			return
+		}
+		d.records[i] = rec
+		f.reply(w, http.StatusOK, map[string]any{"RecordId": id})
+		return
+	}
+	f.fail(w, http.StatusBadRequest, "DomainRecordNotBelongToUser", "The DNS record does not exist or does not belong to you.")
+}
+
+// aliAction is a request's action and parameters, for comparisons.
+func aliAction(r apiRequest) string {
+	p, err := url.ParseQuery(string(r.Body))
+	if err != nil {
+		return r.Header.Get("X-Acs-Action") + " (malformed body)"
+	}
+	keys := slices.Sorted(maps.Keys(p))
+	var b strings.Builder
+	b.WriteString(r.Header.Get("X-Acs-Action"))
+	for _, k := range keys {
+		b.WriteString(" " + k + "=" + strings.Join(p[k], ","))
+	}
+	return b.String()
+}
+
+func aliActions(reqs []apiRequest) []string {
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = aliAction(r)
+	}
+	return out
+}
+
+func isAliWrite(r apiRequest) bool {
+	switch r.Header.Get("X-Acs-Action") {
+	case "AddDomainRecord", "UpdateDomainRecord", "DeleteDomainRecord":
+		return true
+	}
+	return false
+}
+
+// aliSection is the [dns.ali] section: the key ID inline (not a secret),
+// the secret from a file.
+func aliSection(t *testing.T, extra map[string]any) map[string]any {
+	s := map[string]any{"provider": "alidns", "access_key_id": aliKey, "access_key_secret_file": secretFile(t, aliSecret)}
+	for k, v := range extra {
+		s[k] = v
+	}
+	return s
+}
+
+// checkAliAuth checks that every request names the key ID and is signed,
+// and that the secret appears nowhere in any request.
+func checkAliAuth(t *testing.T, reqs []apiRequest) {
+	t.Helper()
+	for _, r := range reqs {
+		a := r.Header.Get("Authorization")
+		if !strings.HasPrefix(a, "ACS3-HMAC-SHA256 Credential="+aliKey+",") || !strings.Contains(a, ",Signature=") {
+			t.Errorf("%s: Authorization %q does not name key %s with a signature", aliAction(r), a, aliKey)
+		}
+	}
+	assertNoSecret(t, reqs, aliSecret, "")
+}
+
+// aliPublishActions is what AppendRecords sends for each new record of
+// zone. dcvd does not use alidns's SetRecords (Kind.SetUnsafe): it finds
+// the record to replace by a substring search and can rewrite another one.
+func aliPublishActions(zone string, ttl int, r providers.Record) []string {
+	zone = strings.TrimSuffix(zone, ".")
+	rr := strings.TrimSuffix(r.Name, "."+zone)
+	return []string{
+		fmt.Sprintf("DescribeDomains KeyWord=%s SearchMode=EXACT", zone),
+		fmt.Sprintf("AddDomainRecord DomainName=%s RR=%s TTL=%d Type=CNAME Value=%s.", zone, rr, ttl, r.Target),
+	}
+}
+
+func TestAlidnsPublishOneZone(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeAlidns(t, "example.com", "example.org")
+	before := f.snapshot()
+	d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("ali", time.Minute, "example.com", "www", "shop"))
+	if reqs := f.log.take(); len(reqs) != 0 {
+		t.Errorf("Plan with an explicit zone asked the API: %q", aliActions(reqs))
+	}
+
+	// One AppendRecords call; the provider makes it a zone lookup and an
+	// AddDomainRecord per record. The free edition's minimum TTL
+	// (600 s) replaces the section's 60 s.
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	reqs := f.log.take()
+	checkAliAuth(t, reqs)
+	list := "DescribeDomainRecords DomainName=example.com"
+	want := []string{list}
+	for _, r := range recs {
+		want = append(want, aliPublishActions("example.com", 600, r)...)
+	}
+	if got := aliActions(reqs); !slices.Equal(got, want) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	published := f.snapshot()
+	wantPublished := slices.Clone(before)
+	for _, r := range recs {
+		wantPublished = append(wantPublished, fmt.Sprintf("example.com %s 600 CNAME %s.", strings.TrimSuffix(r.Name, ".example.com"), r.Target))
+	}
+	sort.Strings(wantPublished)
+	if !slices.Equal(published, wantPublished) {
+		t.Errorf("zones after Publish:\n%s\nwant:\n%s", strings.Join(published, "\n"), strings.Join(wantPublished, "\n"))
+	}
+	ids := map[string]bool{}
+	for _, r := range recs {
+		ids[f.recordID(r.Name)] = true
+	}
+
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if got := aliActions(f.log.take()); !slices.Equal(got, []string{list}) {
+		t.Errorf("second Publish requests %q, want only %q", got, list)
+	}
+
+	// Cleanup after a restart, by a new DNS from the same config.
+	d2 := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	reqs = f.log.take()
+	checkAliAuth(t, reqs)
+	deletes := filterRequests(reqs, isAliWrite)
+	if len(deletes) != len(recs) {
+		t.Errorf("Cleanup made %d writes, want %d: %q", len(deletes), len(recs), aliActions(reqs))
+	}
+	for _, del := range deletes {
+		a := aliAction(del)
+		id, ok := strings.CutPrefix(a, "DeleteDomainRecord RecordId=")
+		if !ok || !ids[id] {
+			t.Errorf("Cleanup sent %q; want DeleteDomainRecord of the published records %v", a, ids)
+		}
+		delete(ids, id)
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Errorf("second Cleanup: %v", err)
+	}
+	if writes := filterRequests(f.log.take(), isAliWrite); len(writes) != 0 {
+		t.Errorf("second Cleanup wrote: %q", aliActions(writes))
+	}
+}
+
+func TestAlidnsKeepsTTLOnEnterpriseEdition(t *testing.T) {
+	f := newFakeAlidns(t, "example.com")
+	f.domains[0].edition = "version_enterprise_basic"
+	d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("ali", time.Minute, "example.com"))
+	if _, err := d.Publish(context.Background(), recs); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	writes := aliActions(filterRequests(f.log.take(), isAliWrite))
+	if want := aliPublishActions("example.com", 60, recs[0])[1:]; !slices.Equal(writes, want) {
+		t.Errorf("writes %q, want %q", writes, want)
+	}
+}
+
+func TestAlidnsPublishTwoZones(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeAlidns(t, "example.com", "example.org", "example.net")
+	before := f.snapshot()
+	// The provider cannot list zones: the SOA walk finds them.
+	d := newDNS(t, "ali", aliSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.org")}}), providers.Options{})
+	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
+	want := append(wantRecords("ali", time.Minute, "example.com", "www"), wantRecords("ali", time.Minute, "example.org", "shop", "mail")...)
+	recs := planDCV(t, d, in, want)
+
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 2)
+	reqs := f.log.take()
+	checkAliAuth(t, reqs)
+	// One AppendRecords per zone: a listing, then that zone's records.
+	var wantActions []string
+	for _, zone := range []string{"example.com.", "example.org."} {
+		wantActions = append(wantActions, "DescribeDomainRecords DomainName="+strings.TrimSuffix(zone, "."))
+		for _, r := range inZoneOrder(recs) {
+			if r.Zone == zone {
+				wantActions = append(wantActions, aliPublishActions(zone, 600, r)...)
+			}
+		}
+	}
+	if got := aliActions(reqs); !slices.Equal(got, wantActions) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantActions, "\n"))
+	}
+
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if writes := filterRequests(f.log.take(), isAliWrite); len(writes) != 0 {
+		t.Errorf("second Publish wrote: %q", aliActions(writes))
+	}
+
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if n := len(filterRequests(f.log.take(), isAliWrite)); n != len(recs) {
+		t.Errorf("Cleanup made %d writes, want %d", n, len(recs))
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+func TestAlidnsErrorsKeepTheSecretOut(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		deny    func(apiRequest) bool
+		wantErr []string
+	}{
+		{"key refused", func(apiRequest) bool { return true }, []string{"read zone example.com.", "HTTP 403", "User not authorized"}},
+		{"writes refused", isAliWrite, []string{"publish 2 record(s) in zone example.com.", "HTTP 403", "User not authorized"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeAlidns(t, "example.com")
+			before := f.snapshot()
+			f.deny = tt.deny
+			d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("ali", time.Minute, "example.com", "www"))
+			_, err := d.Publish(context.Background(), recs)
+			if err == nil {
+				t.Fatal("Publish succeeded against an API that refuses it")
+			}
+			if strings.Contains(err.Error(), aliSecret) {
+				t.Errorf("error carries the access key secret: %v", err)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed by a refused Publish:\n%s", strings.Join(after, "\n"))
+			}
+		})
+	}
+}
+
+// TestAlidnsNeverRewritesAnotherRecord is the case that made dcvd stop
+// using alidns's SetRecords: a CA may give every name the same target, and
+// the provider's substring search then picks the record of another name.
+// Publishing the apex record must add it and leave _c0ffee.www alone; a
+// stale record at the name itself is replaced by ID.
+func TestAlidnsNeverRewritesAnotherRecord(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeAlidns(t, "example.com")
+	d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	apex := dcvLabel + ".example.com"
+	www := dcvLabel + ".www.example.com"
+	shared := "same.target.sectigo.com"
+	f.mu.Lock()
+	wwwRec := f.add(f.domains[0], seedRR{Name: www, Type: "CNAME", Value: shared + ".", TTL: 600})
+	stale := f.add(f.domains[0], seedRR{Name: dcvLabel + ".shop.example.com", Type: "CNAME", Value: "stale.sectigo.com.", TTL: 600})
+	f.mu.Unlock()
+
+	recs, err := d.Plan(ctx, []reseller.CNAMEInstruction{
+		{Name: apex, Target: shared},
+		{Name: dcvLabel + ".shop.example.com", Target: "fresh.sectigo.com"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	if rep.Calls != 2 || len(rep.Set) != 2 {
+		t.Errorf("report %+v; want 2 records set with a delete and an append", rep)
+	}
+	writes := aliActions(filterRequests(f.log.take(), isAliWrite))
+	want := []string{
+		"DeleteDomainRecord RecordId=" + stale.RecordID,
+		"AddDomainRecord DomainName=example.com RR=" + dcvLabel + " TTL=600 Type=CNAME Value=" + shared + ".",
+		"AddDomainRecord DomainName=example.com RR=" + dcvLabel + ".shop TTL=600 Type=CNAME Value=fresh.sectigo.com.",
+	}
+	if !slices.Equal(writes, want) {
+		t.Fatalf("writes:\n%s\nwant:\n%s", strings.Join(writes, "\n"), strings.Join(want, "\n"))
+	}
+	if id := f.recordID(www); id != wwwRec.RecordID {
+		t.Errorf("the www record was rewritten: id %q, want %q", id, wwwRec.RecordID)
+	}
+	snap := strings.Join(f.snapshot(), "\n")
+	for _, line := range []string{
+		"example.com " + dcvLabel + ".www 600 CNAME " + shared + ".",
+		"example.com " + dcvLabel + " 600 CNAME " + shared + ".",
+		"example.com " + dcvLabel + ".shop 600 CNAME fresh.sectigo.com.",
+	} {
+		if !strings.Contains(snap, line) {
+			t.Errorf("zone lacks %q:\n%s", line, snap)
+		}
+	}
+	if strings.Contains(snap, "stale.sectigo.com") {
+		t.Errorf("stale record kept:\n%s", snap)
+	}
+}
