@@ -129,7 +129,7 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 	if err != nil {
 		return err
 	}
-	s.step("published (%d SetRecords call)", rep.Calls)
+	s.step("published (%d write call(s) to the provider)", rep.Calls)
 
 	servers, err := d.Propagation.Servers(ctx, records[0].Zone)
 	if err != nil {

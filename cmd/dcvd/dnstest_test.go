@@ -86,7 +86,7 @@ propagation_timeout = "30s"
 	if err := run(context.Background(), []string{"dns", "test", "bind", "--domain", zone, "--config", cfg}, &out, &out); err != nil {
 		t.Fatalf("dns test failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"zone " + zone + ".", "published (1 SetRecords call)", "every authoritative nameserver answers", "removed the test record"} {
+	for _, want := range []string{"zone " + zone + ".", "published (1 write call(s) to the provider)", "every authoritative nameserver answers", "removed the test record"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
