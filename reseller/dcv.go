@@ -343,7 +343,7 @@ func (c *dcvCheck) file(scheme string, f *HTTPFile) *FileInstruction {
 		return nil
 	}
 	nerr := len(c.errs)
-	if err := checkDCVFileName(f.Filename); err != nil {
+	if err := CheckDCVFileName(f.Filename); err != nil {
 		c.refuse("http.filename", "%q: %v", clipUntrusted(f.Filename), err)
 	}
 	const dir = ".well-known/pki-validation/"
@@ -381,8 +381,11 @@ func fileURLHost(name string) string {
 	return name
 }
 
-// checkDCVFileName accepts a single safe path segment.
-func checkDCVFileName(s string) error {
+// CheckDCVFileName accepts a plain file name for a DCV file:
+// [A-Za-z0-9][A-Za-z0-9._-]*, no "..", at most MaxDCVFileNameLen bytes.
+// Such a name is one path segment that no web server hides, so a file of
+// that name stays inside .well-known/pki-validation/.
+func CheckDCVFileName(s string) error {
 	switch {
 	case s == "":
 		return errors.New("empty")
