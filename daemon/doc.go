@@ -1,12 +1,19 @@
-// Package daemon is dcvd's per-certificate state machine: it decides when a
-// certificate is due, generates the key and CSR, submits the reissue through
-// package reseller, has providers and httpchallenge publish the DCV records
-// and files, asks the CA to re-check, waits for the certificate (polling or
-// on a callback), verifies and deploys it, and schedules the next run. It
-// owns the state store and the deployer, and is the only package that uses
-// all the others.
+// Package daemon is dcvd's per-certificate state machine: it decides when
+// each configured certificate is due, and drives one order per certificate
+// through its steps — key and CSR generated locally, reissue submitted with
+// a unique_id that is persisted first (so a retry never charges twice), DCV
+// instructions validated and published through package providers (DNS) and
+// package httpchallenge (files), visibility proven, the re-check requested
+// only then, the certificate polled for (or fetched at once on a callback),
+// verified against the key and the configured names, deployed atomically,
+// the reload run (and rolled back if it fails), DCV cleaned up.
 //
-// The package is empty in this build: the state machine is built by the
-// daemon issue, on top of reseller and sandbox. Until then "dcvd demo" walks
-// the same steps once, in cmd/dcvd.
+// Every step is recorded in the Store before the next side effect, and
+// every side effect is safe to repeat, so a crash anywhere resumes from the
+// recorded step. A reissue that would drop names of the live certificate,
+// which the CA answers by revoking it, is refused unless the admin confirms.
+//
+// The package owns the configuration (config.go), the store (store.go,
+// SQLite by default) and the deployer (deploy.go); it is the only package
+// that uses reseller, providers and httpchallenge together.
 package daemon

@@ -430,3 +430,25 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// NewWith configures a DNS for a provider built in code rather than from a
+// [dns.NAME] section: the demo's and tests' in-process servers. zone may be
+// empty (found as New finds it); zero Propagation fields take the defaults.
+func NewWith(name string, p Provider, zone string, prop Propagation) *DNS {
+	if prop.Timeout == 0 {
+		prop.Timeout = DefaultPropagationTimeout
+	}
+	if prop.Interval == 0 {
+		prop.Interval = DefaultPropagationInterval
+	}
+	if prop.MaxInterval == 0 {
+		prop.MaxInterval = DefaultPropagationMax
+	}
+	if zone != "" {
+		zone = strings.ToLower(strings.TrimSuffix(zone, ".")) + "."
+	}
+	return &DNS{
+		Name: name, Kind: "in-process", Provider: p, Zone: zone, TTL: DefaultTTL, Propagation: prop,
+		zones: newZoneFinder(zone, p, prop.Resolvers, 10*time.Second),
+	}
+}

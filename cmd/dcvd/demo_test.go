@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -21,7 +22,9 @@ func TestDemoRunsTheWholeFlow(t *testing.T) {
 	if err := run(context.Background(), []string{"demo", "--state-dir", dir, "--out", out}, &buf, &buf); err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, buf.String())
 	}
-	for _, want := range []string{"reissue submitted", "published 1 CNAME record(s) in one call and 1 file(s)", "certificate issued", "ledger: 1 charge(s)", "cleaned up"} {
+	for _, want := range []string{"reissue accepted", "DNS records published", "every record and file is visible",
+		"re-check requested", "certificate issued and verified", "reload: demo serial", "order done",
+		"1 charge(s)", "DCV left behind: 0 file(s), 0 CNAME(s)", "next renewal"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, buf.String())
 		}
@@ -49,11 +52,12 @@ func TestDemoRunsTheWholeFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	kb, _ := pem.Decode(keyPEM)
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !key.PublicKey.Equal(leaf.PublicKey) {
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(leaf.PublicKey) {
 		t.Error("privkey.pem does not match the certificate")
 	}
 	fi, err := os.Stat(filepath.Join(out, "privkey.pem"))

@@ -1,10 +1,9 @@
 // Command dcvd keeps commercial TLS certificates renewed through a
 // certificate reseller's API, with no human in the loop.
 //
-// This build has the subcommands demo (a complete reissue against an
-// in-process sandbox CA) and dns (test a DNS provider's credentials and
-// propagation). The daemon itself (run, check-config, status) arrives with
-// the daemon's issue.
+// It runs as a daemon (dcvd run) and has commands to reissue, inspect and
+// redeploy certificates, check the configuration, test DNS providers, and
+// a demo on embedded defaults.
 package main
 
 import (
@@ -21,14 +20,19 @@ import (
 const usage = `dcvd keeps commercial TLS certificates renewed through a reseller API.
 
 Usage:
-  dcvd demo [flags]    run one complete reissue against an in-process sandbox CA
-  dcvd dns test NAME --domain DOMAIN [--config FILE]
-                       publish, check and remove a throw-away CNAME with the
-                       DNS provider of [dns.NAME]: proves credentials and propagation
-  dcvd dns providers   list the DNS providers and their config keys
-  dcvd help            show this help
+  dcvd run                 run the daemon: renew every configured certificate when due
+  dcvd reissue NAME        reissue a certificate now [--wait] [--dry-run] [--allow-domain-removal]
+  dcvd status              each certificate: expiry, next renewal, order in flight, cost [--json]
+  dcvd redeploy NAME       install the live certificate again and reload
+  dcvd check-config        report every problem of the configuration at once
+  dcvd dns test NAME --domain DOMAIN
+                           publish, check and remove a throw-away CNAME with [dns.NAME]
+  dcvd dns providers       list the DNS providers and their config keys
+  dcvd demo                a whole reissue on embedded defaults: sandbox CA, local DNS
+                           and web root, temporary deploy directory; no account needed
+  dcvd version
 
-Run "dcvd demo --help" for the demo's flags.
+Every command but demo reads --config (default /etc/dcvd/config.toml).
 `
 
 func main() {
@@ -50,7 +54,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "demo":
-		return runDemo(ctx, args[1:], stdout)
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "run":
+		return runRun(ctx, args[1:], stdout, stderr)
+	case "reissue":
+		return runReissue(ctx, args[1:], stdout, stderr)
+	case "status":
+		return runStatus(ctx, args[1:], stdout, stderr)
+	case "redeploy":
+		return runRedeploy(ctx, args[1:], stdout, stderr)
+	case "check-config":
+		return runCheckConfig(ctx, args[1:], stdout, stderr)
+	case "version":
+		return runVersion(stdout)
 	case "dns":
 		return runDNS(ctx, args[1:], stdout)
 	case "help", "-h", "--help":

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/dcvd/dcvd/daemon"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// commandFlags makes the flag set of a subcommand with the common
+// --config flag.
+func commandFlags(name, usage string, out io.Writer) (*flag.FlagSet, *string) {
+	fs := flag.NewFlagSet("dcvd "+name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	cfg := fs.String("config", DefaultConfigPath, "configuration file")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: dcvd %s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs, cfg
+}
+
+// loadDaemonConfig loads the configuration, printing its warnings.
+func loadDaemonConfig(path string, stderr io.Writer) (*daemon.Config, error) {
+	cfg, warnings, err := daemon.LoadConfig(path, daemon.LoadOptions{})
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return cfg, nil
+}
+
+// newLogger builds the daemon's logger from [daemon] log_format and
+// log_level.
+func newLogger(cfg *daemon.Config, w io.Writer) (*zap.Logger, error) {
+	level := zapcore.InfoLevel
+	if cfg.Daemon.LogLevel != "" {
+		if err := level.Set(cfg.Daemon.LogLevel); err != nil {
+			return nil, fmt.Errorf("daemon.log_level: %w", err)
+		}
+	}
+	var enc zapcore.Encoder
+	if cfg.Daemon.LogFormat == "json" {
+		enc = zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	} else {
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("2006-01-02 15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), level)), nil
+}
+
+func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Daemon, *zap.Logger, error) {
+	cfg, err := loadDaemonConfig(path, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, log, nil
+}
+
+func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := commandFlags("run", "run [--config FILE]", stdout)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, log, err := openDaemon(ctx, *cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	log.Info("dcvd started", zap.String("version", version), zap.String("config", *cfgPath))
+	return d.Run(ctx)
+}
+
+func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := commandFlags("reissue", "reissue NAME [--wait] [--dry-run] [--allow-domain-removal] [--config FILE]", stdout)
+	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground")
+	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the order stays in flight for the daemon)")
+	dryRun := fs.Bool("dry-run", false, "say what would be reissued, and whether the domain-removal guard refuses, without contacting the CA")
+	allow := fs.Bool("allow-domain-removal", false, "confirm a reissue that drops names of the live certificate (the CA revokes it)")
+	name, err := parseWithName(fs, args)
+	if err != nil {
+		return err
+	}
+	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if *dryRun {
+		o, err := d.Plan(ctx, name, *allow)
+		if err != nil {
+			return err
+		}
+		if o.UniqueID != "" {
+			fmt.Fprintf(stdout, "certificate %s has an order in flight: %s at step %s\n", name, o.UniqueID, o.Step)
+			return nil
+		}
+		fmt.Fprintf(stdout, "would reissue certificate %s (service %s, key %s):\n", name, o.ServiceID, o.KeyType)
+		for _, n := range o.Names {
+			fmt.Fprintf(stdout, "  %-40s %s\n", n, o.DomainDCV[n])
+		}
+		return nil
+	}
+	if *wait && *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	o, err := d.Reissue(ctx, name, daemon.ReissueOptions{AllowDomainRemoval: *allow, Wait: *wait})
+	if err != nil {
+		if o != nil && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("certificate %s: not done after %s: order %s is at step %s (last error: %s); the daemon carries it on",
+				name, *timeout, o.UniqueID, o.Step, orNone(o.LastError))
+		}
+		return err
+	}
+	switch {
+	case o.Step == daemon.StepDone:
+		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
+			name, o.Serial, o.NotAfter.UTC().Format(time.RFC3339), o.UniqueID, o.Cost)
+	default:
+		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
+	}
+	return nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := commandFlags("status", "status [--json] [--config FILE]", stdout)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	sts, err := d.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sts)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tNEXT RENEWAL\tORDER\tCOST\tLAST ERROR")
+	for _, s := range sts {
+		expires := "-"
+		if s.NotAfter != nil {
+			expires = s.NotAfter.UTC().Format("2006-01-02 15:04")
+		}
+		order := "-"
+		if s.Order != nil {
+			order = fmt.Sprintf("%s (%s)", s.Order.Step, s.Order.UniqueID)
+		}
+		lastErr := s.LastError
+		if len(lastErr) > 80 {
+			lastErr = lastErr[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\n", s.Name, expires, s.NextRenewal.UTC().Format("2006-01-02 15:04"), order, s.TotalCost, orDash(lastErr))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := commandFlags("redeploy", "redeploy NAME [--config FILE]", stdout)
+	name, err := parseWithName(fs, args)
+	if err != nil {
+		return err
+	}
+	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Redeploy(ctx, name); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "certificate %s redeployed\n", name)
+	return nil
+}
+
+func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := commandFlags("check-config", "check-config [--config FILE]", stdout)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, warnings, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
+	for _, w := range warnings {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
+	var problems []error
+	if err != nil {
+		problems = append(problems, err)
+	} else {
+		problems = append(problems, cfg.Check()...)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%s has problems:\n%w", *cfgPath, errors.Join(problems...))
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d certificate(s), %d DNS provider(s))\n", *cfgPath, len(cfg.Certificates), len(cfg.DNS))
+	return nil
+}
+
+// parseWithName parses flags around one positional NAME.
+func parseWithName(fs *flag.FlagSet, args []string) (string, error) {
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return "", fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if name == "" {
+		fs.Usage()
+		return "", errors.New("name the [[certificate]]")
+	}
+	return name, nil
+}
+
+func runVersion(stdout io.Writer) error {
+	fmt.Fprintf(stdout, "dcvd %s\n", version)
+	return nil
+}
+

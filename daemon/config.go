@@ -1,0 +1,1352 @@
+package daemon
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"github.com/robfig/cron/v3"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// Defaults of the [daemon] section.
+const (
+	DefaultStateDir      = "/var/lib/dcvd"
+	DefaultSchedule      = "17 */6 * * *"
+	DefaultMaxConcurrent = 4
+	DefaultPollInterval  = 10 * time.Second
+	DefaultLogFormat     = "console"
+	DefaultLogLevel      = "info"
+)
+
+// Defaults of a [certificate.deploy] section.
+const (
+	DefaultDeployMode          os.FileMode = 0o644
+	DefaultDeployKeyMode       os.FileMode = 0o600
+	DefaultDeployReloadTimeout             = 60 * time.Second
+)
+
+// cfgMaxPollInterval is where the detail polling backs off to; a first poll
+// slower than that would make the backoff pointless.
+const cfgMaxPollInterval = 5 * time.Minute
+
+// cfgMaxRenewBefore is the longest lifetime a publicly trusted certificate
+// may have (398 days): renewing earlier than that would renew constantly.
+const cfgMaxRenewBefore = 398 * 24 * time.Hour
+
+// Config is the whole configuration file, checked and with defaults applied.
+type Config struct {
+	// Path is the file it was loaded from.
+	Path   string
+	API    APIConfig
+	Daemon DaemonConfig
+	// DNS holds every configured [dns.NAME] section by NAME.
+	DNS map[string]*providers.DNS
+	// Certificates are the [[certificate]] entries, in file order.
+	Certificates []CertConfig
+}
+
+// APIConfig is the [api] section: how to reach and authenticate to the
+// reseller.
+type APIConfig struct {
+	BaseURL     string
+	AccessKeyID string
+	// AccessKeySecret is the secret itself, whichever way it was given. It
+	// is never put in an error or a log line.
+	AccessKeySecret string
+	Timeout         time.Duration
+	// CARootsFile, when set, is a PEM bundle that issued chains must verify
+	// to (instead of the system roots): for private CAs and the sandbox.
+	CARootsFile string
+}
+
+// String describes the section without the secret, so that printing it
+// cannot leak the secret.
+func (a APIConfig) String() string {
+	return fmt.Sprintf("api{base_url=%s access_key_id=%s timeout=%s ca_roots_file=%q}",
+		a.BaseURL, a.AccessKeyID, a.Timeout, a.CARootsFile)
+}
+
+// GoString is String, so that %#v does not print the secret either.
+func (a APIConfig) GoString() string { return a.String() }
+
+// CARoots reads CARootsFile. It returns nil and no error when CARootsFile
+// is not set, meaning the system roots.
+func (a APIConfig) CARoots() (*x509.CertPool, error) {
+	if a.CARootsFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(a.CARootsFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA roots: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("CA roots %s: certificate %d: %w", a.CARootsFile, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("CA roots %s: no PEM certificate in the file", a.CARootsFile)
+	}
+	return pool, nil
+}
+
+// DaemonConfig is the [daemon] section.
+type DaemonConfig struct {
+	// StateDir holds the SQLite database and the private keys.
+	StateDir string
+	// Schedule is a standard 5-field cron expression (or a descriptor such
+	// as "@hourly") for the renewal checks.
+	Schedule string
+	// CallbackListen is where the CA's callbacks arrive ("host:port"), and
+	// CallbackURL the public base URL that reaches it (no trailing slash).
+	// Both or neither are set.
+	CallbackListen string
+	CallbackURL    string
+	// HTTPListen, when set, is the "host:port" of a listener inside the
+	// daemon that serves pending HTTP validation files (it may equal
+	// CallbackListen: one listener then serves both).
+	HTTPListen    string
+	LogFormat     string // "console" or "json"
+	LogLevel      string // "debug", "info", "warn" or "error"
+	MaxConcurrent int
+	// PollInterval is the first wait between detail polls of an order;
+	// it backs off to 5 minutes.
+	PollInterval time.Duration
+}
+
+// CertConfig is one [[certificate]].
+type CertConfig struct {
+	Name      string
+	ServiceID string
+	KeyType   string
+	ReuseKey  bool
+	// DNS names the [dns.NAME] section that publishes the dns-validated
+	// names.
+	DNS string
+	// Webroots are the document roots that serve the http/https-validated
+	// names (every one of them gets each file).
+	Webroots []httpchallenge.Webroot
+	// Standalone is the "host:port" dcvd listens on while a file is
+	// pending, for hosts with no web server.
+	Standalone string
+	// HTTPConnect is where the self-check connects instead of resolving
+	// the name ("host:port").
+	HTTPConnect string
+	// RenewBefore is how long before expiry to renew; zero means when a
+	// third of the lifetime remains.
+	RenewBefore  time.Duration
+	ContactEmail string
+	// Domains maps each normalized name to its DCV method.
+	Domains map[string]reseller.Method
+	// Organization holds the company data of OV/EV/IV certificates; nil
+	// when not configured.
+	Organization *reseller.Organization
+	Deploy       DeploySpec
+}
+
+// Names returns the certificate's names, sorted.
+func (c CertConfig) Names() []string {
+	names := make([]string, 0, len(c.Domains))
+	for n := range c.Domains {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LoadOptions are the process's outside world, replaceable in tests.
+type LoadOptions struct {
+	// LookupEnv reads the *_env keys; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// ReadFile reads the secret files (*_file keys); nil means os.ReadFile.
+	// The configuration file itself is always read with os.ReadFile.
+	ReadFile func(string) ([]byte, error)
+	// Providers is given to providers.New for every [dns.NAME] section;
+	// its LookupEnv and ReadFile default to the ones above.
+	Providers providers.Options
+}
+
+// ConfigError is one problem of a configuration: the key concerned, such
+// as certificate[shop].deploy.dir, and what is wrong with it.
+type ConfigError struct {
+	Key    string
+	Reason string
+}
+
+// Error renders "KEY: reason".
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Reason }
+
+// LoadConfig reads, checks and completes the configuration at path. It
+// reports every problem at once: the error joins one *ConfigError per
+// problem (unknown keys, wrong types, missing or invalid values, DCV rules),
+// sorted by key; a TOML syntax error alone is reported with its line. The
+// warnings say what is allowed but unwise, each as "KEY: reason". On error
+// the config is nil. Secrets never appear in errors or warnings.
+func LoadConfig(path string, opts LoadOptions) (*Config, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	return parseConfig(path, data, opts)
+}
+
+func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string, error) {
+	var raw map[string]any
+	if _, err := toml.Decode(string(data), &raw); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, nil, fmt.Errorf("config %s: line %d, column %d: %s", path, pe.Position.Line, pe.Position.Col, pe.Message)
+		}
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if opts.LookupEnv == nil {
+		opts.LookupEnv = os.LookupEnv
+	}
+	if opts.ReadFile == nil {
+		opts.ReadFile = os.ReadFile
+	}
+	if opts.Providers.LookupEnv == nil {
+		opts.Providers.LookupEnv = opts.LookupEnv
+	}
+	if opts.Providers.ReadFile == nil {
+		opts.Providers.ReadFile = opts.ReadFile
+	}
+	l := &loader{opts: opts}
+	cfg := l.load(path, raw)
+	cfgSortErrors(l.errs)
+	sort.Strings(l.warns)
+	if len(l.errs) > 0 {
+		return nil, l.warns, errors.Join(l.errs...)
+	}
+	return cfg, l.warns, nil
+}
+
+// ParseDuration parses a duration in Go's syntax ("90m", "1h30m") that may
+// also use "d" for days of 24 hours ("30d", "1d12h", "1.5d").
+func ParseDuration(s string) (time.Duration, error) {
+	bad := func() error {
+		return fmt.Errorf("invalid duration %q: use numbers with units (ns, us, ms, s, m, h, d) such as \"90s\", \"720h\" or \"30d\"", s)
+	}
+	rest := s
+	neg := false
+	if rest != "" && (rest[0] == '-' || rest[0] == '+') {
+		neg = rest[0] == '-'
+		rest = rest[1:]
+	}
+	if rest == "0" {
+		return 0, nil
+	}
+	if rest == "" {
+		return 0, bad()
+	}
+	isNum := func(c byte) bool { return c == '.' || ('0' <= c && c <= '9') }
+	var total time.Duration
+	for rest != "" {
+		i := 0
+		for i < len(rest) && isNum(rest[i]) {
+			i++
+		}
+		j := i
+		for j < len(rest) && !isNum(rest[j]) {
+			j++
+		}
+		num, unit := rest[:i], rest[i:j]
+		rest = rest[j:]
+		if num == "" || unit == "" {
+			return 0, bad()
+		}
+		var d time.Duration
+		if unit == "d" {
+			h, err := time.ParseDuration(num + "h")
+			if err != nil {
+				return 0, bad()
+			}
+			if h > math.MaxInt64/24 {
+				return 0, fmt.Errorf("invalid duration %q: too long", s)
+			}
+			d = 24 * h
+		} else {
+			var err error
+			if d, err = time.ParseDuration(num + unit); err != nil {
+				return 0, bad()
+			}
+		}
+		if total > math.MaxInt64-d {
+			return 0, fmt.Errorf("invalid duration %q: too long", s)
+		}
+		total += d
+	}
+	if neg {
+		total = -total
+	}
+	return total, nil
+}
+
+// loader collects the problems of one configuration file.
+type loader struct {
+	opts  LoadOptions
+	errs  []error
+	warns []string
+	// httpListen is daemon.http_listen, which certificates may rely on.
+	httpListen     string
+	callbackListen string
+	// dnsSections are the [dns.NAME] names present in the file (configured
+	// or not), and dnsUsed those a certificate names.
+	dnsSections map[string]bool
+	dnsUsed     map[string]bool
+}
+
+func (l *loader) fail(key, format string, args ...any) {
+	l.errs = append(l.errs, &ConfigError{Key: key, Reason: fmt.Sprintf(format, args...)})
+}
+
+func (l *loader) warn(key, format string, args ...any) {
+	l.warns = append(l.warns, key+": "+fmt.Sprintf(format, args...))
+}
+
+var cfgTopLevel = []string{"api", "certificate", "daemon", "dns"}
+
+func (l *loader) load(path string, raw map[string]any) *Config {
+	cfg := &Config{Path: path, DNS: map[string]*providers.DNS{}}
+	for _, k := range cfgSortedKeys(raw) {
+		if !slices.Contains(cfgTopLevel, k) {
+			l.fail(cfgKeyPart(k), "unknown section or key (known: %s)", strings.Join(cfgTopLevel, ", "))
+		}
+	}
+	cfg.API = l.api(raw)
+	cfg.Daemon = l.daemon(raw)
+	l.dnsSections = map[string]bool{}
+	l.dnsUsed = map[string]bool{}
+	rawDNS := l.dnsTables(raw)
+	cfg.Certificates = l.certificates(raw)
+	for _, name := range cfgSortedKeys(rawDNS) {
+		d, warns, err := providers.New(name, rawDNS[name], l.opts.Providers)
+		l.warns = append(l.warns, warns...)
+		if err != nil {
+			l.providerErrors(name, err)
+			continue
+		}
+		cfg.DNS[name] = d
+		if !l.dnsUsed[name] {
+			l.warn("dns."+cfgKeyPart(name), "not used by any certificate")
+		}
+	}
+	return cfg
+}
+
+// providerErrors re-files the joined "dns.NAME.key: reason" errors of
+// providers.New as ConfigErrors, so that they sort with the others.
+func (l *loader) providerErrors(name string, err error) {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		msg := e.Error()
+		if i := strings.Index(msg, ": "); i > 0 && strings.HasPrefix(msg, "dns.") {
+			l.errs = append(l.errs, &ConfigError{Key: msg[:i], Reason: msg[i+2:]})
+		} else {
+			l.errs = append(l.errs, &ConfigError{Key: "dns." + cfgKeyPart(name), Reason: msg})
+		}
+	}
+}
+
+// section is one TOML table being read; path is its key path.
+type section struct {
+	l    *loader
+	path string
+	m    map[string]any
+}
+
+func (s section) key(k string) string { return s.path + "." + cfgKeyPart(k) }
+
+func (s section) has(k string) bool {
+	_, ok := s.m[k]
+	return ok
+}
+
+// unknown reports every key of the table that is not in known.
+func (s section) unknown(known ...string) {
+	for _, k := range cfgSortedKeys(s.m) {
+		if !slices.Contains(known, k) {
+			s.l.fail(s.key(k), "unknown key (known here: %s)", strings.Join(known, ", "))
+		}
+	}
+}
+
+// str returns the string at k; ok is false when k is absent or not a
+// string (which is reported). The value is never echoed: it may be a
+// secret.
+func (s section) str(k string) (string, bool) {
+	v, present := s.m[k]
+	if !present {
+		return "", false
+	}
+	str, ok := v.(string)
+	if !ok {
+		s.l.fail(s.key(k), "must be a string, not %s", cfgTypeName(v))
+		return "", false
+	}
+	return str, true
+}
+
+// required returns the non-empty string at k, reporting it when absent or
+// empty; what says what belongs there.
+func (s section) required(k, what string) (string, bool) {
+	if !s.has(k) {
+		s.l.fail(s.key(k), "required: %s", what)
+		return "", false
+	}
+	v, ok := s.str(k)
+	if !ok {
+		return "", false
+	}
+	if strings.TrimSpace(v) == "" {
+		s.l.fail(s.key(k), "must not be empty: %s", what)
+		return "", false
+	}
+	return v, true
+}
+
+func (s section) boolean(k string) (bool, bool) {
+	v, present := s.m[k]
+	if !present {
+		return false, false
+	}
+	b, ok := v.(bool)
+	if !ok {
+		s.l.fail(s.key(k), "must be true or false, not %s", cfgTypeName(v))
+	}
+	return b, ok
+}
+
+func (s section) integer(k string) (int64, bool) {
+	v, present := s.m[k]
+	if !present {
+		return 0, false
+	}
+	n, ok := v.(int64)
+	if !ok {
+		s.l.fail(s.key(k), "must be an integer, not %s", cfgTypeName(v))
+	}
+	return n, ok
+}
+
+// duration reads a positive duration string at k into *dst, leaving the
+// default in place when k is absent or an empty string.
+func (s section) duration(k string, dst *time.Duration) bool {
+	v, present := s.m[k]
+	if !present {
+		return false
+	}
+	str, ok := v.(string)
+	if !ok {
+		s.l.fail(s.key(k), "must be a duration string such as \"30s\", \"720h\" or \"30d\", not %s", cfgTypeName(v))
+		return false
+	}
+	if str == "" {
+		return false
+	}
+	d, err := ParseDuration(str)
+	if err != nil {
+		s.l.fail(s.key(k), "%v", err)
+		return false
+	}
+	if d <= 0 {
+		s.l.fail(s.key(k), "must be positive, got %q", str)
+		return false
+	}
+	*dst = d
+	return true
+}
+
+// table returns the sub-table at k.
+func (s section) table(k string) (section, bool) {
+	v, present := s.m[k]
+	if !present {
+		return section{}, false
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		s.l.fail(s.key(k), "must be a table, not %s", cfgTypeName(v))
+		return section{}, false
+	}
+	return section{l: s.l, path: s.key(k), m: m}, true
+}
+
+// hostPort reads a "host:port" address at k; listeners may use port 0
+// (any free port, for tests).
+func (s section) hostPort(k string, listener bool) (string, bool) {
+	v, ok := s.str(k)
+	if !ok {
+		return "", false
+	}
+	if err := cfgCheckHostPort(v, listener); err != nil {
+		s.l.fail(s.key(k), "%v", err)
+		return "", false
+	}
+	return v, true
+}
+
+func cfgCheckHostPort(addr string, listener bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not \"host:port\"", addr)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (p == 0 && !listener) {
+		return fmt.Errorf("%q: port must be a number from 1 to 65535", addr)
+	}
+	if !listener && host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	return nil
+}
+
+// url reads an absolute http(s) URL at k.
+func (s section) url(k string) (string, bool) {
+	v, ok := s.str(k)
+	if !ok {
+		return "", false
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		s.l.fail(s.key(k), "not a valid URL")
+	case u.User != nil:
+		// Not echoed: the user info may hold a password.
+		s.l.fail(s.key(k), "must not contain user info")
+	case u.Scheme != "http" && u.Scheme != "https":
+		s.l.fail(s.key(k), "%q is not an absolute http or https URL", v)
+	case u.Host == "":
+		s.l.fail(s.key(k), "%q has no host", v)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		s.l.fail(s.key(k), "%q must not have a query or fragment", v)
+	default:
+		return v, true
+	}
+	return "", false
+}
+
+var cfgAPIKeys = []string{"base_url", "access_key_id", "access_key_secret", "access_key_secret_file",
+	"access_key_secret_env", "timeout", "ca_roots_file"}
+
+func (l *loader) api(raw map[string]any) APIConfig {
+	a := APIConfig{Timeout: reseller.DefaultTimeout}
+	v, present := raw["api"]
+	if !present {
+		l.fail("api", "required section [api] is missing (base_url, access_key_id, access_key_secret_file)")
+		return a
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		l.fail("api", "must be a table [api], not %s", cfgTypeName(v))
+		return a
+	}
+	s := section{l: l, path: "api", m: m}
+	s.unknown(cfgAPIKeys...)
+	if _, ok := s.required("base_url", "the reseller API's base URL, ending in /api/v1"); ok {
+		if u, ok := s.url("base_url"); ok {
+			a.BaseURL = u
+			if pu, _ := url.Parse(u); pu.Scheme == "http" && !cfgIsLoopback(pu.Hostname()) {
+				l.warn(s.key("base_url"), "plain http to a remote host: requests and certificates travel unencrypted")
+			}
+		}
+	}
+	if id, ok := s.required("access_key_id", "the access key ID from the reseller's console"); ok {
+		a.AccessKeyID = strings.TrimSpace(id)
+	}
+	a.AccessKeySecret = l.secret(s)
+	s.duration("timeout", &a.Timeout)
+	if f, ok := s.str("ca_roots_file"); ok {
+		if f == "" {
+			l.fail(s.key("ca_roots_file"), "must be a file path (or leave the key out to use the system roots)")
+		} else {
+			a.CARootsFile = f
+		}
+	}
+	return a
+}
+
+// secret reads the API secret from exactly one of access_key_secret,
+// access_key_secret_file and access_key_secret_env. No message quotes it.
+func (l *loader) secret(s section) string {
+	var set []string
+	for _, k := range []string{"access_key_secret", "access_key_secret_file", "access_key_secret_env"} {
+		if s.has(k) {
+			set = append(set, k)
+		}
+	}
+	switch len(set) {
+	case 0:
+		l.fail(s.key("access_key_secret"), "required: set access_key_secret_file (a file holding the secret), access_key_secret_env (an environment variable holding it) or access_key_secret")
+		return ""
+	case 1:
+	default:
+		l.fail(s.key("access_key_secret"), "set more than once (%s.%s): keep one", s.path, strings.Join(set, ", "+s.path+"."))
+		return ""
+	}
+	k := set[0]
+	v, ok := s.str(k)
+	if !ok {
+		return ""
+	}
+	switch k {
+	case "access_key_secret":
+		if v == "" {
+			l.fail(s.key(k), "must not be empty")
+			return ""
+		}
+		l.warn(s.key(k), "a secret written in the config file; prefer access_key_secret_file or access_key_secret_env")
+		return v
+	case "access_key_secret_file":
+		if v == "" {
+			l.fail(s.key(k), "must be a file path")
+			return ""
+		}
+		b, err := l.opts.ReadFile(v)
+		if err != nil {
+			l.fail(s.key(k), "cannot read the secret: %v", err)
+			return ""
+		}
+		sec := strings.TrimRight(string(b), "\r\n")
+		if sec == "" {
+			l.fail(s.key(k), "file %s is empty", v)
+		}
+		return sec
+	default:
+		if v == "" {
+			l.fail(s.key(k), "must be the name of an environment variable")
+			return ""
+		}
+		sec, ok := l.opts.LookupEnv(v)
+		if !ok || sec == "" {
+			l.fail(s.key(k), "environment variable %s is not set", v)
+			return ""
+		}
+		return sec
+	}
+}
+
+var cfgDaemonKeys = []string{"state_dir", "schedule", "callback_listen", "callback_url", "http_listen",
+	"max_concurrent", "poll_interval", "log_format", "log_level"}
+
+func (l *loader) daemon(raw map[string]any) DaemonConfig {
+	d := DaemonConfig{
+		StateDir:      DefaultStateDir,
+		Schedule:      DefaultSchedule,
+		LogFormat:     DefaultLogFormat,
+		LogLevel:      DefaultLogLevel,
+		MaxConcurrent: DefaultMaxConcurrent,
+		PollInterval:  DefaultPollInterval,
+	}
+	v, present := raw["daemon"]
+	if !present {
+		return d
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		l.fail("daemon", "must be a table [daemon], not %s", cfgTypeName(v))
+		return d
+	}
+	s := section{l: l, path: "daemon", m: m}
+	s.unknown(cfgDaemonKeys...)
+	if dir, ok := s.str("state_dir"); ok {
+		if !filepath.IsAbs(dir) {
+			l.fail(s.key("state_dir"), "%q must be an absolute path", dir)
+		} else {
+			d.StateDir = filepath.Clean(dir)
+		}
+	}
+	if sched, ok := s.str("schedule"); ok {
+		if _, err := cron.ParseStandard(sched); err != nil {
+			l.fail(s.key("schedule"), "%q is not a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. %q): %v", sched, DefaultSchedule, err)
+		} else {
+			d.Schedule = sched
+		}
+	}
+	if a, ok := s.hostPort("callback_listen", true); ok {
+		d.CallbackListen = a
+	}
+	if u, ok := s.url("callback_url"); ok {
+		d.CallbackURL = strings.TrimRight(u, "/")
+	}
+	switch {
+	case s.has("callback_listen") && !s.has("callback_url"):
+		l.fail(s.key("callback_url"), "required with daemon.callback_listen: the public URL that reaches that listener (the CA posts to it)")
+	case s.has("callback_url") && !s.has("callback_listen"):
+		l.fail(s.key("callback_listen"), "required with daemon.callback_url: the \"host:port\" the daemon listens on for callbacks")
+	}
+	if a, ok := s.hostPort("http_listen", true); ok {
+		d.HTTPListen = a
+	}
+	if n, ok := s.integer("max_concurrent"); ok {
+		if n < 1 || n > 1000 {
+			l.fail(s.key("max_concurrent"), "must be from 1 to 1000, got %d", n)
+		} else {
+			d.MaxConcurrent = int(n)
+		}
+	}
+	if s.duration("poll_interval", &d.PollInterval) && d.PollInterval > cfgMaxPollInterval {
+		l.fail(s.key("poll_interval"), "must be at most %s (polling backs off to that)", cfgMaxPollInterval)
+	}
+	if f, ok := s.str("log_format"); ok {
+		if f != "console" && f != "json" {
+			l.fail(s.key("log_format"), "%q is neither \"console\" nor \"json\"", f)
+		} else {
+			d.LogFormat = f
+		}
+	}
+	if lv, ok := s.str("log_level"); ok {
+		if !slices.Contains([]string{"debug", "info", "warn", "error"}, lv) {
+			l.fail(s.key("log_level"), "%q is none of debug, info, warn, error", lv)
+		} else {
+			d.LogLevel = lv
+		}
+	}
+	l.httpListen, l.callbackListen = d.HTTPListen, d.CallbackListen
+	return d
+}
+
+// dnsTables collects the raw [dns.NAME] sections; providers.New checks
+// their keys.
+func (l *loader) dnsTables(raw map[string]any) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	v, present := raw["dns"]
+	if !present {
+		return out
+	}
+	tables, ok := v.(map[string]any)
+	if !ok {
+		l.fail("dns", "must be tables such as [dns.main], not %s", cfgTypeName(v))
+		return out
+	}
+	for _, name := range cfgSortedKeys(tables) {
+		l.dnsSections[name] = true
+		sec, ok := tables[name].(map[string]any)
+		if !ok {
+			l.fail("dns."+cfgKeyPart(name), "must be a table [dns.%s], not %s", name, cfgTypeName(tables[name]))
+			continue
+		}
+		out[name] = sec
+	}
+	return out
+}
+
+var (
+	cfgCertKeys = []string{"name", "service_id", "key_type", "reuse_key", "dns", "webroot", "webroot_owner",
+		"webroot_group", "standalone", "http_connect", "renew_before", "contact_email", "domains", "deploy",
+		"organization"}
+	cfgDeployKeys = []string{"dir", "owner", "group", "mode", "key_mode", "reload", "reload_timeout"}
+	cfgKeyTypes   = []string{KeyECDSAP256, KeyECDSAP384, KeyRSA2048, KeyRSA4096}
+	cfgNameRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+)
+
+// cfgMaxNameLen bounds a certificate's name, which names files and log
+// fields.
+const cfgMaxNameLen = 64
+
+func (l *loader) certificates(raw map[string]any) []CertConfig {
+	v, present := raw["certificate"]
+	if !present {
+		l.warn("certificate", "no [[certificate]]: the daemon has nothing to renew")
+		return nil
+	}
+	var tables []map[string]any
+	switch t := v.(type) {
+	case []map[string]any:
+		tables = t
+	case []any:
+		for _, e := range t {
+			m, ok := e.(map[string]any)
+			if !ok {
+				l.fail("certificate", "must be an array of tables [[certificate]], but holds %s", cfgTypeName(e))
+				return nil
+			}
+			tables = append(tables, m)
+		}
+	default:
+		l.fail("certificate", "must be an array of tables: write [[certificate]] (double brackets), one per certificate, not %s", cfgTypeName(v))
+		return nil
+	}
+	var certs []CertConfig
+	byName := map[string][]int{}
+	byService := map[string][]string{}
+	byDir := map[string][]string{}
+	for i, m := range tables {
+		c, prefix, ok := l.certificate(i, m)
+		if c.Name != "" {
+			byName[c.Name] = append(byName[c.Name], i+1)
+		}
+		if c.ServiceID != "" {
+			byService[c.ServiceID] = append(byService[c.ServiceID], prefix)
+		}
+		if c.Deploy.Dir != "" {
+			byDir[c.Deploy.Dir] = append(byDir[c.Deploy.Dir], prefix)
+		}
+		if ok {
+			certs = append(certs, c)
+		}
+	}
+	for name, idx := range byName {
+		if len(idx) > 1 {
+			pos := make([]string, len(idx))
+			for i, n := range idx {
+				pos[i] = "#" + strconv.Itoa(n)
+			}
+			l.fail("certificate["+name+"].name", "%q names more than one [[certificate]] (%s): names must be unique", name, strings.Join(pos, ", "))
+		}
+	}
+	for id, prefixes := range byService {
+		if len(prefixes) > 1 {
+			l.fail(prefixes[1]+".service_id", "service_id %q is also used by %s: two certificates reissuing one order would revoke each other", id, prefixes[0])
+		}
+	}
+	for dir, prefixes := range byDir {
+		if len(prefixes) > 1 {
+			l.fail(prefixes[1]+".deploy.dir", "%s is also the deploy directory of %s: each certificate needs its own", dir, prefixes[0])
+		}
+	}
+	return certs
+}
+
+// certificate reads the i-th [[certificate]]; prefix is its key path
+// (certificate[NAME], or certificate[#N] when it has no usable name).
+func (l *loader) certificate(i int, m map[string]any) (c CertConfig, prefix string, ok bool) {
+	before := len(l.errs)
+	prefix = fmt.Sprintf("certificate[#%d]", i+1)
+	if name, isStr := m["name"].(string); isStr && cfgNameRE.MatchString(name) && len(name) <= cfgMaxNameLen {
+		prefix = "certificate[" + name + "]"
+		c.Name = name
+	}
+	s := section{l: l, path: prefix, m: m}
+	s.unknown(cfgCertKeys...)
+	if name, ok := s.required("name", "a short name for this certificate ([a-z0-9][a-z0-9._-]*)"); ok && c.Name == "" {
+		l.fail(s.key("name"), "%q must match [a-z0-9][a-z0-9._-]* and be at most %d characters (it names files and log lines)", name, cfgMaxNameLen)
+	}
+	if id, ok := s.required("service_id", "the order's service_id from the reseller's console"); ok {
+		if strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+			l.fail(s.key("service_id"), "%q must be printable ASCII without spaces", id)
+		} else {
+			c.ServiceID = id
+		}
+	}
+	c.KeyType = KeyECDSAP256
+	if kt, ok := s.str("key_type"); ok {
+		if !slices.Contains(cfgKeyTypes, kt) {
+			l.fail(s.key("key_type"), "%q is none of %s", kt, strings.Join(cfgKeyTypes, ", "))
+		} else {
+			c.KeyType = kt
+		}
+	}
+	c.ReuseKey, _ = s.boolean("reuse_key")
+	if e, ok := s.str("contact_email"); ok {
+		if a, err := mail.ParseAddress(e); err != nil || a.Address != e {
+			l.fail(s.key("contact_email"), "%q is not a plain e-mail address", e)
+		} else {
+			c.ContactEmail = e
+		}
+	}
+	if s.duration("renew_before", &c.RenewBefore) && c.RenewBefore >= cfgMaxRenewBefore {
+		l.fail(s.key("renew_before"), "must be shorter than the longest certificate lifetime (398 days), or dcvd would renew on every check")
+	}
+
+	// How names are validated.
+	l.webroots(s, &c)
+	if a, ok := s.hostPort("standalone", true); ok {
+		c.Standalone = a
+		if a == l.httpListen || a == l.callbackListen {
+			l.fail(s.key("standalone"), "%s is already the daemon's own listener (daemon.http_listen or daemon.callback_listen): leave standalone out and the daemon's listener serves the files", a)
+		}
+	}
+	if a, ok := s.hostPort("http_connect", false); ok {
+		c.HTTPConnect = a
+	}
+	if len(c.Webroots) > 0 && c.Standalone != "" {
+		l.fail(s.key("standalone"), "set webroot or standalone, not both: with a web server running, standalone could not bind its port")
+	}
+	if dnsName, ok := s.str("dns"); ok {
+		if !l.dnsSections[dnsName] {
+			l.fail(s.key("dns"), "no [dns.%s] section in the config (sections: %s)", dnsName, cfgList(cfgSortedKeys(l.dnsSections)))
+		} else {
+			c.DNS = dnsName
+			l.dnsUsed[dnsName] = true
+		}
+	}
+	c.Domains = l.domains(s)
+	var dnsNames, httpNames, httpsNames []string
+	for _, n := range c.Names() {
+		switch c.Domains[n] {
+		case reseller.MethodDNS:
+			dnsNames = append(dnsNames, n)
+		case reseller.MethodHTTP:
+			httpNames = append(httpNames, n)
+		case reseller.MethodHTTPS:
+			httpNames = append(httpNames, n)
+			httpsNames = append(httpsNames, n)
+		}
+	}
+	if len(dnsNames) > 0 && !s.has("dns") {
+		l.fail(s.key("dns"), "required by the dns-validated names %s: name a [dns.NAME] section", cfgList(dnsNames))
+	}
+	if len(dnsNames) == 0 && c.DNS != "" {
+		l.warn(s.key("dns"), "no name of this certificate is validated by dns")
+	}
+	if len(httpNames) > 0 && !s.has("webroot") && !s.has("standalone") && l.httpListen == "" {
+		l.fail(s.key("webroot"), "required by the http/https-validated names %s: set webroot (the document root serving them), standalone (\"host:port\" dcvd listens on while validating) or daemon.http_listen (where the web server proxies /.well-known/pki-validation/)", cfgList(httpNames))
+	}
+	if c.Standalone != "" && l.httpListen == "" {
+		for _, n := range httpsNames {
+			l.fail(s.key("domains")+"."+strconv.Quote(n), "https validation needs a TLS server, and standalone serves plain http: use http, or a webroot")
+		}
+	}
+	if len(httpNames) == 0 {
+		for _, k := range []string{"webroot", "standalone", "http_connect"} {
+			if s.has(k) {
+				l.warn(s.key(k), "no name of this certificate is validated by http or https")
+			}
+		}
+	}
+
+	if d, ok := s.table("deploy"); ok {
+		c.Deploy = l.deploy(d)
+	} else if !s.has("deploy") {
+		l.fail(s.key("deploy"), "required section [certificate.deploy] is missing (at least dir: where cert.pem, chain.pem, fullchain.pem and privkey.pem go)")
+	}
+	if o, ok := s.table("organization"); ok {
+		c.Organization = l.organization(o)
+	}
+	return c, prefix, len(l.errs) == before
+}
+
+// webroots reads webroot (a path or a list of paths), webroot_owner and
+// webroot_group.
+func (l *loader) webroots(s section, c *CertConfig) {
+	owner, _ := s.str("webroot_owner")
+	group, _ := s.str("webroot_group")
+	v, present := s.m["webroot"]
+	if !present {
+		for _, k := range []string{"webroot_owner", "webroot_group"} {
+			if s.has(k) {
+				l.fail(s.key(k), "only meaningful with webroot")
+			}
+		}
+		return
+	}
+	var dirs []string
+	switch t := v.(type) {
+	case string:
+		dirs = []string{t}
+	case []any:
+		if len(t) == 0 {
+			l.fail(s.key("webroot"), "must list at least one directory")
+			return
+		}
+		for _, e := range t {
+			d, ok := e.(string)
+			if !ok {
+				l.fail(s.key("webroot"), "must be a path or a list of paths, but the list holds %s", cfgTypeName(e))
+				return
+			}
+			dirs = append(dirs, d)
+		}
+	default:
+		l.fail(s.key("webroot"), "must be a path or a list of paths, not %s", cfgTypeName(v))
+		return
+	}
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			l.fail(s.key("webroot"), "%q must be an absolute path", d)
+			continue
+		}
+		d = filepath.Clean(d)
+		if seen[d] {
+			l.fail(s.key("webroot"), "%s is listed twice", d)
+			continue
+		}
+		seen[d] = true
+		c.Webroots = append(c.Webroots, httpchallenge.Webroot{Dir: d, Owner: owner, Group: group})
+	}
+}
+
+// domains reads [certificate.domains], validated by the reseller's rules;
+// the names of the result are normalized.
+func (l *loader) domains(s section) map[string]reseller.Method {
+	d, ok := s.table("domains")
+	if !ok {
+		if !s.has("domains") {
+			l.fail(s.key("domains"), "required section [certificate.domains] is missing: name → \"dns\", \"http\", \"https\" or an approver e-mail")
+		}
+		return nil
+	}
+	rawDCV := map[string]reseller.Method{}
+	for _, name := range cfgSortedKeys(d.m) {
+		m, ok := d.m[name].(string)
+		if !ok {
+			l.fail(d.path+"."+strconv.Quote(name), "must be a string: \"dns\", \"http\", \"https\" or an approver e-mail, not %s", cfgTypeName(d.m[name]))
+			continue
+		}
+		rawDCV[name] = strings.ToLower(strings.TrimSpace(m))
+	}
+	if len(d.m) == 0 {
+		l.fail(d.path, "must list at least one name")
+		return nil
+	}
+	if len(rawDCV) == 0 {
+		return nil
+	}
+	if err := reseller.ValidateDomainDCV(rawDCV); err != nil {
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			var de *reseller.DCVError
+			if !errors.As(e, &de) {
+				l.fail(d.path, "%v", e)
+				continue
+			}
+			reason := de.Reason
+			if de.Field != "" {
+				reason = de.Field + ": " + reason
+			}
+			l.fail(d.path+"."+strconv.Quote(de.Domain), "%s", reason)
+		}
+	}
+	out := make(map[string]reseller.Method, len(rawDCV))
+	for name, m := range rawDCV {
+		if n, err := reseller.NormalizeDomain(name); err == nil {
+			out[n] = m
+		}
+	}
+	return out
+}
+
+func (l *loader) deploy(s section) DeploySpec {
+	spec := DeploySpec{Mode: DefaultDeployMode, KeyMode: DefaultDeployKeyMode, ReloadTimeout: DefaultDeployReloadTimeout}
+	s.unknown(cfgDeployKeys...)
+	if dir, ok := s.required("dir", "the directory for cert.pem, chain.pem, fullchain.pem and privkey.pem"); ok {
+		if !filepath.IsAbs(dir) {
+			l.fail(s.key("dir"), "%q must be an absolute path", dir)
+		} else {
+			spec.Dir = filepath.Clean(dir)
+		}
+	}
+	spec.Owner, _ = s.str("owner")
+	spec.Group, _ = s.str("group")
+	if m, ok := l.mode(s, "mode"); ok {
+		spec.Mode = m
+	}
+	if m, ok := l.mode(s, "key_mode"); ok {
+		if m&0o007 != 0 {
+			l.fail(s.key("key_mode"), "%04o lets every user of the host read or change the private key: use \"0600\", or \"0640\" with group", m)
+		} else {
+			spec.KeyMode = m
+		}
+	}
+	spec.Reload, _ = s.str("reload")
+	s.duration("reload_timeout", &spec.ReloadTimeout)
+	return spec
+}
+
+// mode reads a file mode written as an octal string ("0640"): a TOML
+// integer would be read as decimal, a classic trap.
+func (l *loader) mode(s section, k string) (os.FileMode, bool) {
+	v, present := s.m[k]
+	if !present {
+		return 0, false
+	}
+	str, ok := v.(string)
+	if !ok {
+		l.fail(s.key(k), "must be a string like \"0640\", not %s", cfgTypeName(v))
+		return 0, false
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(str, "0o"), 8, 32)
+	if err != nil || n > 0o777 {
+		l.fail(s.key(k), "%q is not an octal file mode like \"0640\"", str)
+		return 0, false
+	}
+	if n&0o400 == 0 {
+		l.fail(s.key(k), "%q does not let the owner read the file", str)
+		return 0, false
+	}
+	return os.FileMode(n), true
+}
+
+func (l *loader) organization(s section) *reseller.Organization {
+	o := &reseller.Organization{}
+	fields := []struct {
+		key string
+		dst *string
+	}{
+		{"organization", &o.Organization},
+		{"organization_unit", &o.OrganizationUnit},
+		{"registered_address_line1", &o.RegisteredAddressLine1},
+		{"serial_no", &o.SerialNo},
+		{"country", &o.Country},
+		{"state", &o.State},
+		{"city", &o.City},
+		{"postal_code", &o.PostalCode},
+		{"organization_phone", &o.OrganizationPhone},
+		{"date_of_incorporation", &o.DateOfIncorporation},
+		{"contact_name", &o.ContactName},
+		{"contact_title", &o.ContactTitle},
+		{"contact_phone", &o.ContactPhone},
+	}
+	known := make([]string, len(fields))
+	for i, f := range fields {
+		known[i] = f.key
+	}
+	s.unknown(known...)
+	set := false
+	for _, f := range fields {
+		if f.key == "date_of_incorporation" {
+			// An unquoted TOML date is what people write; accept it.
+			if t, ok := s.m[f.key].(time.Time); ok {
+				*f.dst = t.Format(time.DateOnly)
+				set = true
+				continue
+			}
+		}
+		if v, ok := s.str(f.key); ok {
+			*f.dst = strings.TrimSpace(v)
+			set = set || *f.dst != ""
+		}
+	}
+	if o.Country != "" {
+		if len(o.Country) != 2 || strings.IndexFunc(o.Country, func(r rune) bool { return (r < 'A' || r > 'Z') && (r < 'a' || r > 'z') }) >= 0 {
+			l.fail(s.key("country"), "%q is not a two-letter country code such as \"CN\"", o.Country)
+		}
+		o.Country = strings.ToUpper(o.Country)
+	}
+	if o.DateOfIncorporation != "" {
+		if _, err := time.Parse(time.DateOnly, o.DateOfIncorporation); err != nil {
+			l.fail(s.key("date_of_incorporation"), "%q is not a date such as 2019-01-01", o.DateOfIncorporation)
+		}
+	}
+	if !set {
+		return nil
+	}
+	return o
+}
+
+// Check makes the checks of "dcvd check-config" that look at the host
+// rather than the file: the state directory and every deploy directory
+// exist or can be created, and are writable (a temporary file is created
+// and removed); every webroot is an existing directory; ca_roots_file holds
+// certificates; owners and groups exist. Each error is a *ConfigError
+// naming its key; they are sorted by key.
+func (c *Config) Check() []error {
+	var errs []error
+	fail := func(key string, err error) {
+		errs = append(errs, &ConfigError{Key: key, Reason: err.Error()})
+	}
+	if err := cfgCheckWritableDir(c.Daemon.StateDir); err != nil {
+		fail("daemon.state_dir", err)
+	}
+	if _, err := c.API.CARoots(); err != nil {
+		fail("api.ca_roots_file", err)
+	}
+	for _, cc := range c.Certificates {
+		prefix := "certificate[" + cc.Name + "]"
+		if err := cfgCheckWritableDir(cc.Deploy.Dir); err != nil {
+			fail(prefix+".deploy.dir", err)
+		}
+		// Validate resolves owner and group as Install will.
+		if err := cc.Deploy.Validate(); err != nil {
+			fail(prefix+".deploy", err)
+		}
+		for i, w := range cc.Webroots {
+			fi, err := os.Stat(w.Dir)
+			switch {
+			case err != nil:
+				fail(prefix+".webroot", err)
+			case !fi.IsDir():
+				fail(prefix+".webroot", fmt.Errorf("%s is not a directory", w.Dir))
+			}
+			if i == 0 {
+				if err := cfgCheckOwner(w.Owner, w.Group); err != nil {
+					fail(prefix+".webroot", err)
+				}
+			}
+		}
+	}
+	cfgSortErrors(errs)
+	return errs
+}
+
+// cfgCheckWritableDir checks that dir is a writable directory, or can be
+// created: then its nearest existing parent must be writable.
+func cfgCheckWritableDir(dir string) error {
+	probe := func(d string) error {
+		f, err := os.CreateTemp(d, ".dcvd-check-*")
+		if err != nil {
+			return err
+		}
+		name := f.Name()
+		f.Close()
+		return os.Remove(name)
+	}
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		if err := probe(dir); err != nil {
+			return fmt.Errorf("%s is not writable: %w", dir, err)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) && p != filepath.Dir(p) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s does not exist and cannot be created: %w", dir, err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s does not exist and cannot be created: %s is not a directory", dir, p)
+		}
+		if err := probe(p); err != nil {
+			return fmt.Errorf("%s does not exist and cannot be created: %w", dir, err)
+		}
+		return nil
+	}
+}
+
+// cfgCheckOwner checks that a user and group given by name exist; numeric
+// IDs need not.
+func cfgCheckOwner(owner, group string) error {
+	var errs []error
+	if _, err := strconv.Atoi(owner); owner != "" && err != nil {
+		if _, err := user.Lookup(owner); err != nil {
+			errs = append(errs, fmt.Errorf("owner: %w", err))
+		}
+	}
+	if _, err := strconv.Atoi(group); group != "" && err != nil {
+		if _, err := user.LookupGroup(group); err != nil {
+			errs = append(errs, fmt.Errorf("group: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// cfgSortErrors sorts ConfigErrors by key, then reason.
+func cfgSortErrors(errs []error) {
+	sortKey := func(e error) (string, string) {
+		var ce *ConfigError
+		if errors.As(e, &ce) {
+			return ce.Key, ce.Reason
+		}
+		return e.Error(), ""
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		ki, ri := sortKey(errs[i])
+		kj, rj := sortKey(errs[j])
+		if ki != kj {
+			return ki < kj
+		}
+		return ri < rj
+	})
+}
+
+func cfgSortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+var cfgBareKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// cfgKeyPart renders one key of a key path as TOML would: bare when it
+// can be, quoted otherwise.
+func cfgKeyPart(k string) string {
+	if cfgBareKeyRE.MatchString(k) {
+		return k
+	}
+	return strconv.Quote(k)
+}
+
+// cfgTypeName names the TOML type of a decoded value, for messages that
+// must not quote the value itself.
+func cfgTypeName(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case time.Time:
+		return "a date/time"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "a table"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func cfgList(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
+}
+
+func cfgIsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,197 @@
+package daemon
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// Options are what the daemon takes from its caller besides the config:
+// mostly for the demo and tests, which run everything in one process.
+type Options struct {
+	// Store, when nil, is the SQLite database in the state directory.
+	Store Store
+	// Log, when nil, logs nowhere.
+	Log *zap.Logger
+	// DNS replaces or adds DNS providers by [dns.NAME] name (in-process
+	// servers of the demo and tests).
+	DNS map[string]*providers.DNS
+	// Roots, when set, is what issued chains must verify to (instead of
+	// api.ca_roots_file).
+	Roots *x509.CertPool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// AfterStep, when set, is called after each step of an order is
+	// persisted, before the next side effect: the crash tests kill the
+	// process there.
+	AfterStep func(o *Order)
+	// Deployer, when nil, is a Deployer running reload commands with
+	// /bin/sh.
+	Deployer *Deployer
+}
+
+// Daemon drives the configured certificates: it reissues each when due,
+// and resumes orders in flight.
+type Daemon struct {
+	cfg       *Config
+	store     Store
+	ownStore  bool
+	api       *reseller.Client
+	dns       map[string]*providers.DNS
+	deployer  *Deployer
+	log       *zap.Logger
+	roots     *x509.CertPool
+	now       func() time.Time
+	afterStep func(o *Order)
+
+	responder   *httpchallenge.Responder
+	standalones map[string]*httpchallenge.Standalone
+
+	mu      sync.Mutex
+	driving map[string]bool          // certificates whose order a goroutine drives
+	wake    map[string]chan struct{} // unique_id → poke from a callback
+	sem     chan struct{}
+}
+
+// New prepares a daemon for cfg: it opens the store and the API client.
+// It does not start anything; see Run and Reissue.
+func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
+	d := &Daemon{
+		cfg:         cfg,
+		store:       opts.Store,
+		dns:         map[string]*providers.DNS{},
+		deployer:    opts.Deployer,
+		log:         opts.Log,
+		roots:       opts.Roots,
+		now:         opts.Now,
+		afterStep:   opts.AfterStep,
+		responder:   httpchallenge.NewResponder(),
+		standalones: map[string]*httpchallenge.Standalone{},
+		driving:     map[string]bool{},
+		wake:        map[string]chan struct{}{},
+	}
+	if d.log == nil {
+		d.log = zap.NewNop()
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	if d.deployer == nil {
+		d.deployer = &Deployer{Log: d.log}
+	}
+	max := cfg.Daemon.MaxConcurrent
+	if max <= 0 {
+		max = 4
+	}
+	d.sem = make(chan struct{}, max)
+	for name, p := range cfg.DNS {
+		d.dns[name] = p
+	}
+	for name, p := range opts.DNS {
+		d.dns[name] = p
+	}
+	if d.roots == nil && cfg.API.CARootsFile != "" {
+		pemData, err := os.ReadFile(cfg.API.CARootsFile)
+		if err != nil {
+			return nil, fmt.Errorf("api.ca_roots_file: %w", err)
+		}
+		d.roots = x509.NewCertPool()
+		if !d.roots.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("api.ca_roots_file: %s holds no certificate", cfg.API.CARootsFile)
+		}
+	}
+	api, err := reseller.New(reseller.Config{
+		BaseURL:         cfg.API.BaseURL,
+		AccessKeyID:     cfg.API.AccessKeyID,
+		AccessKeySecret: cfg.API.AccessKeySecret,
+		Timeout:         cfg.API.Timeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.api = api
+	if d.store == nil {
+		if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("daemon.state_dir: %w", err)
+		}
+		s, err := OpenSQLite(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
+		if err != nil {
+			return nil, fmt.Errorf("open state: %w", err)
+		}
+		d.store, d.ownStore = s, true
+	}
+	return d, nil
+}
+
+// Close releases the store (when the daemon opened it) and stops the
+// standalone responders.
+func (d *Daemon) Close() error {
+	var errs []error
+	d.mu.Lock()
+	for _, s := range d.standalones {
+		errs = append(errs, s.Close())
+	}
+	d.mu.Unlock()
+	if d.ownStore {
+		errs = append(errs, d.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Responder serves the pending HTTP validation files; mount it where
+// /.well-known/pki-validation/ is proxied to dcvd.
+func (d *Daemon) Responder() *httpchallenge.Responder { return d.responder }
+
+// Store is the daemon's state.
+func (d *Daemon) Store() Store { return d.store }
+
+func (d *Daemon) certConfig(name string) (*CertConfig, error) {
+	for i := range d.cfg.Certificates {
+		if d.cfg.Certificates[i].Name == name {
+			return &d.cfg.Certificates[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no [[certificate]] named %q in the config", name)
+}
+
+// orderLog is the logger of one order: every line names the certificate
+// and the order.
+func (d *Daemon) orderLog(o *Order) *zap.Logger {
+	return d.log.With(zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID))
+}
+
+// poke wakes the driver of the order uniqueID (a callback arrived).
+func (d *Daemon) poke(uniqueID string) {
+	d.mu.Lock()
+	ch := d.wake[uniqueID]
+	d.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *Daemon) wakeChan(uniqueID string) (chan struct{}, func()) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	d.wake[uniqueID] = ch
+	return ch, func() {
+		d.mu.Lock()
+		delete(d.wake, uniqueID)
+		d.mu.Unlock()
+	}
+}

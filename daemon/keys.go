@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Key types a [[certificate]] may ask for; the CA accepts exactly these.
+const (
+	KeyECDSAP256 = "ecdsa-p256"
+	KeyECDSAP384 = "ecdsa-p384"
+	KeyRSA2048   = "rsa-2048"
+	KeyRSA4096   = "rsa-4096"
+)
+
+func generateKey(keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case KeyECDSAP256, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyECDSAP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case KeyRSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case KeyRSA4096:
+		return rsa.GenerateKey(rand.Reader, 4096)
+	}
+	return nil, fmt.Errorf("unknown key type %q", keyType)
+}
+
+// writeKey stores key as PKCS#8 PEM in a new file of mode 0600 (its
+// directory 0700), synced before it is renamed into place: the key must be
+// on disk before the CSR made from it leaves the host.
+func writeKey(path string, key crypto.Signer) error {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("encode key: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("key directory: %w", err)
+	}
+	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := writeFileAtomic(path, data, 0o600); err != nil {
+		return fmt.Errorf("write key %s: %w", path, err)
+	}
+	return nil
+}
+
+func loadKey(path string) (crypto.Signer, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read key: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, nil, fmt.Errorf("key %s holds no PEM block", path)
+	}
+	var k any
+	switch block.Type {
+	case "PRIVATE KEY":
+		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		k, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		return nil, nil, fmt.Errorf("key %s: unexpected PEM block %q", path, block.Type)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("key %s: %w", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("key %s: not a signing key", path)
+	}
+	return s, data, nil
+}
+
+// makeCSR builds the CSR for names: DNS names (wildcards included) and IP
+// addresses as SANs, and a common name for CAs that still read it.
+func makeCSR(key crypto.Signer, names []string) (string, error) {
+	if len(names) == 0 {
+		return "", errors.New("no names")
+	}
+	tmpl := &x509.CertificateRequest{}
+	cn := ""
+	for _, n := range names {
+		if ip := net.ParseIP(strings.Trim(n, "[]")); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			continue
+		}
+		tmpl.DNSNames = append(tmpl.DNSNames, n)
+		if cn == "" && !strings.HasPrefix(n, "*.") {
+			cn = n
+		}
+	}
+	if cn == "" {
+		cn = names[0]
+	}
+	if len(cn) <= 64 {
+		tmpl.Subject = pkix.Name{CommonName: cn}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return "", fmt.Errorf("create CSR: %w", err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same
+// directory, synced, renamed over path, and the directory synced, so that a
+// crash leaves the old file or the new one.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err = f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

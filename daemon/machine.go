@@ -1,0 +1,640 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// This file is the per-order state machine. advance performs the side
+// effect of the order's current step and persists the next step before
+// returning; every side effect is safe to repeat, so that an order that was
+// interrupted anywhere resumes by running its recorded step again.
+
+// ReissueOptions say how Reissue drives an order.
+type ReissueOptions struct {
+	// AllowDomainRemoval confirms a reissue that drops names of the live
+	// certificate, which the CA answers by revoking it.
+	AllowDomainRemoval bool
+	// Wait drives the order until it ends, sleeping through backoffs and
+	// while the CA works. Otherwise Reissue returns at the first wait, and
+	// the running daemon carries the order on.
+	Wait bool
+}
+
+// errWaiting says the order waits for the CA (NextAttempt is set): not a
+// failure.
+var errWaiting = errors.New("waiting for the CA")
+
+// fatalError ends an order: retrying the same order cannot help.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+func fatal(format string, args ...any) error {
+	return &fatalError{fmt.Errorf(format, args...)}
+}
+
+// DomainRemovalError refuses a reissue that would drop names of the live
+// certificate without the admin's confirmation.
+type DomainRemovalError struct {
+	Cert    string
+	Serial  string
+	Dropped []string
+}
+
+func (e *DomainRemovalError) Error() string {
+	return fmt.Sprintf("certificate %s: the reissue would drop %s from the live certificate (serial %s), and the CA revokes a certificate whose names a reissue replaces; if that is intended, run: dcvd reissue %s --allow-domain-removal",
+		e.Cert, strings.Join(e.Dropped, ", "), e.Serial, e.Cert)
+}
+
+// Reissue reissues the certificate name now, or resumes its order in
+// flight, and drives the order (see ReissueOptions).
+func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (*Order, error) {
+	cc, err := d.certConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	o, err := d.store.ActiveOrder(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if o, err = d.newOrder(ctx, cc, opt.AllowDomainRemoval); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	}
+	return o, d.drive(ctx, cc, o, opt.Wait)
+}
+
+// Plan says what Reissue would do, without doing it: the names and their
+// methods, and whether the domain-removal guard would refuse.
+func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool) (*Order, error) {
+	cc, err := d.certConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	if o, err := d.store.ActiveOrder(ctx, name); err == nil {
+		return o, nil
+	}
+	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
+		return nil, err
+	}
+	return &Order{Cert: cc.Name, ServiceID: cc.ServiceID, Names: cc.Names(), DomainDCV: cc.Domains, KeyType: cc.KeyType}, nil
+}
+
+func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow bool) error {
+	live, err := d.store.Certificate(ctx, cc.Name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var dropped []string
+	for _, n := range live.Names {
+		if _, kept := cc.Domains[n]; !kept {
+			dropped = append(dropped, n)
+		}
+	}
+	if len(dropped) == 0 || allow {
+		return nil
+	}
+	return &DomainRemovalError{Cert: cc.Name, Serial: live.Serial, Dropped: dropped}
+}
+
+// newOrder persists the intent of a reissue: unique_id, key, CSR. The key
+// is on disk before the order row names it, and both before anything is
+// sent.
+func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemoval bool) (*Order, error) {
+	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
+		return nil, err
+	}
+	o := &Order{
+		UniqueID:           "dcvd-" + randomHex(16),
+		Cert:               cc.Name,
+		ServiceID:          cc.ServiceID,
+		Step:               StepNew,
+		Names:              cc.Names(),
+		DomainDCV:          cc.Domains,
+		KeyType:            cc.KeyType,
+		CallbackToken:      randomHex(24),
+		AllowDomainRemoval: allowDomainRemoval,
+	}
+	log := d.orderLog(o)
+
+	var reused bool
+	if cc.ReuseKey {
+		if live, err := d.store.Certificate(ctx, cc.Name); err == nil && live.KeyFile != "" {
+			if _, _, err := loadKey(live.KeyFile); err == nil {
+				o.KeyFile, reused = live.KeyFile, true
+			}
+		}
+	}
+	if !reused {
+		key, err := generateKey(cc.KeyType)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+		}
+		o.KeyFile = filepath.Join(d.cfg.Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
+		if err := writeKey(o.KeyFile, key); err != nil {
+			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+		}
+	}
+	key, _, err := loadKey(o.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+	}
+	if o.CSR, err = makeCSR(key, o.Names); err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+	}
+	if err := d.store.PutOrder(ctx, o); err != nil {
+		return nil, fmt.Errorf("certificate %s: record the order: %w", cc.Name, err)
+	}
+	log.Info("order created", zap.Strings("names", o.Names), zap.Bool("key_reused", reused), zap.String("key_file", o.KeyFile))
+	d.stepped(o)
+	return o, nil
+}
+
+// drive advances o until it ends or, unless wait, until it must wait.
+func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, wait bool) error {
+	if !d.claim(o.Cert) {
+		return fmt.Errorf("certificate %s: its order %s is already being driven", o.Cert, o.UniqueID)
+	}
+	defer d.release(o.Cert)
+	wake, unwake := d.wakeChan(o.UniqueID)
+	defer unwake()
+	log := d.orderLog(o)
+	if err := d.serveFiles(ctx, cc, o); err != nil {
+		log.Warn("serving validation files", zap.Error(err))
+	}
+
+	poll := d.cfg.Daemon.PollInterval
+	if poll <= 0 {
+		poll = 10 * time.Second
+	}
+	for !o.Step.Terminal() {
+		if delay := o.NextAttempt.Sub(d.now()); delay > 0 {
+			if !wait {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-wake:
+				log.Info("callback received: checking the order now")
+			case <-time.After(delay):
+			}
+		}
+		select {
+		case d.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := d.advance(ctx, cc, o, &poll)
+		<-d.sem
+		switch {
+		case err == nil:
+		case errors.Is(err, errWaiting):
+		case ctx.Err() != nil:
+			return ctx.Err()
+		default:
+			var fe *fatalError
+			if errors.As(err, &fe) {
+				d.fail(ctx, cc, o, err)
+				return fmt.Errorf("certificate %s: order %s failed: %w", o.Cert, o.UniqueID, err)
+			}
+			o.Attempts++
+			o.LastError = err.Error()
+			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
+			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
+				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
+			if perr := d.store.PutOrder(ctx, o); perr != nil {
+				return errors.Join(err, perr)
+			}
+			if !wait {
+				return fmt.Errorf("certificate %s: %s: %w (will retry at %s)", o.Cert, o.Step, err, o.NextAttempt.Format(time.RFC3339))
+			}
+		}
+	}
+	if o.Step == StepFailed {
+		return fmt.Errorf("certificate %s: order %s failed: %s", o.Cert, o.UniqueID, o.LastError)
+	}
+	return nil
+}
+
+// retryBackoff is the wait before retry n of a failed step: quick at
+// first (a provider's hiccup), then spread over days, never a hot loop.
+func retryBackoff(n int) time.Duration {
+	steps := []time.Duration{10 * time.Second, 30 * time.Second, time.Minute, 5 * time.Minute, 15 * time.Minute,
+		time.Hour, 4 * time.Hour, 12 * time.Hour}
+	if n-1 < len(steps) {
+		return steps[max(n-1, 0)]
+	}
+	return 24 * time.Hour
+}
+
+// advance performs the current step's work and records the next step.
+func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *time.Duration) error {
+	log := d.orderLog(o)
+	switch o.Step {
+	case StepNew:
+		req := reseller.ReissueRequest{
+			UniqueID: o.UniqueID, ServiceID: o.ServiceID, DomainDCV: o.DomainDCV, CSR: o.CSR,
+			ContactEmail: cc.ContactEmail, Organization: cc.Organization, NotifyURL: d.notifyURL(o),
+		}
+		res, err := d.api.Reissue(ctx, req)
+		if err != nil {
+			var de *reseller.DecodeError
+			if reseller.Retryable(err) || errors.As(err, &de) {
+				// The CA may have processed it: retry with the same unique_id.
+				return err
+			}
+			return &fatalError{err}
+		}
+		plan, err := reseller.ValidateInstructions(o.DomainDCV, res.DCV)
+		if err != nil {
+			o.Cost = res.Cost
+			return fatal("the CA's DCV instructions were refused, nothing was published: %w", err)
+		}
+		for _, w := range plan.Warnings {
+			log.Warn("DCV instruction repaired or ignored", zap.String("warning", w))
+		}
+		o.Instructions, o.Cost = plan.Instructions, res.Cost
+		log.Info("reissue accepted", zap.Float64("cost", res.Cost), zap.String("status", res.Status))
+		for _, in := range o.Instructions {
+			if in.Email != nil {
+				log.Warn("e-mail validation: the CA writes to the approver; approve it there", zap.String("domain", in.Domain), zap.String("approver", in.Email.Address))
+			}
+		}
+		return d.next(ctx, o, StepSubmitted)
+
+	case StepSubmitted:
+		var cnames []reseller.CNAMEInstruction
+		for _, in := range o.Instructions {
+			if in.CNAME != nil {
+				cnames = append(cnames, *in.CNAME)
+			}
+		}
+		if len(cnames) > 0 {
+			p, err := d.dnsFor(cc)
+			if err != nil {
+				return &fatalError{err}
+			}
+			if o.DNSRecords, err = p.Plan(ctx, cnames); err != nil {
+				return err
+			}
+		}
+		return d.next(ctx, o, StepPublishing)
+
+	case StepPublishing:
+		if len(o.DNSRecords) > 0 {
+			p, err := d.dnsFor(cc)
+			if err != nil {
+				return &fatalError{err}
+			}
+			rep, err := p.Publish(ctx, o.DNSRecords)
+			if err != nil {
+				return err
+			}
+			log.Info("DNS records published", zap.Int("set", len(rep.Set)), zap.Int("unchanged", len(rep.Unchanged)), zap.Int("write_calls", rep.Calls))
+		}
+		if err := d.writeFiles(ctx, cc, o); err != nil {
+			return err
+		}
+		return d.next(ctx, o, StepPublished)
+
+	case StepPublished:
+		start := d.now()
+		if len(o.DNSRecords) > 0 {
+			p, err := d.dnsFor(cc)
+			if err != nil {
+				return &fatalError{err}
+			}
+			if err := p.WaitVisible(ctx, o.DNSRecords); err != nil {
+				return err
+			}
+		}
+		checker := httpchallenge.Checker{Connect: cc.HTTPConnect}
+		for _, in := range o.Instructions {
+			if in.File != nil {
+				if err := checker.Check(ctx, *in.File); err != nil {
+					return fmt.Errorf("self-check of %s: %w", in.Domain, err)
+				}
+			}
+		}
+		log.Info("every record and file is visible", zap.Duration("took", d.now().Sub(start)))
+		return d.next(ctx, o, StepVisible)
+
+	case StepVisible:
+		// Only now: a CA that looks too early caches its failure.
+		if err := d.api.UpdateDCV(ctx, o.ServiceID, o.DomainDCV); err != nil {
+			return err
+		}
+		log.Info("re-check requested")
+		o.NextAttempt = d.now().Add(min(*poll, 2*time.Second))
+		return d.next(ctx, o, StepRechecked)
+
+	case StepRechecked:
+		res, err := d.api.Detail(ctx, o.ServiceID)
+		if err != nil {
+			return err
+		}
+		switch res.Status {
+		case reseller.StatusCancelled, reseller.StatusRefunded, reseller.StatusRevoked:
+			return fatal("the CA reports the order %s", res.Status)
+		}
+		if res.CertPEM == "" {
+			o.NextAttempt = d.now().Add(*poll)
+			log.Info("no certificate yet", zap.String("status", res.Status), zap.Duration("next_poll", *poll))
+			*poll = min(*poll*3/2, 5*time.Minute)
+			if err := d.store.PutOrder(ctx, o); err != nil {
+				return err
+			}
+			return errWaiting
+		}
+		key, _, err := loadKey(o.KeyFile)
+		if err != nil {
+			return &fatalError{err}
+		}
+		got, err := verifyIssued(res.CertPEM, res.CAPEM, key, o.Names, d.roots, d.now())
+		if err != nil {
+			return fatal("the issued certificate was refused, nothing was deployed: %w", err)
+		}
+		o.CertPEM, o.ChainPEM = got.leafPEM, got.chainPEM
+		o.Serial, o.NotBefore, o.NotAfter = serialHex(got.leaf), got.leaf.NotBefore, got.leaf.NotAfter
+		log.Info("certificate issued and verified", zap.String("serial", o.Serial), zap.String("not_after", o.NotAfter.UTC().Format(time.RFC3339)))
+		return d.next(ctx, o, StepIssued)
+
+	case StepIssued:
+		b, err := d.bundle(o)
+		if err != nil {
+			return &fatalError{err}
+		}
+		if err := d.deployer.Install(ctx, cc.Deploy, b); err != nil {
+			return err
+		}
+		log.Info("deployed", zap.String("dir", cc.Deploy.Dir))
+		return d.next(ctx, o, StepDeployed)
+
+	case StepDeployed:
+		b, err := d.bundle(o)
+		if err != nil {
+			return &fatalError{err}
+		}
+		if err := d.deployer.Reload(ctx, cc.Deploy, b); err != nil {
+			rerr := d.deployer.Rollback(ctx, cc.Deploy)
+			if rerr != nil {
+				// First deployment: nothing to go back to; keep the new
+				// files and retry the reload later.
+				return fmt.Errorf("reload failed (%w); no previous files to restore: %v", err, rerr)
+			}
+			rrerr := d.deployer.Reload(ctx, cc.Deploy, b)
+			o.Step = StepIssued // the next attempt installs again
+			if rrerr != nil {
+				return fmt.Errorf("reload failed (%w); previous files restored, but reloading them failed too: %v", err, rrerr)
+			}
+			return fmt.Errorf("reload failed, previous files restored and reloaded: %w", err)
+		}
+		live := &Certificate{
+			Name: o.Cert, Serial: o.Serial, Names: o.Names, NotBefore: o.NotBefore, NotAfter: o.NotAfter,
+			CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyFile: o.KeyFile, UniqueID: o.UniqueID, DeployedAt: d.now(),
+		}
+		if leaf, err := parsePEMCerts(o.CertPEM); err == nil {
+			live.Names = leafNames(leaf[0])
+		}
+		if err := d.store.PutCertificate(ctx, live); err != nil {
+			return err
+		}
+		log.Info("reloaded; the new certificate is live", zap.String("serial", o.Serial))
+		return d.next(ctx, o, StepReloaded)
+
+	case StepReloaded:
+		if err := d.cleanup(ctx, cc, o); err != nil {
+			return err
+		}
+		if err := d.next(ctx, o, StepDone); err != nil {
+			return err
+		}
+		log.Info("order done", zap.Float64("cost", o.Cost))
+		return d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+			Outcome: StepDone, Cost: o.Cost, Serial: o.Serial})
+	}
+	return fmt.Errorf("order %s in unknown step %q", o.UniqueID, o.Step)
+}
+
+// next records that o reached step; a step reached resets the retries.
+func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
+	o.Step, o.Attempts, o.LastError = step, 0, ""
+	if step != StepRechecked {
+		o.NextAttempt = time.Time{}
+	}
+	if err := d.store.PutOrder(ctx, o); err != nil {
+		return err
+	}
+	d.stepped(o)
+	return nil
+}
+
+func (d *Daemon) stepped(o *Order) {
+	d.orderLog(o).Info("step", zap.String("step", string(o.Step)))
+	if d.afterStep != nil {
+		d.afterStep(o)
+	}
+}
+
+// fail ends o: its DCV is cleaned up and the attempt recorded.
+func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error) {
+	log := d.orderLog(o)
+	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
+	if err := d.cleanup(ctx, cc, o); err != nil {
+		log.Warn("cleaning up after the failure", zap.Error(err))
+	}
+	o.LastError = cause.Error()
+	o.Step = StepFailed
+	if err := d.store.PutOrder(ctx, o); err != nil {
+		log.Error("recording the failure", zap.Error(err))
+	}
+	if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+		Outcome: StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
+		log.Error("recording the failure", zap.Error(err))
+	}
+	d.stepped(o)
+}
+
+func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
+	p, ok := d.dns[cc.DNS]
+	if !ok || p == nil {
+		return nil, fmt.Errorf("certificate %s: dns = %q names no configured [dns.%s]", cc.Name, cc.DNS, cc.DNS)
+	}
+	return p, nil
+}
+
+// writeFiles publishes the HTTP validation files: into every web root, and
+// into the responder when the daemon serves them itself.
+func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+	for _, in := range o.Instructions {
+		if in.File == nil {
+			continue
+		}
+		if len(cc.Webroots) > 0 {
+			ws, err := httpchallenge.Write(cc.Webroots, *in.File)
+			if err != nil {
+				return fmt.Errorf("write the validation file of %s: %w", in.Domain, err)
+			}
+			o.Files = mergeWritten(o.Files, ws)
+		}
+	}
+	return d.serveFiles(ctx, cc, o)
+}
+
+// serveFiles puts the order's pending files into the in-memory responder
+// (and a standalone listener when configured). It is repeated when an
+// order resumes after a restart, since the responder is in memory.
+func (d *Daemon) serveFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+	switch o.Step {
+	case StepPublishing, StepPublished, StepVisible, StepRechecked:
+	default:
+		return nil
+	}
+	for _, in := range o.Instructions {
+		if in.File == nil {
+			continue
+		}
+		d.responder.Add(*in.File)
+		if cc.Standalone != "" {
+			if err := d.standalone(cc.Standalone).Add(ctx, *in.File); err != nil {
+				return fmt.Errorf("standalone responder %s: %w", cc.Standalone, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (d *Daemon) standalone(addr string) *httpchallenge.Standalone {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.standalones[addr]
+	if !ok {
+		s = httpchallenge.NewStandalone(addr, d.responder)
+		d.standalones[addr] = s
+	}
+	return s
+}
+
+// cleanup removes the order's DCV records and files: exactly what was
+// planned or written. Safe to repeat.
+func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *Order) error {
+	var errs []error
+	if len(o.DNSRecords) > 0 {
+		if p, err := d.dnsFor(cc); err != nil {
+			errs = append(errs, err)
+		} else if err := p.Cleanup(ctx, o.DNSRecords); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Files: those recorded, and those a crash may have written before
+	// they were recorded (the instruction says which name, the config
+	// which web roots).
+	files := o.Files
+	for _, in := range o.Instructions {
+		if in.File == nil {
+			continue
+		}
+		for _, wr := range cc.Webroots {
+			files = mergeWritten(files, []httpchallenge.Written{{Webroot: wr.Dir, Name: in.File.FileName, Content: in.File.Content}})
+		}
+		d.responder.Remove(*in.File)
+		if cc.Standalone != "" {
+			if err := d.standalone(cc.Standalone).Remove(*in.File); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(files) > 0 {
+		if err := httpchallenge.Remove(files); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mergeWritten adds ws to have, one entry per web root and name (the
+// entry that knows which directories were created wins).
+func mergeWritten(have, ws []httpchallenge.Written) []httpchallenge.Written {
+	for _, w := range ws {
+		found := false
+		for i, h := range have {
+			if h.Webroot == w.Webroot && h.Name == w.Name {
+				found = true
+				if len(h.CreatedDirs) == 0 {
+					have[i] = w
+				}
+			}
+		}
+		if !found {
+			have = append(have, w)
+		}
+	}
+	sort.Slice(have, func(i, j int) bool {
+		if have[i].Webroot != have[j].Webroot {
+			return have[i].Webroot < have[j].Webroot
+		}
+		return have[i].Name < have[j].Name
+	})
+	return have
+}
+
+func (d *Daemon) bundle(o *Order) (Bundle, error) {
+	keyPEM, err := os.ReadFile(o.KeyFile)
+	if err != nil {
+		return Bundle{}, fmt.Errorf("read the key of order %s: %w", o.UniqueID, err)
+	}
+	return Bundle{Cert: o.Cert, CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyPEM: string(keyPEM),
+		Names: o.Names, Serial: o.Serial, NotAfter: o.NotAfter}, nil
+}
+
+// notifyURL is where the CA calls back for o, or "" without callbacks.
+func (d *Daemon) notifyURL(o *Order) string {
+	base := strings.TrimSuffix(d.cfg.Daemon.CallbackURL, "/")
+	if base == "" {
+		return ""
+	}
+	return base + "/callback/" + url.PathEscape(o.CallbackToken)
+}
+
+func (d *Daemon) claim(cert string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.driving[cert] {
+		return false
+	}
+	d.driving[cert] = true
+	return true
+}
+
+func (d *Daemon) release(cert string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.driving, cert)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

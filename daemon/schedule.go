@@ -1,0 +1,329 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// dnsPublisher is what the state machine needs of a configured DNS
+// provider (*providers.DNS).
+type dnsPublisher interface {
+	Plan(ctx context.Context, cnames []reseller.CNAMEInstruction) ([]providers.Record, error)
+	Publish(ctx context.Context, records []providers.Record) (providers.Report, error)
+	WaitVisible(ctx context.Context, records []providers.Record) error
+	Cleanup(ctx context.Context, records []providers.Record) error
+}
+
+// maxJitter bounds how much earlier than its renew_before point a
+// certificate may be renewed, so that many certificates issued together
+// are not all reissued in the same minute.
+const maxJitter = 12 * time.Hour
+
+// Renewal says when a certificate is due and why.
+type Renewal struct {
+	At     time.Time
+	Reason string
+}
+
+// NextRenewal decides when the certificate cc is due: when renew_before
+// (default: a third of the lifetime) remains of the live certificate, less
+// a jitter fixed by the name and serial; at once when there is no live
+// certificate; and, after failed attempts, not before their backoff ends.
+func NextRenewal(cc *CertConfig, live *Certificate, history []Attempt, now time.Time) Renewal {
+	r := Renewal{At: now, Reason: "no live certificate"}
+	if live != nil && !live.NotAfter.IsZero() {
+		before := cc.RenewBefore
+		if before <= 0 {
+			before = live.NotAfter.Sub(live.NotBefore) / 3
+		}
+		at := live.NotAfter.Add(-before).Add(-jitter(cc.Name, live.Serial, before))
+		r = Renewal{At: at, Reason: fmt.Sprintf("%s before expiry (%s)", formatDuration(before), live.NotAfter.UTC().Format(time.RFC3339))}
+		if missing := missingNames(cc, live); len(missing) > 0 {
+			r = Renewal{At: now, Reason: "the configured names changed: " + strings.Join(missing, ", ") + " not covered"}
+		}
+	}
+	// Consecutive failed attempts (newest first) push the next try back.
+	failures := 0
+	for _, a := range history {
+		if a.Outcome != StepFailed {
+			break
+		}
+		failures++
+	}
+	if failures > 0 {
+		retry := history[0].Finished.Add(failureBackoff(failures))
+		if retry.After(r.At) {
+			r = Renewal{At: retry, Reason: fmt.Sprintf("%d failed attempt(s); retrying after a backoff", failures)}
+		}
+	}
+	return r
+}
+
+// failureBackoff spaces whole new orders after failed ones: an hour, then
+// doubling, at most a day.
+func failureBackoff(failures int) time.Duration {
+	d := time.Hour << min(failures-1, 5)
+	return min(d, 24*time.Hour)
+}
+
+// jitter is a fixed fraction (from the name and serial) of a tenth of the
+// renewal window, at most maxJitter.
+func jitter(name, serial string, window time.Duration) time.Duration {
+	h := fnv.New64a()
+	h.Write([]byte(name + "\x00" + serial))
+	span := min(window/10, maxJitter)
+	if span <= 0 {
+		return 0
+	}
+	return time.Duration(h.Sum64() % uint64(span))
+}
+
+func missingNames(cc *CertConfig, live *Certificate) []string {
+	have := map[string]bool{}
+	for _, n := range live.Names {
+		have[n] = true
+	}
+	var missing []string
+	for _, n := range cc.Names() {
+		if !have[n] {
+			missing = append(missing, n)
+		}
+	}
+	return missing
+}
+
+func formatDuration(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	return d.String()
+}
+
+// Run resumes the orders in flight, checks every certificate at once and
+// then on each tick of daemon.schedule, and serves callbacks, until ctx
+// ends. It returns after the work in progress has stopped.
+func (d *Daemon) Run(ctx context.Context) error {
+	sched, err := cron.ParseStandard(d.cfg.Daemon.Schedule)
+	if err != nil {
+		return fmt.Errorf("daemon.schedule: %w", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	addrs, err := d.startListener(ctx, &wg)
+	if err != nil {
+		return err
+	}
+	if addrs != "" {
+		d.log.Info("listening for callbacks and validation requests", zap.String("addr", addrs))
+	}
+
+	d.sweep(ctx, &wg)
+	for {
+		next := sched.Next(d.now())
+		d.log.Info("next renewal check", zap.Time("at", next))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(next)):
+			d.sweep(ctx, &wg)
+		}
+	}
+}
+
+// sweep starts a driver for every order in flight and every certificate
+// that is due. Certificates already being driven are left alone.
+func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
+	active, err := d.store.ActiveOrders(ctx)
+	if err != nil {
+		d.log.Error("reading the orders in flight", zap.Error(err))
+		return
+	}
+	inFlight := map[string]bool{}
+	for _, o := range active {
+		inFlight[o.Cert] = true
+		cc, err := d.certConfig(o.Cert)
+		if err != nil {
+			d.orderLog(o).Warn("order in flight for a certificate no longer configured; leaving it", zap.String("step", string(o.Step)))
+			continue
+		}
+		d.goDrive(ctx, wg, cc, o)
+	}
+	for i := range d.cfg.Certificates {
+		cc := &d.cfg.Certificates[i]
+		if inFlight[cc.Name] || d.isDriving(cc.Name) {
+			continue
+		}
+		r, err := d.renewal(ctx, cc)
+		if err != nil {
+			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
+			continue
+		}
+		if d.now().Before(r.At) {
+			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
+			continue
+		}
+		o, err := d.newOrder(ctx, cc, false)
+		if err != nil {
+			d.log.Error("cannot start the renewal", zap.String("cert", cc.Name), zap.String("why", r.Reason), zap.Error(err))
+			continue
+		}
+		d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
+		d.goDrive(ctx, wg, cc, o)
+	}
+}
+
+func (d *Daemon) goDrive(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *Order) {
+	if d.isDriving(cc.Name) {
+		return
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := d.drive(ctx, cc, o, true); err != nil && ctx.Err() == nil {
+			d.orderLog(o).Error("order ended in failure", zap.Error(err))
+		}
+	}()
+}
+
+func (d *Daemon) isDriving(cert string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.driving[cert]
+}
+
+// renewal computes NextRenewal from the store, adopting a certificate
+// already in the deploy directory when the store has none (a first run on
+// a host that has certificates).
+func (d *Daemon) renewal(ctx context.Context, cc *CertConfig) (Renewal, error) {
+	live, err := d.store.Certificate(ctx, cc.Name)
+	if errors.Is(err, ErrNotFound) {
+		live, err = d.adopt(ctx, cc), nil
+	}
+	if err != nil {
+		return Renewal{}, err
+	}
+	history, err := d.store.Attempts(ctx, cc.Name, 20)
+	if err != nil {
+		return Renewal{}, err
+	}
+	return NextRenewal(cc, live, history, d.now()), nil
+}
+
+func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
+	certPEM, chainPEM, err := ReadDeployed(cc.Deploy)
+	if err != nil {
+		return nil
+	}
+	certs, err := parsePEMCerts(certPEM)
+	if err != nil {
+		return nil
+	}
+	leaf := certs[0]
+	live := &Certificate{Name: cc.Name, Serial: serialHex(leaf), Names: leafNames(leaf), NotBefore: leaf.NotBefore,
+		NotAfter: leaf.NotAfter, CertPEM: certPEM, ChainPEM: chainPEM, DeployedAt: d.now()}
+	if err := d.store.PutCertificate(ctx, live); err != nil {
+		d.log.Warn("adopting the deployed certificate", zap.String("cert", cc.Name), zap.Error(err))
+		return nil
+	}
+	d.log.Info("adopted the certificate found in the deploy directory", zap.String("cert", cc.Name),
+		zap.String("serial", live.Serial), zap.Time("not_after", live.NotAfter))
+	return live
+}
+
+// maxCallbackBody bounds a callback's body, which is read only to be
+// discarded: a callback is a hint, never data.
+const maxCallbackBody = 64 << 10
+
+// CallbackHandler answers the CA's callbacks: POST /callback/<token>. A
+// known token of an order in flight makes its driver fetch the detail
+// through the signed API at once; the body is never used. Anything else is
+// 404.
+func (d *Daemon) CallbackHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, "/callback/")
+		if !ok || token == "" || strings.Contains(token, "/") {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		o, err := d.store.OrderByToken(r.Context(), token)
+		if err != nil || o.Step.Terminal() {
+			http.NotFound(w, r)
+			return
+		}
+		// Read (and drop) the body, bounded: a callback is only a hint.
+		if n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, maxCallbackBody+1)); n > maxCallbackBody {
+			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		d.orderLog(o).Info("callback received", zap.String("remote", r.RemoteAddr))
+		d.poke(o.UniqueID)
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte("ok\n"))
+	})
+}
+
+// startListener serves callbacks at daemon.callback_listen and the
+// responder at daemon.http_listen (one listener when they are equal).
+func (d *Daemon) startListener(ctx context.Context, wg *sync.WaitGroup) (string, error) {
+	cb, hl := d.cfg.Daemon.CallbackListen, d.cfg.Daemon.HTTPListen
+	var addrs []string
+	serve := func(addr string, h http.Handler) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+		wg.Add(2)
+		go func() { defer wg.Done(); srv.Serve(ln) }()
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Shutdown(sctx)
+		}()
+		addrs = append(addrs, ln.Addr().String())
+		return nil
+	}
+	switch {
+	case cb != "" && cb == hl:
+		mux := http.NewServeMux()
+		mux.Handle("/callback/", d.CallbackHandler())
+		mux.Handle("/.well-known/pki-validation/", d.responder)
+		if err := serve(cb, mux); err != nil {
+			return "", err
+		}
+	default:
+		if cb != "" {
+			if err := serve(cb, d.CallbackHandler()); err != nil {
+				return "", err
+			}
+		}
+		if hl != "" {
+			if err := serve(hl, d.responder); err != nil {
+				return "", err
+			}
+		}
+	}
+	return strings.Join(addrs, ", "), nil
+}

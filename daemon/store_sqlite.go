@@ -1,0 +1,813 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+
+	// The pure-Go SQLite driver, registered as "sqlite": dcvd must build
+	// without cgo.
+	_ "modernc.org/sqlite"
+)
+
+// SQLiteStore is the Store kept in one SQLite database file (WAL mode) under
+// the daemon's state directory. Open it with OpenSQLite.
+//
+// It uses one database connection. SQLite lets only one connection write at
+// a time anyway, and a single connection means the process never competes
+// with itself for the write lock (no SQLITE_BUSY between goroutines, no
+// deadlock between two transactions that read and then write): the
+// goroutines take turns, each call waiting for the connection under its own
+// context. Reads wait behind writes, which costs nothing at dcvd's scale (a
+// handful of rows per certificate). Another process on the same file, such
+// as "dcvd status" while the daemon runs, is a separate connection: WAL lets
+// it read while the daemon writes, and writes wait up to busy_timeout (5s)
+// for each other, every transaction taking the write lock at BEGIN
+// (_txlock=immediate) so that waiting is all they ever do.
+type SQLiteStore struct {
+	db   *sql.DB
+	path string
+	// now is the clock of Created and Updated; tests replace it.
+	now func() time.Time
+}
+
+var _ Store = (*SQLiteStore)(nil)
+
+// sqlitePragmas are applied by the driver to the connection when it opens.
+// synchronous=FULL makes a commit durable before it returns (NORMAL, usual
+// with WAL, may lose the last commits on power loss): an order's step must
+// never go back, or a side effect could be repeated with a certificate at
+// stake.
+var sqlitePragmas = []string{
+	"busy_timeout(5000)",
+	"journal_mode(WAL)",
+	"synchronous(FULL)",
+	"foreign_keys(1)",
+}
+
+// sqliteMigrations are the schema changes, in order: the database's version
+// is the number applied (schema_migrations holds one row per version). Each
+// is applied in one transaction with its version row. Never edit one that
+// shipped: append a new one. A change of the JSON in orders.data that older
+// code could not read (it refuses unknown fields) needs a new version too,
+// so that older code refuses the database as a whole, not order by order.
+//
+// The SQL is kept portable to PostgreSQL (issue 7): TEXT columns, DOUBLE
+// PRECISION rather than REAL (which is single precision in PostgreSQL),
+// times as fixed-width UTC text (see formatTime), JSON in TEXT, partial
+// indexes (both have them). The exception is attempts.id, an INTEGER
+// PRIMARY KEY which SQLite numbers itself; PostgreSQL needs BIGINT
+// GENERATED ALWAYS AS IDENTITY there.
+var sqliteMigrations = [][]string{
+	// 1: the initial schema.
+	{
+		`CREATE TABLE certificates (
+			name        TEXT NOT NULL PRIMARY KEY,
+			serial      TEXT NOT NULL,
+			names       TEXT NOT NULL,
+			not_before  TEXT NOT NULL,
+			not_after   TEXT NOT NULL,
+			cert_pem    TEXT NOT NULL,
+			chain_pem   TEXT NOT NULL,
+			key_file    TEXT NOT NULL,
+			unique_id   TEXT NOT NULL,
+			deployed_at TEXT NOT NULL
+		)`,
+		// callback_token is NULL, not '', when the order has none: NULLs
+		// never collide in a UNIQUE column.
+		`CREATE TABLE orders (
+			unique_id      TEXT NOT NULL PRIMARY KEY,
+			cert           TEXT NOT NULL,
+			service_id     TEXT NOT NULL,
+			step           TEXT NOT NULL,
+			callback_token TEXT UNIQUE,
+			data           TEXT NOT NULL,
+			created        TEXT NOT NULL,
+			updated        TEXT NOT NULL
+		)`,
+		`CREATE INDEX orders_cert_step ON orders (cert, step)`,
+		// The database itself refuses a second order in flight for one
+		// certificate, whichever process or code path writes it.
+		`CREATE UNIQUE INDEX orders_one_active ON orders (cert)
+			WHERE step <> 'done' AND step <> 'failed'`,
+		`CREATE TABLE attempts (
+			id        INTEGER PRIMARY KEY,
+			cert      TEXT NOT NULL,
+			unique_id TEXT UNIQUE,
+			started   TEXT NOT NULL,
+			finished  TEXT NOT NULL,
+			outcome   TEXT NOT NULL,
+			cost      DOUBLE PRECISION NOT NULL,
+			serial    TEXT NOT NULL,
+			error     TEXT NOT NULL
+		)`,
+		`CREATE INDEX attempts_cert ON attempts (cert, id)`,
+	},
+}
+
+// OpenSQLite opens the state database at path, creating it (mode 0600) if it
+// does not exist; its directory must exist. It refuses a file that group or
+// others may access, since the database holds the orders' callback tokens
+// and CSRs. It applies the migrations the database lacks and refuses a
+// database whose schema is newer than this code knows, rather than write to
+// tables it does not understand.
+func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
+	if path == "" {
+		return nil, errors.New("open state database: no path")
+	}
+	// Create the file ourselves: SQLite would create it with 0644 less
+	// the umask, and it copies the database file's mode to its -wal and
+	// -shm files.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open state database: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("open state database: %w", err)
+	}
+	if err := checkPrivateFiles(path); err != nil {
+		return nil, fmt.Errorf("open state database: %w", err)
+	}
+
+	db, err := sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	// Keep the connection: reopening it would cost the pragmas again
+	// and, with WAL, a recovery scan.
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+
+	s := &SQLiteStore{db: db, path: path, now: time.Now}
+	if err := s.init(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open state database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// sqliteDSN builds the driver's URI for path. SQLite decodes %HH in a URI's
+// path, so '%', '?' and '#', which would end the path or be decoded, are
+// escaped.
+func sqliteDSN(path string) string {
+	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	var q strings.Builder
+	for i, p := range sqlitePragmas {
+		if i > 0 {
+			q.WriteByte('&')
+		}
+		q.WriteString("_pragma=")
+		q.WriteString(p)
+	}
+	return "file:" + esc + "?" + q.String() + "&_txlock=immediate"
+}
+
+// init checks that the pragmas took (journal_mode=WAL silently stays in the
+// old mode on file systems without shared memory), migrates, and checks the
+// modes of the files SQLite created meanwhile.
+func (s *SQLiteStore) init(ctx context.Context) error {
+	var mode string
+	if err := s.db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %q, not wal: does the file system support it?", mode)
+	}
+	var sync int
+	if err := s.db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+		return fmt.Errorf("read synchronous: %w", err)
+	}
+	if sync != 2 {
+		return fmt.Errorf("synchronous is %d, not 2 (FULL)", sync)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	return checkPrivateFiles(s.path)
+}
+
+// migrate applies the migrations the database lacks, one transaction each.
+// Each transaction reads the version again under the write lock, so that two
+// processes opening a new database at once apply each migration once.
+func (s *SQLiteStore) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER NOT NULL PRIMARY KEY,
+		applied TEXT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	for {
+		done := false
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var v int
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+				return fmt.Errorf("read schema version: %w", err)
+			}
+			switch {
+			case v > len(sqliteMigrations):
+				return fmt.Errorf("schema version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", v, len(sqliteMigrations))
+			case v == len(sqliteMigrations):
+				done = true
+				return nil
+			}
+			for _, stmt := range sqliteMigrations[v] {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %d: %w", v+1, err)
+				}
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied) VALUES (?, ?)`,
+				v+1, formatTime(s.now())); err != nil {
+				return fmt.Errorf("migration %d: record version: %w", v+1, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// checkPrivateFiles refuses the database file, or its -wal or -shm file if
+// present, when it is not a regular file or group or others have any access
+// to it.
+func checkPrivateFiles(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) && p != path {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", p)
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return fmt.Errorf("%s has mode %#o: it holds callback tokens and must be private to dcvd's user (chmod 600 %s)", p, perm, p)
+		}
+	}
+	return nil
+}
+
+// tx runs fn in a transaction and commits it if fn returns nil.
+func (s *SQLiteStore) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Close closes the database. SQLite checkpoints the WAL into the database
+// file and removes the -wal and -shm files when the last connection closes.
+func (s *SQLiteStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close state database %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// timeLayout is RFC 3339 in UTC with exactly nine fractional digits: unlike
+// RFC3339Nano, whose trailing zeros are trimmed, its text sorts as the times
+// do, so that ORDER BY on a time column is ORDER BY time.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// formatTime formats t for a time column; the zero time is "", so that "not
+// set" stays distinguishable and round-trips.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(timeLayout)
+}
+
+// parseTime reverses formatTime. The time is returned in UTC.
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// knownSteps are the values of Step PutOrder accepts: an order whose step the
+// state machine does not know could never be resumed.
+var knownSteps = map[Step]bool{
+	StepNew: true, StepSubmitted: true, StepPublishing: true, StepPublished: true,
+	StepVisible: true, StepRechecked: true, StepIssued: true, StepDeployed: true,
+	StepReloaded: true, StepDone: true, StepFailed: true,
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// Certificate implements Store.
+func (s *SQLiteStore) Certificate(ctx context.Context, name string) (*Certificate, error) {
+	c, err := scanCertificate(s.db.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("certificate %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// Certificates implements Store.
+func (s *SQLiteStore) Certificates(ctx context.Context) ([]*Certificate, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+certColumns+` FROM certificates ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	defer rows.Close()
+	out := []*Certificate{}
+	for rows.Next() {
+		c, err := scanCertificate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	return out, nil
+}
+
+const certColumns = `name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at`
+
+func scanCertificate(row scanner) (*Certificate, error) {
+	var (
+		c                            Certificate
+		names, nb, na, deployedAt    string
+		errNB, errNA, errDep, errNms error
+	)
+	if err := row.Scan(&c.Name, &c.Serial, &names, &nb, &na, &c.CertPEM, &c.ChainPEM, &c.KeyFile, &c.UniqueID, &deployedAt); err != nil {
+		return nil, err
+	}
+	errNms = decodeJSON(names, &c.Names)
+	c.NotBefore, errNB = parseTime(nb)
+	c.NotAfter, errNA = parseTime(na)
+	c.DeployedAt, errDep = parseTime(deployedAt)
+	if err := errors.Join(errNms, errNB, errNA, errDep); err != nil {
+		return nil, fmt.Errorf("certificate %q: %w", c.Name, err)
+	}
+	return &c, nil
+}
+
+// PutCertificate implements Store.
+func (s *SQLiteStore) PutCertificate(ctx context.Context, c *Certificate) error {
+	if c == nil || c.Name == "" {
+		return errors.New("put certificate: no name")
+	}
+	names, err := json.Marshal(c.Names)
+	if err != nil {
+		return fmt.Errorf("put certificate %q: %w", c.Name, err)
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO certificates (`+certColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET
+			serial = excluded.serial, names = excluded.names,
+			not_before = excluded.not_before, not_after = excluded.not_after,
+			cert_pem = excluded.cert_pem, chain_pem = excluded.chain_pem,
+			key_file = excluded.key_file, unique_id = excluded.unique_id,
+			deployed_at = excluded.deployed_at`,
+		c.Name, c.Serial, string(names), formatTime(c.NotBefore), formatTime(c.NotAfter),
+		c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt))
+	if err != nil {
+		return fmt.Errorf("put certificate %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+const orderColumns = `unique_id, cert, service_id, step, COALESCE(callback_token, ''), data, created, updated`
+
+// Order implements Store.
+func (s *SQLiteStore) Order(ctx context.Context, uniqueID string) (*Order, error) {
+	o, err := scanOrder(s.db.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE unique_id = ?`, uniqueID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order %q: %w", uniqueID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order %q: %w", uniqueID, err)
+	}
+	return o, nil
+}
+
+// OrderByToken implements Store.
+func (s *SQLiteStore) OrderByToken(ctx context.Context, token string) (*Order, error) {
+	if token == "" {
+		return nil, fmt.Errorf("order by empty callback token: %w", ErrNotFound)
+	}
+	o, err := scanOrder(s.db.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders WHERE callback_token = ?`, token))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order by callback token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order by callback token: %w", err)
+	}
+	return o, nil
+}
+
+// ActiveOrder implements Store.
+func (s *SQLiteStore) ActiveOrder(ctx context.Context, cert string) (*Order, error) {
+	o, err := scanOrder(s.db.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE cert = ? AND step <> ? AND step <> ?`, cert, StepDone, StepFailed))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order in flight of %q: %w", cert, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order in flight of %q: %w", cert, err)
+	}
+	return o, nil
+}
+
+// ActiveOrders implements Store.
+func (s *SQLiteStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE step <> ? AND step <> ? ORDER BY created, unique_id`, StepDone, StepFailed)
+	if err != nil {
+		return nil, fmt.Errorf("read orders in flight: %w", err)
+	}
+	defer rows.Close()
+	out := []*Order{}
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read orders in flight: %w", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders in flight: %w", err)
+	}
+	return out, nil
+}
+
+// PutOrder implements Store.
+func (s *SQLiteStore) PutOrder(ctx context.Context, o *Order) error {
+	switch {
+	case o == nil:
+		return errors.New("put order: nil order")
+	case o.UniqueID == "":
+		return fmt.Errorf("put order of %q: no unique_id", o.Cert)
+	case o.Cert == "":
+		return fmt.Errorf("put order %s: no certificate name", o.UniqueID)
+	case !knownSteps[o.Step]:
+		return fmt.Errorf("put order %s of %q: unknown step %q", o.UniqueID, o.Cert, o.Step)
+	}
+	data, err := encodeOrderData(o)
+	if err != nil {
+		return fmt.Errorf("put order %s of %q: %w", o.UniqueID, o.Cert, err)
+	}
+	var token any // NULL when empty: see the orders table
+	if o.CallbackToken != "" {
+		token = o.CallbackToken
+	}
+	now := s.now().UTC()
+	var created time.Time
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var cert, step, createdText string
+		err := tx.QueryRowContext(ctx, `SELECT cert, step, created FROM orders WHERE unique_id = ?`, o.UniqueID).
+			Scan(&cert, &step, &createdText)
+		insert := errors.Is(err, sql.ErrNoRows)
+		if err != nil && !insert {
+			return err
+		}
+		if insert {
+			created = now
+		} else {
+			if cert != o.Cert {
+				return fmt.Errorf("it belongs to certificate %q", cert)
+			}
+			if Step(step).Terminal() && !o.Step.Terminal() {
+				return fmt.Errorf("it is %s, and a finished order is never resumed", step)
+			}
+			if created, err = parseTime(createdText); err != nil {
+				return err
+			}
+		}
+		if !o.Step.Terminal() {
+			var other string
+			err := tx.QueryRowContext(ctx, `SELECT unique_id FROM orders
+				WHERE cert = ? AND unique_id <> ? AND step <> ? AND step <> ?`,
+				o.Cert, o.UniqueID, StepDone, StepFailed).Scan(&other)
+			if err == nil {
+				return fmt.Errorf("order %s is in flight: %w", other, ErrActiveOrder)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		if token != nil {
+			var other string
+			err := tx.QueryRowContext(ctx, `SELECT unique_id FROM orders WHERE callback_token = ? AND unique_id <> ?`,
+				token, o.UniqueID).Scan(&other)
+			if err == nil {
+				return fmt.Errorf("order %s has the same callback token", other)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		if insert {
+			_, err = tx.ExecContext(ctx, `INSERT INTO orders
+				(unique_id, cert, service_id, step, callback_token, data, created, updated)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+				o.UniqueID, o.Cert, o.ServiceID, string(o.Step), token, data, formatTime(created), formatTime(now))
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE orders SET
+				service_id = ?, step = ?, callback_token = ?, data = ?, updated = ?
+				WHERE unique_id = ?`,
+				o.ServiceID, string(o.Step), token, data, formatTime(now), o.UniqueID)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put order %s of %q (step %s): %w", o.UniqueID, o.Cert, o.Step, err)
+	}
+	o.Created, o.Updated = created, now
+	return nil
+}
+
+func scanOrder(row scanner) (*Order, error) {
+	var (
+		o                          Order
+		step, data, created, updat string
+	)
+	if err := row.Scan(&o.UniqueID, &o.Cert, &o.ServiceID, &step, &o.CallbackToken, &data, &created, &updat); err != nil {
+		return nil, err
+	}
+	o.Step = Step(step)
+	var errC, errU error
+	o.Created, errC = parseTime(created)
+	o.Updated, errU = parseTime(updat)
+	if err := errors.Join(errC, errU, decodeOrderData(data, &o)); err != nil {
+		return nil, fmt.Errorf("order %s: %w", o.UniqueID, err)
+	}
+	return &o, nil
+}
+
+// orderData is the JSON in orders.data: the fields of Order that are not
+// columns. It is dcvd's on-disk format, so its names are fixed by tags
+// rather than by Go field names, and the types of other packages it holds
+// are either made for persistence (providers.Record, httpchallenge.Written
+// carry JSON tags) or mirrored here.
+type orderData struct {
+	Names              []string                `json:"names"`
+	DomainDCV          map[string]string       `json:"domain_dcv"`
+	KeyType            string                  `json:"key_type"`
+	KeyFile            string                  `json:"key_file"`
+	CSR                string                  `json:"csr"`
+	AllowDomainRemoval bool                    `json:"allow_domain_removal"`
+	Instructions       []instructionData       `json:"instructions"`
+	DNSRecords         []providers.Record      `json:"dns_records"`
+	Files              []httpchallenge.Written `json:"files"`
+	Cost               float64                 `json:"cost"`
+	CertPEM            string                  `json:"cert_pem"`
+	ChainPEM           string                  `json:"chain_pem"`
+	Serial             string                  `json:"serial"`
+	NotBefore          string                  `json:"not_before"`
+	NotAfter           string                  `json:"not_after"`
+	Attempts           int                     `json:"attempts"`
+	NextAttempt        string                  `json:"next_attempt"`
+	LastError          string                  `json:"last_error"`
+}
+
+// instructionData mirrors reseller.Instruction. The types it points to are
+// converted from reseller's, so that a field added there stops the build
+// here instead of being dropped on disk.
+type instructionData struct {
+	Domain string     `json:"domain"`
+	Method string     `json:"method"`
+	Status string     `json:"status"`
+	CNAME  *cnameData `json:"cname,omitempty"`
+	File   *fileData  `json:"file,omitempty"`
+	Email  *emailData `json:"email,omitempty"`
+}
+
+type cnameData struct {
+	Name   string `json:"name"`
+	Target string `json:"target"`
+}
+
+type fileData struct {
+	Scheme   string `json:"scheme"`
+	Host     string `json:"host"`
+	Path     string `json:"path"`
+	FileName string `json:"file_name"`
+	Content  string `json:"content"`
+	URL      string `json:"url"`
+}
+
+type emailData struct {
+	Address string `json:"address"`
+}
+
+func encodeOrderData(o *Order) (string, error) {
+	d := orderData{
+		Names:              o.Names,
+		DomainDCV:          o.DomainDCV,
+		KeyType:            o.KeyType,
+		KeyFile:            o.KeyFile,
+		CSR:                o.CSR,
+		AllowDomainRemoval: o.AllowDomainRemoval,
+		DNSRecords:         o.DNSRecords,
+		Files:              o.Files,
+		Cost:               o.Cost,
+		CertPEM:            o.CertPEM,
+		ChainPEM:           o.ChainPEM,
+		Serial:             o.Serial,
+		NotBefore:          formatTime(o.NotBefore),
+		NotAfter:           formatTime(o.NotAfter),
+		Attempts:           o.Attempts,
+		NextAttempt:        formatTime(o.NextAttempt),
+		LastError:          o.LastError,
+	}
+	if o.Instructions != nil {
+		d.Instructions = make([]instructionData, len(o.Instructions))
+		for i, in := range o.Instructions {
+			d.Instructions[i] = instructionData{
+				Domain: in.Domain,
+				Method: in.Method,
+				Status: in.Status,
+				CNAME:  (*cnameData)(in.CNAME),
+				File:   (*fileData)(in.File),
+				Email:  (*emailData)(in.Email),
+			}
+		}
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("encode order data: %w", err)
+	}
+	return string(b), nil
+}
+
+func decodeOrderData(s string, o *Order) error {
+	var d orderData
+	if err := decodeJSON(s, &d); err != nil {
+		return fmt.Errorf("order data: %w", err)
+	}
+	o.Names = d.Names
+	o.DomainDCV = d.DomainDCV
+	o.KeyType = d.KeyType
+	o.KeyFile = d.KeyFile
+	o.CSR = d.CSR
+	o.AllowDomainRemoval = d.AllowDomainRemoval
+	o.DNSRecords = d.DNSRecords
+	o.Files = d.Files
+	o.Cost = d.Cost
+	o.CertPEM = d.CertPEM
+	o.ChainPEM = d.ChainPEM
+	o.Serial = d.Serial
+	o.Attempts = d.Attempts
+	o.LastError = d.LastError
+	if d.Instructions != nil {
+		o.Instructions = make([]reseller.Instruction, len(d.Instructions))
+		for i, in := range d.Instructions {
+			o.Instructions[i] = reseller.Instruction{
+				Domain: in.Domain,
+				Method: in.Method,
+				Status: in.Status,
+				CNAME:  (*reseller.CNAMEInstruction)(in.CNAME),
+				File:   (*reseller.FileInstruction)(in.File),
+				Email:  (*reseller.EmailInstruction)(in.Email),
+			}
+		}
+	}
+	var errNB, errNA, errNext error
+	o.NotBefore, errNB = parseTime(d.NotBefore)
+	o.NotAfter, errNA = parseTime(d.NotAfter)
+	o.NextAttempt, errNext = parseTime(d.NextAttempt)
+	return errors.Join(errNB, errNA, errNext)
+}
+
+// decodeJSON decodes s into v, refusing fields v lacks: state written by a
+// newer dcvd is refused rather than silently shortened.
+func decodeJSON(s string, v any) error {
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after JSON value")
+	}
+	return nil
+}
+
+const attemptColumns = `cert, unique_id, started, finished, outcome, cost, serial, error`
+
+// AddAttempt implements Store.
+func (s *SQLiteStore) AddAttempt(ctx context.Context, a Attempt) error {
+	switch {
+	case a.Cert == "":
+		return fmt.Errorf("add attempt %s: no certificate name", a.UniqueID)
+	case !a.Outcome.Terminal():
+		return fmt.Errorf("add attempt %s of %q: outcome %q is not terminal", a.UniqueID, a.Cert, a.Outcome)
+	case math.IsNaN(a.Cost) || math.IsInf(a.Cost, 0):
+		return fmt.Errorf("add attempt %s of %q: cost %v is not a number", a.UniqueID, a.Cert, a.Cost)
+	}
+	var uid any // NULL when empty: see the attempts table
+	if a.UniqueID != "" {
+		uid = a.UniqueID
+	}
+	// The WHERE of DO UPDATE leaves a row of another certificate alone;
+	// nothing changed then tells us so.
+	res, err := s.db.ExecContext(ctx, `INSERT INTO attempts (`+attemptColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (unique_id) DO UPDATE SET
+			started = excluded.started, finished = excluded.finished,
+			outcome = excluded.outcome, cost = excluded.cost,
+			serial = excluded.serial, error = excluded.error
+		WHERE attempts.cert = excluded.cert`,
+		a.Cert, uid, formatTime(a.Started), formatTime(a.Finished), string(a.Outcome), a.Cost, a.Serial, a.Error)
+	if err != nil {
+		return fmt.Errorf("add attempt %s of %q: %w", a.UniqueID, a.Cert, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("add attempt %s of %q: %w", a.UniqueID, a.Cert, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("add attempt %s of %q: that unique_id is recorded for another certificate", a.UniqueID, a.Cert)
+	}
+	return nil
+}
+
+// Attempts implements Store.
+func (s *SQLiteStore) Attempts(ctx context.Context, cert string, limit int) ([]Attempt, error) {
+	q := `SELECT ` + attemptColumns + ` FROM attempts WHERE cert = ? ORDER BY id DESC`
+	args := []any{cert}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+	}
+	defer rows.Close()
+	out := []Attempt{}
+	for rows.Next() {
+		var (
+			a                  Attempt
+			uid                sql.NullString
+			started, finished  string
+			outcome            string
+			errStart, errFinis error
+		)
+		if err := rows.Scan(&a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error); err != nil {
+			return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+		}
+		a.UniqueID = uid.String
+		a.Outcome = Step(outcome)
+		a.Started, errStart = parseTime(started)
+		a.Finished, errFinis = parseTime(finished)
+		if err := errors.Join(errStart, errFinis); err != nil {
+			return nil, fmt.Errorf("read attempts of %q: attempt %s: %w", cert, a.UniqueID, err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+	}
+	return out, nil
+}
+
+// TotalCost implements Store.
+func (s *SQLiteStore) TotalCost(ctx context.Context, cert string) (float64, error) {
+	var total float64
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(cost), 0) FROM attempts WHERE cert = ?`, cert).Scan(&total); err != nil {
+		return 0, fmt.Errorf("read total cost of %q: %w", cert, err)
+	}
+	return total, nil
+}

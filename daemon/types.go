@@ -1,0 +1,122 @@
+package daemon
+
+import (
+	"time"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// Step is where an order stands. Each step is persisted before the side
+// effect of the next one, so that after a crash an order resumes from its
+// step by repeating only work that is safe to repeat.
+type Step string
+
+// The steps of an order, in order.
+const (
+	// StepNew: intent persisted — unique_id, key file, CSR. The reissue
+	// may or may not have reached the CA; it is (re)sent with the same
+	// unique_id, which the CA charges once.
+	StepNew Step = "new"
+	// StepSubmitted: the CA accepted the reissue; its DCV instructions are
+	// validated and stored.
+	StepSubmitted Step = "submitted"
+	// StepPublishing: the DNS records are planned (zones known) and stored,
+	// so that they can be removed even if publishing is interrupted.
+	StepPublishing Step = "publishing"
+	// StepPublished: every record and file is written.
+	StepPublished Step = "published"
+	// StepVisible: every record answers on every authoritative nameserver
+	// and every file is served; only now may the CA be asked to look.
+	StepVisible Step = "visible"
+	// StepRechecked: update-dcv sent; waiting for the certificate.
+	StepRechecked Step = "rechecked"
+	// StepIssued: the certificate arrived, was verified and is stored.
+	StepIssued Step = "issued"
+	// StepDeployed: the files are in the deploy directory.
+	StepDeployed Step = "deployed"
+	// StepReloaded: the reload command succeeded.
+	StepReloaded Step = "reloaded"
+	// StepDone: DCV cleaned up, history recorded. Terminal.
+	StepDone Step = "done"
+	// StepFailed: given up (the CA refused the reissue, or its instructions
+	// were refused); DCV cleaned up. Terminal. A later attempt uses a new
+	// unique_id.
+	StepFailed Step = "failed"
+)
+
+// Terminal reports whether no more work is due on an order in step s.
+func (s Step) Terminal() bool { return s == StepDone || s == StepFailed }
+
+// Order is one reissue of one certificate, as persisted.
+type Order struct {
+	UniqueID  string
+	Cert      string // the [[certificate]] name
+	ServiceID string
+	Step      Step
+	// Names are the certificate's names (sorted) and DomainDCV how each is
+	// validated, as sent.
+	Names     []string
+	DomainDCV map[string]reseller.Method
+	KeyType   string
+	// KeyFile is the private key's file (0600), written before the CSR is
+	// sent.
+	KeyFile string
+	CSR     string
+	// CallbackToken is the unguessable part of this order's notify_url.
+	CallbackToken string
+	// AllowDomainRemoval records the admin's confirmation that dropping
+	// names of the live certificate (which revokes it) is intended.
+	AllowDomainRemoval bool
+
+	Instructions []reseller.Instruction
+	DNSRecords   []providers.Record
+	Files        []httpchallenge.Written
+	// Cost is what the reissue charged, as the CA reported it.
+	Cost float64
+
+	// The certificate, once issued and verified.
+	CertPEM   string // leaf
+	ChainPEM  string // issuer chain
+	Serial    string // lower-case hex
+	NotBefore time.Time
+	NotAfter  time.Time
+
+	// Attempts counts failed tries of the current step; NextAttempt is
+	// when the next try is due (backoff), LastError why the last failed.
+	Attempts    int
+	NextAttempt time.Time
+	LastError   string
+
+	Created time.Time
+	Updated time.Time
+}
+
+// Certificate is the live (deployed) certificate of a configured name.
+type Certificate struct {
+	Name      string
+	Serial    string
+	Names     []string // the names it covers (SANs), sorted
+	NotBefore time.Time
+	NotAfter  time.Time
+	CertPEM   string
+	ChainPEM  string
+	KeyFile   string
+	// UniqueID of the order that produced it ("" when adopted from an
+	// existing deploy directory).
+	UniqueID   string
+	DeployedAt time.Time
+}
+
+// Attempt is one entry of a certificate's history: an order that ended.
+type Attempt struct {
+	Cert     string
+	UniqueID string
+	Started  time.Time
+	Finished time.Time
+	Outcome  Step // StepDone or StepFailed
+	Cost     float64
+	Serial   string
+	Error    string
+}
