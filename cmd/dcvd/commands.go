@@ -268,4 +268,3 @@ func runVersion(stdout io.Writer) error {
 	fmt.Fprintf(stdout, "dcvd %s\n", version)
 	return nil
 }
-
