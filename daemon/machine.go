@@ -403,7 +403,8 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 				// files and retry the reload later.
 				return fmt.Errorf("reload failed (%w); no previous files to restore: %v", err, rerr)
 			}
-			rrerr := d.deployer.Reload(ctx, cc.Deploy, b)
+			// The reload after the rollback describes what was restored.
+			rrerr := d.deployer.Reload(ctx, cc.Deploy, deployedBundle(o.Cert, cc.Deploy.Dir))
 			o.Step = StepIssued // the next attempt installs again
 			if rrerr != nil {
 				return fmt.Errorf("reload failed (%w); previous files restored, but reloading them failed too: %v", err, rrerr)
