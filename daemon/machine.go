@@ -428,12 +428,17 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		if err := d.cleanup(ctx, cc, o); err != nil {
 			return err
 		}
+		// History first: a crash before the order is marked done repeats
+		// this step, and AddAttempt replaces its entry for the unique_id.
+		if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+			Outcome: StepDone, Cost: o.Cost, Serial: o.Serial}); err != nil {
+			return err
+		}
 		if err := d.next(ctx, o, StepDone); err != nil {
 			return err
 		}
 		log.Info("order done", zap.Float64("cost", o.Cost))
-		return d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
-			Outcome: StepDone, Cost: o.Cost, Serial: o.Serial})
+		return nil
 	}
 	return fmt.Errorf("order %s in unknown step %q", o.UniqueID, o.Step)
 }
@@ -465,13 +470,13 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}
+	if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+		Outcome: StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
+		log.Error("recording the failure", zap.Error(err))
+	}
 	o.LastError = cause.Error()
 	o.Step = StepFailed
 	if err := d.store.PutOrder(ctx, o); err != nil {
-		log.Error("recording the failure", zap.Error(err))
-	}
-	if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
-		Outcome: StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
 		log.Error("recording the failure", zap.Error(err))
 	}
 	d.stepped(o)

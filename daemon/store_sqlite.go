@@ -559,16 +559,16 @@ func (s *SQLiteStore) PutOrder(ctx context.Context, o *Order) error {
 
 func scanOrder(row scanner) (*Order, error) {
 	var (
-		o                          Order
-		step, data, created, updat string
+		o                            Order
+		step, data, created, updated string
 	)
-	if err := row.Scan(&o.UniqueID, &o.Cert, &o.ServiceID, &step, &o.CallbackToken, &data, &created, &updat); err != nil {
+	if err := row.Scan(&o.UniqueID, &o.Cert, &o.ServiceID, &step, &o.CallbackToken, &data, &created, &updated); err != nil {
 		return nil, err
 	}
 	o.Step = Step(step)
 	var errC, errU error
 	o.Created, errC = parseTime(created)
-	o.Updated, errU = parseTime(updat)
+	o.Updated, errU = parseTime(updated)
 	if err := errors.Join(errC, errU, decodeOrderData(data, &o)); err != nil {
 		return nil, fmt.Errorf("order %s: %w", o.UniqueID, err)
 	}
