@@ -175,6 +175,12 @@ func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, wait bool)
 	if !d.claim(o.Cert) {
 		return fmt.Errorf("certificate %s: its order %s is already being driven", o.Cert, o.UniqueID)
 	}
+	return d.driveClaimed(ctx, cc, o, wait)
+}
+
+// driveClaimed is drive for a caller that has claimed o.Cert; it releases
+// the claim when it returns.
+func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wait bool) error {
 	defer d.release(o.Cert)
 	wake, unwake := d.wakeChan(o.UniqueID)
 	defer unwake()

@@ -188,13 +188,13 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (d *Daemon) goDrive(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *Order) {
-	if d.isDriving(cc.Name) {
-		return
+	if !d.claim(cc.Name) {
+		return // a driver is at work on it already
 	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := d.drive(ctx, cc, o, true); err != nil && ctx.Err() == nil {
+		if err := d.driveClaimed(ctx, cc, o, true); err != nil && ctx.Err() == nil {
 			d.orderLog(o).Error("order ended in failure", zap.Error(err))
 		}
 	}()
