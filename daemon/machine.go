@@ -326,11 +326,27 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 
 	case StepPublished:
 		start := d.now()
+		var p dnsPublisher
 		if len(o.DNSRecords) > 0 {
-			p, err := d.dnsFor(cc)
-			if err != nil {
+			var err error
+			if p, err = d.dnsFor(cc); err != nil {
 				return &fatalError{err}
 			}
+		}
+		// A retry publishes again first: a provider may have dropped the
+		// write or someone deleted a record. Publish writes only what is
+		// missing; the step and its backoff stay as they are.
+		if o.Attempts > 0 {
+			if p != nil {
+				if _, err := p.Publish(ctx, o.DNSRecords); err != nil {
+					return err
+				}
+			}
+			if err := d.writeFiles(ctx, cc, o); err != nil {
+				return err
+			}
+		}
+		if p != nil {
 			if err := p.WaitVisible(ctx, o.DNSRecords); err != nil {
 				return err
 			}
@@ -403,15 +419,26 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return &fatalError{err}
 		}
 		if err := d.deployer.Reload(ctx, cc.Deploy, b); err != nil {
+			if ctx.Err() != nil {
+				// Stopping: the new files stay, and the reload runs again
+				// when the order resumes.
+				return err
+			}
+			// The next attempt installs again. Recorded before the files
+			// are rolled back: a crash after the rollback must not resume
+			// at deployed and take the restored files for the new ones.
+			o.Step = StepIssued
+			if perr := d.store.PutOrder(ctx, o); perr != nil {
+				return errors.Join(err, perr)
+			}
 			rerr := d.deployer.Rollback(ctx, cc.Deploy)
 			if rerr != nil {
-				// First deployment: nothing to go back to; keep the new
-				// files and retry the reload later.
+				// First deployment: nothing to go back to; the new files
+				// stay, and the retry installs them again and reloads.
 				return fmt.Errorf("reload failed (%w); no previous files to restore: %v", err, rerr)
 			}
 			// The reload after the rollback describes what was restored.
 			rrerr := d.deployer.Reload(ctx, cc.Deploy, deployedBundle(o.Cert, cc.Deploy.Dir))
-			o.Step = StepIssued // the next attempt installs again
 			if rrerr != nil {
 				return fmt.Errorf("reload failed (%w); previous files restored, but reloading them failed too: %v", err, rrerr)
 			}

@@ -9,7 +9,13 @@
 #   - a site that proxies /.well-known/pki-validation/ to dcvd's built-in
 #     responder, as the README shows, with the Host header kept
 #     (DCVD_TEST_NGINX_PROXY_ADDR); the responder is the test's to start on
-#     DCVD_TEST_NGINX_UPSTREAM_ADDR, a port that was free at start.
+#     DCVD_TEST_NGINX_UPSTREAM_ADDR, a port that was free at start;
+#   - a TLS site serving DIR/tls/fullchain.pem and DIR/tls/privkey.pem, the
+#     deploy directory of the daemon's end-to-end test
+#     (DCVD_TEST_NGINX_TLS_ADDR, DCVD_TEST_NGINX_TLS_DIR); start puts a
+#     throw-away self-signed pair there so that nginx can start, and
+#     DCVD_TEST_NGINX_RELOAD is the exact command that makes this nginx read
+#     the files again (nginx -s reload with this instance's configuration).
 #
 #   scripts/nginx.sh install     install Debian's nginx if missing, without
 #                                letting the distro's service run
@@ -39,6 +45,7 @@ readonly PORT_BASE=18080
 readonly REDIRECT_PORT_BASE=18090
 readonly PROXY_PORT_BASE=18100
 readonly UPSTREAM_PORT_BASE=18110
+readonly TLS_PORT_BASE=18120
 readonly START_TIMEOUT=30 # seconds to wait for nginx to answer
 # The worker user when started as root: unprivileged, owns nothing in DIR.
 readonly WORKER_USER=nobody
@@ -83,7 +90,8 @@ nginx_bin() {
 }
 
 installed() {
-  nginx_bin >/dev/null && command -v curl >/dev/null 2>&1 && command -v ss >/dev/null 2>&1
+  nginx_bin >/dev/null && command -v curl >/dev/null 2>&1 && command -v ss >/dev/null 2>&1 &&
+    command -v openssl >/dev/null 2>&1
 }
 
 # pids_on_port80 prints the pids of nginx processes that listen on port 80:
@@ -114,7 +122,7 @@ cmd_install() {
     stop_distro_service
     return 0
   fi
-  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install nginx-light curl iproute2)"
+  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install nginx-light curl iproute2 openssl)"
   # policy-rc.d exit 101 keeps the package's own service from starting
   # during the install; an existing policy (as in containers) is left alone.
   local policy=/usr/sbin/policy-rc.d ours=""
@@ -134,7 +142,7 @@ cmd_install() {
     fi
     log "installing $pkg"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "$pkg" curl iproute2 ca-certificates >>/tmp/nginx-apt.log 2>&1 || rc=$?
+      "$pkg" curl iproute2 openssl ca-certificates >>/tmp/nginx-apt.log 2>&1 || rc=$?
   fi
   [ -n "$ours" ] && rm -f "$policy"
   if [ "$rc" -ne 0 ]; then
@@ -142,7 +150,7 @@ cmd_install() {
     die "apt-get failed (exit $rc), full log in /tmp/nginx-apt.log"
   fi
   stop_distro_service
-  installed || die "packages installed but nginx, curl or ss is still missing"
+  installed || die "packages installed but nginx, curl, ss or openssl is still missing"
   log "installed $(nginx_bin)"
 }
 
@@ -206,7 +214,8 @@ cmd_stop() {
 http_code() {
   local h=()
   [ -n "${2:-}" ] && h=(-H "Host: $2")
-  curl -sS -o /dev/null -m 2 --noproxy '*' "${h[@]}" -w '%{http_code}' "$1" 2>/dev/null || true
+  # -k: the TLS site serves whatever certificate its test deployed last.
+  curl -ksS -o /dev/null -m 2 --noproxy '*' "${h[@]}" -w '%{http_code}' "$1" 2>/dev/null || true
 }
 
 # running_and_answering succeeds when the nginx of a previous start in DIR
@@ -220,7 +229,9 @@ running_and_answering() {
     . "$DIR/env"
     [ "$(http_code "http://$DCVD_TEST_NGINX_ADDR/dcvd-nginx-probe.txt")" = 200 ] &&
       [ "$(http_code "http://$DCVD_TEST_NGINX_REDIRECT_ADDR/")" = 301 ] &&
-      [ "$(http_code "http://$DCVD_TEST_NGINX_PROXY_ADDR/")" = 301 ]
+      [ "$(http_code "http://$DCVD_TEST_NGINX_PROXY_ADDR/")" = 301 ] &&
+      [ -n "${DCVD_TEST_NGINX_TLS_ADDR:-}" ] &&
+      [ "$(http_code "https://$DCVD_TEST_NGINX_TLS_ADDR/dcvd-nginx-probe.txt")" = 200 ]
   ) >/dev/null 2>&1
 }
 
@@ -255,6 +266,7 @@ untraversable() {
 cmd_start() {
   need curl
   need ss
+  need openssl
   local bin
   bin=$(nginx_bin) || die "nginx not found: run 'scripts/nginx.sh install' first"
   case "$DIR" in
@@ -267,13 +279,30 @@ cmd_start() {
   cmd_stop # a half-started previous run
   rm -f "$DIR/env" "$DIR"/*.log
 
-  local n="$DIR/nginx" web="$DIR/webroot" user_line="" port rport pport uport
-  mkdir -p "$n/tmp" "$web"
+  local n="$DIR/nginx" web="$DIR/webroot" tls="$DIR/tls" user_line="" port rport pport uport tport
+  mkdir -p "$n/tmp" "$web" "$tls"
   # The worker user reads the webroot through DIR: both must be searchable
   # by others, whatever umask or mktemp -d (0700) made them.
   chmod 0755 "$DIR" "$web"
   printf 'dcvd nginx probe\n' >"$web/dcvd-nginx-probe.txt"
   chmod 0644 "$web/dcvd-nginx-probe.txt"
+  # The TLS site's files: a throw-away self-signed pair, only so that nginx
+  # starts; the end-to-end test deploys the real certificate over it. What
+  # an earlier start's test deployed is dropped with its kept generation,
+  # so every start begins from the same state. nginx's master reads the key
+  # (as root when started as root), its workers never do.
+  chmod 0755 "$tls"
+  rm -rf "$tls/previous" "$tls/cert.pem" "$tls/chain.pem" "$tls/fullchain.pem" "$tls/privkey.pem"
+  (
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=dcvd-nginx-placeholder" \
+      -keyout "$tls/privkey.pem.new" -out "$tls/fullchain.pem.new"
+  ) >"$DIR/openssl.log" 2>&1 || die "openssl could not make the placeholder certificate in $tls"
+  chmod 0600 "$tls/privkey.pem.new"
+  chmod 0644 "$tls/fullchain.pem.new"
+  mv "$tls/privkey.pem.new" "$tls/privkey.pem"
+  mv "$tls/fullchain.pem.new" "$tls/fullchain.pem"
   if [ "$(id -u)" -eq 0 ]; then
     local group
     group=$(id -gn "$WORKER_USER" 2>/dev/null) || die "user $WORKER_USER does not exist; nginx workers need an unprivileged user"
@@ -284,6 +313,7 @@ cmd_start() {
   rport=$(free_port "$REDIRECT_PORT_BASE" "$port")
   pport=$(free_port "$PROXY_PORT_BASE" "$port" "$rport")
   uport=$(free_port "$UPSTREAM_PORT_BASE" "$port" "$rport" "$pport")
+  tport=$(free_port "$TLS_PORT_BASE" "$port" "$rport" "$pport" "$uport")
 
   # Everything nginx writes (pid, logs, temp files) stays under DIR/nginx;
   # nothing of /etc/nginx is included, so the distro's sites never load.
@@ -349,6 +379,19 @@ http {
 			return 301 https://\$host\$request_uri;
 		}
 	}
+
+	# The TLS site: whatever certificate is in $tls, read at start and at
+	# each reload, for any server name.
+	server {
+		listen 127.0.0.1:$tport ssl default_server;
+		server_name _;
+		ssl_certificate "$tls/fullchain.pem";
+		ssl_certificate_key "$tls/privkey.pem";
+		root "$web";
+		location / {
+			try_files \$uri =404;
+		}
+	}
 }
 EOF
   # -e: the error log before the configuration is read (the compiled-in
@@ -359,18 +402,20 @@ EOF
   nohup "$bin" -p "$n/" -e "$n/error.log" -c "$n/nginx.conf" >"$DIR/nginx.log" 2>&1 </dev/null &
   echo $! >"$DIR/nginx.pid"
 
-  local _ code="" rcode="" pcode=""
+  local _ code="" rcode="" pcode="" tcode=""
   for _ in $(seq 1 $((START_TIMEOUT * 5))); do
     code=$(http_code "http://127.0.0.1:$port/dcvd-nginx-probe.txt")
     rcode=$(http_code "http://127.0.0.1:$rport/")
     pcode=$(http_code "http://127.0.0.1:$pport/")
-    [ "$code" != 000 ] && [ "$rcode" != 000 ] && [ "$pcode" != 000 ] && break
+    tcode=$(http_code "https://127.0.0.1:$tport/dcvd-nginx-probe.txt")
+    [ "$code" != 000 ] && [ "$rcode" != 000 ] && [ "$pcode" != 000 ] && [ "$tcode" != 000 ] && break
     alive "$DIR/nginx.pid" || die "nginx exited during start-up"
     sleep 0.2
   done
   [ "$code" != 000 ] || die "nginx on 127.0.0.1:$port did not answer within ${START_TIMEOUT}s"
   [ "$rcode" != 000 ] || die "nginx on 127.0.0.1:$rport did not answer within ${START_TIMEOUT}s"
   [ "$pcode" != 000 ] || die "nginx on 127.0.0.1:$pport did not answer within ${START_TIMEOUT}s"
+  [ "$tcode" != 000 ] || die "nginx on https://127.0.0.1:$tport did not answer within ${START_TIMEOUT}s"
   if [ "$code" != 200 ]; then
     # The probe file is there: a 403 or 404 means the worker user cannot
     # reach it (try_files reports an unsearchable directory as 404).
@@ -381,6 +426,21 @@ EOF
   fi
   [ "$rcode" = 301 ] || die "nginx on 127.0.0.1:$rport answered HTTP $rcode, want a 301 redirect"
   [ "$pcode" = 301 ] || die "nginx on 127.0.0.1:$pport answered HTTP $pcode for /, want a 301 redirect"
+  [ "$tcode" = 200 ] || die "nginx on https://127.0.0.1:$tport answered HTTP $tcode for the probe file, want 200"
+
+  # The reload command the tests give dcvd, proven once here: it must
+  # reach this nginx (its pid file, its configuration) and leave it serving.
+  # DIR's characters are checked above, so single quotes need no escaping.
+  local reload="$bin -s reload -p $n/ -e $n/error.log -c $n/nginx.conf"
+  $reload >"$DIR/nginx-reload.log" 2>&1 || die "the reload command failed: $reload"
+  tcode=""
+  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
+    tcode=$(http_code "https://127.0.0.1:$tport/dcvd-nginx-probe.txt")
+    [ "$tcode" = 200 ] && break
+    alive "$DIR/nginx.pid" || die "nginx exited after a reload"
+    sleep 0.2
+  done
+  [ "$tcode" = 200 ] || die "nginx on https://127.0.0.1:$tport answered HTTP $tcode after a reload, want 200"
 
   local uid
   uid=$(worker_uid "$(cat "$DIR/nginx.pid")") || die "no nginx worker process found under pid $(cat "$DIR/nginx.pid")"
@@ -393,10 +453,13 @@ export DCVD_TEST_NGINX_REDIRECT_ADDR=127.0.0.1:$rport
 export DCVD_TEST_NGINX_PROXY_ADDR=127.0.0.1:$pport
 export DCVD_TEST_NGINX_UPSTREAM_ADDR=127.0.0.1:$uport
 export DCVD_TEST_NGINX_WORKER_UID=$uid
+export DCVD_TEST_NGINX_TLS_ADDR=127.0.0.1:$tport
+export DCVD_TEST_NGINX_TLS_DIR=$tls
+export DCVD_TEST_NGINX_RELOAD='$reload'
 EOF
   mv "$DIR/env.tmp" "$DIR/env"
   STARTING=""
-  log "nginx serving $web on 127.0.0.1:$port (workers uid $uid), redirecting on 127.0.0.1:$rport, proxying to 127.0.0.1:$uport on 127.0.0.1:$pport; env in $DIR/env"
+  log "nginx serving $web on 127.0.0.1:$port (workers uid $uid), redirecting on 127.0.0.1:$rport, proxying to 127.0.0.1:$uport on 127.0.0.1:$pport, TLS from $tls on 127.0.0.1:$tport; env in $DIR/env"
 }
 
 [ $# -ge 1 ] || usage

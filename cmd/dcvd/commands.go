@@ -75,7 +75,7 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook})
 	if err != nil {
 		return nil, nil, err
 	}

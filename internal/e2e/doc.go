@@ -1,9 +1,13 @@
-// Package e2e holds dcvd's cross-package end-to-end tests: they drive real
-// servers (nginx started by scripts/nginx.sh) together with the sandbox CA
-// and the reseller client, proving that the pieces agree with each other
-// and with the software admins actually run. It has no non-test code.
+// Package e2e holds dcvd's cross-package end-to-end tests. They drive the
+// real dcvd binary and packages together with the sandbox CA and the
+// servers admins actually run: BIND9 (scripts/dns-servers.sh) for DNS
+// validation, nginx (scripts/nginx.sh) for HTTP validation and for serving
+// the deployed certificate over TLS. The crash tests kill dcvd with SIGKILL
+// after each step of an order (a binary built with -tags crashtest) and
+// check that a restart finishes with one charge, the same key and complete
+// files; they need no outside server. It has no non-test code.
 //
-// The tests skip with a reason when their server's variables are not set
-// (scripts/nginx.sh start DIR; set -a; . DIR/env; set +a), and fail instead
+// Tests that need a server skip with a reason when its variables are not
+// set (scripts/…sh start DIR; set -a; . DIR/env; set +a), and fail instead
 // when DCVD_TEST_REQUIRE_SERVERS is set, as CI sets it.
 package e2e
