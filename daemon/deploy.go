@@ -14,16 +14,16 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
 // The files of a deploy directory, named as certbot names them so that
@@ -173,49 +173,16 @@ func (s DeploySpec) resolve() (*deployTarget, error) {
 	}
 	var err error
 	if s.Owner != "" {
-		if t.uid, err = deployLookupID(s.Owner, deployLookupUser); err != nil {
+		if t.uid, err = fsutil.LookupUID(s.Owner); err != nil {
 			return nil, fmt.Errorf("deploy owner %q: %w", s.Owner, err)
 		}
 	}
 	if s.Group != "" {
-		if t.gid, err = deployLookupID(s.Group, deployLookupGroup); err != nil {
+		if t.gid, err = fsutil.LookupGID(s.Group); err != nil {
 			return nil, fmt.Errorf("deploy group %q: %w", s.Group, err)
 		}
 	}
 	return t, nil
-}
-
-func deployLookupUser(name string) (string, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return "", err
-	}
-	return u.Uid, nil
-}
-
-func deployLookupGroup(name string) (string, error) {
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return "", err
-	}
-	return g.Gid, nil
-}
-
-// deployLookupID resolves a user or group the way chown(1) does: a name
-// first, then a number, which needs no entry in the user database.
-func deployLookupID(name string, lookup func(string) (string, error)) (int, error) {
-	id, lerr := lookup(name)
-	if lerr == nil {
-		n, err := strconv.Atoi(id)
-		if err != nil {
-			return -1, fmt.Errorf("non-numeric id %q", id)
-		}
-		return n, nil
-	}
-	if n, err := strconv.ParseUint(name, 10, 31); err == nil {
-		return int(n), nil
-	}
-	return -1, lerr
 }
 
 // Bundle is what gets deployed.

@@ -8,12 +8,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/dcvd/dcvd/internal/fsutil"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -152,12 +152,12 @@ func prepare(wr Webroot, name string) (*target, error) {
 	t := &target{dir: filepath.Clean(wr.Dir), owner: wr.Owner, group: wr.Group, uid: -1, gid: -1}
 	var err error
 	if wr.Owner != "" {
-		if t.uid, err = lookupID(wr.Owner, lookupUser); err != nil {
+		if t.uid, err = fsutil.LookupUID(wr.Owner); err != nil {
 			return nil, fmt.Errorf("webroot %s: owner %q: %w", t.dir, wr.Owner, err)
 		}
 	}
 	if wr.Group != "" {
-		if t.gid, err = lookupID(wr.Group, lookupGroup); err != nil {
+		if t.gid, err = fsutil.LookupGID(wr.Group); err != nil {
 			return nil, fmt.Errorf("webroot %s: group %q: %w", t.dir, wr.Group, err)
 		}
 	}
@@ -169,39 +169,6 @@ func prepare(wr Webroot, name string) (*target, error) {
 		return nil, err
 	}
 	return t, nil
-}
-
-func lookupUser(name string) (string, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return "", err
-	}
-	return u.Uid, nil
-}
-
-func lookupGroup(name string) (string, error) {
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		return "", err
-	}
-	return g.Gid, nil
-}
-
-// lookupID resolves a user or group name the way chown(1) does: a name
-// first, then a number, which needs no entry in the user database.
-func lookupID(name string, lookup func(string) (string, error)) (int, error) {
-	id, lerr := lookup(name)
-	if lerr == nil {
-		n, err := strconv.Atoi(id)
-		if err != nil {
-			return -1, fmt.Errorf("non-numeric id %q", id)
-		}
-		return n, nil
-	}
-	if n, err := strconv.ParseUint(name, 10, 31); err == nil {
-		return int(n), nil
-	}
-	return -1, lerr
 }
 
 // checkPath refuses symlinks on the file's path that leave the webroot, and

@@ -2,7 +2,6 @@ package httpchallenge
 
 import (
 	"encoding/json"
-	"errors"
 	"io/fs"
 	"os"
 	"os/user"
@@ -594,32 +593,6 @@ func checkOwner(t *testing.T, path string, uid, gid int) {
 	st := fi.Sys().(*syscall.Stat_t)
 	if int(st.Uid) != uid || int(st.Gid) != gid {
 		t.Errorf("%s: owner %d:%d, want %d:%d", path, st.Uid, st.Gid, uid, gid)
-	}
-}
-
-func TestLookupID(t *testing.T) {
-	known := func(name string) (string, error) {
-		if name == "www-data" {
-			return "33", nil
-		}
-		return "", errors.New("unknown")
-	}
-	tests := []struct {
-		in      string
-		want    int
-		wantErr bool
-	}{
-		{"www-data", 33, false},
-		{"1234", 1234, false}, // numeric, not in the database
-		{"nobody-here", -1, true},
-		{"-5", -1, true},
-		{"99999999999", -1, true},
-	}
-	for _, tt := range tests {
-		got, err := lookupID(tt.in, known)
-		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("lookupID(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
-		}
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
 // The sandbox CA is a root and an intermediate, like a commercial CA's: the
@@ -182,7 +184,7 @@ func caCreate(caDir string, now time.Time) (*authority, error) {
 		{caInterCertFile, []byte(a.interText), 0o644},
 	}
 	for _, w := range writes {
-		if err := writeFileAtomic(filepath.Join(caDir, w.name), w.data, w.perm); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(caDir, w.name), w.data, w.perm); err != nil {
 			return nil, fmt.Errorf("write sandbox CA: %w", err)
 		}
 	}

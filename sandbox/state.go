@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
 // stateFileName is the state file inside Config.StateDir.
@@ -176,7 +178,7 @@ func (s *Server) saveLocked() error {
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
-	if err := writeFileAtomic(s.path, data, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("write state %s: %w", s.path, err)
 	}
 	return nil
@@ -193,43 +195,4 @@ func (s *Server) pruneNoncesLocked() {
 			delete(s.st.Nonces, n)
 		}
 	}
-}
-
-// writeFileAtomic replaces path with data so that a crash leaves the old file
-// or the new one, never a mixture: a temporary file in the same directory,
-// synced, renamed over path, and the directory synced.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
