@@ -145,7 +145,17 @@ type DaemonConfig struct {
 	// PollInterval is the first wait between detail polls of an order;
 	// it backs off to 5 minutes.
 	PollInterval time.Duration
+	// MetricsListen, when set, is the "host:port" serving /metrics
+	// (Prometheus) and /healthz.
+	MetricsListen string
+	// ExpiryAlertDays are the days before expiry at which a certificate
+	// without a successful renewal raises an alert, each once, most
+	// distant first.
+	ExpiryAlertDays []int
 }
+
+// DefaultExpiryAlertDays escalate as expiry nears.
+var DefaultExpiryAlertDays = []int{14, 7, 3, 1}
 
 // CertConfig is one [[certificate]].
 type CertConfig struct {
@@ -238,6 +248,7 @@ func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string,
 	if opts.ReadFile == nil {
 		opts.ReadFile = os.ReadFile
 	}
+	opts.ReadFile = credentialsReadFile(opts.LookupEnv, opts.ReadFile)
 	if opts.Providers.LookupEnv == nil {
 		opts.Providers.LookupEnv = opts.LookupEnv
 	}
@@ -252,6 +263,23 @@ func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string,
 		return nil, l.warns, errors.Join(l.errs...)
 	}
 	return cfg, l.warns, nil
+}
+
+// credentialsReadFile lets secret file paths name systemd's credentials
+// directory ("${CREDENTIALS_DIRECTORY}/api-secret"), so that secrets can be
+// passed with LoadCredential= and never sit in a file dcvd's user can read
+// outside the service.
+func credentialsReadFile(lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) func(string) ([]byte, error) {
+	return func(p string) ([]byte, error) {
+		if !strings.Contains(p, "$CREDENTIALS_DIRECTORY") && !strings.Contains(p, "${CREDENTIALS_DIRECTORY}") {
+			return readFile(p)
+		}
+		dir, ok := lookupEnv("CREDENTIALS_DIRECTORY")
+		if !ok || dir == "" {
+			return nil, fmt.Errorf("%s names $CREDENTIALS_DIRECTORY, which is not set (it is set by systemd for a unit with LoadCredential=)", p)
+		}
+		return readFile(strings.NewReplacer("${CREDENTIALS_DIRECTORY}", dir, "$CREDENTIALS_DIRECTORY", dir).Replace(p))
+	}
 }
 
 // ParseDuration parses a duration in Go's syntax ("90m", "1h30m") that may
@@ -662,16 +690,17 @@ func (l *loader) secret(s section) string {
 }
 
 var cfgDaemonKeys = []string{"state_dir", "schedule", "callback_listen", "callback_url", "http_listen",
-	"max_concurrent", "poll_interval", "log_format", "log_level"}
+	"max_concurrent", "poll_interval", "log_format", "log_level", "metrics_listen", "expiry_alert_days"}
 
 func (l *loader) daemon(raw map[string]any) DaemonConfig {
 	d := DaemonConfig{
-		StateDir:      DefaultStateDir,
-		Schedule:      DefaultSchedule,
-		LogFormat:     DefaultLogFormat,
-		LogLevel:      DefaultLogLevel,
-		MaxConcurrent: DefaultMaxConcurrent,
-		PollInterval:  DefaultPollInterval,
+		StateDir:        DefaultStateDir,
+		Schedule:        DefaultSchedule,
+		LogFormat:       DefaultLogFormat,
+		LogLevel:        DefaultLogLevel,
+		MaxConcurrent:   DefaultMaxConcurrent,
+		PollInterval:    DefaultPollInterval,
+		ExpiryAlertDays: slices.Clone(DefaultExpiryAlertDays),
 	}
 	v, present := raw["daemon"]
 	if !present {
@@ -735,6 +764,27 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 			l.fail(s.key("log_level"), "%q is none of debug, info, warn, error", lv)
 		} else {
 			d.LogLevel = lv
+		}
+	}
+	if a, ok := s.hostPort("metrics_listen", true); ok {
+		d.MetricsListen = a
+	}
+	if s.has("expiry_alert_days") {
+		list, isList := s.m["expiry_alert_days"].([]any)
+		var days []int
+		for _, e := range list {
+			n, isInt := e.(int64)
+			if !isInt || n < 1 || n > 365 {
+				isList = false
+				break
+			}
+			days = append(days, int(n))
+		}
+		if !isList {
+			l.fail(s.key("expiry_alert_days"), "must be a list of whole days from 1 to 365, such as [14, 7, 3, 1]")
+		} else {
+			slices.SortFunc(days, func(a, b int) int { return b - a })
+			d.ExpiryAlertDays = slices.Compact(days)
 		}
 	}
 	l.httpListen, l.callbackListen = d.HTTPListen, d.CallbackListen

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -179,8 +180,8 @@ contact_phone = "13800138000"`,
 	}
 	wantDaemon := DaemonConfig{StateDir: "/var/lib/dcvd", Schedule: "@hourly", CallbackListen: "127.0.0.1:8089",
 		CallbackURL: "https://dcvd.example.com", HTTPListen: "127.0.0.1:8089", LogFormat: "json", LogLevel: "debug",
-		MaxConcurrent: 2, PollInterval: 3 * time.Second}
-	if cfg.Daemon != wantDaemon {
+		MaxConcurrent: 2, PollInterval: 3 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays}
+	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
 	}
 	if d := cfg.DNS["main"]; d == nil || d.Kind != "rfc2136" || len(cfg.DNS) != 1 {
@@ -241,8 +242,8 @@ dir = "/etc/ssl/a"
 		t.Fatal(err)
 	}
 	wantDaemon := DaemonConfig{StateDir: DefaultStateDir, Schedule: DefaultSchedule, LogFormat: "console",
-		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second}
-	if cfg.Daemon != wantDaemon {
+		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays}
+	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
 	}
 	if cfg.API.Timeout != 30*time.Second || cfg.API.AccessKeySecret != testSecret {
@@ -773,4 +774,48 @@ func testRootPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// TestConfigCredentialsDirectory: *_file keys may name systemd's
+// credentials directory, and say so clearly when it is not set.
+func TestConfigCredentialsDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "api-secret"), []byte("from-credentials\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := `[api]
+base_url = "https://api.example.net/api/v1"
+access_key_id = "AKID"
+access_key_secret_file = "${CREDENTIALS_DIRECTORY}/api-secret"
+`
+	env := map[string]string{"CREDENTIALS_DIRECTORY": dir}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	cfg, _, err := parseConfig("test.toml", []byte(text), LoadOptions{LookupEnv: lookup})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.API.AccessKeySecret != "from-credentials" {
+		t.Errorf("secret %q, want the credential's", cfg.API.AccessKeySecret)
+	}
+	delete(env, "CREDENTIALS_DIRECTORY")
+	_, _, err = parseConfig("test.toml", []byte(text), LoadOptions{LookupEnv: lookup})
+	if err == nil || !strings.Contains(err.Error(), "api.access_key_secret_file") || !strings.Contains(err.Error(), "LoadCredential") {
+		t.Fatalf("got %v, want an error naming the key and LoadCredential", err)
+	}
+}
+
+func TestConfigExpiryAlertDays(t *testing.T) {
+	base := "[api]\nbase_url = \"https://a.example/api/v1\"\naccess_key_id = \"A\"\naccess_key_secret = \"s\"\n[daemon]\n"
+	cfg, _, err := parseConfig("t.toml", []byte(base+"expiry_alert_days = [3, 14, 7, 7]\n"), LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg.Daemon.ExpiryAlertDays, []int{14, 7, 3}) {
+		t.Errorf("days %v, want [14 7 3]", cfg.Daemon.ExpiryAlertDays)
+	}
+	for _, bad := range []string{`expiry_alert_days = [0]`, `expiry_alert_days = "14"`, `expiry_alert_days = [400]`} {
+		if _, _, err := parseConfig("t.toml", []byte(base+bad+"\n"), LoadOptions{}); err == nil || !strings.Contains(err.Error(), "daemon.expiry_alert_days") {
+			t.Errorf("%s: got %v, want an error naming daemon.expiry_alert_days", bad, err)
+		}
+	}
 }
