@@ -39,6 +39,8 @@ type Options struct {
 	// Deployer, when nil, is a Deployer running reload commands with
 	// /bin/sh.
 	Deployer *Deployer
+	// Metrics, when set, is kept up to date (see Metrics).
+	Metrics *Metrics
 }
 
 // Daemon drives the configured certificates: it reissues each when due,
@@ -54,6 +56,7 @@ type Daemon struct {
 	roots     *x509.CertPool
 	now       func() time.Time
 	afterStep func(o *Order)
+	metrics   *Metrics
 
 	responder   *httpchallenge.Responder
 	standalones map[string]*httpchallenge.Standalone
@@ -76,6 +79,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		roots:       opts.Roots,
 		now:         opts.Now,
 		afterStep:   opts.AfterStep,
+		metrics:     opts.Metrics,
 		responder:   httpchallenge.NewResponder(),
 		standalones: map[string]*httpchallenge.Standalone{},
 		driving:     map[string]bool{},
@@ -116,6 +120,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		AccessKeyID:     cfg.API.AccessKeyID,
 		AccessKeySecret: cfg.API.AccessKeySecret,
 		Timeout:         cfg.API.Timeout,
+		Observe:         d.metrics.ObserveAPICall,
 	})
 	if err != nil {
 		return nil, err

@@ -166,6 +166,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 		return nil, fmt.Errorf("certificate %s: record the order: %w", cc.Name, err)
 	}
 	log.Info("order created", zap.Strings("names", o.Names), zap.Bool("key_reused", reused), zap.String("key_file", o.KeyFile))
+	d.metrics.ReissueStarted(cc.Name)
 	d.stepped(o)
 	return o, nil
 }
@@ -224,6 +225,7 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 				d.fail(ctx, cc, o, err)
 				return fmt.Errorf("certificate %s: order %s failed: %w", o.Cert, o.UniqueID, err)
 			}
+			d.metrics.Failure(o.Cert, failureReason(o.Step, err))
 			o.Attempts++
 			o.LastError = err.Error()
 			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
@@ -282,6 +284,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		}
 		o.Instructions, o.Cost = plan.Instructions, res.Cost
 		log.Info("reissue accepted", zap.Float64("cost", res.Cost), zap.String("status", res.Status))
+		d.metrics.Charge(o.Cert, res.Cost)
 		for _, in := range o.Instructions {
 			if in.Email != nil {
 				log.Warn("e-mail validation: the CA writes to the approver; approve it there", zap.String("domain", in.Domain), zap.String("approver", in.Email.Address))
@@ -350,6 +353,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			if err := p.WaitVisible(ctx, o.DNSRecords); err != nil {
 				return err
 			}
+			d.metrics.ObservePropagation(cc.DNS, d.now().Sub(start))
 		}
 		checker := httpchallenge.Checker{Connect: cc.HTTPConnect}
 		for _, in := range o.Instructions {
@@ -455,6 +459,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return err
 		}
 		log.Info("reloaded; the new certificate is live", zap.String("serial", o.Serial))
+		d.updateCertMetrics(ctx, cc)
 		return d.next(ctx, o, StepReloaded)
 
 	case StepReloaded:
@@ -491,6 +496,11 @@ func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
 
 func (d *Daemon) stepped(o *Order) {
 	d.orderLog(o).Info("step", zap.String("step", string(o.Step)))
+	if o.Step.Terminal() {
+		d.metrics.SetStep(o.Cert, "")
+	} else {
+		d.metrics.SetStep(o.Cert, string(o.Step))
+	}
 	if d.afterStep != nil {
 		d.afterStep(o)
 	}
@@ -500,6 +510,7 @@ func (d *Daemon) stepped(o *Order) {
 func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error) {
 	log := d.orderLog(o)
 	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
+	d.metrics.Failure(o.Cert, failureReason(o.Step, cause))
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}
@@ -676,4 +687,49 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// failureReason sorts a failure for dcvd_failures_total by the step it
+// happened in.
+func failureReason(step Step, err error) string {
+	switch step {
+	case StepNew, StepVisible:
+		return FailureAPI
+	case StepSubmitted, StepPublishing, StepPublished:
+		return FailureDCV
+	case StepRechecked:
+		var fe *fatalError
+		if errors.As(err, &fe) {
+			return FailureVerify
+		}
+		return FailureAPI
+	case StepIssued:
+		return FailureDeploy
+	case StepDeployed:
+		return FailureReload
+	}
+	return FailureOther
+}
+
+// updateCertMetrics publishes the expiry, planned renewal and readiness of
+// cc's live certificate.
+func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
+	if d.metrics == nil {
+		return
+	}
+	live, err := d.store.Certificate(ctx, cc.Name)
+	if err != nil {
+		live = nil
+	}
+	r, err := d.renewal(ctx, cc)
+	if err != nil {
+		return
+	}
+	var notAfter time.Time
+	ready := false
+	if live != nil {
+		notAfter = live.NotAfter
+		ready = d.now().Before(live.NotAfter) && len(missingNames(cc, live)) == 0
+	}
+	d.metrics.SetCertificate(cc.Name, notAfter, r.At, ready)
 }

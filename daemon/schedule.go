@@ -173,6 +173,7 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
 			continue
 		}
+		d.updateCertMetrics(ctx, cc)
 		if d.now().Before(r.At) {
 			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
 			continue

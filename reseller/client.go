@@ -47,6 +47,9 @@ type Config struct {
 	// Nonce makes the nonce parameter; nil means 32 random hex characters.
 	// It must be safe for concurrent use.
 	Nonce func() string
+	// Observe, when set, is told the outcome and duration of every call
+	// that was sent (for metrics). It must be safe for concurrent use.
+	Observe func(op string, d time.Duration, err error)
 }
 
 // String describes the configuration without the secret, so that printing a
@@ -69,6 +72,7 @@ type Client struct {
 	ua       string
 	now      func() time.Time
 	nonce    func() string
+	observe  func(op string, d time.Duration, err error)
 }
 
 // String describes the client without the secret.
@@ -121,6 +125,7 @@ func New(cfg Config) (*Client, error) {
 		ua:       cfg.UserAgent,
 		now:      cfg.Now,
 		nonce:    cfg.Nonce,
+		observe:  cfg.Observe,
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
@@ -283,7 +288,7 @@ func checkDomainDCV(m map[string]Method) error {
 //
 // Errors are *APIError, *TransportError or *DecodeError, or a plain error
 // when the request cannot be built (nothing was sent).
-func (c *Client) Do(ctx context.Context, op, method, path string, query url.Values, body map[string]any, out any) error {
+func (c *Client) Do(ctx context.Context, op, method, path string, query url.Values, body map[string]any, out any) (err error) {
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("reseller %s: path %q does not start with /", op, path)
 	}
@@ -355,6 +360,10 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 		req.Header.Set("Content-Type", "application/json")
 	}
 
+	if c.observe != nil {
+		start := time.Now()
+		defer func() { c.observe(op, time.Since(start), err) }()
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return c.transportError(ctx, callCtx, op, sign, err)

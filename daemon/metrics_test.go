@@ -1,0 +1,853 @@
+package daemon
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// metricsSnapshot gathers every dcvd_ series of m as "name{l="v",…}" →
+// value; a histogram contributes its _count and _sum (buckets are checked
+// in TestMetricsHistogramBuckets).
+func metricsSnapshot(t *testing.T, m *Metrics) map[string]float64 {
+	t.Helper()
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	out := make(map[string]float64)
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "dcvd_") {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			ls := "{" + strings.Join(labels, ",") + "}"
+			switch mf.GetType() {
+			case dto.MetricType_GAUGE:
+				out[mf.GetName()+ls] = s.GetGauge().GetValue()
+			case dto.MetricType_COUNTER:
+				out[mf.GetName()+ls] = s.GetCounter().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[mf.GetName()+"_count"+ls] = float64(s.GetHistogram().GetSampleCount())
+				out[mf.GetName()+"_sum"+ls] = s.GetHistogram().GetSampleSum()
+			default:
+				t.Fatalf("%s: unexpected type %v", mf.GetName(), mf.GetType())
+			}
+		}
+	}
+	return out
+}
+
+// metricsDiff returns the series whose value changed or that appeared
+// (changed) and those that disappeared (gone, sorted).
+func metricsDiff(before, after map[string]float64) (changed map[string]float64, gone []string) {
+	changed = make(map[string]float64)
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			changed[k] = v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			gone = append(gone, k)
+		}
+	}
+	slices.Sort(gone)
+	return changed, gone
+}
+
+func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
+	notAfter := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	renewAt := time.Date(2027, 1, 30, 12, 0, 0, 0, time.UTC)
+	na, ra := float64(notAfter.Unix()), float64(renewAt.Unix())
+
+	// newCert is what SetCertificate creates for a certificate not yet seen.
+	newCert := func(name string, ready bool) map[string]float64 {
+		yes, no := 0.0, 1.0
+		if ready {
+			yes, no = 1, 0
+		}
+		q := strconv.Quote(name)
+		w := map[string]float64{
+			`dcvd_certificate_expiration_timestamp_seconds{name=` + q + `}`:     na,
+			`dcvd_certificate_renewal_timestamp_seconds{name=` + q + `}`:        ra,
+			`dcvd_certificate_ready_status{condition="True",name=` + q + `}`:    yes,
+			`dcvd_certificate_ready_status{condition="False",name=` + q + `}`:   no,
+			`dcvd_reissues_total{name=` + q + `}`:                               0,
+			`dcvd_charges_total{name=` + q + `}`:                                0,
+			`dcvd_charge_cost_total{name=` + q + `}`:                            0,
+			`dcvd_failures_total{name=` + q + `,reason="api"}`:                  0,
+			`dcvd_failures_total{name=` + q + `,reason="dcv"}`:                  0,
+			`dcvd_failures_total{name=` + q + `,reason="verify"}`:               0,
+			`dcvd_failures_total{name=` + q + `,reason="deploy"}`:               0,
+			`dcvd_failures_total{name=` + q + `,reason="reload"}`:               0,
+			`dcvd_failures_total{name=` + q + `,reason="other"}`:                0,
+		}
+		return w
+	}
+	// steps is the step gauge of name with current step cur ("" for none).
+	steps := func(name, cur string) map[string]float64 {
+		w := make(map[string]float64)
+		for _, s := range orderSteps() {
+			v := 0.0
+			if string(s) == cur {
+				v = 1
+			}
+			w[fmt.Sprintf("dcvd_order_step{name=%q,step=%q}", name, s)] = v
+		}
+		return w
+	}
+	names := func(m map[string]float64) []string {
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		slices.Sort(out)
+		return out
+	}
+	merge := func(ms ...map[string]float64) map[string]float64 {
+		out := make(map[string]float64)
+		for _, m := range ms {
+			for k, v := range m {
+				out[k] = v
+			}
+		}
+		return out
+	}
+
+	tests := []struct {
+		name   string
+		setup  func(m *Metrics)
+		action func(m *Metrics)
+		want   map[string]float64 // series added or changed, with their new value
+		gone   []string           // series removed
+	}{
+		{
+			name:   "SetCertificate new ready",
+			action: func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, true) },
+			want:   newCert("www", true),
+		},
+		{
+			name:   "SetCertificate new not ready",
+			action: func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, false) },
+			want:   newCert("www", false),
+		},
+		{
+			name:   "SetCertificate ready to not ready changes only the condition",
+			setup:  func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, true) },
+			action: func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, false) },
+			want: map[string]float64{
+				`dcvd_certificate_ready_status{condition="True",name="www"}`:  0,
+				`dcvd_certificate_ready_status{condition="False",name="www"}`: 1,
+			},
+		},
+		{
+			name:   "SetCertificate renewed moves both timestamps",
+			setup:  func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, true) },
+			action: func(m *Metrics) { m.SetCertificate("www", notAfter.AddDate(1, 0, 0), renewAt.AddDate(1, 0, 0), true) },
+			want: map[string]float64{
+				`dcvd_certificate_expiration_timestamp_seconds{name="www"}`: float64(notAfter.AddDate(1, 0, 0).Unix()),
+				`dcvd_certificate_renewal_timestamp_seconds{name="www"}`:    float64(renewAt.AddDate(1, 0, 0).Unix()),
+			},
+		},
+		{
+			name:   "SetCertificate zero times remove the timestamps instead of exporting year 1",
+			setup:  func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, true) },
+			action: func(m *Metrics) { m.SetCertificate("www", time.Time{}, time.Time{}, false) },
+			want: map[string]float64{
+				`dcvd_certificate_ready_status{condition="True",name="www"}`:  0,
+				`dcvd_certificate_ready_status{condition="False",name="www"}`: 1,
+			},
+			gone: []string{
+				`dcvd_certificate_expiration_timestamp_seconds{name="www"}`,
+				`dcvd_certificate_renewal_timestamp_seconds{name="www"}`,
+			},
+		},
+		{
+			name:   "SetStep first step",
+			action: func(m *Metrics) { m.SetStep("www", "publishing") },
+			want:   steps("www", "publishing"),
+		},
+		{
+			name:   "SetStep next step changes two series",
+			setup:  func(m *Metrics) { m.SetStep("www", "publishing") },
+			action: func(m *Metrics) { m.SetStep("www", "visible") },
+			want: map[string]float64{
+				`dcvd_order_step{name="www",step="publishing"}`: 0,
+				`dcvd_order_step{name="www",step="visible"}`:    1,
+			},
+		},
+		{
+			name:   "SetStep same step changes nothing",
+			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
+			action: func(m *Metrics) { m.SetStep("www", "visible") },
+			want:   map[string]float64{},
+		},
+		{
+			name:   "SetStep empty means no order",
+			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
+			action: func(m *Metrics) { m.SetStep("www", "") },
+			want:   map[string]float64{`dcvd_order_step{name="www",step="visible"}`: 0},
+		},
+		{
+			name:   "SetStep unknown step gets its own series",
+			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
+			action: func(m *Metrics) { m.SetStep("www", "future") },
+			want: map[string]float64{
+				`dcvd_order_step{name="www",step="visible"}`: 0,
+				`dcvd_order_step{name="www",step="future"}`:  1,
+			},
+		},
+		{
+			name:   "SetStep leaving an unknown step deletes it",
+			setup:  func(m *Metrics) { m.SetStep("www", "future") },
+			action: func(m *Metrics) { m.SetStep("www", "done") },
+			want:   map[string]float64{`dcvd_order_step{name="www",step="done"}`: 1},
+			gone:   []string{`dcvd_order_step{name="www",step="future"}`},
+		},
+		{
+			name:   "SetStep does not touch another certificate",
+			setup:  func(m *Metrics) { m.SetStep("a", "issued"); m.SetStep("b", "issued") },
+			action: func(m *Metrics) { m.SetStep("a", "deployed") },
+			want: map[string]float64{
+				`dcvd_order_step{name="a",step="issued"}`:   0,
+				`dcvd_order_step{name="a",step="deployed"}`: 1,
+			},
+		},
+		{
+			name:   "ReissueStarted",
+			action: func(m *Metrics) { m.ReissueStarted("www") },
+			want:   map[string]float64{`dcvd_reissues_total{name="www"}`: 1},
+		},
+		{
+			name:   "ReissueStarted again",
+			setup:  func(m *Metrics) { m.ReissueStarted("www") },
+			action: func(m *Metrics) { m.ReissueStarted("www") },
+			want:   map[string]float64{`dcvd_reissues_total{name="www"}`: 2},
+		},
+		{
+			name:   "Failure known reason",
+			setup:  func(m *Metrics) { m.SetCertificate("www", notAfter, renewAt, true) },
+			action: func(m *Metrics) { m.Failure("www", FailureDCV) },
+			want:   map[string]float64{`dcvd_failures_total{name="www",reason="dcv"}`: 1},
+		},
+		{
+			name:   "Failure free text counts as other",
+			action: func(m *Metrics) { m.Failure("www", "dial tcp 10.0.0.1:443: connection refused") },
+			want:   map[string]float64{`dcvd_failures_total{name="www",reason="other"}`: 1},
+		},
+		{
+			name:   "Failure empty reason counts as other",
+			action: func(m *Metrics) { m.Failure("www", "") },
+			want:   map[string]float64{`dcvd_failures_total{name="www",reason="other"}`: 1},
+		},
+		{
+			name:   "Failure reason is case sensitive",
+			action: func(m *Metrics) { m.Failure("www", "API") },
+			want:   map[string]float64{`dcvd_failures_total{name="www",reason="other"}`: 1},
+		},
+		{
+			name:   "Charge",
+			action: func(m *Metrics) { m.Charge("www", 12.5) },
+			want: map[string]float64{
+				`dcvd_charges_total{name="www"}`:     1,
+				`dcvd_charge_cost_total{name="www"}`: 12.5,
+			},
+		},
+		{
+			name:   "Charge adds up",
+			setup:  func(m *Metrics) { m.Charge("www", 12.5) },
+			action: func(m *Metrics) { m.Charge("www", 0.25) },
+			want: map[string]float64{
+				`dcvd_charges_total{name="www"}`:     2,
+				`dcvd_charge_cost_total{name="www"}`: 12.75,
+			},
+		},
+		{
+			name:   "Charge negative cost counts the charge only",
+			action: func(m *Metrics) { m.Charge("www", -3) },
+			want: map[string]float64{
+				`dcvd_charges_total{name="www"}`:     1,
+				`dcvd_charge_cost_total{name="www"}`: 0,
+			},
+		},
+		{
+			name:   "Charge NaN cost counts the charge only",
+			action: func(m *Metrics) { m.Charge("www", math.NaN()) },
+			want: map[string]float64{
+				`dcvd_charges_total{name="www"}`:     1,
+				`dcvd_charge_cost_total{name="www"}`: 0,
+			},
+		},
+		{
+			name:   "Charge infinite cost counts the charge only",
+			action: func(m *Metrics) { m.Charge("www", math.Inf(1)) },
+			want: map[string]float64{
+				`dcvd_charges_total{name="www"}`:     1,
+				`dcvd_charge_cost_total{name="www"}`: 0,
+			},
+		},
+		{
+			name:   "ObserveAPICall ok",
+			action: func(m *Metrics) { m.ObserveAPICall("reissue", 300*time.Millisecond, nil) },
+			want: map[string]float64{
+				`dcvd_api_request_duration_seconds_count{op="reissue",result="ok"}`: 1,
+				`dcvd_api_request_duration_seconds_sum{op="reissue",result="ok"}`:   0.3,
+			},
+		},
+		{
+			name:   "ObserveAPICall error",
+			setup:  func(m *Metrics) { m.ObserveAPICall("detail", time.Second, nil) },
+			action: func(m *Metrics) { m.ObserveAPICall("detail", 2*time.Second, errors.New("boom")) },
+			want: map[string]float64{
+				`dcvd_api_request_duration_seconds_count{op="detail",result="error"}`: 1,
+				`dcvd_api_request_duration_seconds_sum{op="detail",result="error"}`:   2,
+			},
+		},
+		{
+			name:   "ObservePropagation",
+			action: func(m *Metrics) { m.ObservePropagation("cloudflare", 42*time.Second) },
+			want: map[string]float64{
+				`dcvd_dns_propagation_duration_seconds_count{provider="cloudflare"}`: 1,
+				`dcvd_dns_propagation_duration_seconds_sum{provider="cloudflare"}`:   42,
+			},
+		},
+		{
+			name: "RemoveCertificate removes every series of that certificate only",
+			setup: func(m *Metrics) {
+				for _, n := range []string{"a", "b"} {
+					m.SetCertificate(n, notAfter, renewAt, true)
+					m.SetStep(n, "visible")
+					m.ReissueStarted(n)
+					m.Failure(n, FailureAPI)
+					m.Charge(n, 1)
+				}
+				m.SetStep("a", "future")
+				m.ObserveAPICall("reissue", time.Second, nil)
+				m.ObservePropagation("cloudflare", time.Second)
+			},
+			action: func(m *Metrics) { m.RemoveCertificate("a") },
+			want:   map[string]float64{},
+			gone: names(merge(newCert("a", true), steps("a", ""), map[string]float64{
+				`dcvd_order_step{name="a",step="future"}`: 1,
+			})),
+		},
+		{
+			name:   "RemoveCertificate unknown name changes nothing",
+			setup:  func(m *Metrics) { m.SetCertificate("a", notAfter, renewAt, true); m.SetStep("a", "new") },
+			action: func(m *Metrics) { m.RemoveCertificate("b") },
+			want:   map[string]float64{},
+		},
+		{
+			name:   "RemoveCertificate then SetStep starts afresh",
+			setup:  func(m *Metrics) { m.SetStep("a", "future"); m.RemoveCertificate("a") },
+			action: func(m *Metrics) { m.SetStep("a", "new") },
+			want:   steps("a", "new"),
+		},
+		{
+			name:   "SetHealthy changes no series",
+			action: func(m *Metrics) { m.SetHealthy(false, "state directory not writable") },
+			want:   map[string]float64{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMetrics()
+			if tt.setup != nil {
+				tt.setup(m)
+			}
+			before := metricsSnapshot(t, m)
+			tt.action(m)
+			changed, gone := metricsDiff(before, metricsSnapshot(t, m))
+			for k, v := range tt.want {
+				got, ok := changed[k]
+				switch {
+				case !ok:
+					t.Errorf("%s: not changed, want %v", k, v)
+				case got != v:
+					t.Errorf("%s = %v, want %v", k, got, v)
+				}
+			}
+			for k, v := range changed {
+				if _, ok := tt.want[k]; !ok {
+					t.Errorf("%s = %v: changed unexpectedly", k, v)
+				}
+			}
+			want := slices.Clone(tt.gone)
+			slices.Sort(want)
+			if !slices.Equal(gone, want) {
+				t.Errorf("removed series:\n got %q\nwant %q", gone, want)
+			}
+		})
+	}
+}
+
+// TestMetricsStepOneHot walks a certificate through every step and checks
+// that exactly the current one is 1, and that another certificate's order
+// is left alone.
+func TestMetricsStepOneHot(t *testing.T) {
+	m := NewMetrics()
+	m.SetStep("other", string(StepRechecked))
+	seq := append([]string{""}, func() []string {
+		var s []string
+		for _, st := range orderSteps() {
+			s = append(s, string(st))
+		}
+		return s
+	}()...)
+	seq = append(seq, "future", "", string(StepNew))
+	for _, cur := range seq {
+		m.SetStep("www", cur)
+		ones, series := 0, 0
+		for k, v := range metricsSnapshot(t, m) {
+			if !strings.HasPrefix(k, `dcvd_order_step{name="www",`) {
+				continue
+			}
+			series++
+			switch v {
+			case 1:
+				ones++
+				if want := fmt.Sprintf("step=%q}", cur); !strings.HasSuffix(k, want) {
+					t.Errorf("step %q: %s is 1", cur, k)
+				}
+			case 0:
+			default:
+				t.Errorf("step %q: %s = %v, want 0 or 1", cur, k, v)
+			}
+		}
+		wantOnes, wantSeries := 1, len(orderSteps())
+		switch cur {
+		case "":
+			wantOnes = 0
+		case "future":
+			wantSeries++
+		}
+		if ones != wantOnes || series != wantSeries {
+			t.Errorf("step %q: %d series at 1 of %d, want %d of %d", cur, ones, series, wantOnes, wantSeries)
+		}
+		if got := testutil.ToFloat64(m.step.WithLabelValues("other", string(StepRechecked))); got != 1 {
+			t.Errorf("step %q: other certificate's step = %v, want 1", cur, got)
+		}
+	}
+}
+
+func TestMetricsExposition(t *testing.T) {
+	m := NewMetrics()
+	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), false)
+	m.SetStep("www", string(StepVisible))
+	const want = `
+# HELP dcvd_certificate_ready_status Whether the certificate is ready: a valid certificate is deployed and not due for renewal. 1 on the condition that holds, 0 on the other.
+# TYPE dcvd_certificate_ready_status gauge
+dcvd_certificate_ready_status{condition="False",name="www"} 1
+dcvd_certificate_ready_status{condition="True",name="www"} 0
+# HELP dcvd_certificate_expiration_timestamp_seconds The date after which the deployed certificate expires (NotAfter), as seconds since the Unix epoch.
+# TYPE dcvd_certificate_expiration_timestamp_seconds gauge
+dcvd_certificate_expiration_timestamp_seconds{name="www"} 1.8e+09
+`
+	if err := testutil.GatherAndCompare(m.reg, strings.NewReader(want),
+		"dcvd_certificate_ready_status", "dcvd_certificate_expiration_timestamp_seconds"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(m.step, "dcvd_order_step"); n != len(orderSteps()) {
+		t.Errorf("dcvd_order_step has %d series, want %d", n, len(orderSteps()))
+	}
+}
+
+// TestMetricsFamilies checks that every family the design names exists, with
+// its type and labels, a Help string, and nothing else under dcvd_.
+func TestMetricsFamilies(t *testing.T) {
+	m := NewMetrics()
+	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), true)
+	m.SetStep("www", string(StepNew))
+	m.ReissueStarted("www")
+	m.Failure("www", FailureDeploy)
+	m.Charge("www", 1)
+	m.ObserveAPICall("reissue", time.Second, nil)
+	m.ObservePropagation("cloudflare", time.Second)
+
+	want := map[string]struct {
+		typ    dto.MetricType
+		labels []string
+	}{
+		"dcvd_certificate_expiration_timestamp_seconds": {dto.MetricType_GAUGE, []string{"name"}},
+		"dcvd_certificate_renewal_timestamp_seconds":    {dto.MetricType_GAUGE, []string{"name"}},
+		"dcvd_certificate_ready_status":                 {dto.MetricType_GAUGE, []string{"condition", "name"}},
+		"dcvd_order_step":                               {dto.MetricType_GAUGE, []string{"name", "step"}},
+		"dcvd_reissues_total":                           {dto.MetricType_COUNTER, []string{"name"}},
+		"dcvd_failures_total":                           {dto.MetricType_COUNTER, []string{"name", "reason"}},
+		"dcvd_charges_total":                            {dto.MetricType_COUNTER, []string{"name"}},
+		"dcvd_charge_cost_total":                        {dto.MetricType_COUNTER, []string{"name"}},
+		"dcvd_api_request_duration_seconds":             {dto.MetricType_HISTOGRAM, []string{"op", "result"}},
+		"dcvd_dns_propagation_duration_seconds":         {dto.MetricType_HISTOGRAM, []string{"provider"}},
+	}
+	mfs, err := m.reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	seen := make(map[string]bool)
+	goSeen := false
+	for _, mf := range mfs {
+		name := mf.GetName()
+		if name == "go_goroutines" {
+			goSeen = true
+		}
+		if !strings.HasPrefix(name, "dcvd_") {
+			continue
+		}
+		seen[name] = true
+		w, ok := want[name]
+		if !ok {
+			t.Errorf("unexpected family %s", name)
+			continue
+		}
+		if mf.GetHelp() == "" {
+			t.Errorf("%s has no Help", name)
+		}
+		if mf.GetType() != w.typ {
+			t.Errorf("%s is a %v, want %v", name, mf.GetType(), w.typ)
+		}
+		for _, s := range mf.GetMetric() {
+			var got []string
+			for _, l := range s.GetLabel() {
+				got = append(got, l.GetName())
+			}
+			if !slices.Equal(got, w.labels) {
+				t.Errorf("%s labels %q, want %q", name, got, w.labels)
+			}
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("family %s missing", name)
+		}
+	}
+	if !goSeen {
+		t.Error("Go collector not registered: go_goroutines missing")
+	}
+}
+
+func TestMetricsHistogramBuckets(t *testing.T) {
+	tests := []struct {
+		name    string
+		observe func(m *Metrics)
+		family  string
+		bounds  []float64
+		// counts are the cumulative bucket counts after observe.
+		counts []uint64
+	}{
+		{
+			name:    "api call of 3s lands in le=5",
+			observe: func(m *Metrics) { m.ObserveAPICall("detail", 3*time.Second, nil) },
+			family:  "dcvd_api_request_duration_seconds",
+			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			counts:  []uint64{0, 0, 0, 0, 0, 0, 1, 1, 1},
+		},
+		{
+			name:    "api call of 20ms lands in the first bucket",
+			observe: func(m *Metrics) { m.ObserveAPICall("detail", 20*time.Millisecond, errors.New("x")) },
+			family:  "dcvd_api_request_duration_seconds",
+			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			counts:  []uint64{1, 1, 1, 1, 1, 1, 1, 1, 1},
+		},
+		{
+			name:    "api call of 45s is only in +Inf",
+			observe: func(m *Metrics) { m.ObserveAPICall("detail", 45*time.Second, nil) },
+			family:  "dcvd_api_request_duration_seconds",
+			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			counts:  []uint64{0, 0, 0, 0, 0, 0, 0, 0, 0},
+		},
+		{
+			name:    "propagation of 7 minutes lands in le=600",
+			observe: func(m *Metrics) { m.ObservePropagation("alidns", 7*time.Minute) },
+			family:  "dcvd_dns_propagation_duration_seconds",
+			bounds:  []float64{1, 5, 10, 30, 60, 120, 300, 600, 900},
+			counts:  []uint64{0, 0, 0, 0, 0, 0, 0, 1, 1},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMetrics()
+			tt.observe(m)
+			mfs, err := m.reg.Gather()
+			if err != nil {
+				t.Fatalf("gather: %v", err)
+			}
+			var h *dto.Histogram
+			for _, mf := range mfs {
+				if mf.GetName() == tt.family && len(mf.GetMetric()) == 1 {
+					h = mf.GetMetric()[0].GetHistogram()
+				}
+			}
+			if h == nil {
+				t.Fatalf("%s: no single series", tt.family)
+			}
+			var bounds []float64
+			var counts []uint64
+			for _, b := range h.GetBucket() {
+				bounds = append(bounds, b.GetUpperBound())
+				counts = append(counts, b.GetCumulativeCount())
+			}
+			if !slices.Equal(bounds, tt.bounds) {
+				t.Errorf("bounds %v, want %v", bounds, tt.bounds)
+			}
+			if !slices.Equal(counts, tt.counts) {
+				t.Errorf("cumulative counts %v, want %v", counts, tt.counts)
+			}
+			if h.GetSampleCount() != 1 {
+				t.Errorf("sample count %d, want 1", h.GetSampleCount())
+			}
+		})
+	}
+}
+
+func TestMetricsHealthz(t *testing.T) {
+	tests := []struct {
+		name     string
+		set      func(m *Metrics)
+		method   string
+		path     string
+		wantCode int
+		wantBody string
+	}{
+		{"starting", func(*Metrics) {}, http.MethodGet, "/healthz", http.StatusServiceUnavailable, "starting\n"},
+		{"healthy", func(m *Metrics) { m.SetHealthy(true, "") }, http.MethodGet, "/healthz", http.StatusOK, "ok\n"},
+		{"healthy ignores why", func(m *Metrics) { m.SetHealthy(true, "stale") }, http.MethodGet, "/healthz", http.StatusOK, "ok\n"},
+		{
+			"unhealthy with reason",
+			func(m *Metrics) { m.SetHealthy(true, ""); m.SetHealthy(false, "state directory not writable") },
+			http.MethodGet, "/healthz", http.StatusServiceUnavailable, "state directory not writable\n",
+		},
+		{"unhealthy without reason", func(m *Metrics) { m.SetHealthy(false, "") }, http.MethodGet, "/healthz", http.StatusServiceUnavailable, "unhealthy\n"},
+		{
+			"recovered",
+			func(m *Metrics) { m.SetHealthy(false, "api unreachable"); m.SetHealthy(true, "") },
+			http.MethodGet, "/healthz", http.StatusOK, "ok\n",
+		},
+		{"HEAD", func(m *Metrics) { m.SetHealthy(true, "") }, http.MethodHead, "/healthz", http.StatusOK, ""},
+		{"POST refused", func(m *Metrics) { m.SetHealthy(true, "") }, http.MethodPost, "/healthz", http.StatusMethodNotAllowed, ""},
+		{"POST metrics refused", func(*Metrics) {}, http.MethodPost, "/metrics", http.StatusMethodNotAllowed, ""},
+		{"unknown path", func(m *Metrics) { m.SetHealthy(true, "") }, http.MethodGet, "/", http.StatusNotFound, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMetrics()
+			tt.set(m)
+			rec := httptest.NewRecorder()
+			m.Handler().ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
+			if rec.Code != tt.wantCode {
+				t.Errorf("%s %s: status %d, want %d", tt.method, tt.path, rec.Code, tt.wantCode)
+			}
+			if tt.wantBody != "" || tt.method == http.MethodHead {
+				if got := rec.Body.String(); got != tt.wantBody {
+					t.Errorf("%s %s: body %q, want %q", tt.method, tt.path, got, tt.wantBody)
+				}
+			}
+			if tt.path == "/healthz" && tt.wantCode != http.StatusMethodNotAllowed {
+				ok, why := m.Healthy()
+				if ok != (tt.wantCode == http.StatusOK) || (!ok && why+"\n" != tt.wantBody) {
+					t.Errorf("Healthy() = %v, %q; served %d %q", ok, why, rec.Code, rec.Body.String())
+				}
+			}
+		})
+	}
+}
+
+// TestMetricsHandlerServesExpiry scrapes /metrics over HTTP, as Prometheus
+// does, and reads the expiry gauge back from the text exposition.
+func TestMetricsHandlerServesExpiry(t *testing.T) {
+	notAfter := time.Date(2027, 3, 1, 12, 30, 45, 0, time.UTC)
+	m := NewMetrics()
+	m.SetCertificate("www.example.com", notAfter, notAfter.AddDate(0, 0, -30), true)
+	m.SetCertificate("api", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, false)
+	srv := httptest.NewServer(m.Handler())
+	defer srv.Close()
+
+	resp, err := srv.Client().Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: status %d", resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("Content-Type %q, want text/plain", ct)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read /metrics: %v", err)
+	}
+	values := exposedValues(t, string(body))
+
+	const key = `dcvd_certificate_expiration_timestamp_seconds{name="www.example.com"}`
+	got, ok := values[key]
+	if !ok {
+		t.Fatalf("%s not served; body:\n%s", key, body)
+	}
+	if want := float64(notAfter.Unix()); got != want {
+		t.Errorf("%s = %v, want %v (%s)", key, got, want, notAfter)
+	}
+	if got := time.Unix(int64(got), 0).UTC(); !got.Equal(notAfter) {
+		t.Errorf("expiry reads back as %s, want %s", got, notAfter)
+	}
+	if v := values[`dcvd_certificate_ready_status{condition="True",name="www.example.com"}`]; v != 1 {
+		t.Errorf("ready True = %v, want 1", v)
+	}
+	if _, ok := values[`dcvd_certificate_renewal_timestamp_seconds{name="api"}`]; ok {
+		t.Error("renewal timestamp served for a certificate with nothing planned")
+	}
+	if !strings.Contains(string(body), "# HELP dcvd_certificate_expiration_timestamp_seconds ") {
+		t.Error("no HELP line for the expiry gauge")
+	}
+	if _, ok := values["go_goroutines"]; !ok {
+		t.Error("go_goroutines not served")
+	}
+}
+
+// exposedValues parses the sample lines of a text exposition into
+// "name{labels}" → value, labels as served.
+func exposedValues(t *testing.T, body string) map[string]float64 {
+	t.Helper()
+	out := make(map[string]float64)
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("malformed exposition line %q", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("exposition line %q: %v", line, err)
+		}
+		out[line[:i]] = v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("scan exposition: %v", err)
+	}
+	return out
+}
+
+func TestMetricsNilReceiver(t *testing.T) {
+	var m *Metrics
+	m.SetHealthy(true, "")
+	m.SetCertificate("www", time.Now(), time.Now(), true)
+	m.SetStep("www", "new")
+	m.ReissueStarted("www")
+	m.Failure("www", FailureAPI)
+	m.Charge("www", 1)
+	m.ObserveAPICall("reissue", time.Second, errors.New("x"))
+	m.ObservePropagation("cloudflare", time.Second)
+	m.RemoveCertificate("www")
+	if ok, why := m.Healthy(); ok || why == "" {
+		t.Errorf("nil Healthy() = %v, %q; want false with a reason", ok, why)
+	}
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("nil Handler: status %d, want 404", rec.Code)
+	}
+}
+
+// TestMetricsRegistriesIndependent guards the "no global state" rule: two
+// daemons in one process must not share or collide on series.
+func TestMetricsRegistriesIndependent(t *testing.T) {
+	a, b := NewMetrics(), NewMetrics()
+	a.ReissueStarted("www")
+	a.SetHealthy(true, "")
+	if got := testutil.ToFloat64(a.reissues.WithLabelValues("www")); got != 1 {
+		t.Errorf("a: reissues = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(b.reissues); n != 0 {
+		t.Errorf("b: %d reissue series, want 0", n)
+	}
+	if ok, _ := b.Healthy(); ok {
+		t.Error("b healthy after SetHealthy on a")
+	}
+}
+
+// TestMetricsConcurrent is for the race detector: updates, removals and
+// scrapes at once, after which each certificate's step gauge is still
+// one-hot or all zero.
+func TestMetricsConcurrent(t *testing.T) {
+	m := NewMetrics()
+	h := m.Handler()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("c%d", g%3)
+			for i := range 200 {
+				steps := orderSteps()
+				m.SetStep(name, string(steps[i%len(steps)]))
+				if i%17 == 0 {
+					m.SetStep(name, "future")
+				}
+				m.SetCertificate(name, time.Unix(int64(1800000000+i), 0), time.Unix(int64(1790000000+i), 0), i%2 == 0)
+				m.ReissueStarted(name)
+				m.Failure(name, FailureReload)
+				m.Charge(name, 0.5)
+				m.ObserveAPICall("detail", time.Duration(i)*time.Millisecond, nil)
+				m.ObservePropagation("p", time.Duration(i)*time.Second)
+				m.SetHealthy(i%3 != 0, "flapping")
+				if i%50 == 0 {
+					m.RemoveCertificate(name)
+				}
+				if i%40 == 0 {
+					rec := httptest.NewRecorder()
+					h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+					if rec.Code != http.StatusOK {
+						t.Errorf("scrape: status %d", rec.Code)
+					}
+					h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/healthz", nil))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	ones := make(map[string]int)
+	extra := make(map[string]int)
+	for k, v := range metricsSnapshot(t, m) {
+		if !strings.HasPrefix(k, "dcvd_order_step{") {
+			continue
+		}
+		name := k[len(`dcvd_order_step{name="`):strings.Index(k, `",step=`)]
+		if v == 1 {
+			ones[name]++
+		}
+		if strings.HasSuffix(k, `step="future"}`) {
+			extra[name]++
+		}
+	}
+	for name, n := range ones {
+		if n > 1 {
+			t.Errorf("%s: %d steps at 1", name, n)
+		}
+	}
+	for name, n := range extra {
+		if n > 1 {
+			t.Errorf("%s: %d unknown-step series", name, n)
+		}
+	}
+}
