@@ -153,7 +153,7 @@ func NewMetrics() *Metrics {
 		Registry:      m.reg,
 		// Bounded so that a stuck or hammering scraper cannot pile up
 		// goroutines in a daemon meant to run unattended for years.
-		MaxRequestsInFlight: 4,
+		MaxRequestsInFlight: 10,
 		Timeout:             30 * time.Second,
 	}))
 	mux.HandleFunc("GET /healthz", m.serveHealth)
