@@ -24,6 +24,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -63,6 +64,8 @@ type Config struct {
 	DNS map[string]*providers.DNS
 	// Certificates are the [[certificate]] entries, in file order.
 	Certificates []CertConfig
+	// Notify are the [notify.NAME] channels, by name order.
+	Notify []notify.Configured
 }
 
 // APIConfig is the [api] section: how to reach and authenticate to the
@@ -365,7 +368,7 @@ func (l *loader) warn(key, format string, args ...any) {
 	l.warns = append(l.warns, key+": "+fmt.Sprintf(format, args...))
 }
 
-var cfgTopLevel = []string{"api", "certificate", "daemon", "dns"}
+var cfgTopLevel = []string{"api", "certificate", "daemon", "dns", "notify"}
 
 func (l *loader) load(path string, raw map[string]any) *Config {
 	cfg := &Config{Path: path, DNS: map[string]*providers.DNS{}}
@@ -380,6 +383,7 @@ func (l *loader) load(path string, raw map[string]any) *Config {
 	l.dnsUsed = map[string]bool{}
 	rawDNS := l.dnsTables(raw)
 	cfg.Certificates = l.certificates(raw)
+	cfg.Notify = l.notify(raw)
 	for _, name := range cfgSortedKeys(rawDNS) {
 		d, warns, err := providers.New(name, rawDNS[name], l.opts.Providers)
 		l.warns = append(l.warns, warns...)
@@ -393,6 +397,41 @@ func (l *loader) load(path string, raw map[string]any) *Config {
 		}
 	}
 	return cfg
+}
+
+// notify configures the [notify.NAME] channels with package notify, whose
+// "notify.NAME.key: reason" errors are re-filed as ConfigErrors.
+func (l *loader) notify(raw map[string]any) []notify.Configured {
+	v, ok := raw["notify"]
+	if !ok {
+		return nil
+	}
+	tables, ok := v.(map[string]any)
+	if !ok {
+		l.fail("notify", "must be tables such as [notify.ops], not %s", cfgTypeName(v))
+		return nil
+	}
+	var out []notify.Configured
+	for _, name := range cfgSortedKeys(tables) {
+		sec, ok := tables[name].(map[string]any)
+		if !ok {
+			l.fail("notify."+cfgKeyPart(name), "must be a table [notify.%s], not %s", name, cfgTypeName(tables[name]))
+			continue
+		}
+		c, warns, errs := notify.Parse(name, sec, l.opts.LookupEnv, l.opts.ReadFile)
+		l.warns = append(l.warns, warns...)
+		for _, e := range errs {
+			key, reason, found := strings.Cut(e.Error(), ": ")
+			if !found {
+				key, reason = "notify."+cfgKeyPart(name), e.Error()
+			}
+			l.fail(key, "%s", reason)
+		}
+		if len(errs) == 0 {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // providerErrors re-files the joined "dns.NAME.key: reason" errors of
