@@ -40,13 +40,16 @@ func (a *expiryAlerts) first(key string) bool {
 }
 
 func (d *Daemon) alert(e notify.Event) {
-	if d.notifier == nil {
+	d.mu.Lock()
+	n := d.notifier // swapped by Reload
+	d.mu.Unlock()
+	if n == nil {
 		return
 	}
 	if e.Time.IsZero() {
 		e.Time = d.now()
 	}
-	d.notifier.Notify(e)
+	n.Notify(e)
 }
 
 func (d *Daemon) alertOrderFailed(o *Order, cause error) {

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -41,11 +42,16 @@ type Options struct {
 	Deployer *Deployer
 	// Metrics, when set, is kept up to date (see Metrics).
 	Metrics *Metrics
+	// StopGrace is how long the step at work may go on after the context
+	// of Run or Reissue ends; zero means DefaultStopGrace.
+	StopGrace time.Duration
 }
 
 // Daemon drives the configured certificates: it reissues each when due,
 // and resumes orders in flight.
 type Daemon struct {
+	// cfg, api, dns, roots and sem are swapped by Reload under mu: read
+	// them through config, apiClient, dnsProvider, rootPool and semaphore.
 	cfg       *Config
 	store     Store
 	ownStore  bool
@@ -65,6 +71,11 @@ type Daemon struct {
 	driving map[string]bool          // certificates whose order a goroutine drives
 	wake    map[string]chan struct{} // unique_id → poke from a callback
 	sem     chan struct{}
+
+	life lifecycle // reloads and the graceful stop (reload.go)
+
+	notifier *notify.Notifier // nil without [notify.*] channels
+	expiry   expiryAlerts
 }
 
 // New prepares a daemon for cfg: it opens the store and the API client.
@@ -84,9 +95,16 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		standalones: map[string]*httpchallenge.Standalone{},
 		driving:     map[string]bool{},
 		wake:        map[string]chan struct{}{},
+		life:        newLifecycle(opts),
 	}
 	if d.log == nil {
 		d.log = zap.NewNop()
+	}
+	if d.metrics == nil && cfg.Daemon.MetricsListen != "" {
+		d.metrics = NewMetrics()
+	}
+	if len(cfg.Notify) > 0 {
+		d.notifier = notify.New(cfg.Notify, d.log)
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -94,11 +112,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 	if d.deployer == nil {
 		d.deployer = &Deployer{Log: d.log}
 	}
-	max := cfg.Daemon.MaxConcurrent
-	if max <= 0 {
-		max = 4
-	}
-	d.sem = make(chan struct{}, max)
+	d.sem = make(chan struct{}, concurrency(cfg.Daemon.MaxConcurrent))
 	for name, p := range cfg.DNS {
 		d.dns[name] = p
 	}
@@ -115,13 +129,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 			return nil, fmt.Errorf("api.ca_roots_file: %s holds no certificate", cfg.API.CARootsFile)
 		}
 	}
-	api, err := reseller.New(reseller.Config{
-		BaseURL:         cfg.API.BaseURL,
-		AccessKeyID:     cfg.API.AccessKeyID,
-		AccessKeySecret: cfg.API.AccessKeySecret,
-		Timeout:         cfg.API.Timeout,
-		Observe:         d.metrics.ObserveAPICall,
-	})
+	api, err := d.newAPIClient(cfg.API)
 	if err != nil {
 		return nil, err
 	}
@@ -148,6 +156,16 @@ func (d *Daemon) Close() error {
 		errs = append(errs, s.Close())
 	}
 	d.mu.Unlock()
+	d.mu.Lock()
+	n := d.notifier
+	d.mu.Unlock()
+	if n != nil {
+		// Deliver what is queued, within bounds: stopping must not hang
+		// on an unreachable webhook.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, n.Close(ctx))
+		cancel()
+	}
 	if d.ownStore {
 		errs = append(errs, d.store.Close())
 	}
@@ -162,9 +180,10 @@ func (d *Daemon) Responder() *httpchallenge.Responder { return d.responder }
 func (d *Daemon) Store() Store { return d.store }
 
 func (d *Daemon) certConfig(name string) (*CertConfig, error) {
-	for i := range d.cfg.Certificates {
-		if d.cfg.Certificates[i].Name == name {
-			return &d.cfg.Certificates[i], nil
+	cfg := d.config()
+	for i := range cfg.Certificates {
+		if cfg.Certificates[i].Name == name {
+			return &cfg.Certificates[i], nil
 		}
 	}
 	return nil, fmt.Errorf("no [[certificate]] named %q in the config", name)

@@ -150,7 +150,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 		if err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 		}
-		o.KeyFile = filepath.Join(d.cfg.Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
+		o.KeyFile = filepath.Join(d.config().Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
 		if err := writeKey(o.KeyFile, key); err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 		}
@@ -190,10 +190,14 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 		log.Warn("serving validation files", zap.Error(err))
 	}
 
-	poll := d.cfg.Daemon.PollInterval
+	poll := d.config().Daemon.PollInterval
 	if poll <= 0 {
 		poll = 10 * time.Second
 	}
+	// Steps run under work and waits under ctx: once ctx ends no step
+	// starts, and the one at work may finish within the stop grace.
+	work, endWork := d.workContext(ctx)
+	defer endWork()
 	for !o.Step.Terminal() {
 		if delay := o.NextAttempt.Sub(d.now()); delay > 0 {
 			if !wait {
@@ -207,22 +211,28 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			case <-time.After(delay):
 			}
 		}
+		sem := d.semaphore() // a reload may replace it: release this one
 		select {
-		case d.sem <- struct{}{}:
+		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		err := d.advance(ctx, cc, o, &poll)
-		<-d.sem
+		if ctx.Err() != nil {
+			// The select picks at random when the slot frees as ctx ends.
+			<-sem
+			return ctx.Err()
+		}
+		err := d.advance(work, cc, o, &poll)
+		<-sem
 		switch {
 		case err == nil:
 		case errors.Is(err, errWaiting):
-		case ctx.Err() != nil:
-			return ctx.Err()
+		case work.Err() != nil:
+			return work.Err()
 		default:
 			var fe *fatalError
 			if errors.As(err, &fe) {
-				d.fail(ctx, cc, o, err)
+				d.fail(work, cc, o, err)
 				return fmt.Errorf("certificate %s: order %s failed: %w", o.Cert, o.UniqueID, err)
 			}
 			d.metrics.Failure(o.Cert, failureReason(o.Step, err))
@@ -231,9 +241,10 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
 			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
 				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
-			if perr := d.store.PutOrder(ctx, o); perr != nil {
+			if perr := d.store.PutOrder(work, o); perr != nil {
 				return errors.Join(err, perr)
 			}
+			d.alertRetrying(o, err)
 			if !wait {
 				return fmt.Errorf("certificate %s: %s: %w (will retry at %s)", o.Cert, o.Step, err, o.NextAttempt.Format(time.RFC3339))
 			}
@@ -265,7 +276,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			UniqueID: o.UniqueID, ServiceID: o.ServiceID, DomainDCV: o.DomainDCV, CSR: o.CSR,
 			ContactEmail: cc.ContactEmail, Organization: cc.Organization, NotifyURL: d.notifyURL(o),
 		}
-		res, err := d.api.Reissue(ctx, req)
+		res, err := d.apiClient().Reissue(ctx, req)
 		if err != nil {
 			var de *reseller.DecodeError
 			if reseller.Retryable(err) || errors.As(err, &de) {
@@ -288,6 +299,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		for _, in := range o.Instructions {
 			if in.Email != nil {
 				log.Warn("e-mail validation: the CA writes to the approver; approve it there", zap.String("domain", in.Domain), zap.String("approver", in.Email.Address))
+				d.alertEmailApproval(o, in.Domain, in.Email.Address)
 			}
 		}
 		return d.next(ctx, o, StepSubmitted)
@@ -368,7 +380,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 
 	case StepVisible:
 		// Only now: a CA that looks too early caches its failure.
-		if err := d.api.UpdateDCV(ctx, o.ServiceID, o.DomainDCV); err != nil {
+		if err := d.apiClient().UpdateDCV(ctx, o.ServiceID, o.DomainDCV); err != nil {
 			return err
 		}
 		log.Info("re-check requested")
@@ -376,7 +388,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		return d.next(ctx, o, StepRechecked)
 
 	case StepRechecked:
-		res, err := d.api.Detail(ctx, o.ServiceID)
+		res, err := d.apiClient().Detail(ctx, o.ServiceID)
 		if err != nil {
 			return err
 		}
@@ -397,7 +409,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		if err != nil {
 			return &fatalError{err}
 		}
-		got, err := verifyIssued(res.CertPEM, res.CAPEM, key, o.Names, d.roots, d.now())
+		got, err := verifyIssued(res.CertPEM, res.CAPEM, key, o.Names, d.rootPool(), d.now())
 		if err != nil {
 			return fatal("the issued certificate was refused, nothing was deployed: %w", err)
 		}
@@ -423,6 +435,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return &fatalError{err}
 		}
 		if err := d.deployer.Reload(ctx, cc.Deploy, b); err != nil {
+			if ctx.Err() == nil {
+				d.alertReload(o, err)
+			}
 			if ctx.Err() != nil {
 				// Stopping: the new files stay, and the reload runs again
 				// when the order resumes.
@@ -476,6 +491,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return err
 		}
 		log.Info("order done", zap.Float64("cost", o.Cost))
+		d.alertRenewed(o)
 		return nil
 	}
 	return fmt.Errorf("order %s in unknown step %q", o.UniqueID, o.Step)
@@ -511,6 +527,7 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 	log := d.orderLog(o)
 	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
 	d.metrics.Failure(o.Cert, failureReason(o.Step, cause))
+	d.alertOrderFailed(o, cause)
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}
@@ -527,8 +544,8 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 }
 
 func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
-	p, ok := d.dns[cc.DNS]
-	if !ok || p == nil {
+	p := d.dnsProvider(cc.DNS)
+	if p == nil {
 		return nil, fmt.Errorf("certificate %s: dns = %q names no configured [dns.%s]", cc.Name, cc.DNS, cc.DNS)
 	}
 	return p, nil
@@ -660,7 +677,7 @@ func (d *Daemon) bundle(o *Order) (Bundle, error) {
 
 // notifyURL is where the CA calls back for o, or "" without callbacks.
 func (d *Daemon) notifyURL(o *Order) string {
-	base := strings.TrimSuffix(d.cfg.Daemon.CallbackURL, "/")
+	base := strings.TrimSuffix(d.config().Daemon.CallbackURL, "/")
 	if base == "" {
 		return ""
 	}

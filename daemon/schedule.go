@@ -113,12 +113,12 @@ func formatDuration(d time.Duration) string {
 	return d.String()
 }
 
-// Run resumes the orders in flight, checks every certificate at once and
-// then on each tick of daemon.schedule, and serves callbacks, until ctx
-// ends. It returns after the work in progress has stopped.
+// Run resumes the orders in flight, checks every certificate at once, then
+// on each tick of daemon.schedule and after each Reload, and serves
+// callbacks, until ctx ends. Then no new step starts, and Run returns once
+// the steps at work have finished (see Options.StopGrace).
 func (d *Daemon) Run(ctx context.Context) error {
-	sched, err := cron.ParseStandard(d.cfg.Daemon.Schedule)
-	if err != nil {
+	if _, err := cron.ParseStandard(d.config().Daemon.Schedule); err != nil {
 		return fmt.Errorf("daemon.schedule: %w", err)
 	}
 	var wg sync.WaitGroup
@@ -131,14 +131,31 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if addrs != "" {
 		d.log.Info("listening for callbacks and validation requests", zap.String("addr", addrs))
 	}
+	if ml := d.config().Daemon.MetricsListen; ml != "" {
+		addr, err := d.serveHTTP(ctx, &wg, ml, d.metrics.Handler())
+		if err != nil {
+			return fmt.Errorf("daemon.metrics_listen: %w", err)
+		}
+		d.log.Info("serving metrics", zap.String("addr", addr))
+	}
+	d.metrics.SetHealthy(true, "")
+	defer d.metrics.SetHealthy(false, "stopping")
+	d.markRunning()
 
 	d.sweep(ctx, &wg)
 	for {
+		// Parsed each time: a reload may have changed it (Reload checked it).
+		sched, err := cron.ParseStandard(d.config().Daemon.Schedule)
+		if err != nil {
+			return fmt.Errorf("daemon.schedule: %w", err)
+		}
 		next := sched.Next(d.now())
 		d.log.Info("next renewal check", zap.Time("at", next))
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-d.reloaded():
+			d.sweep(ctx, &wg)
 		case <-time.After(time.Until(next)):
 			d.sweep(ctx, &wg)
 		}
@@ -148,11 +165,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 // sweep starts a driver for every order in flight and every certificate
 // that is due. Certificates already being driven are left alone.
 func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
+	d.life.startMu.Lock() // see lifecycle.startMu
+	defer d.life.startMu.Unlock()
 	active, err := d.store.ActiveOrders(ctx)
 	if err != nil {
 		d.log.Error("reading the orders in flight", zap.Error(err))
 		return
 	}
+	cfg := d.config()
 	inFlight := map[string]bool{}
 	for _, o := range active {
 		inFlight[o.Cert] = true
@@ -163,8 +183,8 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		d.goDrive(ctx, wg, cc, o)
 	}
-	for i := range d.cfg.Certificates {
-		cc := &d.cfg.Certificates[i]
+	for i := range cfg.Certificates {
+		cc := &cfg.Certificates[i]
 		if inFlight[cc.Name] || d.isDriving(cc.Name) {
 			continue
 		}
@@ -174,6 +194,9 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 			continue
 		}
 		d.updateCertMetrics(ctx, cc)
+		if live, err := d.store.Certificate(ctx, cc.Name); err == nil {
+			d.checkExpiry(cc, live)
+		}
 		if d.now().Before(r.At) {
 			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
 			continue
@@ -286,24 +309,15 @@ func (d *Daemon) CallbackHandler() http.Handler {
 // startListener serves callbacks at daemon.callback_listen and the
 // responder at daemon.http_listen (one listener when they are equal).
 func (d *Daemon) startListener(ctx context.Context, wg *sync.WaitGroup) (string, error) {
-	cb, hl := d.cfg.Daemon.CallbackListen, d.cfg.Daemon.HTTPListen
+	dc := d.config().Daemon
+	cb, hl := dc.CallbackListen, dc.HTTPListen
 	var addrs []string
 	serve := func(addr string, h http.Handler) error {
-		ln, err := net.Listen("tcp", addr)
+		a, err := d.serveHTTP(ctx, wg, addr, h)
 		if err != nil {
-			return fmt.Errorf("listen on %s: %w", addr, err)
+			return err
 		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
-		wg.Add(2)
-		go func() { defer wg.Done(); srv.Serve(ln) }()
-		go func() {
-			defer wg.Done()
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Shutdown(sctx)
-		}()
-		addrs = append(addrs, ln.Addr().String())
+		addrs = append(addrs, a)
 		return nil
 	}
 	switch {
@@ -327,4 +341,23 @@ func (d *Daemon) startListener(ctx context.Context, wg *sync.WaitGroup) (string,
 		}
 	}
 	return strings.Join(addrs, ", "), nil
+}
+
+// serveHTTP serves h on addr until ctx ends, and returns the bound address.
+func (d *Daemon) serveHTTP(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
+	wg.Add(2)
+	go func() { defer wg.Done(); srv.Serve(ln) }()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	return ln.Addr().String(), nil
 }

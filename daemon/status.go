@@ -35,8 +35,9 @@ type OrderStatus struct {
 // Status reports every configured certificate.
 func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 	var out []CertStatus
-	for i := range d.cfg.Certificates {
-		cc := &d.cfg.Certificates[i]
+	cfg := d.config()
+	for i := range cfg.Certificates {
+		cc := &cfg.Certificates[i]
 		st := CertStatus{Name: cc.Name, Names: cc.Names()}
 		live, err := d.store.Certificate(ctx, cc.Name)
 		switch {

@@ -82,20 +82,6 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	return d, log, nil
 }
 
-func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := commandFlags("run", "run [--config FILE]", stdout)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, log, err := openDaemon(ctx, *cfgPath, stderr)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	log.Info("dcvd started", zap.String("version", version), zap.String("config", *cfgPath))
-	return d.Run(ctx)
-}
-
 func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := commandFlags("reissue", "reissue NAME [--wait] [--dry-run] [--allow-domain-removal] [--config FILE]", stdout)
 	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground")
@@ -105,6 +91,16 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	name, err := parseWithName(fs, args)
 	if err != nil {
 		return err
+	}
+	if !*dryRun {
+		c, err := dialRunning(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if c != nil {
+			defer c.Close()
+			return reissueViaControl(ctx, c, name, *allow, *wait, *timeout, stdout, stderr)
+		}
 	}
 	d, _, err := openDaemon(ctx, *cfgPath, stderr)
 	if err != nil {
@@ -162,12 +158,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	d, _, err := openDaemon(ctx, *cfgPath, stderr)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	sts, err := d.Status(ctx)
+	sts, err := statusOf(ctx, *cfgPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -208,6 +199,18 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	name, err := parseWithName(fs, args)
 	if err != nil {
 		return err
+	}
+	c, err := dialRunning(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		defer c.Close()
+		if err := c.Redeploy(ctx, name); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "certificate %s redeployed by the running daemon\n", name)
+		return nil
 	}
 	d, _, err := openDaemon(ctx, *cfgPath, stderr)
 	if err != nil {

@@ -1,0 +1,567 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// shortDir is a fresh directory with a short path: t.TempDir's can be too
+// long for a unix socket.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dcvd-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// staleSocket leaves a socket file at path that nothing listens on, as a
+// daemon killed with SIGKILL does.
+func staleSocket(t *testing.T, path string) {
+	t.Helper()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+		t.Fatalf("no stale socket at %s: %v", path, err)
+	}
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// answers reports whether something accepts connections at path.
+func answers(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func TestControlSocketPaths(t *testing.T) {
+	tests := []struct {
+		stateDir, runtimeDir string
+		socket, link         string
+	}{
+		{"/var/lib/dcvd", "", "/var/lib/dcvd/dcvd.sock", ""},
+		{"/var/lib/dcvd", "/run/dcvd", "/run/dcvd/dcvd.sock", "/var/lib/dcvd/dcvd.sock"},
+		{"/var/lib/dcvd", "/run/dcvd:/run/other", "/run/dcvd/dcvd.sock", "/var/lib/dcvd/dcvd.sock"},
+		{"/var/lib/dcvd", "/var/lib/dcvd", "/var/lib/dcvd/dcvd.sock", ""},
+		{"/var/lib/dcvd", ":/run/other", "/var/lib/dcvd/dcvd.sock", ""},
+	}
+	for _, tt := range tests {
+		socket, link := ControlSocketPaths(tt.stateDir, tt.runtimeDir)
+		if socket != tt.socket || link != tt.link {
+			t.Errorf("ControlSocketPaths(%q, %q) = %q, %q; want %q, %q", tt.stateDir, tt.runtimeDir, socket, link, tt.socket, tt.link)
+		}
+	}
+}
+
+// TestControlSocketListen: the socket is 0600 from the start, a stale one
+// is replaced, a live one or a stranger file refused, and Close removes
+// only what is still its own.
+func TestControlSocketListen(t *testing.T) {
+	t.Run("mode 0600 and nothing else left", func(t *testing.T) {
+		dir := shortDir(t)
+		path := filepath.Join(dir, ControlSocketName)
+		l, err := ListenControl(path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %s, want a socket with 0600", path, fi.Mode())
+		}
+		if got := entries(t, dir); !slices.Equal(got, []string{ControlSocketName}) {
+			t.Errorf("the directory holds %v, want only %s", got, ControlSocketName)
+		}
+		if !answers(path) {
+			t.Fatal("nothing answers on the socket")
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got := entries(t, dir); len(got) != 0 {
+			t.Errorf("after Close the directory holds %v", got)
+		}
+	})
+
+	t.Run("stale socket removed", func(t *testing.T) {
+		path := filepath.Join(shortDir(t), ControlSocketName)
+		staleSocket(t, path)
+		l, err := ListenControl(path, "")
+		if err != nil {
+			t.Fatalf("a stale socket made ListenControl fail: %v", err)
+		}
+		defer l.Close()
+		if !answers(path) {
+			t.Fatal("nothing answers on the new socket")
+		}
+	})
+
+	t.Run("live socket refused", func(t *testing.T) {
+		path := filepath.Join(shortDir(t), ControlSocketName)
+		l, err := ListenControl(path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		l2, err := ListenControl(path, "")
+		if err == nil {
+			l2.Close()
+			t.Fatal("a second daemon took over a live control socket")
+		}
+		if !strings.Contains(err.Error(), "another dcvd daemon is running") {
+			t.Errorf("refusal %q does not say another daemon runs", err)
+		}
+		if !answers(path) {
+			t.Error("the refused attempt broke the live socket")
+		}
+	})
+
+	t.Run("file in the way refused", func(t *testing.T) {
+		path := filepath.Join(shortDir(t), ControlSocketName)
+		if err := os.WriteFile(path, []byte("keep me\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if l, err := ListenControl(path, ""); err == nil {
+			l.Close()
+			t.Fatal("ListenControl replaced a regular file")
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != "keep me\n" {
+			t.Errorf("the file in the way was changed: %q, %v", b, err)
+		}
+	})
+
+	t.Run("path too long", func(t *testing.T) {
+		path := filepath.Join(shortDir(t), strings.Repeat("d", 100), ControlSocketName)
+		if l, err := ListenControl(path, ""); err == nil {
+			l.Close()
+			t.Fatal("ListenControl took a path longer than a unix socket allows")
+		} else if !strings.Contains(err.Error(), "too long") && !strings.Contains(err.Error(), "longer than") {
+			t.Errorf("error %q does not say the path is too long", err)
+		}
+	})
+
+	t.Run("link in the state directory", func(t *testing.T) {
+		stateDir, runtimeDir := shortDir(t), shortDir(t)
+		socket, link := ControlSocketPaths(stateDir, runtimeDir)
+		// A link left by a daemon that is gone points nowhere.
+		if err := os.Symlink(filepath.Join(runtimeDir, "gone.sock"), link); err != nil {
+			t.Fatal(err)
+		}
+		l, err := ListenControl(socket, link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if target, err := os.Readlink(link); err != nil || target != socket {
+			t.Fatalf("link %s points to %q (%v), want %s", link, target, err, socket)
+		}
+		c, err := DialControl(link)
+		if err != nil {
+			t.Fatalf("dial through the link: %v", err)
+		}
+		c.Close()
+		// A second daemon with another runtime directory finds the first
+		// through the link.
+		socket2, _ := ControlSocketPaths(stateDir, shortDir(t))
+		if l2, err := ListenControl(socket2, link); err == nil {
+			l2.Close()
+			t.Fatal("a second daemon on the same state directory was not refused")
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range []string{socket, link} {
+			if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("after Close %s is still there (%v)", p, err)
+			}
+		}
+	})
+
+	t.Run("close leaves a newer socket alone", func(t *testing.T) {
+		path := filepath.Join(shortDir(t), ControlSocketName)
+		old, err := ListenControl(path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Someone removed it; a new daemon took the place.
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		l, err := ListenControl(path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		old.Close()
+		if !answers(path) {
+			t.Fatal("closing the old listener removed the new daemon's socket")
+		}
+	})
+}
+
+// TestControlDialNoDaemon: without a daemon the dial fails at once with
+// ErrNoDaemon, so that commands fall back to the state.
+func TestControlDialNoDaemon(t *testing.T) {
+	dir := shortDir(t)
+	stale := filepath.Join(dir, "stale.sock")
+	staleSocket(t, stale)
+	for _, path := range []string{filepath.Join(dir, "missing.sock"), stale} {
+		c, err := DialControl(path)
+		if err == nil {
+			c.Close()
+			t.Fatalf("DialControl(%s) succeeded", path)
+		}
+		if !errors.Is(err, ErrNoDaemon) {
+			t.Errorf("DialControl(%s): %v, want ErrNoDaemon", path, err)
+		}
+	}
+}
+
+// controlWorld is a harness daemon serving its control socket.
+type controlWorld struct {
+	h      *harness
+	d      *Daemon
+	c      *ControlClient
+	path   string
+	cfg    *Config
+	watch  *stepWatch
+	cancel context.CancelFunc
+	served chan error
+}
+
+func newControlWorld(t *testing.T) *controlWorld {
+	t.Helper()
+	h := newHarness(t)
+	w := &controlWorld{h: h, cfg: h.config(hDomains()), watch: newStepWatch(StepPublished), served: make(chan error, 1)}
+	w.d = h.daemon(w.cfg, func(o *Options) { o.AfterStep = w.watch.afterStep })
+	w.path = filepath.Join(shortDir(t), ControlSocketName)
+	ln, err := ListenControl(w.path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.cancel = cancel
+	go func() { w.served <- w.d.ServeControlOn(ctx, ln) }()
+	t.Cleanup(func() { w.stop(t) })
+	if w.c, err = DialControl(w.path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.c.Close() })
+	return w
+}
+
+// stop ends the server (once) and checks that it returned cleanly.
+func (w *controlWorld) stop(t *testing.T) {
+	if w.cancel == nil {
+		return
+	}
+	w.cancel()
+	w.cancel = nil
+	select {
+	case err := <-w.served:
+		if err != nil {
+			t.Errorf("ServeControlOn: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("ServeControlOn did not return after its context ended")
+	}
+}
+
+func wantControlError(t *testing.T, err error, status int, contains ...string) {
+	t.Helper()
+	var ce *ControlError
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want a *ControlError with status %d", err, status)
+	}
+	if ce.Status != status {
+		t.Errorf("status %d (%s), want %d", ce.Status, ce.Message, status)
+	}
+	for _, s := range contains {
+		if !strings.Contains(ce.Message, s) {
+			t.Errorf("message %q does not contain %q", ce.Message, s)
+		}
+	}
+}
+
+// TestControlReissueStatusRedeploy goes through the socket as the CLI
+// does: status, a reissue driven by the daemon (a second one finds it in
+// flight), redeploy refused while it works and done after, the order as it
+// ended without its secrets, unknown names refused clearly, and the
+// socket gone after the stop.
+func TestControlReissueStatusRedeploy(t *testing.T) {
+	w := newControlWorld(t)
+	ctx := hCtx(t)
+
+	sts, err := w.c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 || sts[0].Name != hCert || sts[0].Serial != "" || sts[0].Order != nil {
+		t.Fatalf("status before any reissue: %+v", sts)
+	}
+
+	_, err = w.c.Reissue(ctx, "nope", false)
+	wantControlError(t, err, http.StatusNotFound, `"nope"`, hCert, "reload")
+	wantControlError(t, w.c.Redeploy(ctx, "nope"), http.StatusNotFound, `"nope"`)
+	_, err = w.c.Order(ctx, "dcvd-unknown")
+	wantControlError(t, err, http.StatusNotFound, "dcvd-unknown")
+	wantControlError(t, w.c.Redeploy(ctx, hCert), http.StatusInternalServerError, "no live certificate")
+
+	o, err := w.c.Reissue(ctx, hCert, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(o.UniqueID, "dcvd-") || o.Cert != hCert || o.Step != StepNew {
+		t.Fatalf("reissue returned %+v, want a new order of %s", o, hCert)
+	}
+	if uid := w.watch.waitHeld(t); uid != o.UniqueID {
+		t.Fatalf("the daemon drives %s, the socket answered %s", uid, o.UniqueID)
+	}
+	// While the daemon's driver works on it: the same order, no second
+	// one; no redeploy under its feet.
+	again, err := w.c.Reissue(ctx, hCert, false)
+	if err != nil || again.UniqueID != o.UniqueID || again.Step != StepPublished {
+		t.Fatalf("a second reissue while in flight: %+v, %v; want order %s at %s", again, err, o.UniqueID, StepPublished)
+	}
+	wantControlError(t, w.c.Redeploy(ctx, hCert), http.StatusConflict, o.UniqueID, string(StepPublished))
+	sts, err = w.c.Status(ctx)
+	if err != nil || sts[0].Order == nil || sts[0].Order.UniqueID != o.UniqueID {
+		t.Fatalf("status while in flight: %+v, %v", sts, err)
+	}
+
+	var seen []Step
+	close(w.watch.release)
+	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(s Step) { seen = append(seen, s) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done.UniqueID != o.UniqueID || done.Step != StepDone || done.Serial == "" || done.NotAfter.IsZero() || done.Cost == 0 {
+		t.Fatalf("the order as it ended: %+v", done)
+	}
+	if len(seen) == 0 {
+		t.Error("Wait reported no step")
+	}
+	if n := w.h.charges(o.UniqueID); n != 1 {
+		t.Errorf("charged %d times, want once", n)
+	}
+	sts, err = w.c.Status(ctx)
+	if err != nil || sts[0].Serial != done.Serial || sts[0].Order != nil {
+		t.Fatalf("status after the reissue: %+v, %v; want serial %s and nothing in flight", sts, err, done.Serial)
+	}
+
+	// The order on the wire holds neither the key's path, the CSR nor the
+	// callback token.
+	stored, err := w.d.store.Order(ctx, o.UniqueID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw json.RawMessage
+	if err := w.c.call(ctx, http.MethodGet, "/order", map[string][]string{"unique_id": {o.UniqueID}}, &raw); err != nil {
+		t.Fatal(err)
+	}
+	for what, secret := range map[string]string{"callback token": stored.CallbackToken, "key file": stored.KeyFile, "CSR": "CERTIFICATE REQUEST"} {
+		if strings.Contains(string(raw), secret) {
+			t.Errorf("the order on the control socket shows its %s", what)
+		}
+	}
+
+	waitNotDriving(t, w.d, hCert)
+	if err := w.c.Redeploy(ctx, hCert); err != nil {
+		t.Fatalf("redeploy: %v", err)
+	}
+	if calls := w.h.reload.calls(); len(calls) != 2 || calls[1] != done.Serial {
+		t.Errorf("reload calls %v, want the issue's and the redeploy's, both for %s", calls, done.Serial)
+	}
+
+	// Wrong methods and missing parameters.
+	for _, r := range []struct {
+		method, path string
+		status       int
+	}{
+		{http.MethodGet, "/reissue?name=" + hCert, http.StatusMethodNotAllowed},
+		{http.MethodPost, "/status", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/reissue", http.StatusBadRequest},
+		{http.MethodPost, "/reissue?name=" + hCert + "&allow_domain_removal=maybe", http.StatusBadRequest},
+		{http.MethodGet, "/order", http.StatusBadRequest},
+		{http.MethodGet, "/nothing", http.StatusNotFound},
+	} {
+		req, _ := http.NewRequestWithContext(ctx, r.method, "http://dcvd"+r.path, nil)
+		resp, err := w.c.hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != r.status {
+			t.Errorf("%s %s: HTTP %d, want %d", r.method, r.path, resp.StatusCode, r.status)
+		}
+	}
+
+	w.stop(t)
+	if _, err := os.Lstat(w.path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the socket is still there after the stop: %v", err)
+	}
+	if _, err := DialControl(w.path); !errors.Is(err, ErrNoDaemon) {
+		t.Errorf("dial after the stop: %v, want ErrNoDaemon", err)
+	}
+}
+
+// TestControlReissueResumesOrderNobodyDrives: an order left in flight by a
+// "dcvd reissue" without --wait is taken up by the daemon's driver, not
+// replaced by a second one.
+func TestControlReissueResumesOrderNobodyDrives(t *testing.T) {
+	w := newControlWorld(t)
+	close(w.watch.release)
+	ctx := hCtx(t)
+	left, err := w.d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left.Step.Terminal() {
+		t.Fatalf("the order ended at %s without waiting for the CA", left.Step)
+	}
+	o, err := w.c.Reissue(ctx, hCert, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.UniqueID != left.UniqueID {
+		t.Fatalf("the socket started order %s, want the one in flight %s", o.UniqueID, left.UniqueID)
+	}
+	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil)
+	if err != nil || done.Step != StepDone {
+		t.Fatalf("the order in flight ended %+v, %v; want done", done, err)
+	}
+	if n := len(w.h.sb.Ledger()); n != 1 {
+		t.Errorf("the sandbox charged %d times, want once", n)
+	}
+}
+
+// TestControlReissueDomainRemovalGuard: the guard refuses through the
+// socket as it does in the foreground, with its advice, and nothing is
+// started until the admin confirms.
+func TestControlReissueDomainRemovalGuard(t *testing.T) {
+	w := newControlWorld(t)
+	close(w.watch.release)
+	ctx := hCtx(t)
+	first := w.h.issue(ctx, w.d)
+
+	fewer := *w.cfg
+	fewer.Certificates = []CertConfig{w.cfg.Certificates[0]}
+	fewer.Certificates[0].Domains = map[string]reseller.Method{"example.com": reseller.MethodDNS, "*.example.com": reseller.MethodDNS}
+	if err := w.d.Reload(&fewer); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.c.Reissue(ctx, hCert, false)
+	wantControlError(t, err, http.StatusConflict, "www.example.com", first.Serial, "--allow-domain-removal")
+	if o, err := w.d.store.ActiveOrder(ctx, hCert); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused reissue left order %v in flight (%v)", o, err)
+	}
+
+	o, err := w.c.Reissue(ctx, hCert, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil)
+	if err != nil || done.Step != StepDone {
+		t.Fatalf("the confirmed reissue ended %+v, %v; want done", done, err)
+	}
+	if strings.Join(done.Names, " ") != "*.example.com example.com" {
+		t.Errorf("the confirmed reissue covers %v", done.Names)
+	}
+}
+
+// TestControlStoppingRefusesReissue: once the daemon stops, the socket
+// starts nothing more.
+func TestControlStoppingRefusesReissue(t *testing.T) {
+	h := newHarness(t)
+	d := h.daemon(h.config(hDomains()), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := &controlServer{d: d, ctx: ctx}
+	if _, err := c.startReissue(hCert, false); err == nil {
+		t.Fatal("a stopping daemon started a reissue")
+	} else {
+		var ce *controlError
+		if !errors.As(err, &ce) || ce.status != http.StatusServiceUnavailable {
+			t.Errorf("got %v, want 503", err)
+		}
+	}
+	if _, err := d.store.ActiveOrder(context.Background(), hCert); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a stopping daemon created an order: %v", err)
+	}
+}
+
+// TestControlServeControl: ServeControl creates the socket, answers on it
+// until its context ends, and removes it.
+func TestControlServeControl(t *testing.T) {
+	h := newHarness(t)
+	d := h.daemon(h.config(hDomains()), nil)
+	path := filepath.Join(shortDir(t), ControlSocketName)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- d.ServeControl(ctx, path) }()
+	var c *ControlClient
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if c, err = DialControl(path); err == nil {
+			break
+		}
+		if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
+			t.Fatalf("dial: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer c.Close()
+	if sts, err := c.Status(ctx); err != nil || len(sts) != 1 {
+		t.Fatalf("status: %+v, %v", sts, err)
+	}
+	if err := d.ServeControl(ctx, path); err == nil || !strings.Contains(err.Error(), "another dcvd daemon is running") {
+		t.Errorf("a second ServeControl on the same path: %v, want a refusal", err)
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("ServeControl: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("ServeControl did not return after its context ended")
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the socket is still there: %v", err)
+	}
+}
