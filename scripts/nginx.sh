@@ -154,56 +154,9 @@ cmd_install() {
   log "installed $(nginx_bin)"
 }
 
-port_busy() {
-  local p=$1
-  if command -v ss >/dev/null 2>&1; then
-    [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]
-  else
-    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null
-  fi
-}
-
-# free_port BASE [TAKEN...] prints the first port from BASE on that nothing
-# listens on and that is not among TAKEN.
-free_port() {
-  local p=$1 end=$(($1 + 200)) t ok
-  shift
-  while [ "$p" -lt "$end" ]; do
-    ok=1
-    for t in "$@"; do [ "$p" = "$t" ] && ok=""; done
-    if [ -n "$ok" ] && ! port_busy "$p"; then
-      printf '%s\n' "$p"
-      return 0
-    fi
-    p=$((p + 1))
-  done
-  die "no free port in $1..$end"
-}
-
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-# stop_pid stops the process whose id is in the pid file, if it is still the
-# program we started (a reused pid is left alone).
-stop_pid() {
-  local pidfile=$1 prog=$2 pid _
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
-    [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$prog" ]; then
-    # TERM is nginx's fast shutdown: the master stops its workers and exits.
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$prog (pid $pid) did not stop in 10s; killing it"
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    log "stopped $prog (pid $pid)"
-  fi
-  rm -f "$pidfile"
-}
+# port_busy, free_port, alive, stop_pid
+# shellcheck source=scripts/lib-servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
 cmd_stop() {
   stop_pid "$DIR/nginx.pid" nginx
