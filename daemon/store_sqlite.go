@@ -57,66 +57,6 @@ var sqlitePragmas = []string{
 	"foreign_keys(1)",
 }
 
-// sqliteMigrations are the schema changes, in order: the database's version
-// is the number applied (schema_migrations holds one row per version). Each
-// is applied in one transaction with its version row. Never edit one that
-// shipped: append a new one. A change of the JSON in orders.data that older
-// code could not read (it refuses unknown fields) needs a new version too,
-// so that older code refuses the database as a whole, not order by order.
-//
-// The SQL is kept portable to PostgreSQL (issue 7): TEXT columns, DOUBLE
-// PRECISION rather than REAL (which is single precision in PostgreSQL),
-// times as fixed-width UTC text (see formatTime), JSON in TEXT, partial
-// indexes (both have them). The exception is attempts.id, an INTEGER
-// PRIMARY KEY which SQLite numbers itself; PostgreSQL needs BIGINT
-// GENERATED ALWAYS AS IDENTITY there.
-var sqliteMigrations = [][]string{
-	// 1: the initial schema.
-	{
-		`CREATE TABLE certificates (
-			name        TEXT NOT NULL PRIMARY KEY,
-			serial      TEXT NOT NULL,
-			names       TEXT NOT NULL,
-			not_before  TEXT NOT NULL,
-			not_after   TEXT NOT NULL,
-			cert_pem    TEXT NOT NULL,
-			chain_pem   TEXT NOT NULL,
-			key_file    TEXT NOT NULL,
-			unique_id   TEXT NOT NULL,
-			deployed_at TEXT NOT NULL
-		)`,
-		// callback_token is NULL, not '', when the order has none: NULLs
-		// never collide in a UNIQUE column.
-		`CREATE TABLE orders (
-			unique_id      TEXT NOT NULL PRIMARY KEY,
-			cert           TEXT NOT NULL,
-			service_id     TEXT NOT NULL,
-			step           TEXT NOT NULL,
-			callback_token TEXT UNIQUE,
-			data           TEXT NOT NULL,
-			created        TEXT NOT NULL,
-			updated        TEXT NOT NULL
-		)`,
-		`CREATE INDEX orders_cert_step ON orders (cert, step)`,
-		// The database itself refuses a second order in flight for one
-		// certificate, whichever process or code path writes it.
-		`CREATE UNIQUE INDEX orders_one_active ON orders (cert)
-			WHERE step <> 'done' AND step <> 'failed'`,
-		`CREATE TABLE attempts (
-			id        INTEGER PRIMARY KEY,
-			cert      TEXT NOT NULL,
-			unique_id TEXT UNIQUE,
-			started   TEXT NOT NULL,
-			finished  TEXT NOT NULL,
-			outcome   TEXT NOT NULL,
-			cost      DOUBLE PRECISION NOT NULL,
-			serial    TEXT NOT NULL,
-			error     TEXT NOT NULL
-		)`,
-		`CREATE INDEX attempts_cert ON attempts (cert, id)`,
-	},
-}
-
 // OpenSQLite opens the state database at path, creating it (mode 0600) if it
 // does not exist; its directory must exist. It refuses a file that group or
 // others may access, since the database holds the orders' callback tokens
@@ -218,13 +158,13 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 				return fmt.Errorf("read schema version: %w", err)
 			}
 			switch {
-			case v > len(sqliteMigrations):
-				return fmt.Errorf("schema version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", v, len(sqliteMigrations))
-			case v == len(sqliteMigrations):
+			case v > len(storeMigrations):
+				return fmt.Errorf("schema version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", v, len(storeMigrations))
+			case v == len(storeMigrations):
 				done = true
 				return nil
 			}
-			for _, stmt := range sqliteMigrations[v] {
+			for _, stmt := range storeMigrations[v](sqliteDialect) {
 				if _, err := tx.ExecContext(ctx, stmt); err != nil {
 					return fmt.Errorf("migration %d: %w", v+1, err)
 				}

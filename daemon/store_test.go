@@ -22,9 +22,122 @@ import (
 	"github.com/dcvd/dcvd/reseller"
 )
 
-// openTestStore opens a new store in a temporary directory, closed when the
-// test ends.
-func openTestStore(t *testing.T) (*SQLiteStore, string) {
+// storeBackend is one implementation of Store under the behavioural tests
+// that every implementation must pass (storeSuite).
+type storeBackend struct {
+	// newDB returns a new, empty database, removed when the test ends.
+	newDB func(t *testing.T) storeDB
+}
+
+// storeDB is one database of a backend.
+type storeDB struct {
+	// open opens a store on the database. Each call gives a store of its
+	// own, as another process would have.
+	open func(ctx context.Context) (testStore, error)
+}
+
+// testStore is a Store with the hooks the behavioural tests need. Each
+// implementation defines them in its own test file.
+type testStore interface {
+	Store
+	// setClock replaces the clock of Created and Updated.
+	setClock(now func() time.Time)
+	// migrate applies the migrations the database lacks.
+	migrate(ctx context.Context) error
+	// exec runs SQL, without parameters, behind the store's back.
+	exec(ctx context.Context, sql string) error
+	// versions returns the versions recorded in schema_migrations, in
+	// order.
+	versions(ctx context.Context) ([]int, error)
+}
+
+// storeSuite is the behaviour every Store must have; runStoreSuite runs it
+// against one backend.
+var storeSuite = []struct {
+	name string
+	test func(t *testing.T, b storeBackend)
+}{
+	{"CertificateRoundTrip", testStoreCertificateRoundTrip},
+	{"CertificatesEmpty", testStoreCertificatesEmpty},
+	{"OrderRoundTrip", testStoreOrderRoundTrip},
+	{"TimesAreUTCAndExact", testStoreTimesAreUTCAndExact},
+	{"NotFound", testStoreNotFound},
+	{"OneActiveOrderPerCert", testStoreOneActiveOrderPerCert},
+	{"PutOrderRefuses", testStorePutOrderRefuses},
+	{"ActiveOrdersOldestFirst", testStoreActiveOrdersOldestFirst},
+	{"Attempts", testStoreAttempts},
+	{"ReopenKeepsData", testStoreReopenKeepsData},
+	{"MigrationsIdempotent", testStoreMigrationsIdempotent},
+	{"RefusesNewerSchema", testStoreRefusesNewerSchema},
+	{"RefusesUnknownData", testStoreRefusesUnknownData},
+	{"HonoursContext", testStoreHonoursContext},
+	{"ConcurrentPutOrder", testStoreConcurrentPutOrder},
+}
+
+func runStoreSuite(t *testing.T, b storeBackend) {
+	for _, tc := range storeSuite {
+		t.Run(tc.name, func(t *testing.T) { tc.test(t, b) })
+	}
+}
+
+// mustOpen opens a store on db, closed when the test ends.
+func (db storeDB) mustOpen(t *testing.T) testStore {
+	t.Helper()
+	s, err := db.open(t.Context())
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// openTestStore opens a store on a new database, closed when the test ends.
+func (b storeBackend) openTestStore(t *testing.T) (testStore, storeDB) {
+	t.Helper()
+	db := b.newDB(t)
+	return db.mustOpen(t), db
+}
+
+var sqliteBackend = storeBackend{newDB: func(t *testing.T) storeDB {
+	path := filepath.Join(t.TempDir(), "state.db")
+	return storeDB{open: func(ctx context.Context) (testStore, error) {
+		s, err := OpenSQLite(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}}
+}}
+
+func TestStoreSQLite(t *testing.T) { runStoreSuite(t, sqliteBackend) }
+
+func (s *SQLiteStore) setClock(now func() time.Time) { s.now = now }
+
+func (s *SQLiteStore) exec(ctx context.Context, sql string) error {
+	_, err := s.db.ExecContext(ctx, sql)
+	return err
+}
+
+func (s *SQLiteStore) versions(ctx context.Context) ([]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var vs []int
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		vs = append(vs, v)
+	}
+	return vs, rows.Err()
+}
+
+// openSQLiteTestStore opens a SQLite store in a temporary directory, closed
+// when the test ends, for the tests of what only SQLite has (files).
+func openSQLiteTestStore(t *testing.T) (*SQLiteStore, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
 	s, err := OpenSQLite(t.Context(), path)
@@ -37,13 +150,13 @@ func openTestStore(t *testing.T) (*SQLiteStore, string) {
 
 // fakeClock makes s stamp orders with start, start+1s, start+2s, … so that
 // Created and Updated are predictable and distinct.
-func fakeClock(s *SQLiteStore, start time.Time) {
+func fakeClock(s testStore, start time.Time) {
 	next := start
-	s.now = func() time.Time {
+	s.setClock(func() time.Time {
 		t := next
 		next = next.Add(time.Second)
 		return t
-	}
+	})
 }
 
 var (
@@ -187,8 +300,8 @@ func TestStoreFixturesSetEveryField(t *testing.T) {
 	requireAllSet(t, "Attempt", reflect.ValueOf(fullAttempt("shop", "u1")))
 }
 
-func TestStoreCertificateRoundTrip(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreCertificateRoundTrip(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 
 	want := fullCertificate("shop")
@@ -242,8 +355,8 @@ func certNames(cs []*Certificate) []string {
 	return out
 }
 
-func TestStoreCertificatesEmpty(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreCertificatesEmpty(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	all, err := s.Certificates(t.Context())
 	if err != nil || all == nil || len(all) != 0 {
 		t.Errorf("Certificates on an empty store = %v, %v; want an empty slice, nil", all, err)
@@ -258,8 +371,8 @@ func TestStoreCertificatesEmpty(t *testing.T) {
 	}
 }
 
-func TestStoreOrderRoundTrip(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreOrderRoundTrip(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	start := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 	fakeClock(s, start)
@@ -318,8 +431,8 @@ func TestStoreOrderRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStoreTimesAreUTCAndExact(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreTimesAreUTCAndExact(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	zone := time.FixedZone("UTC+8", 8*3600)
 	o := &Order{UniqueID: "u1", Cert: "shop", Step: StepNew,
@@ -367,8 +480,8 @@ func TestStoreTimeTextSortsAsTime(t *testing.T) {
 	}
 }
 
-func TestStoreNotFound(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreNotFound(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	done := fullOrder("u-done", "old")
 	done.Step = StepDone
@@ -394,7 +507,7 @@ func TestStoreNotFound(t *testing.T) {
 	}
 	// Even a row holding '' rather than NULL (written by something other
 	// than PutOrder) is not found by the empty token.
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO orders (unique_id, cert, service_id, step, callback_token, data, created, updated)
+	if err := s.exec(ctx, `INSERT INTO orders (unique_id, cert, service_id, step, callback_token, data, created, updated)
 		VALUES ('raw', 'raw', '', 'done', '', '{}', '', '')`); err != nil {
 		t.Fatal(err)
 	}
@@ -416,8 +529,8 @@ func TestStoreNotFound(t *testing.T) {
 	}
 }
 
-func TestStoreOneActiveOrderPerCert(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreOneActiveOrderPerCert(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	put := func(uid, cert string, step Step) error {
 		return s.PutOrder(ctx, &Order{UniqueID: uid, Cert: cert, Step: step})
@@ -494,15 +607,15 @@ func TestStoreOneActiveOrderPerCert(t *testing.T) {
 	if err := put("d", "shop", StepNew); err != nil {
 		t.Fatalf("new order after the others finished: %v", err)
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO orders (unique_id, cert, service_id, step, data, created, updated)
+	err = s.exec(ctx, `INSERT INTO orders (unique_id, cert, service_id, step, data, created, updated)
 		VALUES ('raw', 'shop', '', 'published', '{}', '', '')`)
 	if err == nil {
 		t.Error("the database accepted a second order in flight written behind PutOrder's back")
 	}
 }
 
-func TestStorePutOrderRefuses(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStorePutOrderRefuses(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	if err := s.PutOrder(ctx, &Order{UniqueID: "u1", Cert: "shop", Step: StepNew, CallbackToken: "secret-token"}); err != nil {
 		t.Fatalf("PutOrder: %v", err)
@@ -543,8 +656,8 @@ func TestStorePutOrderRefuses(t *testing.T) {
 	}
 }
 
-func TestStoreActiveOrdersOldestFirst(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreActiveOrdersOldestFirst(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	fakeClock(s, t0)
 	// Created in the order c, a, b; d finishes; a is updated last, which
@@ -574,8 +687,8 @@ func TestStoreActiveOrdersOldestFirst(t *testing.T) {
 	}
 }
 
-func TestStoreAttempts(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreAttempts(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	add := func(a Attempt) {
 		t.Helper()
@@ -662,12 +775,12 @@ func TestStoreAttempts(t *testing.T) {
 	}
 }
 
-func TestStoreReopenKeepsData(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+func testStoreReopenKeepsData(t *testing.T, b storeBackend) {
+	db := b.newDB(t)
 	ctx := t.Context()
-	s, err := OpenSQLite(ctx, path)
+	s, err := db.open(ctx)
 	if err != nil {
-		t.Fatalf("OpenSQLite: %v", err)
+		t.Fatalf("open: %v", err)
 	}
 	cert := fullCertificate("shop")
 	order := fullOrder("u1", "shop")
@@ -688,7 +801,7 @@ func TestStoreReopenKeepsData(t *testing.T) {
 		t.Error("Order after Close succeeded")
 	}
 
-	s, err = OpenSQLite(ctx, path)
+	s, err = db.open(ctx)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -704,32 +817,20 @@ func TestStoreReopenKeepsData(t *testing.T) {
 	}
 }
 
-func schemaVersions(t *testing.T, s *SQLiteStore) []int {
+func schemaVersions(t *testing.T, s testStore) []int {
 	t.Helper()
-	rows, err := s.db.QueryContext(t.Context(), `SELECT version FROM schema_migrations ORDER BY version`)
+	vs, err := s.versions(t.Context())
 	if err != nil {
 		t.Fatalf("read schema_migrations: %v", err)
-	}
-	defer rows.Close()
-	var vs []int
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		vs = append(vs, v)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return vs
 }
 
-func TestStoreMigrationsIdempotent(t *testing.T) {
-	s, path := openTestStore(t)
+func testStoreMigrationsIdempotent(t *testing.T, b storeBackend) {
+	s, db := b.openTestStore(t)
 	ctx := t.Context()
 	var want []int
-	for i := range sqliteMigrations {
+	for i := range storeMigrations {
 		want = append(want, i+1)
 	}
 	if got := schemaVersions(t, s); !reflect.DeepEqual(got, want) {
@@ -742,9 +843,9 @@ func TestStoreMigrationsIdempotent(t *testing.T) {
 	if err := s.migrate(ctx); err != nil {
 		t.Fatalf("migrate again: %v", err)
 	}
-	s2, err := OpenSQLite(ctx, path)
+	s2, err := db.open(ctx)
 	if err != nil {
-		t.Fatalf("second open of the same file: %v", err)
+		t.Fatalf("second open of the same database: %v", err)
 	}
 	defer s2.Close()
 	if got := schemaVersions(t, s2); !reflect.DeepEqual(got, want) {
@@ -755,28 +856,28 @@ func TestStoreMigrationsIdempotent(t *testing.T) {
 	}
 }
 
-func TestStoreRefusesNewerSchema(t *testing.T) {
-	s, path := openTestStore(t)
+func testStoreRefusesNewerSchema(t *testing.T, b storeBackend) {
+	s, db := b.openTestStore(t)
 	ctx := t.Context()
-	future := len(sqliteMigrations) + 1
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied) VALUES (?, '')`, future); err != nil {
+	future := len(storeMigrations) + 1
+	if err := s.exec(ctx, fmt.Sprintf(`INSERT INTO schema_migrations (version, applied) VALUES (%d, '')`, future)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2, err := OpenSQLite(ctx, path)
+	s2, err := db.open(ctx)
 	if err == nil {
 		s2.Close()
-		t.Fatal("OpenSQLite accepted a database newer than the code")
+		t.Fatal("open accepted a database newer than the code")
 	}
 	if !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), fmt.Sprint(future)) {
 		t.Errorf("error %q does not say the schema is newer", err)
 	}
 }
 
-func TestStoreRefusesUnknownData(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreRefusesUnknownData(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx := t.Context()
 	if err := s.PutOrder(ctx, fullOrder("u1", "shop")); err != nil {
 		t.Fatal(err)
@@ -806,7 +907,7 @@ func TestStoreRefusesUnknownData(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.db.ExecContext(ctx, tt.sql); err != nil {
+			if err := s.exec(ctx, tt.sql); err != nil {
 				t.Fatal(err)
 			}
 			if err := tt.read(); err == nil {
@@ -826,7 +927,7 @@ func fileMode(t *testing.T, path string) os.FileMode {
 }
 
 func TestStoreFileModes(t *testing.T) {
-	s, path := openTestStore(t)
+	s, path := openSQLiteTestStore(t)
 	ctx := t.Context()
 	if err := s.PutOrder(ctx, fullOrder("u1", "shop")); err != nil {
 		t.Fatal(err)
@@ -928,8 +1029,8 @@ func TestStoreOddPath(t *testing.T) {
 	}
 }
 
-func TestStoreHonoursContext(t *testing.T) {
-	s, _ := openTestStore(t)
+func testStoreHonoursContext(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	calls := map[string]func() error{
@@ -954,23 +1055,24 @@ func TestStoreHonoursContext(t *testing.T) {
 	if _, err := s.Order(t.Context(), "u1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("PutOrder with a cancelled context stored the order: %v", err)
 	}
-	if _, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "x.db")); !errors.Is(err, context.Canceled) {
-		t.Errorf("OpenSQLite with a cancelled context: %v, want context.Canceled", err)
+	if _, err := b.newDB(t).open(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("open with a cancelled context: %v, want context.Canceled", err)
 	}
 }
 
-func TestStoreConcurrentPutOrder(t *testing.T) {
-	s, path := openTestStore(t)
+func testStoreConcurrentPutOrder(t *testing.T, b storeBackend) {
+	s, db := b.openTestStore(t)
 	ctx := t.Context()
-	// A second store on the same file stands for a second process ("dcvd
-	// reissue" while the daemon runs): the invariants must hold across
-	// connections, not only between goroutines sharing one.
-	s2, err := OpenSQLite(ctx, path)
+	// A second store on the same database stands for a second process
+	// ("dcvd reissue" while the daemon runs, or another dcvd of a
+	// cluster): the invariants must hold across connections, not only
+	// between goroutines sharing one.
+	s2, err := db.open(ctx)
 	if err != nil {
-		t.Fatalf("second OpenSQLite: %v", err)
+		t.Fatalf("second open: %v", err)
 	}
 	defer s2.Close()
-	stores := []*SQLiteStore{s, s2}
+	stores := []testStore{s, s2}
 	const certs, contenders = 8, 8
 	var wg sync.WaitGroup
 

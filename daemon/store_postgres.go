@@ -1,0 +1,526 @@
+package daemon
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresStore is the Store kept in a PostgreSQL database, which several
+// dcvd processes (a cluster) may share. Open it with OpenPostgres.
+//
+// It uses pgx's own pool (pgxpool) rather than database/sql: the SQL differs
+// from SQLite's in its placeholders anyway, so database/sql would share no
+// code, while pgx natively gives typed server errors (the SQLSTATE and the
+// constraint name PutOrder maps to ErrActiveOrder), per-connection setup
+// (AfterConnect) and cancellation of a running query when its context ends.
+//
+// The schema is SQLite's (storeMigrations), in the first schema of the
+// connection's search_path, so that a DSN with search_path=… keeps dcvd's
+// tables apart from anything else in the database. Its invariants are
+// enforced by the database itself (unique and partial unique indexes, row
+// locks), so they hold across every process that uses the database.
+type PostgresStore struct {
+	pool *pgxpool.Pool
+	// where names the server and database in errors; it never holds the
+	// password.
+	where string
+	// now is the clock of Created and Updated; tests replace it.
+	now func() time.Time
+}
+
+var _ Store = (*PostgresStore)(nil)
+
+// postgresMigrationLock is the key of the advisory lock that serializes the
+// migrations of every dcvd process on one database: the first to get it
+// migrates, the others then find nothing left to do. Its value is arbitrary
+// ("dcvd" in ASCII, then 1); it only must not collide with the keys of other
+// software sharing the database.
+const postgresMigrationLock int64 = 0x6463766400000001
+
+// postgresRetries bounds how often PutOrder runs its transaction again after
+// losing a race to another transaction (see PutOrder).
+const postgresRetries = 3
+
+// OpenPostgres connects to the PostgreSQL database of dsn (a postgres:// URL
+// or key=value connection string, as libpq takes; pool_* parameters set the
+// pool, as pgxpool takes). It applies the migrations the database lacks,
+// serialized across processes by an advisory lock, and refuses a database
+// whose schema is newer than this code knows, rather than write to tables it
+// does not understand. It refuses a server where synchronous_commit is off,
+// under which a committed write may be lost. Errors never contain the DSN,
+// which may hold a password.
+func OpenPostgres(ctx context.Context, dsn string) (*PostgresStore, error) {
+	if dsn == "" {
+		return nil, errors.New("open PostgreSQL state database: no dsn")
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx redacts passwords only on a best-effort basis, and what
+		// it wraps (a URL parse error) may quote the DSN whole.
+		return nil, errors.New("open PostgreSQL state database: the dsn does not parse (not shown: it may hold a password)")
+	}
+	where := net.JoinHostPort(cfg.ConnConfig.Host, strconv.Itoa(int(cfg.ConnConfig.Port))) + "/" + cfg.ConnConfig.Database
+	cfg.AfterConnect = checkPostgresConn
+
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open PostgreSQL state database %s: %w", where, err)
+	}
+	s := &PostgresStore{pool: pool, where: where, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open PostgreSQL state database %s: %w", where, err)
+	}
+	return s, nil
+}
+
+// checkPostgresConn refuses a connection on which a commit is not durable
+// when it returns: an order's step must never go back, or a side effect
+// could be repeated with a certificate at stake. "local", "on",
+// "remote_write" and "remote_apply" all flush the local WAL first.
+func checkPostgresConn(ctx context.Context, c *pgx.Conn) error {
+	var v string
+	if err := c.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&v); err != nil {
+		return fmt.Errorf("read synchronous_commit: %w", err)
+	}
+	if v == "off" {
+		return errors.New("synchronous_commit is off: a committed write could be lost (set it to on for dcvd's role or database)")
+	}
+	return nil
+}
+
+// migrate applies the migrations the database lacks, one transaction each.
+// Each transaction first takes the migration lock, then creates
+// schema_migrations if needed and reads the version, so that processes
+// starting together apply each migration once: the others wait for the
+// lock, then see the new version.
+func (s *PostgresStore) migrate(ctx context.Context) error {
+	for {
+		done := false
+		err := s.tx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, postgresMigrationLock); err != nil {
+				return fmt.Errorf("take the migration lock: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+				version INTEGER NOT NULL PRIMARY KEY,
+				applied TEXT NOT NULL
+			)`); err != nil {
+				return fmt.Errorf("create schema_migrations: %w", err)
+			}
+			var v int
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
+				return fmt.Errorf("read schema version: %w", err)
+			}
+			switch {
+			case v > len(storeMigrations):
+				return fmt.Errorf("schema version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", v, len(storeMigrations))
+			case v == len(storeMigrations):
+				done = true
+				return nil
+			}
+			for _, stmt := range storeMigrations[v](postgresDialect) {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
+					return fmt.Errorf("migration %d: %w", v+1, err)
+				}
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)`,
+				v+1, formatTime(s.now())); err != nil {
+				return fmt.Errorf("migration %d: record version: %w", v+1, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}
+
+// tx runs fn in a transaction (READ COMMITTED, PostgreSQL's default) and
+// commits it if fn returns nil.
+func (s *PostgresStore) tx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		// Roll back even when ctx has ended (the usual reason fn
+		// failed), but not forever on a dead server; pgx closes the
+		// connection if that fails, which rolls back too.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = tx.Rollback(rctx)
+		cancel()
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool's connections; calls made after Close fail.
+func (s *PostgresStore) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Certificate implements Store.
+func (s *PostgresStore) Certificate(ctx context.Context, name string) (*Certificate, error) {
+	c, err := scanCertificate(s.pool.QueryRow(ctx, `SELECT `+certColumns+` FROM certificates WHERE name = $1`, name))
+	if errors.Is(err, sql.ErrNoRows) { // pgx.ErrNoRows wraps it
+		return nil, fmt.Errorf("certificate %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read certificate %q: %w", name, err)
+	}
+	return c, nil
+}
+
+// Certificates implements Store. COLLATE "C" orders by bytes, as SQLite
+// does, whatever the database's collation.
+func (s *PostgresStore) Certificates(ctx context.Context) ([]*Certificate, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+certColumns+` FROM certificates ORDER BY name COLLATE "C"`)
+	if err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	defer rows.Close()
+	out := []*Certificate{}
+	for rows.Next() {
+		c, err := scanCertificate(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read certificates: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	return out, nil
+}
+
+// PutCertificate implements Store.
+func (s *PostgresStore) PutCertificate(ctx context.Context, c *Certificate) error {
+	if c == nil || c.Name == "" {
+		return errors.New("put certificate: no name")
+	}
+	names, err := json.Marshal(c.Names)
+	if err != nil {
+		return fmt.Errorf("put certificate %q: %w", c.Name, err)
+	}
+	_, err = s.pool.Exec(ctx, `INSERT INTO certificates (`+certColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		ON CONFLICT (name) DO UPDATE SET
+			serial = excluded.serial, names = excluded.names,
+			not_before = excluded.not_before, not_after = excluded.not_after,
+			cert_pem = excluded.cert_pem, chain_pem = excluded.chain_pem,
+			key_file = excluded.key_file, unique_id = excluded.unique_id,
+			deployed_at = excluded.deployed_at`,
+		c.Name, c.Serial, string(names), formatTime(c.NotBefore), formatTime(c.NotAfter),
+		c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt))
+	if err != nil {
+		return fmt.Errorf("put certificate %q: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Order implements Store.
+func (s *PostgresStore) Order(ctx context.Context, uniqueID string) (*Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE unique_id = $1`, uniqueID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order %q: %w", uniqueID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order %q: %w", uniqueID, err)
+	}
+	return o, nil
+}
+
+// OrderByToken implements Store.
+func (s *PostgresStore) OrderByToken(ctx context.Context, token string) (*Order, error) {
+	if token == "" {
+		return nil, fmt.Errorf("order by empty callback token: %w", ErrNotFound)
+	}
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE callback_token = $1`, token))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order by callback token: %w", ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order by callback token: %w", err)
+	}
+	return o, nil
+}
+
+// ActiveOrder implements Store.
+func (s *PostgresStore) ActiveOrder(ctx context.Context, cert string) (*Order, error) {
+	o, err := scanOrder(s.pool.QueryRow(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE cert = $1 AND step <> $2 AND step <> $3`, cert, string(StepDone), string(StepFailed)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("order in flight of %q: %w", cert, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read order in flight of %q: %w", cert, err)
+	}
+	return o, nil
+}
+
+// ActiveOrders implements Store. COLLATE "C" orders the fixed-width time
+// text by bytes, which is by time, whatever the database's collation.
+func (s *PostgresStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+orderColumns+` FROM orders
+		WHERE step <> $1 AND step <> $2 ORDER BY created COLLATE "C", unique_id COLLATE "C"`,
+		string(StepDone), string(StepFailed))
+	if err != nil {
+		return nil, fmt.Errorf("read orders in flight: %w", err)
+	}
+	defer rows.Close()
+	out := []*Order{}
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read orders in flight: %w", err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders in flight: %w", err)
+	}
+	return out, nil
+}
+
+// PutOrder implements Store.
+//
+// Unlike SQLite's, PostgreSQL's transactions run side by side (READ
+// COMMITTED), so the checks PutOrder makes before writing can be overtaken
+// by another process. The stored row is locked (FOR UPDATE) for the whole
+// transaction, so that a concurrent write of the same order waits and the
+// checks see its result; a concurrent insert that the checks could not see
+// yet makes the write fail on a unique index (orders_one_active, the
+// callback token, the primary key), and the transaction is run again, when
+// the checks see the row that won and refuse with the usual error.
+func (s *PostgresStore) PutOrder(ctx context.Context, o *Order) error {
+	switch {
+	case o == nil:
+		return errors.New("put order: nil order")
+	case o.UniqueID == "":
+		return fmt.Errorf("put order of %q: no unique_id", o.Cert)
+	case o.Cert == "":
+		return fmt.Errorf("put order %s: no certificate name", o.UniqueID)
+	case !knownSteps[o.Step]:
+		return fmt.Errorf("put order %s of %q: unknown step %q", o.UniqueID, o.Cert, o.Step)
+	}
+	data, err := encodeOrderData(o)
+	if err != nil {
+		return fmt.Errorf("put order %s of %q: %w", o.UniqueID, o.Cert, err)
+	}
+	var token *string // NULL when empty: see the orders table
+	if o.CallbackToken != "" {
+		token = &o.CallbackToken
+	}
+	var now, created time.Time
+	for try := 0; ; try++ {
+		now = s.now().UTC()
+		err = s.tx(ctx, func(tx pgx.Tx) error {
+			var err error
+			created, err = s.putOrderTx(ctx, tx, o, token, data, now)
+			return err
+		})
+		if err == nil || try >= postgresRetries || !lostRace(err) {
+			break
+		}
+	}
+	if err != nil {
+		if constraintOf(err) == "orders_one_active" {
+			// Still losing after the retries (a writer that is not
+			// PutOrder keeps inserting): the database said it all.
+			err = fmt.Errorf("another order is in flight: %w", ErrActiveOrder)
+		}
+		return fmt.Errorf("put order %s of %q (step %s): %w", o.UniqueID, o.Cert, o.Step, err)
+	}
+	o.Created, o.Updated = created, now
+	return nil
+}
+
+// putOrderTx is one try of PutOrder's transaction; it returns the order's
+// Created.
+func (s *PostgresStore) putOrderTx(ctx context.Context, tx pgx.Tx, o *Order, token *string, data string, now time.Time) (time.Time, error) {
+	var (
+		cert, step, createdText string
+		created                 time.Time
+	)
+	err := tx.QueryRow(ctx, `SELECT cert, step, created FROM orders WHERE unique_id = $1 FOR UPDATE`, o.UniqueID).
+		Scan(&cert, &step, &createdText)
+	insert := errors.Is(err, sql.ErrNoRows)
+	if err != nil && !insert {
+		return created, err
+	}
+	if insert {
+		created = now
+	} else {
+		if cert != o.Cert {
+			return created, fmt.Errorf("it belongs to certificate %q", cert)
+		}
+		if Step(step).Terminal() && !o.Step.Terminal() {
+			return created, fmt.Errorf("it is %s, and a finished order is never resumed", step)
+		}
+		if created, err = parseTime(createdText); err != nil {
+			return created, err
+		}
+	}
+	if !o.Step.Terminal() {
+		var other string
+		err := tx.QueryRow(ctx, `SELECT unique_id FROM orders
+			WHERE cert = $1 AND unique_id <> $2 AND step <> $3 AND step <> $4`,
+			o.Cert, o.UniqueID, string(StepDone), string(StepFailed)).Scan(&other)
+		if err == nil {
+			return created, fmt.Errorf("order %s is in flight: %w", other, ErrActiveOrder)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return created, err
+		}
+	}
+	if token != nil {
+		var other string
+		err := tx.QueryRow(ctx, `SELECT unique_id FROM orders WHERE callback_token = $1 AND unique_id <> $2`,
+			*token, o.UniqueID).Scan(&other)
+		if err == nil {
+			return created, fmt.Errorf("order %s has the same callback token", other)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return created, err
+		}
+	}
+	if insert {
+		_, err = tx.Exec(ctx, `INSERT INTO orders
+			(unique_id, cert, service_id, step, callback_token, data, created, updated)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			o.UniqueID, o.Cert, o.ServiceID, string(o.Step), token, data, formatTime(created), formatTime(now))
+	} else {
+		_, err = tx.Exec(ctx, `UPDATE orders SET
+			service_id = $1, step = $2, callback_token = $3, data = $4, updated = $5
+			WHERE unique_id = $6`,
+			o.ServiceID, string(o.Step), token, data, formatTime(now), o.UniqueID)
+	}
+	return created, err
+}
+
+// lostRace reports whether err is PostgreSQL refusing a transaction because
+// another one got there first: a unique violation, a serialization failure
+// or a deadlock. Running the transaction again then gives the right answer.
+func lostRace(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	switch pe.Code {
+	case "23505", "40001", "40P01":
+		return true
+	}
+	return false
+}
+
+// constraintOf returns the name of the constraint err violates, or "".
+func constraintOf(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.ConstraintName
+	}
+	return ""
+}
+
+// AddAttempt implements Store. INSERT … ON CONFLICT is atomic in PostgreSQL
+// too: two processes adding the same unique_id at once leave one row.
+func (s *PostgresStore) AddAttempt(ctx context.Context, a Attempt) error {
+	switch {
+	case a.Cert == "":
+		return fmt.Errorf("add attempt %s: no certificate name", a.UniqueID)
+	case !a.Outcome.Terminal():
+		return fmt.Errorf("add attempt %s of %q: outcome %q is not terminal", a.UniqueID, a.Cert, a.Outcome)
+	case math.IsNaN(a.Cost) || math.IsInf(a.Cost, 0):
+		return fmt.Errorf("add attempt %s of %q: cost %v is not a number", a.UniqueID, a.Cert, a.Cost)
+	}
+	var uid *string // NULL when empty: see the attempts table
+	if a.UniqueID != "" {
+		uid = &a.UniqueID
+	}
+	// The WHERE of DO UPDATE leaves a row of another certificate alone;
+	// nothing changed then tells us so.
+	tag, err := s.pool.Exec(ctx, `INSERT INTO attempts (`+attemptColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		ON CONFLICT (unique_id) DO UPDATE SET
+			started = excluded.started, finished = excluded.finished,
+			outcome = excluded.outcome, cost = excluded.cost,
+			serial = excluded.serial, error = excluded.error
+		WHERE attempts.cert = excluded.cert`,
+		a.Cert, uid, formatTime(a.Started), formatTime(a.Finished), string(a.Outcome), a.Cost, a.Serial, a.Error)
+	if err != nil {
+		return fmt.Errorf("add attempt %s of %q: %w", a.UniqueID, a.Cert, err)
+	}
+	if tag.RowsAffected() != 1 {
+		return fmt.Errorf("add attempt %s of %q: that unique_id is recorded for another certificate", a.UniqueID, a.Cert)
+	}
+	return nil
+}
+
+// Attempts implements Store.
+func (s *PostgresStore) Attempts(ctx context.Context, cert string, limit int) ([]Attempt, error) {
+	q := `SELECT ` + attemptColumns + ` FROM attempts WHERE cert = $1 ORDER BY id DESC`
+	args := []any{cert}
+	if limit > 0 {
+		q += ` LIMIT $2`
+		args = append(args, limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+	}
+	defer rows.Close()
+	out := []Attempt{}
+	for rows.Next() {
+		var (
+			a                  Attempt
+			uid                *string
+			started, finished  string
+			outcome            string
+			errStart, errFinis error
+		)
+		if err := rows.Scan(&a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error); err != nil {
+			return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+		}
+		if uid != nil {
+			a.UniqueID = *uid
+		}
+		a.Outcome = Step(outcome)
+		a.Started, errStart = parseTime(started)
+		a.Finished, errFinis = parseTime(finished)
+		if err := errors.Join(errStart, errFinis); err != nil {
+			return nil, fmt.Errorf("read attempts of %q: attempt %s: %w", cert, a.UniqueID, err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
+	}
+	return out, nil
+}
+
+// TotalCost implements Store.
+func (s *PostgresStore) TotalCost(ctx context.Context, cert string) (float64, error) {
+	var total float64
+	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(SUM(cost), 0) FROM attempts WHERE cert = $1`, cert).Scan(&total); err != nil {
+		return 0, fmt.Errorf("read total cost of %q: %w", cert, err)
+	}
+	return total, nil
+}

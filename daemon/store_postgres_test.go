@@ -1,0 +1,299 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// postgresDSN returns the DSN of the test server that scripts/postgres.sh
+// started, or skips the test without one (fails instead when
+// DCVD_TEST_REQUIRE_SERVERS is set, as in CI).
+func postgresDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("DCVD_TEST_POSTGRES_DSN")
+	if dsn != "" {
+		return dsn
+	}
+	const why = "DCVD_TEST_POSTGRES_DSN is not set: start a server with scripts/postgres.sh start DIR, then set -a; . DIR/env; set +a"
+	if os.Getenv("DCVD_TEST_REQUIRE_SERVERS") != "" {
+		t.Fatal(why + " (DCVD_TEST_REQUIRE_SERVERS is set, so this fails rather than skips)")
+	}
+	t.Skip(why)
+	return ""
+}
+
+// withParam returns dsn with the parameter key set to value, in either form
+// of DSN (value must need no quoting).
+func withParam(t *testing.T, dsn, key, value string) string {
+	t.Helper()
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal("DCVD_TEST_POSTGRES_DSN does not parse as a URL")
+		}
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " " + key + "=" + value
+}
+
+// newPostgresSchema creates a schema of its own for the test, dropped with
+// everything in it when the test ends, and returns a DSN that uses it: each
+// test starts from an empty database, and tests never see each other's rows.
+func newPostgresSchema(t *testing.T) string {
+	t.Helper()
+	dsn := postgresDSN(t)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("connect to the test server: %v", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	schema := "dcvd_test_" + hex.EncodeToString(b)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
+		t.Fatalf("create schema %s: %v", schema, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Errorf("connect to drop schema %s: %v", schema, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	return withParam(t, dsn, "search_path", schema)
+}
+
+var postgresBackend = storeBackend{newDB: func(t *testing.T) storeDB {
+	dsn := newPostgresSchema(t)
+	return storeDB{open: func(ctx context.Context) (testStore, error) {
+		s, err := OpenPostgres(ctx, dsn)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}}
+}}
+
+func TestStorePostgres(t *testing.T) {
+	postgresDSN(t)
+	runStoreSuite(t, postgresBackend)
+}
+
+func (s *PostgresStore) setClock(now func() time.Time) { s.now = now }
+
+func (s *PostgresStore) exec(ctx context.Context, sql string) error {
+	_, err := s.pool.Exec(ctx, sql)
+	return err
+}
+
+func (s *PostgresStore) versions(ctx context.Context) ([]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int])
+}
+
+// TestStorePostgresMigrationRace opens several stores on a new database at
+// once, as the dcvd instances of a cluster starting together do: the
+// migration lock must let exactly one of them create the schema.
+func TestStorePostgresMigrationRace(t *testing.T) {
+	db := postgresBackend.newDB(t)
+	ctx := t.Context()
+	const n = 8
+	stores := make([]testStore, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { stores[i], errs[i] = db.open(ctx) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("open %d: %v", i, errs[i])
+			continue
+		}
+		defer stores[i].Close()
+	}
+	if t.Failed() {
+		return
+	}
+	var want []int
+	for i := range storeMigrations {
+		want = append(want, i+1)
+	}
+	got := schemaVersions(t, stores[0])
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("versions after %d concurrent opens = %v, want %v", n, got, want)
+	}
+	// Every store works on the one schema.
+	if err := stores[n-1].PutOrder(ctx, fullOrder("u1", "shop")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[0].Order(ctx, "u1"); err != nil {
+		t.Errorf("order written by one store, read by another: %v", err)
+	}
+}
+
+// TestStorePostgresRaceSameOrder makes several processes write the same
+// order at once: none may resume it once another has finished it, and the
+// inserts that lose the race to the first one become updates, not errors.
+func TestStorePostgresRaceSameOrder(t *testing.T) {
+	db := postgresBackend.newDB(t)
+	ctx := t.Context()
+	stores := []testStore{db.mustOpen(t), db.mustOpen(t), db.mustOpen(t)}
+	const n = 12
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			step := StepNew
+			if i%3 == 0 {
+				step = StepDone
+			}
+			errs[i] = stores[i%len(stores)].PutOrder(ctx, &Order{UniqueID: "u1", Cert: "shop", Step: step})
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		// A non-terminal write after a done one is refused, and that
+		// is the only error allowed.
+		if err != nil && (i%3 == 0 || !strings.Contains(err.Error(), "never resumed")) {
+			t.Errorf("write %d: %v", i, err)
+		}
+	}
+	o, err := stores[0].Order(ctx, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Step != StepDone {
+		t.Errorf("after the race u1 is %s, want done: a finished order was resumed", o.Step)
+	}
+}
+
+func TestStorePostgresOpenRefuses(t *testing.T) {
+	dsn := postgresDSN(t)
+	ctx := t.Context()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal("DCVD_TEST_POSTGRES_DSN does not parse")
+	}
+	pw := cfg.Password
+	if pw == "" {
+		t.Fatal("DCVD_TEST_POSTGRES_DSN has no password: the tests of its secrecy need one")
+	}
+	wrong := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(cfg.User, "wrong-"+pw),
+		Host:     net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))),
+		Path:     "/" + cfg.Database,
+		RawQuery: "sslmode=disable",
+	}
+	badPort := "postgres://dcvd:" + pw + "@127.0.0.1:notaport/db"
+
+	tests := []struct {
+		name, dsn, want string
+	}{
+		{"no dsn", "", "no dsn"},
+		{"dsn does not parse", badPort, "does not parse"},
+		{"wrong password", wrong.String(), "password authentication failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := OpenPostgres(ctx, tt.dsn)
+			if err == nil {
+				s.Close()
+				t.Fatal("OpenPostgres succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not contain %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("error %q reveals the password", err)
+			}
+		})
+	}
+}
+
+func TestStorePostgresRefusesAsyncCommit(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	// A runtime parameter in the DSN stands for a server, role or
+	// database configured so.
+	s, err := OpenPostgres(t.Context(), withParam(t, dsn, "synchronous_commit", "off"))
+	if err == nil {
+		s.Close()
+		t.Fatal("OpenPostgres accepted synchronous_commit=off")
+	}
+	if !strings.Contains(err.Error(), "synchronous_commit is off") {
+		t.Errorf("error %q does not say why", err)
+	}
+	// And "local", which is durable on the server, is accepted.
+	s, err = OpenPostgres(t.Context(), withParam(t, dsn, "synchronous_commit", "local"))
+	if err != nil {
+		t.Fatalf("OpenPostgres with synchronous_commit=local: %v", err)
+	}
+	s.Close()
+}
+
+func TestStorePostgresClosed(t *testing.T) {
+	s, _ := postgresBackend.openTestStore(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Certificates(t.Context()); err == nil {
+		t.Error("Certificates after Close succeeded")
+	}
+	if err := s.PutOrder(t.Context(), fullOrder("u1", "shop")); err == nil {
+		t.Error("PutOrder after Close succeeded")
+	}
+	// Closing twice is harmless.
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestStorePostgresDSNErrorsAreSilent checks the promise made when no server
+// is needed: an unparsable DSN is never quoted.
+func TestStorePostgresDSNErrorsAreSilent(t *testing.T) {
+	const secret = "s3cr3t-pw"
+	for _, dsn := range []string{
+		"postgres://u:" + secret + "@host:badport/db",
+		"postgres://u:" + secret + "@[::1/db",
+		"host=x password=" + secret + " port=notanumber",
+	} {
+		_, err := OpenPostgres(t.Context(), dsn)
+		if err == nil {
+			t.Errorf("OpenPostgres accepted a bad dsn")
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error %q reveals the password", err)
+		}
+		if errors.Is(err, context.Canceled) {
+			t.Errorf("unexpected cancellation: %v", err)
+		}
+	}
+}

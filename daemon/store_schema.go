@@ -1,0 +1,81 @@
+package daemon
+
+// sqlDialect holds what differs between the SQL of the store drivers in the
+// schema. Everything else in storeMigrations is written once for both.
+type sqlDialect struct {
+	// autoID is the column definition of a primary key the database
+	// numbers itself, in insertion order.
+	autoID string
+}
+
+var (
+	// sqliteDialect: an INTEGER PRIMARY KEY is SQLite's rowid, which it
+	// numbers itself.
+	sqliteDialect = sqlDialect{autoID: "INTEGER PRIMARY KEY"}
+	// postgresDialect: PostgreSQL has no rowid; ALWAYS refuses an id
+	// written by hand, so that nothing can break the numbering.
+	postgresDialect = sqlDialect{autoID: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
+)
+
+// storeMigrations are the schema changes, in order, shared by the SQLite and
+// PostgreSQL stores: the database's version is the number applied
+// (schema_migrations holds one row per version). Each is applied in one
+// transaction with its version row. Never edit one that shipped: append a new
+// one. A change of the JSON in orders.data that older code could not read (it
+// refuses unknown fields) needs a new version too, so that older code refuses
+// the database as a whole, not order by order.
+//
+// The SQL is kept portable: TEXT columns, DOUBLE PRECISION rather than REAL
+// (which is single precision in PostgreSQL), times as fixed-width UTC text
+// (see formatTime: it keeps nanoseconds, which PostgreSQL's timestamptz would
+// round to microseconds, and sorts as the times do), JSON in TEXT, partial
+// indexes (both have them). What cannot be portable comes from the dialect.
+var storeMigrations = []func(d sqlDialect) []string{
+	// 1: the initial schema.
+	func(d sqlDialect) []string {
+		return []string{
+			`CREATE TABLE certificates (
+			name        TEXT NOT NULL PRIMARY KEY,
+			serial      TEXT NOT NULL,
+			names       TEXT NOT NULL,
+			not_before  TEXT NOT NULL,
+			not_after   TEXT NOT NULL,
+			cert_pem    TEXT NOT NULL,
+			chain_pem   TEXT NOT NULL,
+			key_file    TEXT NOT NULL,
+			unique_id   TEXT NOT NULL,
+			deployed_at TEXT NOT NULL
+		)`,
+			// callback_token is NULL, not '', when the order has
+			// none: NULLs never collide in a UNIQUE column.
+			`CREATE TABLE orders (
+			unique_id      TEXT NOT NULL PRIMARY KEY,
+			cert           TEXT NOT NULL,
+			service_id     TEXT NOT NULL,
+			step           TEXT NOT NULL,
+			callback_token TEXT UNIQUE,
+			data           TEXT NOT NULL,
+			created        TEXT NOT NULL,
+			updated        TEXT NOT NULL
+		)`,
+			`CREATE INDEX orders_cert_step ON orders (cert, step)`,
+			// The database itself refuses a second order in flight
+			// for one certificate, whichever process or code path
+			// writes it. PostgresStore.PutOrder relies on the name.
+			`CREATE UNIQUE INDEX orders_one_active ON orders (cert)
+			WHERE step <> 'done' AND step <> 'failed'`,
+			`CREATE TABLE attempts (
+			id        ` + d.autoID + `,
+			cert      TEXT NOT NULL,
+			unique_id TEXT UNIQUE,
+			started   TEXT NOT NULL,
+			finished  TEXT NOT NULL,
+			outcome   TEXT NOT NULL,
+			cost      DOUBLE PRECISION NOT NULL,
+			serial    TEXT NOT NULL,
+			error     TEXT NOT NULL
+		)`,
+			`CREATE INDEX attempts_cert ON attempts (cert, id)`,
+		}
+	},
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# A real PostgreSQL server for the integration tests of the PostgreSQL store
+# (package daemon): a private cluster in DIR on 127.0.0.1 and a spare port,
+# never the distro's cluster on 5432.
+#
+#   scripts/postgres.sh install     install the Debian packages if missing
+#                                   (the distro's own cluster is not started)
+#   scripts/postgres.sh start DIR   initdb into DIR, start the server, create
+#                                   a database and a user with a random
+#                                   password, wait until it answers and write
+#                                   DIR/env (exported variables)
+#   scripts/postgres.sh stop DIR    stop the server started in DIR
+#
+# The tests read DIR/env:  set -a; . DIR/env; set +a; go test ./daemon/
+# Without DCVD_TEST_POSTGRES_DSN the PostgreSQL tests skip with a reason.
+#
+# PostgreSQL refuses to run as root: as root, the server runs as the
+# "postgres" user the package creates, and DIR/data belongs to it.
+set -euo pipefail
+
+readonly PACKAGES=(postgresql postgresql-client)
+readonly DB_NAME=dcvd_test
+readonly DB_USER=dcvd_test
+# Default first port; it is checked and the next free one is taken.
+readonly PG_PORT_BASE=55432
+readonly START_TIMEOUT=30 # seconds to wait for the server to answer
+
+log() { printf 'postgres: %s\n' "$*" >&2; }
+
+# die prints the message and the tail of every log under $DIR, because a
+# server that failed to start says why only there.
+die() {
+  log "error: $*"
+  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
+    local f
+    for f in "$DIR"/*.log; do
+      [ -f "$f" ] || continue
+      printf -- '----- %s (last 40 lines) -----\n' "$f" >&2
+      tail -n 40 "$f" >&2 || true
+    done
+  fi
+  exit 1
+}
+
+usage() {
+  cat >&2 <<'EOF'
+usage: scripts/postgres.sh install
+       scripts/postgres.sh start DIR
+       scripts/postgres.sh stop DIR
+EOF
+  exit 2
+}
+
+# pg_bindir prints the directory of the newest installed server's programs
+# (Debian keeps initdb and pg_ctl there, off the PATH).
+pg_bindir() {
+  local d best=""
+  for d in /usr/lib/postgresql/*/bin; do
+    if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then
+      best=$d # the glob sorts; versions of equal width sort as numbers
+    fi
+  done
+  if [ -z "$best" ] && command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    best=$(dirname "$(readlink -f "$(command -v initdb)")")
+  fi
+  [ -n "$best" ] || return 1
+  printf '%s\n' "$best"
+}
+
+installed() {
+  pg_bindir >/dev/null && command -v psql >/dev/null 2>&1
+}
+
+# stop_distro_cluster stops the cluster the package may have created and
+# started on port 5432: it is not ours to keep running.
+stop_distro_cluster() {
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now postgresql >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/postgresql ] && command -v service >/dev/null 2>&1; then
+    service postgresql stop >/dev/null 2>&1 || true
+  fi
+}
+
+cmd_install() {
+  if installed; then
+    log "packages already installed ($(pg_bindir))"
+    return 0
+  fi
+  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install ${PACKAGES[*]})"
+  log "installing ${PACKAGES[*]}"
+  # policy-rc.d exit 101 keeps the package from starting its cluster during
+  # the install; an existing policy (as in containers) is left alone.
+  local policy=/usr/sbin/policy-rc.d ours=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    ours=1
+  fi
+  local rc=0
+  {
+    apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
+  } >/tmp/postgres-apt.log 2>&1 || rc=$?
+  [ -n "$ours" ] && rm -f "$policy"
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 /tmp/postgres-apt.log >&2
+    die "apt-get install failed (exit $rc), full log in /tmp/postgres-apt.log"
+  fi
+  stop_distro_cluster
+  installed || die "packages installed but initdb, pg_ctl or psql is still missing"
+  log "installed ($(pg_bindir))"
+}
+
+# port_busy, free_port, alive, stop_pid
+# shellcheck source=scripts/lib-servers.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
+
+# as_owner runs a command as the user that owns DIR/data: "postgres" when
+# this script runs as root, else the current user.
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+cmd_stop() {
+  local bin
+  if [ -f "$DIR/data/postmaster.pid" ] && bin=$(pg_bindir); then
+    # A fast shutdown: the test data is thrown away anyway.
+    as_owner "$bin/pg_ctl" -D "$DIR/data" -m fast -w -t 30 stop >>"$DIR/stop.log" 2>&1 || true
+  fi
+  # If pg_ctl could not stop it, the pid file we wrote still names it.
+  stop_pid "$DIR/postgres.pid" postgres
+}
+
+# answers succeeds when the server of DIR/env accepts the test user's login.
+answers() {
+  (
+    set +u
+    # shellcheck disable=SC1091
+    . "$DIR/env"
+    psql "$DCVD_TEST_POSTGRES_DSN" -XAtqc 'SELECT 1' | grep -qx 1
+  ) >/dev/null 2>&1
+}
+
+running_and_answering() {
+  [ -f "$DIR/env" ] && alive "$DIR/postgres.pid" && answers
+}
+
+random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+cmd_start() {
+  local bin
+  bin=$(pg_bindir) || die "PostgreSQL not found: run 'scripts/postgres.sh install' first"
+  command -v psql >/dev/null 2>&1 || die "psql not found: run 'scripts/postgres.sh install' first"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "running as root needs the postgres user (the package creates it)"
+    command -v runuser >/dev/null 2>&1 || die "runuser not found"
+  fi
+  mkdir -p "$DIR"
+  if running_and_answering; then
+    log "already running in $DIR (env: $DIR/env)"
+    return 0
+  fi
+  cmd_stop # a half-started previous run
+  rm -rf "$DIR/data" "$DIR/sock"
+  rm -f "$DIR/env" "$DIR"/*.log
+
+  local port password
+  port=$(free_port "$PG_PORT_BASE")
+  password=$(random_hex)
+
+  # The server's user must reach DIR to find its data; nothing secret is
+  # kept outside data/ (0700) and env (0600).
+  mkdir -p "$DIR/data" "$DIR/sock"
+  chmod 755 "$DIR"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$DIR/data" "$DIR/sock"
+  fi
+  chmod 700 "$DIR/data"
+  # Local (socket) logins of the server's own user need no password; every
+  # TCP login needs a password (scram-sha-256).
+  as_owner "$bin/initdb" -D "$DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 >"$DIR/initdb.log" 2>&1 ||
+    as_owner "$bin/initdb" -D "$DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      --encoding=UTF8 --locale=C >"$DIR/initdb.log" 2>&1 ||
+    die "initdb failed"
+  # fsync stays on: the store's durability is part of what is tested.
+  cat >>"$DIR/data/postgresql.conf" <<EOF
+# Written by scripts/postgres.sh for dcvd's integration tests.
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$DIR/sock'
+max_connections = 200
+logging_collector = off
+EOF
+  # pg_ctl detaches the server; its pid is the first line of postmaster.pid.
+  as_owner "$bin/pg_ctl" -D "$DIR/data" -l "$DIR/data/server.log" -w -t "$START_TIMEOUT" start \
+    >"$DIR/pg_ctl.log" 2>&1 || {
+    cp "$DIR/data/server.log" "$DIR/server.log" 2>/dev/null || true
+    die "the server did not start within ${START_TIMEOUT}s"
+  }
+  head -n 1 "$DIR/data/postmaster.pid" >"$DIR/postgres.pid"
+
+  # The password travels on stdin, never on a command line.
+  as_owner psql -X -q -v ON_ERROR_STOP=1 -h "$DIR/sock" -p "$port" -U postgres -d postgres \
+    -v user="$DB_USER" -v db="$DB_NAME" -v pw="$password" >"$DIR/psql.log" 2>&1 <<'EOF' ||
+CREATE ROLE :"user" LOGIN PASSWORD :'pw';
+CREATE DATABASE :"db" OWNER :"user";
+EOF
+    die "could not create the database and user"
+
+  umask 077
+  cat >"$DIR/env.tmp" <<EOF
+# Written by scripts/postgres.sh start; load with: set -a; . $DIR/env; set +a
+export DCVD_TEST_POSTGRES_DSN=postgres://$DB_USER:$password@127.0.0.1:$port/$DB_NAME?sslmode=disable
+EOF
+  mv "$DIR/env.tmp" "$DIR/env"
+  local _
+  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
+    if answers; then
+      log "PostgreSQL on 127.0.0.1:$port, database $DB_NAME; env in $DIR/env"
+      return 0
+    fi
+    alive "$DIR/postgres.pid" || die "the server exited during start-up"
+    sleep 0.2
+  done
+  die "PostgreSQL on 127.0.0.1:$port did not accept $DB_USER within ${START_TIMEOUT}s"
+}
+
+[ $# -ge 1 ] || usage
+case "$1" in
+  install)
+    [ $# -eq 1 ] || usage
+    cmd_install
+    ;;
+  start | stop)
+    if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
+    mkdir -p "$2"
+    DIR=$(cd "$2" && pwd)
+    "cmd_$1"
+    ;;
+  *) usage ;;
+esac
