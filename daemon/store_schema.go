@@ -1,5 +1,10 @@
 package daemon
 
+import (
+	"errors"
+	"fmt"
+)
+
 // sqlDialect holds what differs between the SQL of the store drivers in the
 // schema. Everything else in storeMigrations is written once for both.
 type sqlDialect struct {
@@ -78,4 +83,53 @@ var storeMigrations = []func(d sqlDialect) []string{
 			`CREATE INDEX attempts_cert ON attempts (cert, id)`,
 		}
 	},
+}
+
+// rowIter is what both drivers' result sets offer (*sql.Rows, pgx.Rows):
+// enough to read a list the same way for both.
+type rowIter interface {
+	scanner
+	Next() bool
+	Err() error
+}
+
+// collectRows reads every row with scan; what, on error, names the read.
+// The caller closes rows.
+func collectRows[T any](rows rowIter, what string, scan func(scanner) (T, error)) ([]T, error) {
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
+// scanAttempt reads a row of attemptColumns.
+func scanAttempt(row scanner) (Attempt, error) {
+	var (
+		a                  Attempt
+		uid                *string // NULL when the attempt has no unique_id
+		started, finished  string
+		outcome            string
+		errStart, errFinis error
+	)
+	if err := row.Scan(&a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error); err != nil {
+		return Attempt{}, err
+	}
+	if uid != nil {
+		a.UniqueID = *uid
+	}
+	a.Outcome = Step(outcome)
+	a.Started, errStart = parseTime(started)
+	a.Finished, errFinis = parseTime(finished)
+	if err := errors.Join(errStart, errFinis); err != nil {
+		return Attempt{}, fmt.Errorf("attempt %s: %w", a.UniqueID, err)
+	}
+	return a, nil
 }

@@ -287,18 +287,7 @@ func (s *SQLiteStore) Certificates(ctx context.Context) ([]*Certificate, error) 
 		return nil, fmt.Errorf("read certificates: %w", err)
 	}
 	defer rows.Close()
-	out := []*Certificate{}
-	for rows.Next() {
-		c, err := scanCertificate(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read certificates: %w", err)
-	}
-	return out, nil
+	return collectRows(rows, "read certificates", scanCertificate)
 }
 
 const certColumns = `name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at`
@@ -397,18 +386,7 @@ func (s *SQLiteStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
 		return nil, fmt.Errorf("read orders in flight: %w", err)
 	}
 	defer rows.Close()
-	out := []*Order{}
-	for rows.Next() {
-		o, err := scanOrder(rows)
-		if err != nil {
-			return nil, fmt.Errorf("read orders in flight: %w", err)
-		}
-		out = append(out, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read orders in flight: %w", err)
-	}
-	return out, nil
+	return collectRows(rows, "read orders in flight", scanOrder)
 }
 
 // PutOrder implements Store.
@@ -716,31 +694,7 @@ func (s *SQLiteStore) Attempts(ctx context.Context, cert string, limit int) ([]A
 		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
 	}
 	defer rows.Close()
-	out := []Attempt{}
-	for rows.Next() {
-		var (
-			a                  Attempt
-			uid                sql.NullString
-			started, finished  string
-			outcome            string
-			errStart, errFinis error
-		)
-		if err := rows.Scan(&a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error); err != nil {
-			return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
-		}
-		a.UniqueID = uid.String
-		a.Outcome = Step(outcome)
-		a.Started, errStart = parseTime(started)
-		a.Finished, errFinis = parseTime(finished)
-		if err := errors.Join(errStart, errFinis); err != nil {
-			return nil, fmt.Errorf("read attempts of %q: attempt %s: %w", cert, a.UniqueID, err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read attempts of %q: %w", cert, err)
-	}
-	return out, nil
+	return collectRows(rows, fmt.Sprintf("read attempts of %q", cert), scanAttempt)
 }
 
 // TotalCost implements Store.
