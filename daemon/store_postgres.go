@@ -289,19 +289,9 @@ func (s *PostgresStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
 // callback token, the primary key), and the transaction is run again, when
 // the checks see the row that won and refuse with the usual error.
 func (s *PostgresStore) PutOrder(ctx context.Context, o *Order) error {
-	switch {
-	case o == nil:
-		return errors.New("put order: nil order")
-	case o.UniqueID == "":
-		return fmt.Errorf("put order of %q: no unique_id", o.Cert)
-	case o.Cert == "":
-		return fmt.Errorf("put order %s: no certificate name", o.UniqueID)
-	case !knownSteps[o.Step]:
-		return fmt.Errorf("put order %s of %q: unknown step %q", o.UniqueID, o.Cert, o.Step)
-	}
-	data, err := encodeOrderData(o)
+	data, err := checkedOrderData(o)
 	if err != nil {
-		return fmt.Errorf("put order %s of %q: %w", o.UniqueID, o.Cert, err)
+		return err
 	}
 	var token *string // NULL when empty: see the orders table
 	if o.CallbackToken != "" {
@@ -346,16 +336,8 @@ func (s *PostgresStore) putOrderTx(ctx context.Context, tx pgx.Tx, o *Order, tok
 	}
 	if insert {
 		created = now
-	} else {
-		if cert != o.Cert {
-			return created, fmt.Errorf("it belongs to certificate %q", cert)
-		}
-		if Step(step).Terminal() && !o.Step.Terminal() {
-			return created, fmt.Errorf("it is %s, and a finished order is never resumed", step)
-		}
-		if created, err = parseTime(createdText); err != nil {
-			return created, err
-		}
+	} else if created, err = checkStoredOrder(o, cert, step, createdText); err != nil {
+		return created, err
 	}
 	if !o.Step.Terminal() {
 		var other string

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // sqlDialect holds what differs between the SQL of the store drivers in the
@@ -132,4 +133,36 @@ func scanAttempt(row scanner) (Attempt, error) {
 		return Attempt{}, fmt.Errorf("attempt %s: %w", a.UniqueID, err)
 	}
 	return a, nil
+}
+
+// checkedOrderData checks what PutOrder refuses whatever the database holds, and
+// encodes the order's structured fields.
+func checkedOrderData(o *Order) (string, error) {
+	switch {
+	case o == nil:
+		return "", errors.New("put order: nil order")
+	case o.UniqueID == "":
+		return "", fmt.Errorf("put order of %q: no unique_id", o.Cert)
+	case o.Cert == "":
+		return "", fmt.Errorf("put order %s: no certificate name", o.UniqueID)
+	case !knownSteps[o.Step]:
+		return "", fmt.Errorf("put order %s of %q: unknown step %q", o.UniqueID, o.Cert, o.Step)
+	}
+	data, err := encodeOrderData(o)
+	if err != nil {
+		return "", fmt.Errorf("put order %s of %q: %w", o.UniqueID, o.Cert, err)
+	}
+	return data, nil
+}
+
+// checkStoredOrder refuses an update of the stored order (cert, step,
+// created as stored) that PutOrder must not make, and returns its Created.
+func checkStoredOrder(o *Order, cert, step, createdText string) (time.Time, error) {
+	if cert != o.Cert {
+		return time.Time{}, fmt.Errorf("it belongs to certificate %q", cert)
+	}
+	if Step(step).Terminal() && !o.Step.Terminal() {
+		return time.Time{}, fmt.Errorf("it is %s, and a finished order is never resumed", step)
+	}
+	return parseTime(createdText)
 }

@@ -391,19 +391,9 @@ func (s *SQLiteStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
 
 // PutOrder implements Store.
 func (s *SQLiteStore) PutOrder(ctx context.Context, o *Order) error {
-	switch {
-	case o == nil:
-		return errors.New("put order: nil order")
-	case o.UniqueID == "":
-		return fmt.Errorf("put order of %q: no unique_id", o.Cert)
-	case o.Cert == "":
-		return fmt.Errorf("put order %s: no certificate name", o.UniqueID)
-	case !knownSteps[o.Step]:
-		return fmt.Errorf("put order %s of %q: unknown step %q", o.UniqueID, o.Cert, o.Step)
-	}
-	data, err := encodeOrderData(o)
+	data, err := checkedOrderData(o)
 	if err != nil {
-		return fmt.Errorf("put order %s of %q: %w", o.UniqueID, o.Cert, err)
+		return err
 	}
 	var token any // NULL when empty: see the orders table
 	if o.CallbackToken != "" {
@@ -421,16 +411,8 @@ func (s *SQLiteStore) PutOrder(ctx context.Context, o *Order) error {
 		}
 		if insert {
 			created = now
-		} else {
-			if cert != o.Cert {
-				return fmt.Errorf("it belongs to certificate %q", cert)
-			}
-			if Step(step).Terminal() && !o.Step.Terminal() {
-				return fmt.Errorf("it is %s, and a finished order is never resumed", step)
-			}
-			if created, err = parseTime(createdText); err != nil {
-				return err
-			}
+		} else if created, err = checkStoredOrder(o, cert, step, createdText); err != nil {
+			return err
 		}
 		if !o.Step.Terminal() {
 			var other string
