@@ -1,5 +1,6 @@
 # Shell functions shared by the scripts that run test servers
-# (dns-servers.sh, nginx.sh). Sourced after the script defines log and die.
+# (dns-servers.sh, nginx.sh, postgres.sh). Sourced after the script defines
+# log, die, usage and its cmd_ functions.
 # shellcheck shell=bash
 
 # port_busy PORT: something listens on PORT (TCP or UDP).
@@ -51,4 +52,36 @@ stop_pid() {
     log "stopped $prog (pid $pid)"
   fi
   rm -f "$pidfile"
+}
+
+# print_logs FILE...: the last 40 lines of each file that exists, because a
+# server that failed to start says why only in its log.
+print_logs() {
+  local f
+  for f in "$@"; do
+    [ -f "$f" ] || continue
+    printf -- '----- %s (last 40 lines) -----\n' "$f" >&2
+    tail -n 40 "$f" >&2 || true
+  done
+}
+
+# servers_main "$@": the command line every server script shares —
+# install, start DIR, stop DIR — dispatched to cmd_install, cmd_start and
+# cmd_stop with DIR made absolute.
+servers_main() {
+  [ $# -ge 1 ] || usage
+  case "$1" in
+    install)
+      [ $# -eq 1 ] || usage
+      cmd_install
+      ;;
+    start | stop)
+      if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
+      mkdir -p "$2"
+      # shellcheck disable=SC2034 # read by the cmd_ functions of the caller
+      DIR=$(cd "$2" && pwd)
+      "cmd_$1"
+      ;;
+    *) usage ;;
+  esac
 }

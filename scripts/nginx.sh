@@ -57,12 +57,7 @@ log() { printf 'nginx: %s\n' "$*" >&2; }
 die() {
   log "error: $*"
   if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
-    local f
-    for f in "$DIR"/*.log "$DIR"/nginx/*.log; do
-      [ -f "$f" ] || continue
-      printf -- '----- %s (last 40 lines) -----\n' "$f" >&2
-      tail -n 40 "$f" >&2 || true
-    done
+    print_logs "$DIR"/*.log "$DIR"/nginx/*.log
   fi
   # A start that failed half-way leaves nothing running.
   if [ -n "${STARTING:-}" ]; then
@@ -415,17 +410,4 @@ EOF
   log "nginx serving $web on 127.0.0.1:$port (workers uid $uid), redirecting on 127.0.0.1:$rport, proxying to 127.0.0.1:$uport on 127.0.0.1:$pport, TLS from $tls on 127.0.0.1:$tport; env in $DIR/env"
 }
 
-[ $# -ge 1 ] || usage
-case "$1" in
-  install)
-    [ $# -eq 1 ] || usage
-    cmd_install
-    ;;
-  start | stop)
-    if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
-    mkdir -p "$2"
-    DIR=$(cd "$2" && pwd)
-    "cmd_$1"
-    ;;
-  *) usage ;;
-esac
+servers_main "$@"

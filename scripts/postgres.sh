@@ -32,12 +32,7 @@ log() { printf 'postgres: %s\n' "$*" >&2; }
 die() {
   log "error: $*"
   if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
-    local f
-    for f in "$DIR"/*.log; do
-      [ -f "$f" ] || continue
-      printf -- '----- %s (last 40 lines) -----\n' "$f" >&2
-      tail -n 40 "$f" >&2 || true
-    done
+    print_logs "$DIR"/*.log
   fi
   exit 1
 }
@@ -230,17 +225,4 @@ EOF
   die "PostgreSQL on 127.0.0.1:$port did not accept $DB_USER within ${START_TIMEOUT}s"
 }
 
-[ $# -ge 1 ] || usage
-case "$1" in
-  install)
-    [ $# -eq 1 ] || usage
-    cmd_install
-    ;;
-  start | stop)
-    if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
-    mkdir -p "$2"
-    DIR=$(cd "$2" && pwd)
-    "cmd_$1"
-    ;;
-  *) usage ;;
-esac
+servers_main "$@"
