@@ -729,19 +729,18 @@ func failureReason(step Step, err error) string {
 }
 
 // updateCertMetrics publishes the expiry, planned renewal and readiness of
-// cc's live certificate.
+// cc's live certificate, read from the store.
 func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
 	if d.metrics == nil {
 		return
 	}
-	live, err := d.store.Certificate(ctx, cc.Name)
-	if err != nil {
-		live = nil
+	if r, live, err := d.renewal(ctx, cc); err == nil {
+		d.publishCertMetrics(cc, live, r)
 	}
-	r, err := d.renewal(ctx, cc)
-	if err != nil {
-		return
-	}
+}
+
+// publishCertMetrics publishes what the caller already read.
+func (d *Daemon) publishCertMetrics(cc *CertConfig, live *Certificate, r Renewal) {
 	var notAfter time.Time
 	ready := false
 	if live != nil {

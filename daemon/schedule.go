@@ -188,15 +188,13 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 		if inFlight[cc.Name] || d.isDriving(cc.Name) {
 			continue
 		}
-		r, err := d.renewal(ctx, cc)
+		r, live, err := d.renewal(ctx, cc)
 		if err != nil {
 			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
 			continue
 		}
-		d.updateCertMetrics(ctx, cc)
-		if live, err := d.store.Certificate(ctx, cc.Name); err == nil {
-			d.checkExpiry(cc, live)
-		}
+		d.publishCertMetrics(cc, live, r)
+		d.checkExpiry(cc, live)
 		if d.now().Before(r.At) {
 			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
 			continue
@@ -233,19 +231,20 @@ func (d *Daemon) isDriving(cert string) bool {
 // renewal computes NextRenewal from the store, adopting a certificate
 // already in the deploy directory when the store has none (a first run on
 // a host that has certificates).
-func (d *Daemon) renewal(ctx context.Context, cc *CertConfig) (Renewal, error) {
+// It also returns the live certificate (nil when there is none).
+func (d *Daemon) renewal(ctx context.Context, cc *CertConfig) (Renewal, *Certificate, error) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if errors.Is(err, ErrNotFound) {
 		live, err = d.adopt(ctx, cc), nil
 	}
 	if err != nil {
-		return Renewal{}, err
+		return Renewal{}, nil, err
 	}
 	history, err := d.store.Attempts(ctx, cc.Name, 20)
 	if err != nil {
-		return Renewal{}, err
+		return Renewal{}, nil, err
 	}
-	return NextRenewal(cc, live, history, d.now()), nil
+	return NextRenewal(cc, live, history, d.now()), live, nil
 }
 
 func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
