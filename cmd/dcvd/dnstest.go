@@ -8,10 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -84,16 +86,22 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 		return fmt.Errorf("dns test: --domain %q is not a domain name", *domain)
 	}
 
-	cfg, err := loadConfig(*configPath)
-	if err != nil {
-		return err
-	}
-	d, warnings, err := cfg.dnsProvider(name, opts)
+	// The daemon's own loader: what dns test accepts, the daemon accepts.
+	cfg, warnings, err := daemon.LoadConfig(*configPath, daemon.LoadOptions{Providers: opts})
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("config %s:\n%w", *configPath, err)
+	}
+	d, ok := cfg.DNS[name]
+	if !ok {
+		names := make([]string, 0, len(cfg.DNS))
+		for n := range cfg.DNS {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return fmt.Errorf("no [dns.%s] section in %s (sections: %v)", name, *configPath, names)
 	}
 	if *timeout > 0 {
 		d.Propagation.Timeout = *timeout

@@ -11,10 +11,15 @@ import (
 	"github.com/miekg/dns"
 )
 
+// apiSection is a valid [api] section: dns test loads the whole
+// configuration with the daemon's loader.
+const apiSection = "[api]\nbase_url = \"https://api.example.net/api/v1\"\naccess_key_id = \"AK\"\naccess_key_secret_env = \"DCVD_TEST_UNUSED_SECRET\"\n"
+
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
+	t.Setenv("DCVD_TEST_UNUSED_SECRET", "not-used")
 	p := filepath.Join(t.TempDir(), "config.toml")
-	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte(apiSection+body), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -44,6 +49,36 @@ func TestDNSTestRefusesBadInput(t *testing.T) {
 				t.Fatalf("got %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDNSTestReadsAWholeDaemonConfig: dns test takes the daemon's own
+// configuration file, certificates and all, and gets as far as the
+// provider (here a PowerDNS that is not there).
+func TestDNSTestReadsAWholeDaemonConfig(t *testing.T) {
+	cfg := writeConfig(t, `[daemon]
+state_dir = "/var/lib/dcvd"
+[dns.main]
+provider = "powerdns"
+server_url = "http://127.0.0.1:1"
+api_token = "x"
+zone = "example.com"
+[[certificate]]
+name = "shop"
+service_id = "s1"
+dns = "main"
+[certificate.domains]
+"*.example.com" = "dns"
+[certificate.deploy]
+dir = "/etc/ssl/dcvd/shop"
+`)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"dns", "test", "main", "--domain", "example.com", "--config", cfg}, &out, &out)
+	if err == nil {
+		t.Fatal("dns test against a PowerDNS that is not there succeeded")
+	}
+	if strings.Contains(err.Error(), "config") || !strings.Contains(out.String(), "zone example.com.") {
+		t.Fatalf("dns test did not get past the configuration: %v\n%s", err, out.String())
 	}
 }
 
