@@ -819,3 +819,35 @@ func TestConfigExpiryAlertDays(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigExampleNotifySections: the commented [notify.*] examples of
+// config.example.toml load once uncommented, so that they cannot rot.
+func TestConfigExampleNotifySections(t *testing.T) {
+	data, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	start := strings.Index(text, "# [notify.")
+	end := strings.Index(text, "# DNS providers for dns-validated names.")
+	if start < 0 || end < start {
+		t.Fatal("config.example.toml has no commented [notify.*] examples before the DNS section")
+	}
+	var b strings.Builder
+	b.WriteString("[api]\nbase_url = \"https://api.example.net/api/v1\"\naccess_key_id = \"AK\"\naccess_key_secret = \"s\"\n")
+	sections := 0
+	for _, line := range strings.Split(text[start:end], "\n") {
+		if line = strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "); strings.HasPrefix(line, "[notify.") {
+			sections++
+		}
+		b.WriteString(line + "\n")
+	}
+	readFile := func(string) ([]byte, error) { return []byte("secret-from-file\n"), nil }
+	cfg, _, err := parseConfig("example-notify.toml", []byte(b.String()), LoadOptions{ReadFile: readFile})
+	if err != nil {
+		t.Fatalf("the [notify.*] examples do not load:\n%v", err)
+	}
+	if len(cfg.Notify) != sections || sections < 5 {
+		t.Fatalf("%d channels configured from %d example sections, want all of them (at least 5)", len(cfg.Notify), sections)
+	}
+}
