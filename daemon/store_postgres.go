@@ -25,11 +25,14 @@ import (
 // constraint name PutOrder maps to ErrActiveOrder), per-connection setup
 // (AfterConnect) and cancellation of a running query when its context ends.
 //
-// The schema is SQLite's (storeMigrations), in the first schema of the
-// connection's search_path, so that a DSN with search_path=… keeps dcvd's
-// tables apart from anything else in the database. Its invariants are
-// enforced by the database itself (unique and partial unique indexes, row
-// locks), so they hold across every process that uses the database.
+// The schema is SQLite's (storeMigrations), plus the tables of cluster mode
+// (postgresClusterMigrations), in the first schema of the connection's
+// search_path, so that a DSN with search_path=… keeps dcvd's tables apart
+// from anything else in the database. Its invariants are enforced by the
+// database itself (unique and partial unique indexes, row locks), so they
+// hold across every process that uses the database.
+//
+// It is the ClusterStore of cluster mode: see store_cluster.go.
 type PostgresStore struct {
 	pool *pgxpool.Pool
 	// where names the server and database in errors; it never holds the
@@ -39,7 +42,10 @@ type PostgresStore struct {
 	now func() time.Time
 }
 
-var _ Store = (*PostgresStore)(nil)
+var (
+	_ Store        = (*PostgresStore)(nil)
+	_ ClusterStore = (*PostgresStore)(nil)
+)
 
 // postgresMigrationLock is the key of the advisory lock that serializes the
 // migrations of every dcvd process on one database: the first to get it
@@ -47,6 +53,58 @@ var _ Store = (*PostgresStore)(nil)
 // ("dcvd" in ASCII, then 1); it only must not collide with the keys of other
 // software sharing the database.
 const postgresMigrationLock int64 = 0x6463766400000001
+
+// postgresClusterMigrationLock serializes the migrations of
+// postgresClusterMigrations as postgresMigrationLock does the shared ones.
+// A key of its own keeps the two procedures independent: neither ever waits
+// for the other, whatever each learns to do later.
+const postgresClusterMigrationLock int64 = 0x6463766400000002
+
+// postgresClusterMigrations are the schema changes, in order, of the tables
+// only cluster mode uses, which only PostgreSQL has: they are versioned in
+// cluster_schema_migrations, apart from storeMigrations, so that the
+// versions of the schema both drivers share stay the same numbers for both.
+// The rules of storeMigrations apply (never edit one that shipped; a newer
+// database is refused). Unlike the shared tables, these hold times as
+// TIMESTAMPTZ: they are compared with the database's clock
+// (clock_timestamp()), in SQL, and microseconds are plenty for that.
+var postgresClusterMigrations = [][]string{
+	// 1: leases, heartbeats, deployments per node, acknowledged files.
+	{
+		// A row is never deleted: its token only grows, so that a
+		// token is never handed out twice for one certificate.
+		// released tells a released lease from an expired one, for
+		// the error that says why a lease was lost.
+		`CREATE TABLE leases (
+			cert     TEXT NOT NULL PRIMARY KEY,
+			holder   TEXT NOT NULL,
+			token    BIGINT NOT NULL CHECK (token > 0),
+			expires  TIMESTAMPTZ NOT NULL,
+			released BOOLEAN NOT NULL DEFAULT FALSE
+		)`,
+		`CREATE TABLE nodes (
+			name      TEXT NOT NULL PRIMARY KEY,
+			instance  TEXT NOT NULL,
+			version   TEXT NOT NULL,
+			started   TIMESTAMPTZ NOT NULL,
+			heartbeat TIMESTAMPTZ NOT NULL
+		)`,
+		`CREATE TABLE node_certificates (
+			node    TEXT NOT NULL,
+			cert    TEXT NOT NULL,
+			serial  TEXT NOT NULL,
+			updated TIMESTAMPTZ NOT NULL,
+			error   TEXT NOT NULL,
+			PRIMARY KEY (node, cert)
+		)`,
+		`CREATE TABLE dcv_acks (
+			unique_id TEXT NOT NULL,
+			node      TEXT NOT NULL,
+			written   TIMESTAMPTZ NOT NULL,
+			PRIMARY KEY (unique_id, node)
+		)`,
+	},
+}
 
 // postgresRetries bounds how often PutOrder runs its transaction again after
 // losing a race to another transaction (see PutOrder).
@@ -100,43 +158,56 @@ func checkPostgresConn(ctx context.Context, c *pgx.Conn) error {
 	return nil
 }
 
-// migrate applies the migrations the database lacks, one transaction each.
-// Each transaction first takes the migration lock, then creates
-// schema_migrations if needed and reads the version, so that processes
-// starting together apply each migration once: the others wait for the
-// lock, then see the new version.
+// migrate applies the migrations the database lacks: the shared ones
+// (storeMigrations), then cluster mode's (postgresClusterMigrations).
 func (s *PostgresStore) migrate(ctx context.Context) error {
+	if err := s.migrateTable(ctx, postgresMigrationLock, "schema_migrations", "schema",
+		len(storeMigrations), func(v int) []string { return storeMigrations[v](postgresDialect) }); err != nil {
+		return err
+	}
+	return s.migrateTable(ctx, postgresClusterMigrationLock, "cluster_schema_migrations", "cluster schema",
+		len(postgresClusterMigrations), func(v int) []string { return postgresClusterMigrations[v] })
+}
+
+// migrateTable applies the migrations versioned in table that the database
+// lacks, one transaction each: known is how many this code knows, stmts(v)
+// the statements of the one after version v, and what names the schema in
+// errors. Each transaction first takes the advisory lock, then creates
+// table if needed and reads the version, so that processes starting
+// together apply each migration once: the others wait for the lock, then
+// see the new version.
+func (s *PostgresStore) migrateTable(ctx context.Context, lock int64, table, what string, known int, stmts func(v int) []string) error {
 	for {
 		done := false
 		err := s.tx(ctx, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, postgresMigrationLock); err != nil {
-				return fmt.Errorf("take the migration lock: %w", err)
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, lock); err != nil {
+				return fmt.Errorf("take the %s migration lock: %w", what, err)
 			}
-			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+table+` (
 				version INTEGER NOT NULL PRIMARY KEY,
 				applied TEXT NOT NULL
 			)`); err != nil {
-				return fmt.Errorf("create schema_migrations: %w", err)
+				return fmt.Errorf("create %s: %w", table, err)
 			}
 			var v int
-			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v); err != nil {
-				return fmt.Errorf("read schema version: %w", err)
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM `+table).Scan(&v); err != nil {
+				return fmt.Errorf("read %s version: %w", what, err)
 			}
 			switch {
-			case v > len(storeMigrations):
-				return fmt.Errorf("schema version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", v, len(storeMigrations))
-			case v == len(storeMigrations):
+			case v > known:
+				return fmt.Errorf("%s version %d is newer than this dcvd knows (%d): run the dcvd that last wrote it, or a newer one", what, v, known)
+			case v == known:
 				done = true
 				return nil
 			}
-			for _, stmt := range storeMigrations[v](postgresDialect) {
+			for _, stmt := range stmts(v) {
 				if _, err := tx.Exec(ctx, stmt); err != nil {
-					return fmt.Errorf("migration %d: %w", v+1, err)
+					return fmt.Errorf("%s migration %d: %w", what, v+1, err)
 				}
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied) VALUES ($1, $2)`,
+			if _, err := tx.Exec(ctx, `INSERT INTO `+table+` (version, applied) VALUES ($1, $2)`,
 				v+1, formatTime(s.now())); err != nil {
-				return fmt.Errorf("migration %d: record version: %w", v+1, err)
+				return fmt.Errorf("%s migration %d: record version: %w", what, v+1, err)
 			}
 			return nil
 		})
@@ -171,6 +242,31 @@ func (s *PostgresStore) tx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
+// pgQuerier is what both the pool and a transaction offer: a write runs on
+// either, depending on whether it is fenced.
+type pgQuerier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// fenceFunc runs first in the transaction of a fenced write and vetoes it
+// by returning an error (see PostgresStore.Fenced).
+type fenceFunc func(ctx context.Context, tx pgx.Tx) error
+
+// write runs fn on the pool, a statement on its own; with a fence, in a
+// transaction after the fence.
+func (s *PostgresStore) write(ctx context.Context, fence fenceFunc, fn func(q pgQuerier) error) error {
+	if fence == nil {
+		return fn(s.pool)
+	}
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		if err := fence(ctx, tx); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 // Close closes the pool's connections; calls made after Close fail.
 func (s *PostgresStore) Close() error {
 	s.pool.Close()
@@ -202,6 +298,11 @@ func (s *PostgresStore) Certificates(ctx context.Context) ([]*Certificate, error
 
 // PutCertificate implements Store.
 func (s *PostgresStore) PutCertificate(ctx context.Context, c *Certificate) error {
+	return s.putCertificate(ctx, c, nil)
+}
+
+// putCertificate is PutCertificate, fenced when fence is not nil.
+func (s *PostgresStore) putCertificate(ctx context.Context, c *Certificate, fence fenceFunc) error {
 	if c == nil || c.Name == "" {
 		return errors.New("put certificate: no name")
 	}
@@ -209,16 +310,19 @@ func (s *PostgresStore) PutCertificate(ctx context.Context, c *Certificate) erro
 	if err != nil {
 		return fmt.Errorf("put certificate %q: %w", c.Name, err)
 	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO certificates (`+certColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-		ON CONFLICT (name) DO UPDATE SET
-			serial = excluded.serial, names = excluded.names,
-			not_before = excluded.not_before, not_after = excluded.not_after,
-			cert_pem = excluded.cert_pem, chain_pem = excluded.chain_pem,
-			key_file = excluded.key_file, unique_id = excluded.unique_id,
-			deployed_at = excluded.deployed_at`,
-		c.Name, c.Serial, string(names), formatTime(c.NotBefore), formatTime(c.NotAfter),
-		c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt))
+	err = s.write(ctx, fence, func(q pgQuerier) error {
+		_, err := q.Exec(ctx, `INSERT INTO certificates (`+certColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+			ON CONFLICT (name) DO UPDATE SET
+				serial = excluded.serial, names = excluded.names,
+				not_before = excluded.not_before, not_after = excluded.not_after,
+				cert_pem = excluded.cert_pem, chain_pem = excluded.chain_pem,
+				key_file = excluded.key_file, unique_id = excluded.unique_id,
+				deployed_at = excluded.deployed_at, key_sealed = excluded.key_sealed`,
+			c.Name, c.Serial, string(names), formatTime(c.NotBefore), formatTime(c.NotAfter),
+			c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt), c.KeySealed)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("put certificate %q: %w", c.Name, err)
 	}
@@ -289,6 +393,12 @@ func (s *PostgresStore) ActiveOrders(ctx context.Context) ([]*Order, error) {
 // callback token, the primary key), and the transaction is run again, when
 // the checks see the row that won and refuse with the usual error.
 func (s *PostgresStore) PutOrder(ctx context.Context, o *Order) error {
+	return s.putOrder(ctx, o, nil)
+}
+
+// putOrder is PutOrder, fenced when fence is not nil: the fence runs first
+// in every try's transaction.
+func (s *PostgresStore) putOrder(ctx context.Context, o *Order, fence fenceFunc) error {
 	data, err := checkedOrderData(o)
 	if err != nil {
 		return err
@@ -301,6 +411,11 @@ func (s *PostgresStore) PutOrder(ctx context.Context, o *Order) error {
 	for try := 0; ; try++ {
 		now = s.now().UTC()
 		err = s.tx(ctx, func(tx pgx.Tx) error {
+			if fence != nil {
+				if err := fence(ctx, tx); err != nil {
+					return err
+				}
+			}
 			var err error
 			created, err = s.putOrderTx(ctx, tx, o, token, data, now)
 			return err
@@ -403,6 +518,11 @@ func constraintOf(err error) string {
 // AddAttempt implements Store. INSERT … ON CONFLICT is atomic in PostgreSQL
 // too: two processes adding the same unique_id at once leave one row.
 func (s *PostgresStore) AddAttempt(ctx context.Context, a Attempt) error {
+	return s.addAttempt(ctx, a, nil)
+}
+
+// addAttempt is AddAttempt, fenced when fence is not nil.
+func (s *PostgresStore) addAttempt(ctx context.Context, a Attempt, fence fenceFunc) error {
 	switch {
 	case a.Cert == "":
 		return fmt.Errorf("add attempt %s: no certificate name", a.UniqueID)
@@ -417,14 +537,19 @@ func (s *PostgresStore) AddAttempt(ctx context.Context, a Attempt) error {
 	}
 	// The WHERE of DO UPDATE leaves a row of another certificate alone;
 	// nothing changed then tells us so.
-	tag, err := s.pool.Exec(ctx, `INSERT INTO attempts (`+attemptColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-		ON CONFLICT (unique_id) DO UPDATE SET
-			started = excluded.started, finished = excluded.finished,
-			outcome = excluded.outcome, cost = excluded.cost,
-			serial = excluded.serial, error = excluded.error
-		WHERE attempts.cert = excluded.cert`,
-		a.Cert, uid, formatTime(a.Started), formatTime(a.Finished), string(a.Outcome), a.Cost, a.Serial, a.Error)
+	var tag pgconn.CommandTag
+	err := s.write(ctx, fence, func(q pgQuerier) error {
+		var err error
+		tag, err = q.Exec(ctx, `INSERT INTO attempts (`+attemptColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+			ON CONFLICT (unique_id) DO UPDATE SET
+				started = excluded.started, finished = excluded.finished,
+				outcome = excluded.outcome, cost = excluded.cost,
+				serial = excluded.serial, error = excluded.error
+			WHERE attempts.cert = excluded.cert`,
+			a.Cert, uid, formatTime(a.Started), formatTime(a.Finished), string(a.Outcome), a.Cost, a.Serial, a.Error)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("add attempt %s of %q: %w", a.UniqueID, a.Cert, err)
 	}

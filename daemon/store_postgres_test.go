@@ -88,13 +88,29 @@ func newPostgresSchema(t *testing.T) string {
 
 var postgresBackend = storeBackend{newDB: func(t *testing.T) storeDB {
 	dsn := newPostgresSchema(t)
-	return storeDB{open: func(ctx context.Context) (testStore, error) {
-		s, err := OpenPostgres(ctx, dsn)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}}
+	return storeDB{
+		open: func(ctx context.Context) (testStore, error) {
+			s, err := OpenPostgres(ctx, dsn)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
+		raw: func(ctx context.Context, stmts ...string) error {
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.WithoutCancel(ctx))
+			for _, stmt := range stmts {
+				if _, err := conn.Exec(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", stmt, err)
+				}
+			}
+			return nil
+		},
+		dialect: postgresDialect,
+	}
 }}
 
 func TestStorePostgres(t *testing.T) {

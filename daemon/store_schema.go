@@ -84,6 +84,15 @@ var storeMigrations = []func(d sqlDialect) []string{
 			`CREATE INDEX attempts_cert ON attempts (cert, id)`,
 		}
 	},
+	// 2: cluster mode's sealed private keys. The live certificate's is a
+	// column; the order's is the field key_sealed of orders.data, which
+	// older code would refuse order by order: this version makes it
+	// refuse the database instead.
+	func(sqlDialect) []string {
+		return []string{
+			`ALTER TABLE certificates ADD COLUMN key_sealed TEXT NOT NULL DEFAULT ''`,
+		}
+	},
 }
 
 // rowIter is what both drivers' result sets offer (*sql.Rows, pgx.Rows):

@@ -290,7 +290,7 @@ func (s *SQLiteStore) Certificates(ctx context.Context) ([]*Certificate, error) 
 	return collectRows(rows, "read certificates", scanCertificate)
 }
 
-const certColumns = `name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at`
+const certColumns = `name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at, key_sealed`
 
 func scanCertificate(row scanner) (*Certificate, error) {
 	var (
@@ -298,7 +298,7 @@ func scanCertificate(row scanner) (*Certificate, error) {
 		names, nb, na, deployedAt    string
 		errNB, errNA, errDep, errNms error
 	)
-	if err := row.Scan(&c.Name, &c.Serial, &names, &nb, &na, &c.CertPEM, &c.ChainPEM, &c.KeyFile, &c.UniqueID, &deployedAt); err != nil {
+	if err := row.Scan(&c.Name, &c.Serial, &names, &nb, &na, &c.CertPEM, &c.ChainPEM, &c.KeyFile, &c.UniqueID, &deployedAt, &c.KeySealed); err != nil {
 		return nil, err
 	}
 	errNms = decodeJSON(names, &c.Names)
@@ -321,15 +321,15 @@ func (s *SQLiteStore) PutCertificate(ctx context.Context, c *Certificate) error 
 		return fmt.Errorf("put certificate %q: %w", c.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO certificates (`+certColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET
 			serial = excluded.serial, names = excluded.names,
 			not_before = excluded.not_before, not_after = excluded.not_after,
 			cert_pem = excluded.cert_pem, chain_pem = excluded.chain_pem,
 			key_file = excluded.key_file, unique_id = excluded.unique_id,
-			deployed_at = excluded.deployed_at`,
+			deployed_at = excluded.deployed_at, key_sealed = excluded.key_sealed`,
 		c.Name, c.Serial, string(names), formatTime(c.NotBefore), formatTime(c.NotAfter),
-		c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt))
+		c.CertPEM, c.ChainPEM, c.KeyFile, c.UniqueID, formatTime(c.DeployedAt), c.KeySealed)
 	if err != nil {
 		return fmt.Errorf("put certificate %q: %w", c.Name, err)
 	}
@@ -485,6 +485,7 @@ type orderData struct {
 	DomainDCV          map[string]string       `json:"domain_dcv"`
 	KeyType            string                  `json:"key_type"`
 	KeyFile            string                  `json:"key_file"`
+	KeySealed          string                  `json:"key_sealed"` // since schema version 2
 	CSR                string                  `json:"csr"`
 	AllowDomainRemoval bool                    `json:"allow_domain_removal"`
 	Instructions       []instructionData       `json:"instructions"`
@@ -537,6 +538,7 @@ func encodeOrderData(o *Order) (string, error) {
 		DomainDCV:          o.DomainDCV,
 		KeyType:            o.KeyType,
 		KeyFile:            o.KeyFile,
+		KeySealed:          o.KeySealed,
 		CSR:                o.CSR,
 		AllowDomainRemoval: o.AllowDomainRemoval,
 		DNSRecords:         o.DNSRecords,
@@ -580,6 +582,7 @@ func decodeOrderData(s string, o *Order) error {
 	o.DomainDCV = d.DomainDCV
 	o.KeyType = d.KeyType
 	o.KeyFile = d.KeyFile
+	o.KeySealed = d.KeySealed
 	o.CSR = d.CSR
 	o.AllowDomainRemoval = d.AllowDomainRemoval
 	o.DNSRecords = d.DNSRecords

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"go/ast"
@@ -34,6 +35,11 @@ type storeDB struct {
 	// open opens a store on the database. Each call gives a store of its
 	// own, as another process would have.
 	open func(ctx context.Context) (testStore, error)
+	// raw runs SQL statements on the database without opening a store
+	// (no migration), as an older dcvd would have left it.
+	raw func(ctx context.Context, stmts ...string) error
+	// dialect is the backend's, for storeMigrations.
+	dialect sqlDialect
 }
 
 // testStore is a Store with the hooks the behavioural tests need. Each
@@ -68,6 +74,7 @@ var storeSuite = []struct {
 	{"Attempts", testStoreAttempts},
 	{"ReopenKeepsData", testStoreReopenKeepsData},
 	{"MigrationsIdempotent", testStoreMigrationsIdempotent},
+	{"UpgradeFromVersion1", testStoreUpgradeFromVersion1},
 	{"RefusesNewerSchema", testStoreRefusesNewerSchema},
 	{"RefusesUnknownData", testStoreRefusesUnknownData},
 	{"HonoursContext", testStoreHonoursContext},
@@ -100,13 +107,37 @@ func (b storeBackend) openTestStore(t *testing.T) (testStore, storeDB) {
 
 var sqliteBackend = storeBackend{newDB: func(t *testing.T) storeDB {
 	path := filepath.Join(t.TempDir(), "state.db")
-	return storeDB{open: func(ctx context.Context) (testStore, error) {
-		s, err := OpenSQLite(ctx, path)
-		if err != nil {
-			return nil, err
-		}
-		return s, nil
-	}}
+	return storeDB{
+		open: func(ctx context.Context) (testStore, error) {
+			s, err := OpenSQLite(ctx, path)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		},
+		raw: func(ctx context.Context, stmts ...string) error {
+			// Created private, as OpenSQLite requires.
+			f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			for _, stmt := range stmts {
+				if _, err := db.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("%s: %w", stmt, err)
+				}
+			}
+			return nil
+		},
+		dialect: sqliteDialect,
+	}
 }}
 
 func TestStoreSQLite(t *testing.T) { runStoreSuite(t, sqliteBackend) }
@@ -167,7 +198,8 @@ var (
 // fullOrder returns an order with every field set, down to the fields of
 // the structs it holds (the first instruction has all three of CNAME, File
 // and Email: the store does not validate instructions, and a round trip of
-// that one covers every field).
+// that one covers every field; KeyFile and KeySealed are both set, where the
+// daemon sets one, for the same reason).
 func fullOrder(uniqueID, cert string) *Order {
 	return &Order{
 		UniqueID:  uniqueID,
@@ -182,6 +214,7 @@ func fullOrder(uniqueID, cert string) *Order {
 		},
 		KeyType:            "ecdsa-p256",
 		KeyFile:            "/var/lib/dcvd/keys/" + uniqueID + ".key",
+		KeySealed:          "v1:sealed-key-of-" + uniqueID,
 		CSR:                "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n",
 		CallbackToken:      "tok-" + uniqueID,
 		AllowDomainRemoval: true,
@@ -236,6 +269,7 @@ func fullCertificate(name string) *Certificate {
 		CertPEM:    "-----BEGIN CERTIFICATE-----\nleaf\n-----END CERTIFICATE-----\n",
 		ChainPEM:   "-----BEGIN CERTIFICATE-----\nchain\n-----END CERTIFICATE-----\n",
 		KeyFile:    "/var/lib/dcvd/keys/u1.key",
+		KeySealed:  "v1:sealed-key-of-u1",
 		UniqueID:   "u1",
 		DeployedAt: t0.Add(time.Hour),
 	}
@@ -853,6 +887,57 @@ func testStoreMigrationsIdempotent(t *testing.T, b storeBackend) {
 	}
 	if _, err := s2.Order(ctx, "u1"); err != nil {
 		t.Errorf("order lost by migrating again: %v", err)
+	}
+}
+
+// testStoreUpgradeFromVersion1 opens a database an older dcvd left at
+// schema version 1, with a certificate and an order: migrating keeps them,
+// with no sealed key.
+func testStoreUpgradeFromVersion1(t *testing.T, b storeBackend) {
+	db := b.newDB(t)
+	ctx := t.Context()
+	stmts := []string{`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, applied TEXT NOT NULL)`}
+	stmts = append(stmts, storeMigrations[0](db.dialect)...)
+	stmts = append(stmts,
+		`INSERT INTO schema_migrations (version, applied) VALUES (1, '')`,
+		`INSERT INTO certificates (name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at)
+		VALUES ('shop', '0a', '["shop.example.com"]', '', '', 'leaf', 'chain', '/keys/u1.key', 'u1', '')`,
+		// The JSON version 1 wrote: no key_sealed.
+		`INSERT INTO orders (unique_id, cert, service_id, step, callback_token, data, created, updated)
+		VALUES ('u2', 'shop', 's', 'new', NULL, '{"names":["shop.example.com"],"key_file":"/keys/u2.key"}', '', '')`,
+	)
+	if err := db.raw(ctx, stmts...); err != nil {
+		t.Fatalf("build a version 1 database: %v", err)
+	}
+	s := db.mustOpen(t)
+	var want []int
+	for i := range storeMigrations {
+		want = append(want, i+1)
+	}
+	if got := schemaVersions(t, s); !reflect.DeepEqual(got, want) {
+		t.Errorf("versions after upgrade = %v, want %v", got, want)
+	}
+	c, err := s.Certificate(ctx, "shop")
+	if err != nil {
+		t.Fatalf("certificate after upgrade: %v", err)
+	}
+	if c.KeyFile != "/keys/u1.key" || c.KeySealed != "" || c.Serial != "0a" || c.CertPEM != "leaf" {
+		t.Errorf("certificate after upgrade = %+v, want its version 1 fields and no sealed key", c)
+	}
+	o, err := s.Order(ctx, "u2")
+	if err != nil {
+		t.Fatalf("order after upgrade: %v", err)
+	}
+	if o.KeyFile != "/keys/u2.key" || o.KeySealed != "" {
+		t.Errorf("order after upgrade: KeyFile %q, KeySealed %q; want /keys/u2.key and none", o.KeyFile, o.KeySealed)
+	}
+	// And the new fields are written from now on.
+	o.KeySealed = "v1:x"
+	if err := s.PutOrder(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Order(ctx, "u2"); err != nil || got.KeySealed != "v1:x" {
+		t.Errorf("order sealed after upgrade = %+v, %v", got, err)
 	}
 }
 

@@ -61,9 +61,14 @@ type Order struct {
 	DomainDCV map[string]reseller.Method
 	KeyType   string
 	// KeyFile is the private key's file (0600), written before the CSR is
-	// sent.
+	// sent; "" in cluster mode, where KeySealed holds the key.
 	KeyFile string
-	CSR     string
+	// KeySealed is the private key sealed with [store] encryption_key
+	// (cluster mode, where every node must be able to deploy it and
+	// another node may resume the order), stored before the CSR is sent;
+	// KeyFile is then "". "" when KeyFile holds the key.
+	KeySealed string
+	CSR       string
 	// CallbackToken is the unguessable part of this order's notify_url.
 	CallbackToken string
 	// AllowDomainRemoval records the admin's confirmation that dropping
@@ -102,7 +107,12 @@ type Certificate struct {
 	NotAfter  time.Time
 	CertPEM   string
 	ChainPEM  string
-	KeyFile   string
+	// KeyFile is the private key's file, "" in cluster mode.
+	KeyFile string
+	// KeySealed is the private key sealed with [store] encryption_key, in
+	// cluster mode (KeyFile is then ""): every node deploys it from the
+	// store. "" when KeyFile holds the key.
+	KeySealed string
 	// UniqueID of the order that produced it ("" when adopted from an
 	// existing deploy directory).
 	UniqueID   string
