@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/robfig/cron/v3"
 
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -60,6 +63,9 @@ type Config struct {
 	Path   string
 	API    APIConfig
 	Daemon DaemonConfig
+	// Store is where the state lives: SQLite in daemon.state_dir, or a
+	// PostgreSQL database shared by the nodes of a cluster.
+	Store StoreConfig
 	// DNS holds every configured [dns.NAME] section by NAME.
 	DNS map[string]*providers.DNS
 	// Certificates are the [[certificate]] entries, in file order.
@@ -157,6 +163,79 @@ type DaemonConfig struct {
 	ExpiryAlertDays []int
 }
 
+// Drivers of the [store] section.
+const (
+	// StoreDriverSQLite keeps the state in daemon.state_dir/dcvd.db, for
+	// one dcvd alone.
+	StoreDriverSQLite = "sqlite"
+	// StoreDriverPostgres keeps it in a PostgreSQL database that several
+	// dcvd processes (the nodes of a cluster) share.
+	StoreDriverPostgres = "postgres"
+)
+
+// Defaults and bounds of the [store] section.
+const (
+	// DefaultStoreLease is how long a node's lease on a certificate lasts
+	// without renewal.
+	DefaultStoreLease = time.Minute
+	// MinStoreLease leaves the renewals of a lease time for a database
+	// round trip or two.
+	MinStoreLease = 2 * time.Second
+	// MaxStoreLease bounds how long the certificates of a node that died
+	// wait for another node to take them over.
+	MaxStoreLease = time.Hour
+	// StoreEncryptionKeySize is the size in bytes of store.encryption_key,
+	// an AES-256 key.
+	StoreEncryptionKeySize = 32
+	// MaxStoreNodeLen bounds store.node, which is stored, logged and shown
+	// by "dcvd status".
+	MaxStoreNodeLen = 63
+)
+
+// StoreConfig is the [store] section: where the state (orders, live
+// certificates, attempts) is kept, and, with PostgreSQL, how this process
+// takes part in a cluster.
+type StoreConfig struct {
+	// Driver is StoreDriverSQLite (the default) or StoreDriverPostgres.
+	Driver string
+	// DSN is the PostgreSQL connection string (a postgres:// URL or libpq
+	// key=value pairs), whichever way it was given; "" with SQLite. It
+	// usually holds a password: it is never put in an error or a log
+	// line, and String does not print it.
+	DSN string
+	// Node names this process among the nodes sharing the database: it
+	// holds leases, heartbeats and reports what its deploy directories
+	// hold under that name. 1 to MaxStoreNodeLen characters of
+	// [A-Za-z0-9._-]; by default the host name up to its first dot. ""
+	// with SQLite.
+	Node string
+	// Lease is how long this node's lease on a certificate lasts without
+	// renewal: how long its certificates wait for another node to take
+	// them over when it dies, measured on the database's clock.
+	// DefaultStoreLease unless set; from MinStoreLease to MaxStoreLease.
+	Lease time.Duration
+	// EncryptionKey is the StoreEncryptionKeySize-byte AES-256 key that
+	// seals the private keys kept in the database; nil with SQLite. Every
+	// node of a cluster needs the same one. It is never printed.
+	EncryptionKey []byte
+}
+
+// String describes the section without the DSN and the key, so that
+// printing it cannot leak either.
+func (s StoreConfig) String() string {
+	set := func(b bool) string {
+		if b {
+			return "(set)"
+		}
+		return "(none)"
+	}
+	return fmt.Sprintf("store{driver=%s node=%s lease=%s dsn=%s encryption_key=%s}",
+		s.Driver, s.Node, s.Lease, set(s.DSN != ""), set(len(s.EncryptionKey) > 0))
+}
+
+// GoString is String, so that %#v does not print the secrets either.
+func (s StoreConfig) GoString() string { return s.String() }
+
 // DefaultExpiryAlertDays escalate as expiry nears.
 var DefaultExpiryAlertDays = []int{14, 7, 3, 1}
 
@@ -207,6 +286,8 @@ type LoadOptions struct {
 	// ReadFile reads the secret files (*_file keys); nil means os.ReadFile.
 	// The configuration file itself is always read with os.ReadFile.
 	ReadFile func(string) ([]byte, error)
+	// Hostname gives store.node its default; nil means os.Hostname.
+	Hostname func() (string, error)
 	// Providers is given to providers.New for every [dns.NAME] section;
 	// its LookupEnv and ReadFile default to the ones above.
 	Providers providers.Options
@@ -252,6 +333,9 @@ func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string,
 		opts.ReadFile = os.ReadFile
 	}
 	opts.ReadFile = credentialsReadFile(opts.LookupEnv, opts.ReadFile)
+	if opts.Hostname == nil {
+		opts.Hostname = os.Hostname
+	}
 	if opts.Providers.LookupEnv == nil {
 		opts.Providers.LookupEnv = opts.LookupEnv
 	}
@@ -351,6 +435,8 @@ type loader struct {
 	opts  LoadOptions
 	errs  []error
 	warns []string
+	// stateDir is daemon.state_dir, where SQLite keeps the state.
+	stateDir string
 	// httpListen is daemon.http_listen, which certificates may rely on.
 	httpListen     string
 	callbackListen string
@@ -368,7 +454,7 @@ func (l *loader) warn(key, format string, args ...any) {
 	l.warns = append(l.warns, key+": "+fmt.Sprintf(format, args...))
 }
 
-var cfgTopLevel = []string{"api", "certificate", "daemon", "dns", "notify"}
+var cfgTopLevel = []string{"api", "certificate", "daemon", "dns", "notify", "store"}
 
 func (l *loader) load(path string, raw map[string]any) *Config {
 	cfg := &Config{Path: path, DNS: map[string]*providers.DNS{}}
@@ -379,6 +465,8 @@ func (l *loader) load(path string, raw map[string]any) *Config {
 	}
 	cfg.API = l.api(raw)
 	cfg.Daemon = l.daemon(raw)
+	l.stateDir = cfg.Daemon.StateDir
+	cfg.Store = l.store(raw)
 	l.dnsSections = map[string]bool{}
 	l.dnsUsed = map[string]bool{}
 	rawDNS := l.dnsTables(raw)
@@ -671,60 +759,77 @@ func (l *loader) api(raw map[string]any) APIConfig {
 // secret reads the API secret from exactly one of access_key_secret,
 // access_key_secret_file and access_key_secret_env. No message quotes it.
 func (l *loader) secret(s section) string {
-	var set []string
-	for _, k := range []string{"access_key_secret", "access_key_secret_file", "access_key_secret_env"} {
+	v, used, set := l.secretFrom(s, "access_key_secret")
+	if !set {
+		l.fail(s.key("access_key_secret"), "required: set access_key_secret_file (a file holding the secret), access_key_secret_env (an environment variable holding it) or access_key_secret")
+	}
+	if used == "access_key_secret" && v != "" {
+		l.warn(s.key(used), "a secret written in the config file; prefer access_key_secret_file or access_key_secret_env")
+	}
+	return v
+}
+
+// secretFrom reads a secret from exactly one of key (inline), key_file (a
+// file, whose trailing newline is dropped; it may name systemd's
+// credentials directory) and key_env (an environment variable). used is
+// the key it was read from, so that the caller can warn about an inline
+// secret and name the key in further checks; set is false when none of
+// the three is present, which the caller reports if the secret is
+// required. On a problem (reported) the value is "". No message quotes
+// the value.
+func (l *loader) secretFrom(s section, key string) (value, used string, set bool) {
+	var found []string
+	for _, k := range []string{key, key + "_file", key + "_env"} {
 		if s.has(k) {
-			set = append(set, k)
+			found = append(found, k)
 		}
 	}
-	switch len(set) {
+	switch len(found) {
 	case 0:
-		l.fail(s.key("access_key_secret"), "required: set access_key_secret_file (a file holding the secret), access_key_secret_env (an environment variable holding it) or access_key_secret")
-		return ""
+		return "", "", false
 	case 1:
 	default:
-		l.fail(s.key("access_key_secret"), "set more than once (%s.%s): keep one", s.path, strings.Join(set, ", "+s.path+"."))
-		return ""
+		l.fail(s.key(key), "set more than once (%s.%s): keep one", s.path, strings.Join(found, ", "+s.path+"."))
+		return "", "", true
 	}
-	k := set[0]
+	k := found[0]
 	v, ok := s.str(k)
 	if !ok {
-		return ""
+		return "", k, true
 	}
 	switch k {
-	case "access_key_secret":
+	case key:
 		if v == "" {
 			l.fail(s.key(k), "must not be empty")
-			return ""
+			return "", k, true
 		}
-		l.warn(s.key(k), "a secret written in the config file; prefer access_key_secret_file or access_key_secret_env")
-		return v
-	case "access_key_secret_file":
+		return v, k, true
+	case key + "_file":
 		if v == "" {
 			l.fail(s.key(k), "must be a file path")
-			return ""
+			return "", k, true
 		}
 		b, err := l.opts.ReadFile(v)
 		if err != nil {
 			l.fail(s.key(k), "cannot read the secret: %v", err)
-			return ""
+			return "", k, true
 		}
 		sec := strings.TrimRight(string(b), "\r\n")
 		if sec == "" {
 			l.fail(s.key(k), "file %s is empty", v)
 		}
-		return sec
+		return sec, k, true
 	default:
 		if v == "" {
 			l.fail(s.key(k), "must be the name of an environment variable")
-			return ""
+			return "", k, true
 		}
 		sec, ok := l.opts.LookupEnv(v)
 		if !ok || sec == "" {
 			l.fail(s.key(k), "environment variable %s is not set", v)
-			return ""
+			return "", k, true
 		}
-		return sec
+		return sec, k, true
 	}
 }
 
@@ -828,6 +933,214 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 	}
 	l.httpListen, l.callbackListen = d.HTTPListen, d.CallbackListen
 	return d
+}
+
+var (
+	cfgStoreKeys = []string{"driver", "dsn", "dsn_file", "dsn_env", "node", "lease", "encryption_key",
+		"encryption_key_file", "encryption_key_env"}
+)
+
+// cfgStoreKeyHelp says how to make an encryption key, in every message
+// about a missing or malformed one.
+const cfgStoreKeyHelp = "32 random bytes written as base64 or as 64 hex digits; make one with `openssl rand -base64 32`"
+
+// store reads the [store] section. With SQLite (the default) every key but
+// driver is refused: they would silently do nothing, and a file meant for
+// a cluster node that lost its driver line must not run alone.
+func (l *loader) store(raw map[string]any) StoreConfig {
+	st := StoreConfig{Driver: StoreDriverSQLite, Lease: DefaultStoreLease}
+	v, present := raw["store"]
+	if !present {
+		return st
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		l.fail("store", "must be a table [store], not %s", cfgTypeName(v))
+		return st
+	}
+	s := section{l: l, path: "store", m: m}
+	s.unknown(cfgStoreKeys...)
+	if d, ok := s.str("driver"); ok {
+		if d != StoreDriverSQLite && d != StoreDriverPostgres {
+			l.fail(s.key("driver"), "%q is neither %q nor %q", d, StoreDriverSQLite, StoreDriverPostgres)
+			return st
+		}
+		st.Driver = d
+	} else if s.has("driver") {
+		return st
+	}
+	if st.Driver == StoreDriverSQLite {
+		for _, k := range cfgSortedKeys(m) {
+			if k != "driver" && slices.Contains(cfgStoreKeys, k) {
+				l.fail(s.key(k), "only with driver = %q (with %q, the state is in %s)", StoreDriverPostgres, StoreDriverSQLite, filepath.Join(l.stateDir, "dcvd.db"))
+			}
+		}
+		return st
+	}
+
+	st.DSN = l.storeDSN(s)
+	st.Node = l.storeNode(s)
+	if s.duration("lease", &st.Lease) {
+		switch {
+		case st.Lease < MinStoreLease:
+			l.fail(s.key("lease"), "must be at least %s (a shorter lease could run out between two renewals under a slow database), got %s", MinStoreLease, st.Lease)
+		case st.Lease > MaxStoreLease:
+			l.fail(s.key("lease"), "must be at most %s (when a node dies, its certificates wait that long for another), got %s", MaxStoreLease, st.Lease)
+		}
+	}
+	st.EncryptionKey = l.storeKey(s)
+	return st
+}
+
+// storeDSN reads dsn, dsn_file or dsn_env and checks that it parses as
+// OpenPostgres will parse it. Messages never quote it nor the parser's
+// reason: both may hold the password.
+func (l *loader) storeDSN(s section) string {
+	dsn, used, set := l.secretFrom(s, "dsn")
+	if !set {
+		l.fail(s.key("dsn"), "required with driver = %q: set dsn_file (a file holding the connection string, which usually holds a password), dsn_env (an environment variable holding it) or dsn", StoreDriverPostgres)
+		return ""
+	}
+	if dsn == "" {
+		return "" // reported by secretFrom
+	}
+	if dsn = strings.TrimSpace(dsn); dsn == "" {
+		l.fail(s.key(used), "the connection string is blank")
+		return ""
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if _, err := url.Parse(dsn); err != nil {
+			l.fail(s.key(used), "the postgres:// URL does not parse (not shown: it may hold a password); percent-encode the user name's and password's special characters (@ as %%40, : as %%3A, / as %%2F, ? as %%3F, # as %%23, %% as %%25)")
+			return ""
+		}
+	}
+	if _, err := pgxpool.ParseConfig(dsn); err != nil {
+		l.fail(s.key(used), "not a PostgreSQL connection string that parses: a postgres://USER:PASSWORD@HOST:PORT/DBNAME URL or key=value pairs such as \"host=db1 dbname=dcvd user=dcvd\", with valid sslmode, port, pool_* and file parameters (the reason is not shown: it may quote the password; psql tells it)")
+		return ""
+	}
+	if used == "dsn" && cfgDSNHasPassword(dsn) {
+		l.warn(s.key(used), "a secret written in the config file (the connection string holds a password); prefer dsn_file or dsn_env")
+	}
+	return dsn
+}
+
+// cfgDSNHasPassword tells whether a connection string carries a password,
+// erring towards yes: one that does not (peer or certificate
+// authentication, a password file) is no secret to warn about.
+func cfgDSNHasPassword(dsn string) bool {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if _, ok := u.User.Password(); ok {
+			return true
+		}
+		return u.Query().Has("password")
+	}
+	return strings.Contains(strings.ToLower(dsn), "password")
+}
+
+// storeNode reads node, defaulting to the host name.
+func (l *loader) storeNode(s section) string {
+	if s.has("node") {
+		n, ok := s.str("node")
+		if !ok {
+			return ""
+		}
+		if n == "" || len(n) > MaxStoreNodeLen || strings.IndexFunc(n, func(r rune) bool { return !cfgNodeChar(r) }) >= 0 {
+			l.fail(s.key("node"), "%q must be 1 to %d characters of A-Z, a-z, 0-9, '.', '_' and '-'", n, MaxStoreNodeLen)
+			return ""
+		}
+		return n
+	}
+	h, err := l.opts.Hostname()
+	if err != nil {
+		l.fail(s.key("node"), "cannot default to the host name (%v): set store.node, a name unique among the nodes ([A-Za-z0-9._-], at most %d characters)", err, MaxStoreNodeLen)
+		return ""
+	}
+	n := cfgNodeFromHostname(h)
+	if n == "" {
+		l.fail(s.key("node"), "the host name %q leaves no usable node name: set store.node, a name unique among the nodes ([A-Za-z0-9._-], at most %d characters)", h, MaxStoreNodeLen)
+	}
+	return n
+}
+
+// cfgNodeFromHostname makes a node name of a host name: its first label
+// (nodes are told apart by it, and web1.example.com reads as web1), with
+// the characters a node name may not hold dropped, at most
+// MaxStoreNodeLen long.
+func cfgNodeFromHostname(h string) string {
+	h, _, _ = strings.Cut(h, ".")
+	h = strings.Map(func(r rune) rune {
+		if cfgNodeChar(r) {
+			return r
+		}
+		return -1
+	}, h)
+	if len(h) > MaxStoreNodeLen {
+		h = h[:MaxStoreNodeLen]
+	}
+	return h
+}
+
+// cfgNodeChar tells the characters of a node name: those that need no
+// quoting in a log line, a file name or a shell.
+func cfgNodeChar(r rune) bool {
+	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-'
+}
+
+// storeKey reads the encryption key: encryption_key, encryption_key_file
+// or encryption_key_env. No message quotes it.
+func (l *loader) storeKey(s section) []byte {
+	v, used, set := l.secretFrom(s, "encryption_key")
+	if !set {
+		l.fail(s.key("encryption_key"), "required with driver = %q, to seal the private keys kept in the database (the same key on every node): set encryption_key_file (a file holding %s), encryption_key_env or encryption_key", StoreDriverPostgres, cfgStoreKeyHelp)
+		return nil
+	}
+	if v == "" {
+		return nil // reported by secretFrom
+	}
+	key, err := cfgDecodeStoreKey(v)
+	if err != nil {
+		l.fail(s.key(used), "%v: must be %s", err, cfgStoreKeyHelp)
+		return nil
+	}
+	if used == "encryption_key" {
+		l.warn(s.key(used), "a secret written in the config file; prefer encryption_key_file or encryption_key_env")
+	}
+	return key
+}
+
+// cfgDecodeStoreKey decodes an encryption key written as 64 hex digits or
+// as standard base64, padded or not, around whitespace (a file's trailing
+// newline). Errors say what is wrong with it without quoting it.
+func cfgDecodeStoreKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, errors.New("the key is empty")
+	}
+	isHex := strings.IndexFunc(s, func(r rune) bool {
+		return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f' || 'A' <= r && r <= 'F')
+	}) < 0
+	if isHex {
+		// Checked before base64, whose alphabet holds the hex digits, so
+		// that `openssl rand -hex 16` is told as hex of the wrong length
+		// rather than taken as base64 (a base64 key of hex digits alone
+		// is a 1-in-10^20 chance).
+		if len(s) != 2*StoreEncryptionKeySize {
+			return nil, fmt.Errorf("the key is %d hex digits, not %d", len(s), 2*StoreEncryptionKeySize)
+		}
+		return hex.DecodeString(s)
+	}
+	enc := base64.RawStdEncoding
+	if strings.HasSuffix(s, "=") {
+		enc = base64.StdEncoding
+	}
+	key, err := enc.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("the key is neither base64 nor hex")
+	}
+	if len(key) != StoreEncryptionKeySize {
+		return nil, fmt.Errorf("the key is %d bytes once decoded from base64, not %d", len(key), StoreEncryptionKeySize)
+	}
+	return key, nil
 }
 
 // dnsTables collects the raw [dns.NAME] sections; providers.New checks
