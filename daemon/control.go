@@ -441,11 +441,25 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 		}
 		return toOrderJSON(o), nil
 	}
-	o, err := d.store.ActiveOrder(ctx, name)
+	lctx, release, err := d.lease(ctx, name)
+	if err != nil {
+		d.release(name)
+		if errors.Is(err, ErrLeaseHeld) {
+			// Another node of the cluster drives it: its order is the
+			// answer, if it has one.
+			if o, oerr := d.store.ActiveOrder(ctx, name); oerr == nil {
+				return toOrderJSON(o), nil
+			}
+			return orderJSON{}, statusError(http.StatusConflict, "%w", err)
+		}
+		return orderJSON{}, err
+	}
+	o, err := d.store.ActiveOrder(lctx, name)
 	if errors.Is(err, ErrNotFound) {
-		o, err = d.newOrder(ctx, cc, allow)
+		o, err = d.newOrder(lctx, cc, allow)
 	}
 	if err != nil {
+		release()
 		d.release(name)
 		return orderJSON{}, err
 	}
@@ -456,7 +470,8 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	c.drivers.Add(1)
 	go func() {
 		defer c.drivers.Done()
-		if err := d.driveClaimed(ctx, cc, o, true); err != nil && ctx.Err() == nil {
+		defer release()
+		if err := d.driveClaimed(lctx, cc, o, true); err != nil && lctx.Err() == nil {
 			log.Error("order ended in failure", zap.Error(err))
 		}
 	}()

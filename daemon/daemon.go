@@ -42,6 +42,8 @@ type Options struct {
 	Deployer *Deployer
 	// Metrics, when set, is kept up to date (see Metrics).
 	Metrics *Metrics
+	// Version is this build's version, which a cluster node reports.
+	Version string
 	// StopGrace is how long the step at work may go on after the context
 	// of Run or Reissue ends; zero means DefaultStopGrace.
 	StopGrace time.Duration
@@ -76,6 +78,13 @@ type Daemon struct {
 
 	notifier *notify.Notifier // nil without [notify.*] channels
 	expiry   expiryAlerts
+
+	// cluster is set when the store is shared with other dcvd processes
+	// ([store] driver = "postgres"); sealer then seals the private keys
+	// kept in it.
+	cluster *cluster
+	sealer  *keySealer
+	version string
 }
 
 // New prepares a daemon for cfg: it opens the store and the API client.
@@ -96,6 +105,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		driving:     map[string]bool{},
 		wake:        map[string]chan struct{}{},
 		life:        newLifecycle(opts),
+		version:     opts.Version,
 	}
 	if d.log == nil {
 		d.log = zap.NewNop()
@@ -134,6 +144,11 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.api = api
+	if cfg.Store.Driver == StoreDriverPostgres {
+		if err := d.openCluster(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
 	if d.store == nil {
 		if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("daemon.state_dir: %w", err)
@@ -145,6 +160,29 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		d.store, d.ownStore = s, true
 	}
 	return d, nil
+}
+
+// openCluster opens the shared store of a cluster node (unless the caller
+// gave one) and the key sealer.
+func (d *Daemon) openCluster(ctx context.Context, cfg *Config) error {
+	sealer, err := newKeySealer(cfg.Store.EncryptionKey)
+	if err != nil {
+		return &ConfigError{Key: "store.encryption_key", Reason: err.Error()}
+	}
+	if d.store == nil {
+		s, err := OpenPostgres(ctx, cfg.Store.DSN)
+		if err != nil {
+			return err
+		}
+		d.store, d.ownStore = s, true
+	}
+	cs, ok := d.store.(ClusterStore)
+	if !ok {
+		return fmt.Errorf("store.driver = %q: the store given (%T) cannot be shared by a cluster", cfg.Store.Driver, d.store)
+	}
+	d.sealer = sealer
+	d.cluster = newCluster(cs, cfg.Store.Node, cfg.Store.Lease)
+	return nil
 }
 
 // Close releases the store (when the daemon opened it) and stops the

@@ -41,18 +41,26 @@ func generateKey(keyType string) (crypto.Signer, error) {
 	return nil, fmt.Errorf("unknown key type %q", keyType)
 }
 
+// encodeKey returns key as PKCS#8 PEM.
+func encodeKey(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
 // writeKey stores key as PKCS#8 PEM in a new file of mode 0600 (its
 // directory 0700), synced before it is renamed into place: the key must be
 // on disk before the CSR made from it leaves the host.
 func writeKey(path string, key crypto.Signer) error {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	data, err := encodeKey(key)
 	if err != nil {
-		return fmt.Errorf("encode key: %w", err)
+		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("key directory: %w", err)
 	}
-	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("write key %s: %w", path, err)
 	}
@@ -64,11 +72,23 @@ func loadKey(path string) (crypto.Signer, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("read key: %w", err)
 	}
+	k, err := parseKey(data, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, data, nil
+}
+
+// parseKey reads a PEM private key; what names it in errors.
+func parseKey(data []byte, what string) (crypto.Signer, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {
-		return nil, nil, fmt.Errorf("key %s holds no PEM block", path)
+		return nil, fmt.Errorf("key %s holds no PEM block", what)
 	}
-	var k any
+	var (
+		k   any
+		err error
+	)
 	switch block.Type {
 	case "PRIVATE KEY":
 		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
@@ -77,16 +97,16 @@ func loadKey(path string) (crypto.Signer, []byte, error) {
 	case "RSA PRIVATE KEY":
 		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
 	default:
-		return nil, nil, fmt.Errorf("key %s: unexpected PEM block %q", path, block.Type)
+		return nil, fmt.Errorf("key %s: unexpected PEM block %q", what, block.Type)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("key %s: %w", path, err)
+		return nil, fmt.Errorf("key %s: %w", what, err)
 	}
 	s, ok := k.(crypto.Signer)
 	if !ok {
-		return nil, nil, fmt.Errorf("key %s: not a signing key", path)
+		return nil, fmt.Errorf("key %s: not a signing key", what)
 	}
-	return s, data, nil
+	return s, nil
 }
 
 // makeCSR builds the CSR for names: DNS names (wildcards included) and IP

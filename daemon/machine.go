@@ -2,13 +2,14 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -69,16 +70,28 @@ func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (
 	if err != nil {
 		return nil, err
 	}
-	o, err := d.store.ActiveOrder(ctx, name)
+	if !d.claim(name) {
+		return nil, fmt.Errorf("certificate %s: its order is already being driven", name)
+	}
+	// In a cluster, the lease first: what is in flight is read under it.
+	lctx, release, err := d.lease(ctx, name)
+	if err != nil {
+		d.release(name)
+		return nil, err
+	}
+	defer release()
+	o, err := d.store.ActiveOrder(lctx, name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		if o, err = d.newOrder(ctx, cc, opt.AllowDomainRemoval); err != nil {
+		if o, err = d.newOrder(lctx, cc, opt.AllowDomainRemoval); err != nil {
+			d.release(name)
 			return nil, err
 		}
 	case err != nil:
+		d.release(name)
 		return nil, err
 	}
-	return o, d.drive(ctx, cc, o, opt.Wait)
+	return o, d.driveClaimed(lctx, cc, o, opt.Wait)
 }
 
 // Plan says what Reissue would do, without doing it: the names and their
@@ -139,9 +152,13 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 
 	var reused bool
 	if cc.ReuseKey {
-		if live, err := d.store.Certificate(ctx, cc.Name); err == nil && live.KeyFile != "" {
-			if _, _, err := loadKey(live.KeyFile); err == nil {
-				o.KeyFile, reused = live.KeyFile, true
+		if live, err := d.store.Certificate(ctx, cc.Name); err == nil {
+			held := &Order{Cert: cc.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed}
+			// A key is reused only in the form this mode keeps keys in.
+			if (d.sealer != nil) == (live.KeySealed != "") && (live.KeyFile != "" || live.KeySealed != "") {
+				if _, _, err := d.orderKey(held); err == nil {
+					o.KeyFile, o.KeySealed, reused = live.KeyFile, live.KeySealed, true
+				}
 			}
 		}
 	}
@@ -150,25 +167,58 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 		if err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 		}
-		o.KeyFile = filepath.Join(d.config().Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
-		if err := writeKey(o.KeyFile, key); err != nil {
-			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+		if d.sealer != nil {
+			// Cluster mode: the key lives in the shared database, sealed,
+			// so that whichever node finishes the order has it.
+			keyPEM, err := encodeKey(key)
+			if err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+			}
+			if o.KeySealed, err = d.sealer.seal(cc.Name, keyPEM); err != nil {
+				return nil, err
+			}
+		} else {
+			o.KeyFile = filepath.Join(d.config().Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
+			if err := writeKey(o.KeyFile, key); err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
+			}
 		}
 	}
-	key, _, err := loadKey(o.KeyFile)
+	key, _, err := d.orderKey(o)
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 	}
 	if o.CSR, err = makeCSR(key, o.Names); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 	}
-	if err := d.store.PutOrder(ctx, o); err != nil {
+	if err := d.storeFor(cc.Name).PutOrder(ctx, o); err != nil {
 		return nil, fmt.Errorf("certificate %s: record the order: %w", cc.Name, err)
 	}
-	log.Info("order created", zap.Strings("names", o.Names), zap.Bool("key_reused", reused), zap.String("key_file", o.KeyFile))
+	log.Info("order created", zap.Strings("names", o.Names), zap.Bool("key_reused", reused), zap.String("key_file", o.KeyFile),
+		zap.Bool("key_sealed", o.KeySealed != ""))
 	d.metrics.ReissueStarted(cc.Name)
-	d.stepped(o)
+	d.stepped(ctx, o)
 	return o, nil
+}
+
+// orderKey returns o's private key and its PEM: opened from the database
+// in cluster mode, else read from its file.
+func (d *Daemon) orderKey(o *Order) (crypto.Signer, []byte, error) {
+	if o.KeySealed == "" {
+		return loadKey(o.KeyFile)
+	}
+	if d.sealer == nil {
+		return nil, nil, fmt.Errorf("order %s: its key is sealed in the database, and [store] has no encryption key to open it", o.UniqueID)
+	}
+	keyPEM, err := d.sealer.open(o.Cert, o.KeySealed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("order %s: %w", o.UniqueID, err)
+	}
+	key, err := parseKey(keyPEM, "of order "+o.UniqueID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, keyPEM, nil
 }
 
 // drive advances o until it ends or, unless wait, until it must wait.
@@ -198,6 +248,17 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 	// starts, and the one at work may finish within the stop grace.
 	work, endWork := d.workContext(ctx)
 	defer endWork()
+	if held := d.leaseLost(o.Cert); held != nil {
+		// A lost lease stops the step at once: another node may be
+		// driving the order already.
+		stop := context.AfterFunc(held, func() {
+			var lost *leaseLostError
+			if errors.As(context.Cause(held), &lost) {
+				endWork()
+			}
+		})
+		defer stop()
+	}
 	for !o.Step.Terminal() {
 		if delay := o.NextAttempt.Sub(d.now()); delay > 0 {
 			if !wait {
@@ -241,7 +302,7 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
 			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
 				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
-			if perr := d.store.PutOrder(work, o); perr != nil {
+			if perr := d.storeFor(o.Cert).PutOrder(work, o); perr != nil {
 				return errors.Join(err, perr)
 			}
 			d.alertRetrying(o, err)
@@ -375,6 +436,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 				}
 			}
 		}
+		if err := d.waitFileAcks(ctx, o); err != nil {
+			return err
+		}
 		log.Info("every record and file is visible", zap.Duration("took", d.now().Sub(start)))
 		return d.next(ctx, o, StepVisible)
 
@@ -400,12 +464,12 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			o.NextAttempt = d.now().Add(*poll)
 			log.Info("no certificate yet", zap.String("status", res.Status), zap.Duration("next_poll", *poll))
 			*poll = min(*poll*3/2, 5*time.Minute)
-			if err := d.store.PutOrder(ctx, o); err != nil {
+			if err := d.storeFor(o.Cert).PutOrder(ctx, o); err != nil {
 				return err
 			}
 			return errWaiting
 		}
-		key, _, err := loadKey(o.KeyFile)
+		key, _, err := d.orderKey(o)
 		if err != nil {
 			return &fatalError{err}
 		}
@@ -447,7 +511,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			// are rolled back: a crash after the rollback must not resume
 			// at deployed and take the restored files for the new ones.
 			o.Step = StepIssued
-			if perr := d.store.PutOrder(ctx, o); perr != nil {
+			if perr := d.storeFor(o.Cert).PutOrder(ctx, o); perr != nil {
 				return errors.Join(err, perr)
 			}
 			rerr := d.deployer.Rollback(ctx, cc.Deploy)
@@ -465,15 +529,17 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		}
 		live := &Certificate{
 			Name: o.Cert, Serial: o.Serial, Names: o.Names, NotBefore: o.NotBefore, NotAfter: o.NotAfter,
-			CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyFile: o.KeyFile, UniqueID: o.UniqueID, DeployedAt: d.now(),
+			CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyFile: o.KeyFile, KeySealed: o.KeySealed, UniqueID: o.UniqueID,
+			DeployedAt: d.now(),
 		}
 		if leaf, err := parsePEMCerts(o.CertPEM); err == nil {
 			live.Names = leafNames(leaf[0])
 		}
-		if err := d.store.PutCertificate(ctx, live); err != nil {
+		if err := d.storeFor(o.Cert).PutCertificate(ctx, live); err != nil {
 			return err
 		}
 		log.Info("reloaded; the new certificate is live", zap.String("serial", o.Serial))
+		d.clusterDeployed(ctx, cc, o.Serial, nil)
 		d.updateCertMetrics(ctx, cc)
 		return d.next(ctx, o, StepReloaded)
 
@@ -483,7 +549,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		}
 		// History first: a crash before the order is marked done repeats
 		// this step, and AddAttempt replaces its entry for the unique_id.
-		if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+		if err := d.storeFor(o.Cert).AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
 			Outcome: StepDone, Cost: o.Cost, Serial: o.Serial}); err != nil {
 			return err
 		}
@@ -503,20 +569,23 @@ func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
 	if step != StepRechecked {
 		o.NextAttempt = time.Time{}
 	}
-	if err := d.store.PutOrder(ctx, o); err != nil {
+	if err := d.storeFor(o.Cert).PutOrder(ctx, o); err != nil {
 		return err
 	}
-	d.stepped(o)
+	d.stepped(ctx, o)
 	return nil
 }
 
-func (d *Daemon) stepped(o *Order) {
+// stepped follows a persisted step: log, metrics, the other nodes of a
+// cluster, and the crash tests' hook.
+func (d *Daemon) stepped(ctx context.Context, o *Order) {
 	d.orderLog(o).Info("step", zap.String("step", string(o.Step)))
 	if o.Step.Terminal() {
 		d.metrics.SetStep(o.Cert, "")
 	} else {
 		d.metrics.SetStep(o.Cert, string(o.Step))
 	}
+	d.announce(ctx, ClusterEvent{Kind: EventOrder, Cert: o.Cert, UniqueID: o.UniqueID})
 	if d.afterStep != nil {
 		d.afterStep(o)
 	}
@@ -531,16 +600,16 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}
-	if err := d.store.AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+	if err := d.storeFor(o.Cert).AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
 		Outcome: StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
 		log.Error("recording the failure", zap.Error(err))
 	}
 	o.LastError = cause.Error()
 	o.Step = StepFailed
-	if err := d.store.PutOrder(ctx, o); err != nil {
+	if err := d.storeFor(o.Cert).PutOrder(ctx, o); err != nil {
 		log.Error("recording the failure", zap.Error(err))
 	}
-	d.stepped(o)
+	d.stepped(ctx, o)
 }
 
 func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
@@ -554,6 +623,11 @@ func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
 // writeFiles publishes the HTTP validation files: into every web root, and
 // into the responder when the daemon serves them itself.
 func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+	if d.cluster != nil {
+		// Every node writes its own web roots (clusterFiles); the
+		// written files are this node's, not the order's.
+		return d.clusterFiles(ctx, cc, o)
+	}
 	for _, in := range o.Instructions {
 		if in.File == nil {
 			continue
@@ -617,7 +691,7 @@ func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *Order) error {
 	// Files: those recorded, and those a crash may have written before
 	// they were recorded (the instruction says which name, the config
 	// which web roots).
-	files := o.Files
+	files := mergeWritten(slices.Clone(o.Files), d.clusterWritten(o.UniqueID))
 	for _, in := range o.Instructions {
 		if in.File == nil {
 			continue
@@ -636,6 +710,9 @@ func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *Order) error {
 		if err := httpchallenge.Remove(files); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if len(errs) == 0 {
+		d.clusterForget(o.UniqueID)
 	}
 	return errors.Join(errs...)
 }
@@ -667,9 +744,9 @@ func mergeWritten(have, ws []httpchallenge.Written) []httpchallenge.Written {
 }
 
 func (d *Daemon) bundle(o *Order) (Bundle, error) {
-	keyPEM, err := os.ReadFile(o.KeyFile)
+	_, keyPEM, err := d.orderKey(o)
 	if err != nil {
-		return Bundle{}, fmt.Errorf("read the key of order %s: %w", o.UniqueID, err)
+		return Bundle{}, fmt.Errorf("the key of order %s: %w", o.UniqueID, err)
 	}
 	return Bundle{Cert: o.Cert, CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyPEM: string(keyPEM),
 		Names: o.Names, Serial: o.Serial, NotAfter: o.NotAfter}, nil
@@ -734,7 +811,7 @@ func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
 	if d.metrics == nil {
 		return
 	}
-	if r, live, err := d.renewal(ctx, cc); err == nil {
+	if r, live, err := d.renewal(ctx, cc, d.cluster == nil); err == nil {
 		d.publishCertMetrics(cc, live, r)
 	}
 }

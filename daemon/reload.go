@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -150,8 +151,8 @@ func (d *Daemon) newAPIClient(a APIConfig) (*reseller.Client, error) {
 //     max_concurrent and callback_url take effect.
 //
 // A config that moves daemon.state_dir or a listener (callback_listen,
-// http_listen, metrics_listen) is refused, since a running daemon cannot
-// apply it: restart dcvd for that. On any error nothing is changed; the
+// http_listen, metrics_listen), or changes [store], is refused, since a
+// running daemon cannot apply it: restart dcvd for that. On any error nothing is changed; the
 // error joins one *ConfigError per problem. log_level and log_format are
 // the caller's, who made the logger; [notify.*] channels are not
 // replaced. A check of the certificates in progress is let finish first.
@@ -184,6 +185,25 @@ func (d *Daemon) Reload(cfg *Config) error {
 	}
 	if cfg.Daemon.MetricsListen != old.Daemon.MetricsListen {
 		refuse("daemon.metrics_listen", "move a listener", old.Daemon.MetricsListen, cfg.Daemon.MetricsListen)
+	}
+	// [store] is read once, by New: the database, the node's name (its
+	// leases and heartbeats), the lease its renewals use and the sealing
+	// key stay.
+	if cfg.Store.Driver != old.Store.Driver {
+		refuse("store.driver", "change its store", old.Store.Driver, cfg.Store.Driver)
+	}
+	if cfg.Store.DSN != old.Store.DSN {
+		// Not refuse, which quotes both values: the DSN may hold a password.
+		errs = append(errs, &ConfigError{Key: "store.dsn", Reason: "changed: a running daemon cannot move to another database; restart dcvd to apply it"})
+	}
+	if cfg.Store.Node != old.Store.Node {
+		refuse("store.node", "rename its node", old.Store.Node, cfg.Store.Node)
+	}
+	if cfg.Store.Lease != old.Store.Lease {
+		refuse("store.lease", "change the lease it renews", old.Store.Lease.String(), cfg.Store.Lease.String())
+	}
+	if !bytes.Equal(cfg.Store.EncryptionKey, old.Store.EncryptionKey) {
+		errs = append(errs, &ConfigError{Key: "store.encryption_key", Reason: "changed: a running daemon cannot change the key sealing the private keys; restart dcvd to apply it"})
 	}
 	if _, err := cron.ParseStandard(cfg.Daemon.Schedule); err != nil {
 		errs = append(errs, &ConfigError{Key: "daemon.schedule", Reason: err.Error()})

@@ -140,6 +140,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.metrics.SetHealthy(true, "")
 	defer d.metrics.SetHealthy(false, "stopping")
+	if d.cluster != nil {
+		// Alive before the first sweep: a driver started by it waits
+		// for this node's validation files too.
+		if err := d.heartbeat(ctx); err != nil {
+			d.log.Warn("cluster heartbeat", zap.Error(err))
+		}
+		d.runCluster(ctx, &wg)
+		d.log.Info("running as a cluster node", zap.String("node", d.cluster.node), zap.Duration("lease", d.cluster.lease))
+	}
 	d.markRunning()
 
 	d.sweep(ctx, &wg)
@@ -176,19 +185,17 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 	inFlight := map[string]bool{}
 	for _, o := range active {
 		inFlight[o.Cert] = true
-		cc, err := d.certConfig(o.Cert)
-		if err != nil {
-			d.orderLog(o).Warn("order in flight for a certificate no longer configured; leaving it", zap.String("step", string(o.Step)))
-			continue
-		}
-		d.goDrive(ctx, wg, cc, o)
+		d.resume(ctx, wg, o)
 	}
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		if inFlight[cc.Name] || d.isDriving(cc.Name) {
 			continue
 		}
-		r, live, err := d.renewal(ctx, cc)
+		// In a cluster this first look is without the lease (most
+		// certificates are not due, and taking a lease is a write); the
+		// decision is made again under the lease.
+		r, live, err := d.renewal(ctx, cc, d.cluster == nil)
 		if err != nil {
 			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
 			continue
@@ -199,23 +206,112 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
 			continue
 		}
-		o, err := d.newOrder(ctx, cc, false)
-		if err != nil {
-			d.log.Error("cannot start the renewal", zap.String("cert", cc.Name), zap.String("why", r.Reason), zap.Error(err))
-			continue
-		}
-		d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
-		d.goDrive(ctx, wg, cc, o)
+		d.startRenewal(ctx, wg, cc)
 	}
 }
 
-func (d *Daemon) goDrive(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *Order) {
+// resume starts a driver for the order o in flight, unless one drives it
+// (in this process, or in another node of a cluster: its lease is held).
+// The caller holds startMu.
+func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *Order) {
+	cc, err := d.certConfig(o.Cert)
+	if err != nil {
+		d.orderLog(o).Warn("order in flight for a certificate no longer configured; leaving it", zap.String("step", string(o.Step)))
+		return
+	}
 	if !d.claim(cc.Name) {
 		return // a driver is at work on it already
 	}
+	lctx, release, err := d.lease(ctx, cc.Name)
+	if err != nil {
+		d.release(cc.Name)
+		d.logLeaseRefused(cc.Name, err)
+		return
+	}
+	// Read again under the lease: the node that held it may have moved
+	// the order on, or ended it.
+	fresh, err := d.store.ActiveOrder(lctx, cc.Name)
+	if err != nil {
+		release()
+		d.release(cc.Name)
+		if !errors.Is(err, ErrNotFound) {
+			d.orderLog(o).Error("reading the order in flight", zap.Error(err))
+		}
+		return
+	}
+	if d.cluster != nil {
+		d.orderLog(fresh).Info("driving the order on this node", zap.String("step", string(fresh.Step)), zap.String("node", d.cluster.node))
+	}
+	d.goDriveClaimed(lctx, wg, cc, fresh, release)
+}
+
+// startRenewal starts a new order of cc, which was found due, and a driver
+// for it. In a cluster it decides again under the certificate's lease. The
+// caller holds startMu.
+func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig) {
+	if !d.claim(cc.Name) {
+		return
+	}
+	lctx, release, err := d.lease(ctx, cc.Name)
+	if err != nil {
+		d.release(cc.Name)
+		d.logLeaseRefused(cc.Name, err)
+		return
+	}
+	giveUp := func() {
+		release()
+		d.release(cc.Name)
+	}
+	if d.cluster != nil {
+		o, err := d.store.ActiveOrder(lctx, cc.Name)
+		switch {
+		case err == nil:
+			// Another node started it since the first look.
+			d.goDriveClaimed(lctx, wg, cc, o, release)
+			return
+		case !errors.Is(err, ErrNotFound):
+			d.log.Error("reading the order in flight", zap.String("cert", cc.Name), zap.Error(err))
+			giveUp()
+			return
+		}
+	}
+	r, _, err := d.renewal(lctx, cc, true)
+	if err != nil {
+		d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
+		giveUp()
+		return
+	}
+	if d.now().Before(r.At) {
+		giveUp() // renewed by another node meanwhile
+		return
+	}
+	o, err := d.newOrder(lctx, cc, false)
+	if err != nil {
+		d.log.Error("cannot start the renewal", zap.String("cert", cc.Name), zap.String("why", r.Reason), zap.Error(err))
+		giveUp()
+		return
+	}
+	d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
+	d.goDriveClaimed(lctx, wg, cc, o, release)
+}
+
+// logLeaseRefused logs why a driver was not started: quietly when another
+// node holds the lease, which is the normal case in a cluster.
+func (d *Daemon) logLeaseRefused(cert string, err error) {
+	if errors.Is(err, ErrLeaseHeld) {
+		d.log.Debug("another node drives the certificate", zap.String("cert", cert), zap.Error(err))
+		return
+	}
+	d.log.Error("taking the certificate's lease", zap.String("cert", cert), zap.Error(err))
+}
+
+// goDriveClaimed drives o in a goroutine; the caller has claimed o.Cert
+// and, in a cluster, taken its lease, which release gives up.
+func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *Order, release func()) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer release()
 		if err := d.driveClaimed(ctx, cc, o, true); err != nil && ctx.Err() == nil {
 			d.orderLog(o).Error("order ended in failure", zap.Error(err))
 		}
@@ -232,10 +328,16 @@ func (d *Daemon) isDriving(cert string) bool {
 // already in the deploy directory when the store has none (a first run on
 // a host that has certificates).
 // It also returns the live certificate (nil when there is none).
-func (d *Daemon) renewal(ctx context.Context, cc *CertConfig) (Renewal, *Certificate, error) {
+//
+// adopt is false for a look without the lease in a cluster: adopting writes
+// the shared live certificate, which only the lease holder may do.
+func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renewal, *Certificate, error) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if errors.Is(err, ErrNotFound) {
-		live, err = d.adopt(ctx, cc), nil
+		live, err = nil, nil
+		if adopt {
+			live = d.adopt(ctx, cc)
+		}
 	}
 	if err != nil {
 		return Renewal{}, nil, err
@@ -259,7 +361,7 @@ func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
 	leaf := certs[0]
 	live := &Certificate{Name: cc.Name, Serial: serialHex(leaf), Names: leafNames(leaf), NotBefore: leaf.NotBefore,
 		NotAfter: leaf.NotAfter, CertPEM: certPEM, ChainPEM: chainPEM, DeployedAt: d.now()}
-	if err := d.store.PutCertificate(ctx, live); err != nil {
+	if err := d.storeFor(cc.Name).PutCertificate(ctx, live); err != nil {
 		d.log.Warn("adopting the deployed certificate", zap.String("cert", cc.Name), zap.Error(err))
 		return nil
 	}
@@ -300,6 +402,8 @@ func (d *Daemon) CallbackHandler() http.Handler {
 		}
 		d.orderLog(o).Info("callback received", zap.String("remote", r.RemoteAddr))
 		d.poke(o.UniqueID)
+		// In a cluster the order's driver may be another node.
+		d.announce(r.Context(), ClusterEvent{Kind: EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte("ok\n"))
 	})

@@ -20,6 +20,33 @@ type CertStatus struct {
 	// attempt when it failed.
 	LastError string  `json:"last_error,omitempty"`
 	TotalCost float64 `json:"total_cost"`
+	// Lease and Nodes are shown in a cluster: which node drives the
+	// certificate's orders, and what each node's deploy directory holds.
+	Lease *LeaseStatus `json:"lease,omitempty"`
+	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// LeaseStatus is the lease on a certificate's orders in a cluster.
+type LeaseStatus struct {
+	Holder  string    `json:"holder"`
+	Token   int64     `json:"token"`
+	Expires time.Time `json:"expires"`
+	// Current is false for a lease that expired or was released: nobody
+	// drives the certificate now.
+	Current bool `json:"current"`
+}
+
+// NodeStatus is what one node of a cluster serves for a certificate.
+type NodeStatus struct {
+	Node string `json:"node"`
+	// Serial is the certificate in the node's deploy directory, "" when
+	// it holds none.
+	Serial  string    `json:"serial"`
+	Updated time.Time `json:"updated"`
+	// Error is why the last deployment on the node failed.
+	Error string `json:"error,omitempty"`
+	// Alive says the node reported itself within the lease duration.
+	Alive bool `json:"alive"`
 }
 
 // OrderStatus is the order in flight of a certificate.
@@ -36,9 +63,16 @@ type OrderStatus struct {
 func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 	var out []CertStatus
 	cfg := d.config()
+	cl, err := d.clusterStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		st := CertStatus{Name: cc.Name, Names: cc.Names()}
+		if cl != nil {
+			st.Lease, st.Nodes = cl.leases[cc.Name], cl.nodes[cc.Name]
+		}
 		live, err := d.store.Certificate(ctx, cc.Name)
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -94,14 +128,63 @@ func (d *Daemon) Redeploy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if live.KeyFile == "" {
+	if live.KeyFile == "" && live.KeySealed == "" {
 		return fmt.Errorf("certificate %s: its live certificate was adopted from %s and dcvd does not hold its key", name, cc.Deploy.Dir)
 	}
-	o := &Order{Cert: live.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, CertPEM: live.CertPEM,
+	o := &Order{Cert: live.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
 		ChainPEM: live.ChainPEM, Names: live.Names, Serial: live.Serial, NotAfter: live.NotAfter}
 	b, err := d.bundle(o)
 	if err != nil {
 		return err
 	}
 	return d.deployer.Deploy(ctx, cc.Deploy, b)
+}
+
+// clusterView is what Status shows of a cluster, by certificate.
+type clusterView struct {
+	leases map[string]*LeaseStatus
+	nodes  map[string][]NodeStatus
+}
+
+// clusterStatus reads the leases and the nodes' certificates; nil outside
+// a cluster. Every node that ever reported is listed for every
+// certificate, with "" where it reported nothing for it.
+func (d *Daemon) clusterStatus(ctx context.Context) (*clusterView, error) {
+	if d.cluster == nil {
+		return nil, nil
+	}
+	cs := d.cluster.store
+	leases, err := cs.Leases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nodes, err := cs.Nodes(ctx, d.cluster.lease)
+	if err != nil {
+		return nil, err
+	}
+	certs, err := cs.NodeCerts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v := &clusterView{leases: map[string]*LeaseStatus{}, nodes: map[string][]NodeStatus{}}
+	for _, l := range leases {
+		// Current by the database's clock would need a query; the lease
+		// row's expiry against this host's clock is what an admin reads.
+		v.leases[l.Cert] = &LeaseStatus{Holder: l.Holder, Token: l.Token, Expires: l.Expires, Current: l.Expires.After(d.now())}
+	}
+	byCert := map[string]map[string]NodeCert{}
+	for _, nc := range certs {
+		if byCert[nc.Cert] == nil {
+			byCert[nc.Cert] = map[string]NodeCert{}
+		}
+		byCert[nc.Cert][nc.Node] = nc
+	}
+	for _, cc := range d.config().Certificates {
+		for _, n := range nodes {
+			nc := byCert[cc.Name][n.Name]
+			v.nodes[cc.Name] = append(v.nodes[cc.Name], NodeStatus{Node: n.Name, Serial: nc.Serial, Updated: nc.Updated,
+				Error: nc.Error, Alive: n.Alive})
+		}
+	}
+	return v, nil
 }

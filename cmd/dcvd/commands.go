@@ -75,7 +75,7 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -184,7 +184,44 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\n", s.Name, expires, s.NextRenewal.UTC().Format("2006-01-02 15:04"), order, s.TotalCost, orDash(lastErr))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	printCluster(stdout, sts)
+	return nil
+}
+
+// printCluster shows, in a cluster, who drives each certificate and what
+// each node serves.
+func printCluster(w io.Writer, sts []daemon.CertStatus) {
+	for _, s := range sts {
+		if s.Lease == nil && len(s.Nodes) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s (serial %s)\n", s.Name, orDash(s.Serial))
+		switch {
+		case s.Lease == nil:
+			fmt.Fprintln(w, "  lease: never taken")
+		case s.Lease.Current:
+			fmt.Fprintf(w, "  lease: held by %s until %s (token %d)\n", s.Lease.Holder, s.Lease.Expires.UTC().Format(time.RFC3339), s.Lease.Token)
+		default:
+			fmt.Fprintf(w, "  lease: free (last held by %s, token %d)\n", s.Lease.Holder, s.Lease.Token)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  NODE\tSERVES\tSTATE\tLAST ERROR")
+		for _, n := range s.Nodes {
+			state := "alive"
+			if !n.Alive {
+				state = "not seen"
+			}
+			mark := orDash(n.Serial)
+			if n.Serial != "" && n.Serial != s.Serial {
+				mark += " (not the live one)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", n.Node, mark, state, orDash(n.Error))
+		}
+		tw.Flush()
+	}
 }
 
 func orDash(s string) string {
@@ -242,7 +279,13 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(problems) > 0 {
 		return fmt.Errorf("%s has problems:\n%w", *cfgPath, errors.Join(problems...))
 	}
-	fmt.Fprintf(stdout, "%s: OK (%d certificate(s), %d DNS provider(s))\n", *cfgPath, len(cfg.Certificates), len(cfg.DNS))
+	store := cfg.Store.Driver
+	if cfg.Store.Driver == daemon.StoreDriverPostgres {
+		// The node name matters most when it was defaulted: every node
+		// must have its own.
+		store += fmt.Sprintf(" as node %s, lease %s", cfg.Store.Node, cfg.Store.Lease)
+	}
+	fmt.Fprintf(stdout, "%s: OK (%d certificate(s), %d DNS provider(s), store %s)\n", *cfgPath, len(cfg.Certificates), len(cfg.DNS), store)
 	return nil
 }
 

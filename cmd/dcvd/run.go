@@ -73,7 +73,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version})
 	if err != nil {
 		ln.Close()
 		return err

@@ -1,0 +1,246 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"encoding/pem"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dcvd/dcvd/httpchallenge"
+)
+
+// These tests run two or three daemons in one process on one PostgreSQL
+// schema and the harness's world (the sandbox, DNS, a web root served to
+// the CA), under the race detector. internal/e2e runs real processes.
+
+// clusterNode is one daemon of an in-process cluster.
+type clusterNode struct {
+	name      string
+	d         *Daemon
+	cfg       *Config
+	webroot   string
+	deployDir string
+	stop      func()
+}
+
+var testSealKey = bytes.Repeat([]byte{0x5a}, 32)
+
+// clusterNodeConfig is h's configuration as node name of a cluster: its
+// own state, web root and deploy directory. Node "n1" uses the harness's
+// web root, the one the CA's checks reach.
+func clusterNodeConfig(t *testing.T, h *harness, name string) (*Config, string, string) {
+	cfg := h.config(hDomains())
+	cfg.Daemon.StateDir = filepath.Join(t.TempDir(), "state")
+	webroot := h.webroot
+	if name != "n1" {
+		webroot = t.TempDir()
+	}
+	deployDir := filepath.Join(t.TempDir(), "deploy")
+	cfg.Certificates[0].Webroots = []httpchallenge.Webroot{{Dir: webroot}}
+	cfg.Certificates[0].Deploy.Dir = deployDir
+	cfg.Store = StoreConfig{Driver: StoreDriverPostgres, Node: name, Lease: 2 * time.Second, EncryptionKey: testSealKey}
+	return cfg, webroot, deployDir
+}
+
+// startClusterNode opens a daemon on its own connection pool to dsn and
+// runs it until stop.
+func startClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
+	t.Helper()
+	cfg, webroot, deployDir := clusterNodeConfig(t, h, name)
+	store, err := OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	d := h.daemon(cfg, func(o *Options) { o.Store = store })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.Run(ctx); err != nil {
+			t.Errorf("node %s: Run: %v", name, err)
+		}
+	}()
+	n := &clusterNode{name: name, d: d, cfg: cfg, webroot: webroot, deployDir: deployDir,
+		stop: sync.OnceFunc(func() { cancel(); <-done })}
+	t.Cleanup(n.stop)
+	return n
+}
+
+func (n *clusterNode) certPEM() []byte {
+	b, _ := os.ReadFile(filepath.Join(n.deployDir, "cert.pem"))
+	return b
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestClusterTwoNodesOneOrder(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	h := newHarness(t)
+	n1 := startClusterNode(t, h, dsn, "n1")
+	n2 := startClusterNode(t, h, dsn, "n2")
+	store := n1.d.Store()
+
+	var live *Certificate
+	waitFor(t, "a live certificate on both nodes", func() bool {
+		c, err := store.Certificate(context.Background(), hCert)
+		if err != nil {
+			return false
+		}
+		live = c
+		a, b := n1.certPEM(), n2.certPEM()
+		return len(a) > 0 && bytes.Equal(a, b) && serialHex(leafOf(t, string(a))) == c.Serial
+	})
+	if live.KeySealed == "" || live.KeyFile != "" {
+		t.Fatalf("live certificate: key_file %q, sealed %t; want only a sealed key", live.KeyFile, live.KeySealed != "")
+	}
+	if strings.Contains(live.KeySealed, "PRIVATE KEY") {
+		t.Fatal("the key is in the database in plain text")
+	}
+	if n := h.charges(live.UniqueID); n != 1 {
+		t.Fatalf("order %s charged %d times, want 1", live.UniqueID, n)
+	}
+	if all := len(h.sb.Ledger()); all != 1 {
+		t.Fatalf("%d charges in the ledger, want 1", all)
+	}
+	k1, _ := os.ReadFile(filepath.Join(n1.deployDir, "privkey.pem"))
+	k2, _ := os.ReadFile(filepath.Join(n2.deployDir, "privkey.pem"))
+	if len(k1) == 0 || !bytes.Equal(k1, k2) {
+		t.Fatal("the two nodes deployed different keys")
+	}
+	// Both nodes served the validation file while pending, and removed it.
+	waitFor(t, "the validation files removed on both nodes", func() bool {
+		f1, _ := filepath.Glob(filepath.Join(n1.webroot, ".well-known", "pki-validation", "*"))
+		f2, _ := filepath.Glob(filepath.Join(n2.webroot, ".well-known", "pki-validation", "*"))
+		return len(f1) == 0 && len(f2) == 0
+	})
+	cs := store.(ClusterStore)
+	acks, err := cs.FileAcks(context.Background(), live.UniqueID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(acks, ",") != "n1,n2" {
+		t.Fatalf("file acknowledgements %v, want both nodes", acks)
+	}
+	waitFor(t, "both nodes recording the live serial", func() bool {
+		ncs, err := cs.NodeCerts(context.Background())
+		if err != nil || len(ncs) != 2 {
+			return false
+		}
+		for _, nc := range ncs {
+			if nc.Serial != live.Serial || nc.Error != "" {
+				return false
+			}
+		}
+		return true
+	})
+	sts, err := n2.d.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 1 || sts[0].Lease == nil || len(sts[0].Nodes) != 2 {
+		t.Fatalf("status %+v: want the lease and two nodes", sts)
+	}
+	for _, ns := range sts[0].Nodes {
+		if !ns.Alive || ns.Serial != live.Serial {
+			t.Errorf("status of node %s: %+v", ns.Node, ns)
+		}
+	}
+}
+
+// A node deploys what the database says only after checking it: a live
+// certificate whose row was tampered with (another certificate, not for
+// the sealed key) is refused and the error recorded.
+func TestClusterRefusesTamperedLiveCertificate(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	h := newHarness(t)
+	n1 := startClusterNode(t, h, dsn, "n1")
+	store := n1.d.Store()
+	var live *Certificate
+	waitFor(t, "a live certificate", func() bool {
+		c, err := store.Certificate(context.Background(), hCert)
+		live = c
+		return err == nil && len(n1.certPEM()) > 0
+	})
+	n1.stop()
+
+	// The row now holds the sandbox's intermediate: a real certificate,
+	// but not one for the sealed key.
+	ic, _ := h.sandboxIntermediate()
+	forged := *live
+	forged.Serial = "abcdef"
+	forged.CertPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ic.Raw}))
+	cs := store.(ClusterStore)
+	l, err := cs.AcquireLease(context.Background(), hCert, "forger", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Fenced(l).PutCertificate(context.Background(), &forged); err != nil {
+		t.Fatal(err)
+	}
+	n3 := startClusterNode(t, h, dsn, "n3")
+	waitFor(t, "node n3 recording the refusal", func() bool {
+		ncs, err := cs.NodeCerts(context.Background())
+		if err != nil {
+			return false
+		}
+		for _, nc := range ncs {
+			if nc.Node == "n3" && strings.Contains(nc.Error, "refused") {
+				return true
+			}
+		}
+		return false
+	})
+	if b := n3.certPEM(); len(b) != 0 {
+		t.Fatalf("node n3 deployed a refused certificate:\n%s", b)
+	}
+}
+
+// Without the lease, a cluster node's writes of a certificate are refused
+// before they reach the database.
+func TestClusterWritesNeedTheLease(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	h := newHarness(t)
+	cfg, _, _ := clusterNodeConfig(t, h, "n1")
+	store, err := OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	d := h.daemon(cfg, func(o *Options) { o.Store = store })
+	ctx := hCtx(t)
+	err = d.storeFor(hCert).PutOrder(ctx, &Order{UniqueID: "x", Cert: hCert, Step: StepNew})
+	if !errors.Is(err, ErrLeaseLost) {
+		t.Fatalf("PutOrder without the lease: %v, want ErrLeaseLost", err)
+	}
+	if _, err := store.Order(ctx, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the order was written anyway: %v", err)
+	}
+
+	// Another node holds the lease: a reissue here is refused, naming it.
+	if _, err := store.AcquireLease(ctx, hCert, "n2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.Reissue(ctx, hCert, ReissueOptions{})
+	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "n2") {
+		t.Fatalf("Reissue while n2 holds the lease: %v", err)
+	}
+	if len(h.sb.Ledger()) != 0 {
+		t.Fatal("a reissue was sent without the lease")
+	}
+}
