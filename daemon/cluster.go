@@ -45,6 +45,10 @@ type cluster struct {
 	// kick asks the sync loop to run now (buffered: kicks coalesce).
 	kick chan struct{}
 
+	// writeMu makes the writes of validation files one at a time: the
+	// driver and the sync may write the same order's files at once.
+	writeMu sync.Mutex
+
 	mu sync.Mutex
 	// held are the leases this process holds, by certificate.
 	held map[string]*heldLease
@@ -412,6 +416,8 @@ func filesPending(o *Order) bool {
 // responder, and tells the cluster this node serves them. Safe to repeat.
 func (d *Daemon) clusterFiles(ctx context.Context, cc *CertConfig, o *Order) error {
 	c := d.cluster
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	var (
 		written []httpchallenge.Written
 		served  []reseller.FileInstruction
@@ -567,11 +573,30 @@ func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
 // lease is free or expired (the node that drove them died or lost the
 // database).
 func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []*Order) {
+	if len(active) == 0 {
+		return
+	}
+	// One read spares an acquisition attempt (a write) per order that
+	// another node visibly holds; the acquisition decides in the end.
+	leases, err := d.cluster.store.Leases(ctx)
+	if err != nil {
+		d.log.Warn("reading the leases", zap.Error(err))
+		return
+	}
+	held := map[string]bool{}
+	for _, l := range leases {
+		if l.Holder != d.cluster.node && l.Expires.After(time.Now()) {
+			held[l.Cert] = true
+		}
+	}
 	d.life.startMu.Lock() // see lifecycle.startMu
 	defer d.life.startMu.Unlock()
 	for _, o := range active {
 		if ctx.Err() != nil {
 			return
+		}
+		if held[o.Cert] || d.isDriving(o.Cert) {
+			continue
 		}
 		d.resume(ctx, wg, o)
 	}

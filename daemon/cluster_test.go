@@ -244,3 +244,22 @@ func TestClusterWritesNeedTheLease(t *testing.T) {
 		t.Fatal("a reissue was sent without the lease")
 	}
 }
+
+// Two writes of one file at once may each create one of its directories:
+// the merged record must know both, or one is never removed.
+func TestMergeWrittenUnionsCreatedDirs(t *testing.T) {
+	a := httpchallenge.Written{Webroot: "/w", Name: "f.txt", Content: "x", CreatedDirs: []string{".well-known"}}
+	b := httpchallenge.Written{Webroot: "/w", Name: "f.txt", Content: "x", CreatedDirs: []string{".well-known/pki-validation"}}
+	other := httpchallenge.Written{Webroot: "/v", Name: "f.txt", Content: "x"}
+	got := mergeWritten([]httpchallenge.Written{a}, []httpchallenge.Written{b, other})
+	if len(got) != 2 {
+		t.Fatalf("merged %+v, want two records", got)
+	}
+	w := got[1] // sorted by web root: /v, /w
+	if w.Webroot != "/w" || strings.Join(w.CreatedDirs, ",") != ".well-known/pki-validation,.well-known" {
+		t.Fatalf("merged record %+v, want both directories, deepest first", w)
+	}
+	if got[0].CreatedDirs != nil {
+		t.Fatalf("a record that created nothing got %v", got[0].CreatedDirs)
+	}
+}

@@ -428,6 +428,11 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			}
 			d.metrics.ObservePropagation(cc.DNS, d.now().Sub(start))
 		}
+		// In a cluster the self-check may reach any node: first every
+		// node must have written the files.
+		if err := d.waitFileAcks(ctx, o); err != nil {
+			return err
+		}
 		checker := httpchallenge.Checker{Connect: cc.HTTPConnect}
 		for _, in := range o.Instructions {
 			if in.File != nil {
@@ -435,9 +440,6 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 					return fmt.Errorf("self-check of %s: %w", in.Domain, err)
 				}
 			}
-		}
-		if err := d.waitFileAcks(ctx, o); err != nil {
-			return err
 		}
 		log.Info("every record and file is visible", zap.Duration("took", d.now().Sub(start)))
 		return d.next(ctx, o, StepVisible)
@@ -717,17 +719,27 @@ func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *Order) error {
 	return errors.Join(errs...)
 }
 
-// mergeWritten adds ws to have, one entry per web root and name (the
-// entry that knows which directories were created wins).
+// mergeWritten adds ws to have, one entry per web root and name. The
+// directories created are the union of both entries': two writes of one
+// file at once may each have created one of them.
 func mergeWritten(have, ws []httpchallenge.Written) []httpchallenge.Written {
 	for _, w := range ws {
 		found := false
 		for i, h := range have {
 			if h.Webroot == w.Webroot && h.Name == w.Name {
 				found = true
-				if len(h.CreatedDirs) == 0 {
-					have[i] = w
+				dirs := slices.Clone(h.CreatedDirs)
+				for _, d := range w.CreatedDirs {
+					if !slices.Contains(dirs, d) {
+						dirs = append(dirs, d)
+					}
 				}
+				// Deepest first, as Remove expects.
+				sort.SliceStable(dirs, func(i, j int) bool { return strings.Count(dirs[i], "/") > strings.Count(dirs[j], "/") })
+				if len(dirs) == 0 {
+					dirs = nil
+				}
+				have[i].CreatedDirs = dirs
 			}
 		}
 		if !found {

@@ -313,7 +313,15 @@ func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *Cer
 		defer wg.Done()
 		defer release()
 		if err := d.driveClaimed(ctx, cc, o, true); err != nil && ctx.Err() == nil {
-			d.orderLog(o).Error("order ended in failure", zap.Error(err))
+			if o.Step.Terminal() {
+				d.orderLog(o).Error("order ended in failure", zap.Error(err))
+			} else {
+				// Its step could not be recorded (the database is away):
+				// the order stays in flight and is resumed, here or by
+				// another node.
+				d.orderLog(o).Error("driver stopped; the order stays in flight and will be resumed",
+					zap.String("step", string(o.Step)), zap.Error(err))
+			}
 		}
 	}()
 }

@@ -10,6 +10,12 @@
 #                                   password, wait until it answers and write
 #                                   DIR/env (exported variables)
 #   scripts/postgres.sh stop DIR    stop the server started in DIR
+#   scripts/postgres.sh pause DIR   stop the server of DIR (fast shutdown) but
+#                                   keep its data, port and DIR/env: a
+#                                   database outage for the tests to survive
+#   scripts/postgres.sh resume DIR  start the paused server of DIR again on
+#                                   the same data and port, and wait until it
+#                                   answers
 #
 # The tests read DIR/env:  set -a; . DIR/env; set +a; go test ./daemon/
 # Without DCVD_TEST_POSTGRES_DSN the PostgreSQL tests skip with a reason.
@@ -42,6 +48,8 @@ usage() {
 usage: scripts/postgres.sh install
        scripts/postgres.sh start DIR
        scripts/postgres.sh stop DIR
+       scripts/postgres.sh pause DIR
+       scripts/postgres.sh resume DIR
 EOF
   exit 2
 }
@@ -144,6 +152,19 @@ running_and_answering() {
   [ -f "$DIR/env" ] && alive "$DIR/postgres.pid" && answers
 }
 
+# wait_answers waits until the server of DIR accepts the test user's login.
+wait_answers() {
+  local _
+  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
+    if answers; then
+      return 0
+    fi
+    alive "$DIR/postgres.pid" || die "the server exited during start-up"
+    sleep 0.2
+  done
+  return 1
+}
+
 random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 cmd_start() {
@@ -213,16 +234,56 @@ EOF
 export DCVD_TEST_POSTGRES_DSN=postgres://$DB_USER:$password@127.0.0.1:$port/$DB_NAME?sslmode=disable
 EOF
   mv "$DIR/env.tmp" "$DIR/env"
-  local _
-  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
-    if answers; then
-      log "PostgreSQL on 127.0.0.1:$port, database $DB_NAME; env in $DIR/env"
-      return 0
-    fi
-    alive "$DIR/postgres.pid" || die "the server exited during start-up"
-    sleep 0.2
-  done
-  die "PostgreSQL on 127.0.0.1:$port did not accept $DB_USER within ${START_TIMEOUT}s"
+  wait_answers || die "PostgreSQL on 127.0.0.1:$port did not accept $DB_USER within ${START_TIMEOUT}s"
+  log "PostgreSQL on 127.0.0.1:$port, database $DB_NAME; env in $DIR/env"
 }
 
-servers_main "$@"
+# cmd_pause stops the server as an outage would, but unlike stop it leaves
+# everything resume needs: the data, the port in its configuration, DIR/env.
+cmd_pause() {
+  local bin
+  bin=$(pg_bindir) || die "PostgreSQL not found: run 'scripts/postgres.sh install' first"
+  if [ ! -f "$DIR/env" ] || [ ! -d "$DIR/data" ]; then
+    die "no server was started in $DIR (scripts/postgres.sh start $DIR)"
+  fi
+  alive "$DIR/postgres.pid" || die "the server of $DIR is not running (paused already?)"
+  # A fast shutdown: the clients' connections are cut, as by an outage.
+  as_owner "$bin/pg_ctl" -D "$DIR/data" -m fast -w -t "$START_TIMEOUT" stop >>"$DIR/pause.log" 2>&1 ||
+    die "pg_ctl could not stop the server of $DIR"
+  rm -f "$DIR/postgres.pid"
+  log "paused the server of $DIR; resume with: scripts/postgres.sh resume $DIR"
+}
+
+# cmd_resume starts a paused server again: same data, so the same port,
+# database, user and password, and DIR/env stays right.
+cmd_resume() {
+  local bin
+  bin=$(pg_bindir) || die "PostgreSQL not found: run 'scripts/postgres.sh install' first"
+  if [ ! -f "$DIR/env" ] || [ ! -d "$DIR/data" ]; then
+    die "no server was started in $DIR (scripts/postgres.sh start $DIR)"
+  fi
+  if alive "$DIR/postgres.pid"; then
+    die "the server of $DIR is running, not paused"
+  fi
+  as_owner "$bin/pg_ctl" -D "$DIR/data" -l "$DIR/data/server.log" -w -t "$START_TIMEOUT" start \
+    >"$DIR/pg_ctl.log" 2>&1 || {
+    cp "$DIR/data/server.log" "$DIR/server.log" 2>/dev/null || true
+    die "the server did not start again within ${START_TIMEOUT}s"
+  }
+  head -n 1 "$DIR/data/postmaster.pid" >"$DIR/postgres.pid"
+  wait_answers || die "the resumed server of $DIR did not accept $DB_USER within ${START_TIMEOUT}s"
+  log "resumed the server of $DIR"
+}
+
+# pause and resume are this script's own: the other server scripts have
+# no use for them, so they are dispatched here, as servers_main does start
+# and stop.
+case "${1:-}" in
+  pause | resume)
+    if [ $# -ne 2 ] || [ -z "$2" ]; then usage; fi
+    [ -d "$2" ] || die "no directory $2"
+    DIR=$(cd "$2" && pwd)
+    "cmd_$1"
+    ;;
+  *) servers_main "$@" ;;
+esac

@@ -5,7 +5,11 @@
 // the deployed certificate over TLS. The crash tests kill dcvd with SIGKILL
 // after each step of an order (a binary built with -tags crashtest) and
 // check that a restart finishes with one charge, the same key and complete
-// files; they need no outside server. It has no non-test code.
+// files; they need no outside server. The cluster tests run three "dcvd
+// run" processes on one PostgreSQL each test starts for itself
+// (scripts/postgres.sh start, pause, resume): one charge and identical
+// deployments on every node, a lease holder killed mid-order, the database
+// stopped mid-order. It has no non-test code.
 //
 // Tests that need a server skip with a reason when its variables are not
 // set (scripts/…sh start DIR; set -a; . DIR/env; set +a), and fail instead
