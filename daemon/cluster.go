@@ -362,12 +362,25 @@ func (d *Daemon) syncNode(ctx context.Context, wg *sync.WaitGroup) {
 		d.removeNodeFiles(uid)
 	}
 	d.resumeOrders(ctx, wg, active)
+	lives, err := d.store.Certificates(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("reading the live certificates", zap.Error(err))
+		}
+		return
+	}
+	byName := map[string]*Certificate{}
+	for _, l := range lives {
+		byName[l.Name] = l
+	}
 	cfg := d.config()
 	for i := range cfg.Certificates {
 		if ctx.Err() != nil {
 			return
 		}
-		d.followLive(ctx, &cfg.Certificates[i], active)
+		if live := byName[cfg.Certificates[i].Name]; live != nil {
+			d.followLive(ctx, &cfg.Certificates[i], live, active)
+		}
 	}
 }
 
@@ -604,7 +617,14 @@ func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []
 
 // followLive deploys cc's live certificate on this node when its deploy
 // directory holds another one, and records what the directory holds.
-func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, active []*Order) {
+func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *Certificate, active []*Order) {
+	c := d.cluster
+	c.mu.Lock()
+	last, known := c.recorded[cc.Name]
+	c.mu.Unlock()
+	if known && last.Serial == live.Serial && last.Error == "" {
+		return // deployed here, and recorded: nothing to read
+	}
 	if d.isDriving(cc.Name) {
 		return // the driver deploys, and records, itself
 	}
@@ -615,13 +635,6 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, active []*Order
 			// died after installing): wait until it is recorded.
 			return
 		}
-	}
-	live, err := d.store.Certificate(ctx, cc.Name)
-	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			d.log.Warn("reading the live certificate", zap.String("cert", cc.Name), zap.Error(err))
-		}
-		return
 	}
 	onDisk := ""
 	if certPEM, _, err := ReadDeployed(cc.Deploy); err == nil {
@@ -635,7 +648,6 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, active []*Order
 		d.clusterDeployed(ctx, cc, onDisk, nil)
 		return
 	}
-	c := d.cluster
 	c.mu.Lock()
 	retry := c.deployRetry[cc.Name]
 	c.mu.Unlock()
@@ -643,8 +655,7 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, active []*Order
 		return
 	}
 	log := d.log.With(zap.String("cert", cc.Name), zap.String("serial", live.Serial))
-	err = d.deployLive(ctx, cc, live)
-	if err != nil {
+	if err := d.deployLive(ctx, cc, live); err != nil {
 		c.mu.Lock()
 		c.deployFailures[cc.Name]++
 		wait := retryBackoff(c.deployFailures[cc.Name])
