@@ -31,6 +31,25 @@ const (
 	resolvConf = "/etc/resolv.conf"
 )
 
+// The fast phase of a Wait. The goal is that the CA is asked to look within
+// 500 ms of the record being visible on the last nameserver; a record that
+// turns up just after a round is seen one pause later, so the pause must be
+// well under that, leaving room for the round's own queries and what
+// follows (the HTTP self-check, one commit, the update-dcv call). A round
+// costs one small UDP query per (nameserver, record) still lagging, and
+// most providers publish within seconds to a minute (Route 53 documents
+// 60 seconds), so polling every 250 ms for the first two minutes costs at
+// most 480 queries per record and server, fewer as servers answer. Past
+// that the provider is a slow one, for which the pauses grow from Interval
+// to MaxInterval as before, sparing its nameservers (and their response
+// rate limits) during waits of many minutes.
+const (
+	// DefaultPropagationFastInterval is Propagation.FastInterval's default.
+	DefaultPropagationFastInterval = 250 * time.Millisecond
+	// DefaultPropagationFastPhase is Propagation.FastPhase's default.
+	DefaultPropagationFastPhase = 2 * time.Minute
+)
+
 // Propagation says how dcvd checks that published records are visible: it
 // asks every authoritative nameserver of the zone directly, since the CA
 // may ask any of them and a recursive resolver would only show one view
@@ -40,7 +59,16 @@ const (
 type Propagation struct {
 	// Timeout bounds one Wait; default DefaultPropagationTimeout.
 	Timeout time.Duration
-	// Interval is the pause after the first round of queries; it grows by
+	// FastInterval is the pause between rounds during the first FastPhase
+	// of a Wait, never more than Interval; default
+	// DefaultPropagationFastInterval, or Interval when that is set above
+	// DefaultPropagationInterval (polling slowed down on purpose, for
+	// nameservers that limit their answers, stays slow).
+	FastInterval time.Duration
+	// FastPhase is how long a Wait polls every FastInterval; default
+	// DefaultPropagationFastPhase, negative for none.
+	FastPhase time.Duration
+	// Interval is the first pause after the fast phase; the pauses grow by
 	// half per round up to MaxInterval. Default DefaultPropagationInterval.
 	Interval time.Duration
 	// MaxInterval caps the pause between rounds; default
@@ -58,7 +86,8 @@ type Propagation struct {
 
 // Wait returns once every authoritative nameserver of zone answers each
 // record's Name with a CNAME to its Target (case-insensitive, trailing dot
-// ignored). Servers are polled in rounds; a server that has answered a
+// ignored). Servers are polled in rounds, each pause counted from the
+// start of the round before (see FastPhase); a server that has answered a
 // record correctly is not asked for it again. On timeout, or when ctx ends,
 // the error names each lagging server and record with the server's last
 // answer; when ctx ended, it wraps ctx's error.
@@ -92,8 +121,10 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 		}
 	}
 	last := make(map[pair]string, len(pending)) // what each pending pair answered last
-	interval, maxInterval := p.interval(), p.maxInterval()
+	sched := p.schedule()
+	begun := time.Now()
 	for {
+		roundStart := time.Now()
 		answers := make([]answer, len(pending))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, maxParallelQueries)
@@ -113,6 +144,10 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 		}
 		wg.Wait()
 
+		// A query's connection deadline, set from ctx's, can fire before
+		// ctx reports that it ended: the clock says whether the wait did.
+		deadline, _ := ctx.Deadline()
+		ended := ctx.Err() != nil || !time.Now().Before(deadline)
 		still := pending[:0]
 		for i, pr := range pending {
 			if answers[i].ok {
@@ -121,7 +156,7 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 			}
 			// An answer cut short by the end of the wait says nothing about
 			// the server; keep the one from the round before.
-			if ctx.Err() == nil || last[pr] == "" {
+			if !ended || last[pr] == "" {
 				last[pr] = answers[i].status
 			}
 			still = append(still, pr)
@@ -131,7 +166,9 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 			return nil
 		}
 
-		timer := time.NewTimer(interval)
+		// From the round's start: a slow server does not add its answer
+		// time to every pause.
+		timer := time.NewTimer(time.Until(roundStart.Add(sched.next(roundStart.Sub(begun)))))
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
@@ -149,8 +186,32 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 			}
 			return fmt.Errorf("propagation of %d record(s) in zone %s not complete after %s: %s", len(checks), zone, timeout, summary)
 		}
-		interval = min(interval*3/2, maxInterval)
 	}
+}
+
+// pollSchedule gives the pauses between the rounds of one Wait: fast
+// during the fast phase, then from first growing by half per round up to
+// most.
+type pollSchedule struct {
+	fast, phase, first, most time.Duration
+	grown                    time.Duration // the last pause after the fast phase; 0 before
+}
+
+func (p Propagation) schedule() *pollSchedule {
+	return &pollSchedule{fast: p.fastInterval(), phase: p.fastPhase(), first: p.interval(), most: p.maxInterval()}
+}
+
+// next is the pause after a round that started elapsed into the Wait.
+func (s *pollSchedule) next(elapsed time.Duration) time.Duration {
+	if elapsed < s.phase {
+		return s.fast
+	}
+	if s.grown == 0 {
+		s.grown = s.first
+	} else {
+		s.grown = min(s.grown*3/2, s.most)
+	}
+	return s.grown
 }
 
 // Servers returns the "host:port" servers Wait asks: Nameservers when set,
@@ -229,6 +290,27 @@ func (p Propagation) interval() time.Duration {
 		return p.Interval
 	}
 	return DefaultPropagationInterval
+}
+
+func (p Propagation) fastInterval() time.Duration {
+	interval := p.interval()
+	switch {
+	case p.FastInterval > 0:
+		return min(p.FastInterval, interval)
+	case interval > DefaultPropagationInterval:
+		return interval
+	}
+	return min(DefaultPropagationFastInterval, interval)
+}
+
+func (p Propagation) fastPhase() time.Duration {
+	switch {
+	case p.FastPhase < 0:
+		return 0
+	case p.FastPhase == 0:
+		return DefaultPropagationFastPhase
+	}
+	return p.FastPhase
 }
 
 func (p Propagation) maxInterval() time.Duration {

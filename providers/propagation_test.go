@@ -602,6 +602,84 @@ func TestPropagationDefaults(t *testing.T) {
 	}
 }
 
+func TestPropagationFastDefaults(t *testing.T) {
+	tests := []struct {
+		name        string
+		p           Propagation
+		fast, phase time.Duration
+	}{
+		{"zero", Propagation{}, DefaultPropagationFastInterval, DefaultPropagationFastPhase},
+		// As a [dns.NAME] section configures it by default.
+		{"section defaults", Propagation{Interval: DefaultPropagationInterval, MaxInterval: DefaultPropagationMax},
+			DefaultPropagationFastInterval, DefaultPropagationFastPhase},
+		{"set", Propagation{FastInterval: 100 * time.Millisecond, FastPhase: time.Minute}, 100 * time.Millisecond, time.Minute},
+		{"set above the interval", Propagation{FastInterval: time.Second, Interval: 200 * time.Millisecond}, 200 * time.Millisecond, DefaultPropagationFastPhase},
+		// Polling slowed down on purpose stays slow.
+		{"gentle interval", Propagation{Interval: 5 * time.Second}, 5 * time.Second, DefaultPropagationFastPhase},
+		{"gentle interval, fast one set", Propagation{Interval: 5 * time.Second, FastInterval: time.Second}, time.Second, DefaultPropagationFastPhase},
+		{"interval below the fast one", Propagation{Interval: 50 * time.Millisecond}, 50 * time.Millisecond, DefaultPropagationFastPhase},
+		{"no fast phase", Propagation{FastPhase: -1}, DefaultPropagationFastInterval, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.fastInterval(); got != tt.fast {
+				t.Errorf("fastInterval = %s, want %s", got, tt.fast)
+			}
+			if got := tt.p.fastPhase(); got != tt.phase {
+				t.Errorf("fastPhase = %s, want %s", got, tt.phase)
+			}
+		})
+	}
+}
+
+func TestPropagationSchedule(t *testing.T) {
+	ns := func(n int) time.Duration { return time.Duration(n) }
+	us := func(n int) time.Duration { return time.Duration(n) * time.Microsecond }
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	tests := []struct {
+		name    string
+		p       Propagation
+		elapsed []time.Duration // when each round started
+		want    []time.Duration // the pause after it
+	}{
+		{
+			name:    "section defaults: fast for two minutes, then 500ms growing to 10s",
+			p:       Propagation{Interval: DefaultPropagationInterval, MaxInterval: DefaultPropagationMax},
+			elapsed: []time.Duration{0, ms(250), time.Minute, 2*time.Minute - 1, 2 * time.Minute, 2*time.Minute + ms(500), 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute, 7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute},
+			want: []time.Duration{ms(250), ms(250), ms(250), ms(250), ms(500), ms(750), ms(1125), us(1687500), us(2531250),
+				ns(3796875000), ns(5695312500), ns(8542968750), ms(10000), ms(10000)},
+		},
+		{
+			name:    "no fast phase: the backoff from the first round",
+			p:       Propagation{Interval: ms(100), MaxInterval: ms(200), FastPhase: -1},
+			elapsed: []time.Duration{0, ms(100), ms(250), ms(400)},
+			want:    []time.Duration{ms(100), ms(150), ms(200), ms(200)},
+		},
+		{
+			name:    "a gentle interval is kept in the fast phase",
+			p:       Propagation{Interval: 5 * time.Second, MaxInterval: time.Minute, FastPhase: 10 * time.Second},
+			elapsed: []time.Duration{0, 5 * time.Second, 10 * time.Second, 15 * time.Second},
+			want:    []time.Duration{5 * time.Second, 5 * time.Second, 5 * time.Second, 7500 * time.Millisecond},
+		},
+		{
+			name:    "harness settings: the interval below the fast one",
+			p:       Propagation{Interval: ms(20), MaxInterval: ms(100), FastPhase: ms(100)},
+			elapsed: []time.Duration{0, ms(20), ms(100), ms(130), ms(160)},
+			want:    []time.Duration{ms(20), ms(20), ms(20), ms(30), ms(45)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.p.schedule()
+			for i, e := range tt.elapsed {
+				if got := s.next(e); got != tt.want[i] {
+					t.Fatalf("round %d (at %s): pause %s, want %s", i, e, got, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
 func TestPropagationWithPorts(t *testing.T) {
 	got := withPorts([]string{"127.0.0.1", " ::1 ", "[::1]", "ns.example.net:5353", "[fe80::1]:54"}, 53)
 	want := []string{"127.0.0.1:53", "[::1]:53", "[::1]:53", "ns.example.net:5353", "[fe80::1]:54"}
