@@ -802,9 +802,13 @@ type deployEntry struct {
 
 // deployReplace makes dir hold entries, in their order. Every file is first
 // written to a temporary file (chowned to uid/gid unless both are -1,
-// chmoded, fsynced); only then are they renamed into place (or the files
-// removed), each followed by an fsync of dir. It returns how many entries
-// took effect: a failure before the first rename changes nothing visible.
+// chmoded, fsynced), all of them at once: concurrent fsyncs share the file
+// system's journal commits, where one after the other each waits for its
+// own. Only then are they renamed into place (or the files removed), in
+// order, and dir is fsynced before the last entry and after it: the last
+// (cert.pem in a deployment) is durable only once the others are. It
+// returns how many entries took effect: a failure before the first rename
+// changes nothing visible.
 func deployReplace(dir string, entries []deployEntry, uid, gid int) (done int, err error) {
 	temps := make([]string, len(entries))
 	defer func() {
@@ -814,15 +818,29 @@ func deployReplace(dir string, entries []deployEntry, uid, gid int) (done int, e
 			}
 		}
 	}()
+	errs := make([]error, len(entries))
+	var wg sync.WaitGroup
 	for i, e := range entries {
 		if !e.write {
 			continue
 		}
-		if temps[i], err = deployWriteTemp(dir, e.name, e.content, e.mode, uid, gid); err != nil {
-			return 0, err
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			temps[i], errs[i] = deployWriteTemp(dir, e.name, e.content, e.mode, uid, gid)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return 0, err
 	}
 	for i, e := range entries {
+		last := i == len(entries)-1
+		if last && i > 0 {
+			if err := deploySyncDir(dir); err != nil {
+				return done, err
+			}
+		}
 		path := filepath.Join(dir, e.name)
 		if e.write {
 			if err := os.Rename(temps[i], path); err != nil {
@@ -832,10 +850,12 @@ func deployReplace(dir string, entries []deployEntry, uid, gid int) (done int, e
 		} else if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return done, fmt.Errorf("remove %s: %w", path, err)
 		}
-		if err := deploySyncDir(dir); err != nil {
-			return done, err
-		}
 		done++
+		if last {
+			if err := deploySyncDir(dir); err != nil {
+				return done, err
+			}
+		}
 	}
 	return done, nil
 }
