@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,6 +16,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/internal/fsutil"
 )
@@ -138,4 +142,63 @@ func makeCSR(key crypto.Signer, names []string) (string, error) {
 		return "", fmt.Errorf("create CSR: %w", err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), nil
+}
+
+// orphanKeyAge is how old a key file must be before removeOrphanKeys
+// takes it for abandoned: a key is recorded in its order within
+// milliseconds of being written.
+const orphanKeyAge = time.Minute
+
+// removeOrphanKeys deletes the key files of orders that were never
+// recorded: a crash between writing an order's key and recording the order
+// leaves one (or its temporary file) that nothing will ever use. A key of a
+// recorded order, or of a live certificate, stays.
+func (d *Daemon) removeOrphanKeys(ctx context.Context) {
+	root := filepath.Join(d.config().Daemon.StateDir, "keys")
+	certDirs, err := os.ReadDir(root)
+	if err != nil {
+		return // no keys yet
+	}
+	live := map[string]bool{}
+	if lives, err := d.store.Certificates(ctx); err == nil {
+		for _, c := range lives {
+			live[c.KeyFile] = true
+		}
+	} else {
+		d.log.Warn("looking for abandoned keys", zap.Error(err))
+		return
+	}
+	for _, cd := range certDirs {
+		if !cd.IsDir() {
+			continue
+		}
+		dir := filepath.Join(root, cd.Name())
+		files, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, f := range files {
+			path := filepath.Join(dir, f.Name())
+			info, err := f.Info()
+			if err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < orphanKeyAge || live[path] {
+				continue
+			}
+			// <unique_id>.key, or the temporary file of its write.
+			uid, isKey := strings.CutSuffix(f.Name(), ".key")
+			if !isKey {
+				if !strings.HasPrefix(f.Name(), ".") || !strings.Contains(f.Name(), ".key.tmp") {
+					continue
+				}
+				uid = strings.TrimPrefix(f.Name()[:strings.Index(f.Name(), ".key.tmp")], ".")
+			}
+			if _, err := d.store.Order(ctx, uid); !errors.Is(err, ErrNotFound) {
+				continue // recorded (or the store cannot say): keep it
+			}
+			if err := os.Remove(path); err != nil {
+				d.log.Warn("removing an abandoned key", zap.String("file", path), zap.Error(err))
+				continue
+			}
+			d.log.Info("removed the key of an order that was never recorded", zap.String("file", path))
+		}
+	}
 }

@@ -300,6 +300,11 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			o.Attempts++
 			o.LastError = err.Error()
 			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
+			// A CA that says when to come back (429, 503) is heard: never
+			// sooner than it asked.
+			if ra := reseller.RetryAfter(err); ra > 0 && d.now().Add(ra).After(o.NextAttempt) {
+				o.NextAttempt = d.now().Add(ra)
+			}
 			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
 				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
 			if perr := d.storeFor(o.Cert).PutOrder(work, o); perr != nil {

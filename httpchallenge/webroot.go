@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dcvd/dcvd/internal/fsutil"
 	"github.com/dcvd/dcvd/reseller"
@@ -465,7 +466,44 @@ func removeFile(w Written) error {
 	if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
-	return nil
+	return removeTemps(root, w)
+}
+
+// removeTemps removes the temporary files a write of w interrupted by a
+// crash left behind: their random names were never recorded, so they are
+// recognised by dcvd's temporary name and a content that is a prefix of
+// w's (a write stops anywhere). Another order's temporary file never
+// matches: its content is another token.
+func removeTemps(root *os.Root, w Written) error {
+	entries, err := fs.ReadDir(root.FS(), pkiDir)
+	if err != nil {
+		return nil // no directory: nothing left behind
+	}
+	var errs []error
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, ".dcvd-") || !strings.HasSuffix(name, ".tmp") {
+			continue
+		}
+		rel := pkiDir + "/" + name
+		fi, err := e.Info()
+		if err != nil || fi.Size() > int64(len(w.Content)) {
+			continue
+		}
+		data, err := root.ReadFile(rel)
+		if err != nil || !strings.HasPrefix(w.Content, string(data)) {
+			continue
+		}
+		// A few bytes could be another write's, in progress: a short
+		// prefix is left until it is surely abandoned.
+		if len(data) < 8 && time.Since(fi.ModTime()) < time.Minute {
+			continue
+		}
+		if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(w.Webroot, rel), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func removeDir(webroot, rel string) error {

@@ -2,6 +2,7 @@ package httpchallenge
 
 import (
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"os/user"
@@ -788,6 +789,44 @@ func TestPrintable(t *testing.T) {
 	for _, tt := range tests {
 		if got := printable(tt.in); got != tt.want {
 			t.Errorf("printable(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// A crash between writing the temporary file and renaming it leaves a
+// .dcvd-*.tmp whose name was never recorded: Remove finds it by its
+// content, and leaves another order's alone.
+func TestRemoveDeletesAbandonedTemps(t *testing.T) {
+	dir := t.TempDir()
+	f := instr("ABC123.txt", "0123456789abcdef\ncomodoca.com\nxyz")
+	ws, err := Write([]Webroot{{Dir: dir}}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := filepath.Join(dir, ".well-known", "pki-validation")
+	mine := filepath.Join(pki, ".dcvd-00000000000000aa.tmp")
+	theirs := filepath.Join(pki, ".dcvd-00000000000000bb.tmp")
+	fresh := filepath.Join(pki, ".dcvd-00000000000000cc.tmp")
+	other := filepath.Join(pki, "other.tmp")
+	for path, content := range map[string]string{
+		mine:   f.Content[:20],            // a write of f cut short
+		theirs: "fedcba9876543210\nother", // another order's
+		fresh:  "0",                       // too short to tell, and recent
+		other:  f.Content[:20],            // not dcvd's name
+	} {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := Remove(ws); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mine); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the abandoned temporary file of this order is still there: %v", err)
+	}
+	for _, p := range []string{theirs, fresh, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s was removed: %v", filepath.Base(p), err)
 		}
 	}
 }

@@ -19,8 +19,8 @@ import (
 // endpoints), to test a client against what real APIs and the networks in
 // front of them do. For each request one number is drawn from a random
 // sequence seeded with Seed, and compared with ErrorRate, then
-// RateLimitRate, MalformedRate and ResetRate in turn: their sum is the
-// probability of a fault and must not exceed 1.
+// RateLimitRate, MalformedRate, ResetRate and SlowRate in turn: their sum is
+// the probability of a fault and must not exceed 1.
 type Faults struct {
 	// ErrorRate is the probability of an HTTP 500, 502 or 503. Half of them
 	// come before the request is processed, half after: then the request
@@ -36,6 +36,15 @@ type Faults struct {
 	// ResetRate is the probability that the connection is closed without a
 	// reply; half before processing, half after.
 	ResetRate float64
+	// SlowRate is the probability that a reply is held back for SlowLatency
+	// (on top of Latency) after processing. Longer than the client's
+	// timeout, it is a request that took effect but whose reply never
+	// arrives in time: the client gives up by itself, where a reset or a
+	// 5xx would have told it at once.
+	SlowRate float64
+	// SlowLatency is the delay of a slow reply (SlowRate); it must be
+	// positive when SlowRate is.
+	SlowLatency time.Duration
 	// RetryAfter is the Retry-After of 429 replies, rounded up to whole
 	// seconds (default 1s).
 	RetryAfter time.Duration
@@ -52,7 +61,7 @@ func (f Faults) validate() error {
 	for _, r := range []struct {
 		name string
 		v    float64
-	}{{"ErrorRate", f.ErrorRate}, {"RateLimitRate", f.RateLimitRate}, {"MalformedRate", f.MalformedRate}, {"ResetRate", f.ResetRate}} {
+	}{{"ErrorRate", f.ErrorRate}, {"RateLimitRate", f.RateLimitRate}, {"MalformedRate", f.MalformedRate}, {"ResetRate", f.ResetRate}, {"SlowRate", f.SlowRate}} {
 		if math.IsNaN(r.v) || r.v < 0 || r.v > 1 {
 			return fmt.Errorf("faults: %s %v is not a probability between 0 and 1", r.name, r.v)
 		}
@@ -61,8 +70,11 @@ func (f Faults) validate() error {
 	if sum > 1+1e-9 {
 		return fmt.Errorf("faults: the rates add up to %v, more than 1", sum)
 	}
-	if f.RetryAfter < 0 || f.Latency < 0 {
-		return fmt.Errorf("faults: RetryAfter and Latency must not be negative")
+	if f.RetryAfter < 0 || f.Latency < 0 || f.SlowLatency < 0 {
+		return fmt.Errorf("faults: RetryAfter, Latency and SlowLatency must not be negative")
+	}
+	if f.SlowRate > 0 && f.SlowLatency == 0 {
+		return fmt.Errorf("faults: SlowRate %v without a SlowLatency would delay nothing", f.SlowRate)
 	}
 	return nil
 }
@@ -77,6 +89,7 @@ const (
 	faultMalformed
 	faultResetBefore
 	faultResetAfter
+	faultSlow
 )
 
 var faultNames = map[faultKind]string{
@@ -86,6 +99,7 @@ var faultNames = map[faultKind]string{
 	faultMalformed:   "truncated reply after processing",
 	faultResetBefore: "connection reset before processing",
 	faultResetAfter:  "connection reset after processing",
+	faultSlow:        "slow reply after processing",
 }
 
 // fault is what happens to one request.
@@ -148,6 +162,9 @@ func (fi *faultInjector) draw() fault {
 		if first {
 			out.kind = faultResetBefore
 		}
+	case u < fi.f.ErrorRate+fi.f.RateLimitRate+fi.f.MalformedRate+fi.f.ResetRate+fi.f.SlowRate:
+		out.kind = faultSlow
+		out.latency += fi.f.SlowLatency
 	}
 	return out
 }
@@ -166,11 +183,15 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := newReplyRecorder()
 	s.handleAPI(rec, r)
+	if f.kind == faultSlow {
+		s.log.Info("fault injected", zap.String("path", r.URL.Path), zap.String("fault", faultNames[f.kind]),
+			zap.Duration("latency", f.latency))
+	}
 	if !sleep(r.Context(), f.latency) {
 		s.log.Info("client gone before the reply was written", zap.String("path", r.URL.Path))
 		return
 	}
-	if f.kind == faultNone {
+	if f.kind == faultNone || f.kind == faultSlow {
 		rec.copyTo(w)
 		return
 	}

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"testing"
@@ -45,16 +46,22 @@ func TestFaultsAfterProcessing(t *testing.T) {
 		name   string
 		faults Faults
 		lostOK func(r sbReply, err error) bool // the reply looks like the fault
+		// timeout bounds each send (default 10s): the client's own
+		// timeout, which a slow reply outlasts.
+		timeout time.Duration
 	}{
 		{"server errors", Faults{ErrorRate: 1, Seed: 3}, func(r sbReply, err error) bool {
 			return err == nil && r.status >= 500
-		}},
+		}, 0},
 		{"truncated replies", Faults{MalformedRate: 1, Seed: 3}, func(r sbReply, err error) bool {
 			return err == nil && r.status == http.StatusOK && !json.Valid(r.raw)
-		}},
+		}, 0},
 		{"connection resets", Faults{ResetRate: 1, Seed: 3}, func(r sbReply, err error) bool {
 			return err != nil
-		}},
+		}, 0},
+		{"slow replies past the client's timeout", Faults{SlowRate: 1, SlowLatency: time.Hour, Seed: 3}, func(r sbReply, err error) bool {
+			return errors.Is(err, context.DeadlineExceeded)
+		}, 100 * time.Millisecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +72,15 @@ func TestFaultsAfterProcessing(t *testing.T) {
 			if err := h.srv.SetFaults(tt.faults); err != nil {
 				t.Fatal(err)
 			}
+			timeout := tt.timeout
+			if timeout == 0 {
+				timeout = 10 * time.Second
+			}
+			send := func(req sbRequest) (sbReply, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				defer cancel()
+				return h.send(ctx, req)
+			}
 			attempts := 0
 			for h.charges("f1") == 0 {
 				attempts++
@@ -73,7 +89,7 @@ func TestFaultsAfterProcessing(t *testing.T) {
 				}
 				req := sbRequest{method: http.MethodPost, path: reseller.PathReissue, body: body}
 				h.sign(&req, h.id, h.secret, h.clock.Now())
-				r, err := h.send(context.Background(), req)
+				r, err := send(req)
 				if !tt.lostOK(r, err) {
 					t.Fatalf("attempt %d: not the injected fault: err %v, HTTP %d %s", attempts, err, r.status, r.raw)
 				}
@@ -82,7 +98,7 @@ func TestFaultsAfterProcessing(t *testing.T) {
 			for i := 0; i < 5; i++ {
 				req := sbRequest{method: http.MethodPost, path: reseller.PathReissue, body: body}
 				h.sign(&req, h.id, h.secret, h.clock.Now())
-				h.send(context.Background(), req)
+				send(req)
 			}
 			if err := h.srv.SetFaults(Faults{}); err != nil {
 				t.Fatal(err)
@@ -121,8 +137,19 @@ func TestFaultsLatencyHonoursClientContext(t *testing.T) {
 	// a handler that ignored the client's context would hang the test.
 }
 
+// TestFaultsSlowReplyArrives: a slow reply that the client waits for
+// arrives whole.
+func TestFaultsSlowReplyArrives(t *testing.T) {
+	h := sbStart(t, "", nil, func(c *Config) { c.Faults = Faults{SlowRate: 1, SlowLatency: 20 * time.Millisecond} })
+	r := h.call(http.MethodGet, reseller.PathProductList, nil)
+	r.mustSucceed(t)
+	if !json.Valid(r.raw) {
+		t.Fatalf("slow reply is not whole: %s", r.raw)
+	}
+}
+
 func TestFaultInjectorDraws(t *testing.T) {
-	f := Faults{ErrorRate: 0.5, RateLimitRate: 0.1, MalformedRate: 0.1, ResetRate: 0.2, Seed: 42}
+	f := Faults{ErrorRate: 0.4, RateLimitRate: 0.1, MalformedRate: 0.1, ResetRate: 0.2, SlowRate: 0.1, SlowLatency: time.Second, Seed: 42}
 	count := func() map[faultKind]int {
 		fi := newFaultInjector(f)
 		m := map[faultKind]int{}
@@ -142,11 +169,12 @@ func TestFaultInjectorDraws(t *testing.T) {
 			t.Errorf("%v: rate %.3f, want about %.2f", k, got, want)
 		}
 	}
-	near([]faultKind{faultErrorBefore}, 0.25)
-	near([]faultKind{faultErrorAfter}, 0.25)
+	near([]faultKind{faultErrorBefore}, 0.2)
+	near([]faultKind{faultErrorAfter}, 0.2)
 	near([]faultKind{faultRateLimit}, 0.1)
 	near([]faultKind{faultMalformed}, 0.1)
 	near([]faultKind{faultResetBefore, faultResetAfter}, 0.2)
+	near([]faultKind{faultSlow}, 0.1)
 	near([]faultKind{faultNone}, 0.1)
 	if again := count(); len(again) != len(m) || again[faultNone] != m[faultNone] || again[faultErrorAfter] != m[faultErrorAfter] {
 		t.Errorf("the same seed drew %v, then %v", m, again)
@@ -154,6 +182,7 @@ func TestFaultInjectorDraws(t *testing.T) {
 
 	for _, bad := range []Faults{
 		{ErrorRate: -0.1}, {ResetRate: 1.5}, {ErrorRate: 0.6, MalformedRate: 0.6}, {ErrorRate: math.NaN()}, {Latency: -time.Second},
+		{SlowRate: 0.1}, {SlowRate: 0.5, SlowLatency: time.Second, ErrorRate: 0.6}, {SlowLatency: -time.Second},
 	} {
 		if err := bad.validate(); err == nil {
 			t.Errorf("%+v accepted", bad)

@@ -1,0 +1,59 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A crash between writing an order's key and recording the order leaves a
+// key nothing uses: it is removed once old enough; recorded orders' keys,
+// the live certificate's and fresh files stay.
+func TestRemoveOrphanKeys(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(hDomains())
+	d := h.daemon(cfg, nil)
+	ctx := context.Background()
+	dir := filepath.Join(cfg.Daemon.StateDir, "keys", hCert)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * orphanKeyAge)
+	write := func(name string, aged bool) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("key"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if aged {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	orphan := write("dcvd-orphan.key", true)
+	orphanTmp := write(".dcvd-orphan2.key.tmp-123", true)
+	recorded := write("dcvd-recorded.key", true)
+	liveKey := write("dcvd-live.key", true)
+	fresh := write("dcvd-fresh.key", false)
+	other := write("notes.txt", true)
+	if err := d.store.PutOrder(ctx, &Order{UniqueID: "dcvd-recorded", Cert: hCert, Step: StepDone}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.store.PutCertificate(ctx, &Certificate{Name: hCert, Serial: "1", KeyFile: liveKey}); err != nil {
+		t.Fatal(err)
+	}
+	d.removeOrphanKeys(ctx)
+	for _, p := range []string{orphan, orphanTmp} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s: still there (%v)", filepath.Base(p), err)
+		}
+	}
+	for _, p := range []string{recorded, liveKey, fresh, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: removed (%v)", filepath.Base(p), err)
+		}
+	}
+}
