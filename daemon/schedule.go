@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -149,6 +150,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.runCluster(ctx, &wg)
 		d.log.Info("running as a cluster node", zap.String("node", d.cluster.node), zap.Duration("lease", d.cluster.lease))
 	}
+	if d.cluster == nil {
+		d.removeOrphanKeys(ctx)
+	}
 	d.markRunning()
 
 	d.sweep(ctx, &wg)
@@ -174,6 +178,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 // sweep starts a driver for every order in flight and every certificate
 // that is due. Certificates already being driven are left alone.
 func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
+	d.sweepLocked(ctx, wg)
+	// The check reads every certificate at once (sweepState): most of
+	// what a daemon at rest ever allocates, then garbage until the next
+	// check, hours away. Handing it back to the system now, at the cost
+	// of one collection per check, keeps an idle daemon's memory to what
+	// it uses (bench/idle.sh: 9 MB of anonymous memory instead of 13 at
+	// 1,000 certificates).
+	debug.FreeOSMemory()
+}
+
+// sweepLocked is sweep under startMu.
+func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
 	d.life.startMu.Lock() // see lifecycle.startMu
 	defer d.life.startMu.Unlock()
 	active, err := d.store.ActiveOrders(ctx)
@@ -187,6 +203,7 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 		inFlight[o.Cert] = true
 		d.resume(ctx, wg, o)
 	}
+	state := d.readSweepState(ctx)
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		if inFlight[cc.Name] || d.isDriving(cc.Name) {
@@ -195,7 +212,7 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 		// In a cluster this first look is without the lease (most
 		// certificates are not due, and taking a lease is a write); the
 		// decision is made again under the lease.
-		r, live, err := d.renewal(ctx, cc, d.cluster == nil)
+		r, live, err := d.sweepRenewal(ctx, state, cc, d.cluster == nil)
 		if err != nil {
 			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
 			continue
@@ -332,6 +349,75 @@ func (d *Daemon) isDriving(cert string) bool {
 	return d.driving[cert]
 }
 
+// renewalHistory is how many of a certificate's last attempts the renewal
+// decision reads: NextRenewal counts the failures in a row, and the backoff
+// stops growing long before 20.
+const renewalHistory = 20
+
+// sweepState is the state of every certificate, read in two queries for one
+// sweep: a query per certificate would cost the sweep about 0.15 ms each
+// with SQLite, 1.5 s at 10,000 certificates (see BenchmarkSweep).
+type sweepState struct {
+	live    map[string]*Certificate
+	history map[string][]Attempt
+	// driving holds the certificates that were being driven just before
+	// the state was read. Their drivers may have written since: if they
+	// have ended by the time the sweep reaches them, their state is read
+	// again. No other driver of this process writes meanwhile: starting
+	// one takes startMu, which the sweep holds.
+	driving map[string]bool
+}
+
+// readSweepState reads the state of every certificate for a sweep; nil
+// when that fails, and the sweep then reads each certificate on its own,
+// as a row that cannot be read must only hold up its own certificate.
+func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
+	d.mu.Lock()
+	driving := make(map[string]bool, len(d.driving))
+	for cert, on := range d.driving {
+		driving[cert] = on
+	}
+	d.mu.Unlock()
+	certs, err := d.store.Certificates(ctx)
+	if err != nil {
+		d.log.Warn("reading every live certificate at once; reading them one by one", zap.Error(err))
+		return nil
+	}
+	history, err := d.store.RecentAttempts(ctx, renewalHistory)
+	if err != nil {
+		d.log.Warn("reading every certificate's history at once; reading them one by one", zap.Error(err))
+		return nil
+	}
+	live := make(map[string]*Certificate, len(certs))
+	for _, c := range certs {
+		live[c.Name] = c
+	}
+	return &sweepState{live: live, history: history, driving: driving}
+}
+
+// sweepRenewal is renewal from the sweep's state when that state settles
+// it: the certificate has a live certificate that is not due. Otherwise,
+// the state is read again for this certificate alone (renewal), so that
+// what acts (a renewal started, a certificate adopted) and what is
+// published about it rests on reads made just before, as it would without
+// the batched read.
+func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertConfig, adopt bool) (Renewal, *Certificate, error) {
+	if state == nil || state.driving[cc.Name] {
+		return d.renewal(ctx, cc, adopt)
+	}
+	live := state.live[cc.Name]
+	if live == nil {
+		// Not due only during a failure's backoff; the deploy
+		// directory's certificate is adopted all the same.
+		return d.renewal(ctx, cc, adopt)
+	}
+	r := NextRenewal(cc, live, state.history[cc.Name], d.now())
+	if !d.now().Before(r.At) {
+		return d.renewal(ctx, cc, adopt)
+	}
+	return r, live, nil
+}
+
 // renewal computes NextRenewal from the store, adopting a certificate
 // already in the deploy directory when the store has none (a first run on
 // a host that has certificates).
@@ -350,7 +436,7 @@ func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renew
 	if err != nil {
 		return Renewal{}, nil, err
 	}
-	history, err := d.store.Attempts(ctx, cc.Name, 20)
+	history, err := d.store.Attempts(ctx, cc.Name, renewalHistory)
 	if err != nil {
 		return Renewal{}, nil, err
 	}

@@ -40,8 +40,9 @@ var ErrActiveOrder = errors.New("another order of this certificate is in flight"
 //
 // The methods that look up one item (Certificate, Order, OrderByToken,
 // ActiveOrder) return an error wrapping ErrNotFound when there is none. The
-// methods that list (Certificates, ActiveOrders, Attempts) return an empty
-// slice and a nil error when there is nothing to list, never ErrNotFound.
+// methods that list (Certificates, ActiveOrders, Attempts, RecentAttempts)
+// return an empty slice (map) and a nil error when there is nothing to
+// list, never ErrNotFound.
 //
 // Values passed in are not retained (except that PutOrder sets the
 // timestamps of the *Order it is given), and values returned are the
@@ -125,6 +126,15 @@ type Store interface {
 	// Attempts returns the history of the certificate cert, newest (last
 	// added) first, at most limit entries; limit <= 0 means all.
 	Attempts(ctx context.Context, cert string, limit int) ([]Attempt, error)
+
+	// RecentAttempts returns the history of every certificate that has
+	// one, keyed by certificate name, each as Attempts(ctx, name, limit)
+	// would return it: newest (last added) first, at most limit entries;
+	// limit <= 0 means all. A certificate without attempts has no key,
+	// and with no attempts at all the map is empty (never nil). It is one
+	// read, for the renewal check of every certificate at once, where a
+	// call of Attempts per certificate would cost a query each.
+	RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error)
 
 	// TotalCost returns the sum of the costs of cert's attempts: 0 for a
 	// certificate without history. The cost of the order in flight is not

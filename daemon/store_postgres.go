@@ -575,6 +575,37 @@ func (s *PostgresStore) Attempts(ctx context.Context, cert string, limit int) ([
 	return collectRows(rows, fmt.Sprintf("read attempts of %q", cert), scanAttempt)
 }
 
+// RecentAttempts implements Store. The database keeps limit per
+// certificate (ROW_NUMBER), so that a long history does not cross the
+// network.
+func (s *PostgresStore) RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error) {
+	q := `SELECT ` + attemptColumns + ` FROM attempts ORDER BY id DESC`
+	var args []any
+	if limit > 0 {
+		q = `SELECT ` + attemptColumns + ` FROM (
+			SELECT ` + attemptColumns + `, id, ROW_NUMBER() OVER (PARTITION BY cert ORDER BY id DESC) AS n
+			FROM attempts) AS recent
+			WHERE n <= $1 ORDER BY id DESC`
+		args = []any{limit}
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read the recent attempts: %w", err)
+	}
+	defer rows.Close()
+	all, err := collectRows(rows, "read the recent attempts", scanAttempt)
+	if err != nil {
+		return nil, err
+	}
+	return attemptsByCert(all, limit), nil
+}
+
+// RecentAttempts implements Store: the store's own, as fencedStore's other
+// reads (store_cluster.go).
+func (f *fencedStore) RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error) {
+	return f.s.RecentAttempts(ctx, limit)
+}
+
 // TotalCost implements Store.
 func (s *PostgresStore) TotalCost(ctx context.Context, cert string) (float64, error) {
 	var total float64

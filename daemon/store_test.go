@@ -72,6 +72,7 @@ var storeSuite = []struct {
 	{"PutOrderRefuses", testStorePutOrderRefuses},
 	{"ActiveOrdersOldestFirst", testStoreActiveOrdersOldestFirst},
 	{"Attempts", testStoreAttempts},
+	{"RecentAttempts", testStoreRecentAttempts},
 	{"ReopenKeepsData", testStoreReopenKeepsData},
 	{"MigrationsIdempotent", testStoreMigrationsIdempotent},
 	{"UpgradeFromVersion1", testStoreUpgradeFromVersion1},
@@ -809,6 +810,104 @@ func testStoreAttempts(t *testing.T, b storeBackend) {
 	}
 }
 
+// testStoreRecentAttempts: every certificate's history, each as Attempts
+// returns it, whatever the limit, with histories added interleaved.
+func testStoreRecentAttempts(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
+	ctx := t.Context()
+	empty, err := s.RecentAttempts(ctx, 20)
+	if err != nil || empty == nil || len(empty) != 0 {
+		t.Fatalf("RecentAttempts on an empty store = %#v, %v; want an empty map", empty, err)
+	}
+
+	// shop, api and web take turns, so that no certificate's rows are
+	// contiguous; shop has the longest history, web a single entry.
+	n := 0
+	add := func(cert, uniqueID string) Attempt {
+		t.Helper()
+		n++
+		a := fullAttempt(cert, uniqueID)
+		a.Cost = float64(n)
+		a.Finished = a.Finished.Add(time.Duration(n) * time.Minute)
+		if n%3 == 0 {
+			a.Outcome, a.Error = StepDone, ""
+		}
+		if err := s.AddAttempt(ctx, a); err != nil {
+			t.Fatalf("AddAttempt %s of %s: %v", uniqueID, cert, err)
+		}
+		return a
+	}
+	for i := range 6 {
+		add("shop", fmt.Sprintf("s%d", i))
+		if i < 4 {
+			add("api", fmt.Sprintf("a%d", i))
+		}
+		if i == 2 {
+			add("web", "w0")
+			add("shop", "") // no unique_id
+		}
+	}
+	// Replacing an attempt keeps its place in the history.
+	again := fullAttempt("shop", "s1")
+	again.Cost, again.Error = 100, "replaced"
+	if err := s.AddAttempt(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, limit := range []int{-1, 0, 1, 2, 4, 7, 20} {
+		got, err := s.RecentAttempts(ctx, limit)
+		if err != nil {
+			t.Fatalf("RecentAttempts(%d): %v", limit, err)
+		}
+		if len(got) != 3 {
+			t.Errorf("RecentAttempts(%d) has %d certificates, want shop, api and web: %v", limit, len(got), got)
+		}
+		for _, cert := range []string{"shop", "api", "web"} {
+			want, err := s.Attempts(ctx, cert, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got[cert], want) {
+				t.Errorf("RecentAttempts(%d)[%s]:\n got %+v\nwant %+v", limit, cert, got[cert], want)
+			}
+		}
+	}
+	all, err := s.RecentAttempts(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all["shop"]) != 7 || all["shop"][5].Error != "replaced" {
+		t.Errorf("shop's whole history = %+v; want 7 entries, s1 replaced in place", all["shop"])
+	}
+
+	// The caller's to modify: nothing is shared, between certificates
+	// or with a later call.
+	two, err := s.RecentAttempts(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := append(two["shop"], Attempt{Cert: "intruder"}, Attempt{Cert: "intruder"})
+	for i := range shop {
+		shop[i].Error = "changed by the caller"
+	}
+	for _, cert := range []string{"api", "web"} {
+		if want, _ := s.Attempts(ctx, cert, 2); !reflect.DeepEqual(two[cert], want) {
+			t.Errorf("changing shop's slice changed %s's: %+v", cert, two[cert])
+		}
+	}
+	if again, _ := s.RecentAttempts(ctx, 2); again["shop"][0].Error == "changed by the caller" {
+		t.Error("a change by the caller shows in a later RecentAttempts")
+	}
+
+	// A cluster store's fenced view reads the same.
+	if cs, ok := s.(ClusterStore); ok {
+		fenced, err := cs.Fenced(Lease{Cert: "shop", Holder: "n1", Token: 1}).RecentAttempts(ctx, 2)
+		if want, _ := s.RecentAttempts(ctx, 2); err != nil || !reflect.DeepEqual(fenced, want) {
+			t.Errorf("Fenced(...).RecentAttempts(2) = %+v, %v; want %+v", fenced, err, want)
+		}
+	}
+}
+
 func testStoreReopenKeepsData(t *testing.T, b storeBackend) {
 	db := b.newDB(t)
 	ctx := t.Context()
@@ -1129,6 +1228,7 @@ func testStoreHonoursContext(t *testing.T, b storeBackend) {
 		"PutOrder":       func() error { return s.PutOrder(ctx, fullOrder("u1", "shop")) },
 		"AddAttempt":     func() error { return s.AddAttempt(ctx, fullAttempt("shop", "u1")) },
 		"Attempts":       func() error { _, err := s.Attempts(ctx, "shop", 0); return err },
+		"RecentAttempts": func() error { _, err := s.RecentAttempts(ctx, 20); return err },
 		"TotalCost":      func() error { _, err := s.TotalCost(ctx, "shop"); return err },
 	}
 	for name, call := range calls {

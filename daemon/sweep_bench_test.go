@@ -1,0 +1,476 @@
+package daemon
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// BenchmarkSweep measures the renewal check of a running daemon when
+// nothing is due: one Daemon.sweep over 1,000, 10,000 and 100,000
+// configured certificates, each with a live certificate in the SQLite store
+// valid for 80 more days (due in about 50), and 0 to 2 successful attempts
+// in its history, as after renewals. It is the work of every tick of
+// daemon.schedule: read the state, decide with NextRenewal, publish the
+// metrics (10k-metrics: with daemon.metrics_listen set), check the expiry
+// alerts, then give the memory of the batched read back to the system
+// (10k-decide-only: without that last step). The goal is 100 ms at 10,000.
+//
+//	go test -run '^$' -bench BenchmarkSweep -benchtime 20x ./daemon/
+//
+// DCVD_SWEEP_BENCH_N=N replaces the sizes by N alone, named as the others
+// (Nk when N is a multiple of 1,000).
+//
+// The store is seeded through PutCertificate and AddAttempt (with
+// synchronous=OFF while seeding only: 100,000 fsyncs would take minutes
+// and measure nothing of the sweep). One real leaf is stored in every row,
+// under the row's own names: NextRenewal reads the row's dates and names,
+// never the PEM.
+//
+// The daemon's whole process (start, config, state, one sweep, exit) is
+// measured by bench/sweep and bench/certbot.sh.
+func BenchmarkSweep(b *testing.B) {
+	leafPEM, chainPEM := benchLeafPEM(b, true)
+	type sweepCase struct {
+		name    string
+		n       int
+		metrics bool
+		// decideOnly leaves out the memory given back after the check
+		// (debug.FreeOSMemory in sweep), to tell the two costs apart.
+		decideOnly bool
+	}
+	cases := []sweepCase{
+		{"1k", 1_000, false, false},
+		{"10k", 10_000, false, false},
+		{"100k", 100_000, false, false},
+		// With daemon.metrics_listen set: the sweep also publishes every
+		// certificate's series.
+		{"10k-metrics", 10_000, true, false},
+		{"10k-decide-only", 10_000, false, true},
+	}
+	// bench/certbot.sh measures the size it compares with certbot.
+	if env := os.Getenv("DCVD_SWEEP_BENCH_N"); env != "" {
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 1 {
+			b.Fatalf("DCVD_SWEEP_BENCH_N=%q: want a positive number of certificates", env)
+		}
+		name := strconv.Itoa(n)
+		if n%1000 == 0 {
+			name = strconv.Itoa(n/1000) + "k"
+		}
+		cases = []sweepCase{{name, n, false, false}}
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			d := benchSweepDaemon(b, ctx, c.n, leafPEM, chainPEM, c.metrics)
+			var wg sync.WaitGroup
+			cpu0 := benchCPUTime(b)
+			sweep := d.sweep
+			if c.decideOnly {
+				sweep = d.sweepLocked
+			}
+			for b.Loop() {
+				sweep(ctx, &wg)
+			}
+			b.StopTimer()
+			cpu := benchCPUTime(b) - cpu0
+			wg.Wait()
+			// The measure is void if anything was found due.
+			if active, err := d.store.ActiveOrders(ctx); err != nil || len(active) != 0 {
+				b.Fatalf("the sweep started orders (%d, %v): the certificates were meant to be not due", len(active), err)
+			}
+			d.mu.Lock()
+			driving := len(d.driving)
+			d.mu.Unlock()
+			if driving != 0 {
+				b.Fatalf("%d drivers started: the certificates were meant to be not due", driving)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.n), "ns/cert")
+			// On a busy machine the wall time stretches; the CPU time of
+			// the process (the collector's included) much less.
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/1e6, "cpu-ms/op")
+		})
+	}
+}
+
+// benchCPUTime is the CPU time (user and system) the process has used.
+func benchCPUTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchLeafPEM is a self-signed ECDSA certificate issued 10 days ago and
+// valid for 90 days, and a chain: for the benchmarks one of the size of a
+// real one (an RSA-2048 certificate), so that the rows are as large as real
+// ones; for the tests, where size does not matter, a quicker ECDSA one.
+func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
+	b.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(0x5eed),
+		Subject:      pkix.Name{CommonName: "bench.example.com"},
+		DNSNames:     []string{"bench.example.com"},
+		NotBefore:    now.Add(-10 * 24 * time.Hour),
+		NotAfter:     now.Add(80 * 24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var caKey crypto.Signer = key
+	if realSize {
+		if caKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(0xca), Subject: pkix.Name{CommonName: "Bench Intermediate CA", Organization: []string{"dcvd bench"}},
+		NotBefore: now.Add(-365 * 24 * time.Hour), NotAfter: now.Add(5 * 365 * 24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, caKey.Public(), caKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+}
+
+// benchSweepDaemon is a daemon with n configured certificates, each with a
+// live certificate not due and 0 to 2 successful attempts in its history,
+// in a new SQLite store, with the default expiry alerts, logging nowhere;
+// with metrics if asked.
+func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, metrics bool) *Daemon {
+	b.Helper()
+	dir := b.TempDir()
+	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	if _, err := store.db.ExecContext(ctx, `PRAGMA synchronous = OFF`); err != nil {
+		b.Fatal(err)
+	}
+	blk, _ := pem.Decode([]byte(leafPEM))
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := &Config{
+		API: APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "bench", AccessKeySecret: "bench", Timeout: time.Second},
+		Daemon: DaemonConfig{
+			StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4, PollInterval: 10 * time.Second,
+			ExpiryAlertDays: []int{14, 7, 3, 1},
+		},
+		Certificates: make([]CertConfig, n),
+	}
+	for i := range n {
+		name := fmt.Sprintf("cert%06d", i)
+		domain := name + ".example.com"
+		cfg.Certificates[i] = CertConfig{
+			Name: name, ServiceID: fmt.Sprintf("svc%06d", i), KeyType: KeyECDSAP256,
+			Domains: map[string]reseller.Method{domain: reseller.MethodHTTP, "www." + domain: reseller.MethodHTTP},
+			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)},
+		}
+		serial := fmt.Sprintf("%032x", i+1)
+		live := &Certificate{
+			Name: name, Serial: serial, Names: []string{domain, "www." + domain},
+			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, CertPEM: leafPEM, ChainPEM: chainPEM,
+			KeyFile: filepath.Join(dir, "keys", name, "key.pem"), UniqueID: "u-" + name, DeployedAt: leaf.NotBefore,
+		}
+		if err := store.PutCertificate(ctx, live); err != nil {
+			b.Fatal(err)
+		}
+		for k := range i % 3 {
+			uid := fmt.Sprintf("u%d-%s", k, name)
+			a := Attempt{Cert: name, UniqueID: uid, Started: leaf.NotBefore.Add(-time.Hour),
+				Finished: leaf.NotBefore, Outcome: StepDone, Cost: 1, Serial: serial}
+			if err := store.AddAttempt(ctx, a); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if _, err := store.db.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+		b.Fatal(err)
+	}
+	opts := Options{Store: store}
+	if metrics {
+		opts.Metrics = NewMetrics()
+	}
+	d, err := New(ctx, cfg, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestSweepBatchedDecisions: the sweep's decisions from the state read at
+// once are those of a read per certificate, for every kind of certificate:
+// not due, in a failure backoff, due, with a name added, adopted from its
+// deploy directory, without anything, and in cluster mode (no adoption).
+func TestSweepBatchedDecisions(t *testing.T) {
+	ctx := t.Context()
+	leafPEM, chainPEM := benchLeafPEM(t, false)
+	leaf, err := parsePEMCerts(leafPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	now := time.Now()
+	day := 24 * time.Hour
+	// The deploy directories of "adopt" and "adoptfailed" hold leaf; the
+	// others' hold nothing.
+	toAdopt := []string{"adopt", "adoptfailed"}
+	for _, cert := range toAdopt {
+		adoptDir := filepath.Join(dir, "deploy", cert)
+		if err := os.MkdirAll(adoptDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, text := range map[string]string{"cert.pem": leafPEM, "chain.pem": chainPEM} {
+			if err := os.WriteFile(filepath.Join(adoptDir, name), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	names := []string{"bench.example.com"}
+	certs := []struct {
+		name    string
+		extra   string // a configured name the live certificate lacks
+		live    *Certificate
+		history []Attempt
+		due     bool
+	}{
+		{name: "notdue", live: &Certificate{Serial: "01", NotBefore: now.Add(-10 * day), NotAfter: now.Add(80 * day)},
+			history: []Attempt{{UniqueID: "n1", Outcome: StepDone, Finished: now.Add(-10 * day)}}},
+		{name: "backoff", live: &Certificate{Serial: "02", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)},
+			history: []Attempt{{UniqueID: "b2", Outcome: StepFailed, Finished: now.Add(-time.Minute)},
+				{UniqueID: "b1", Outcome: StepFailed, Finished: now.Add(-2 * time.Hour)}}},
+		{name: "due", live: &Certificate{Serial: "03", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)}, due: true},
+		{name: "renamed", extra: "new.example.com", live: &Certificate{Serial: "04", NotBefore: now.Add(-day), NotAfter: now.Add(89 * day)}, due: true},
+		{name: "adopt"},
+		// Adopted although a failure's backoff runs: the backoff is
+		// after the renewal point of the adopted certificate.
+		{name: "adoptfailed", history: []Attempt{{UniqueID: "af1", Outcome: StepFailed, Finished: now.Add(-time.Minute)}}},
+		{name: "nothing", due: true},
+		{name: "failedfresh", history: []Attempt{{UniqueID: "f1", Outcome: StepFailed, Finished: now.Add(-time.Minute)}}},
+	}
+	cfg := &Config{
+		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
+		Daemon: DaemonConfig{StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4, ExpiryAlertDays: []int{14, 7, 3, 1}},
+	}
+	for _, c := range certs {
+		cc := CertConfig{Name: c.name, ServiceID: "svc-" + c.name, KeyType: KeyECDSAP256,
+			Domains: map[string]reseller.Method{names[0]: reseller.MethodHTTP},
+			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", c.name)}}
+		if c.extra != "" {
+			cc.Domains[c.extra] = reseller.MethodHTTP
+		}
+		cfg.Certificates = append(cfg.Certificates, cc)
+		if c.live != nil {
+			c.live.Name, c.live.Names, c.live.CertPEM = c.name, names, leafPEM
+			if err := store.PutCertificate(ctx, c.live); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := len(c.history) - 1; i >= 0; i-- { // oldest first
+			a := c.history[i]
+			a.Cert, a.Started = c.name, a.Finished.Add(-time.Minute)
+			if err := store.AddAttempt(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	d, err := New(ctx, cfg, Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+
+	for _, adopt := range []bool{false, true} { // cluster mode's first look, then a single daemon's
+		state := d.readSweepState(ctx)
+		if state == nil {
+			t.Fatal("readSweepState failed on a sound store")
+		}
+		for i, c := range certs {
+			cc := &cfg.Certificates[i]
+			got, gotLive, err := d.sweepRenewal(ctx, state, cc, adopt)
+			if err != nil {
+				t.Fatalf("adopt=%v: sweepRenewal(%s): %v", adopt, c.name, err)
+			}
+			// The reference: a read of this certificate alone (after
+			// sweepRenewal, so that an adoption it made shows).
+			want, wantLive, err := d.renewal(ctx, cc, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			serial := func(c *Certificate) string {
+				if c == nil {
+					return "none"
+				}
+				return c.Serial
+			}
+			due := !got.At.After(time.Now())
+			// "Due now" is the time of each call.
+			sameAt := got.At.Equal(want.At) || due && !want.At.After(time.Now())
+			if !sameAt || got.Reason != want.Reason || serial(gotLive) != serial(wantLive) {
+				t.Errorf("adopt=%v, %s: batched %+v (live %s), per certificate %+v (live %s)",
+					adopt, c.name, got, serial(gotLive), want, serial(wantLive))
+			}
+			// Without adopting, the deploy directory's certificate is
+			// not seen: due, to be decided again under the lease.
+			if wantDue := c.due || c.name == "adopt" && !adopt; due != wantDue {
+				t.Errorf("adopt=%v, %s: due = %v (%+v), want %v", adopt, c.name, due, got, wantDue)
+			}
+		}
+		for _, cert := range toAdopt {
+			adopted, err := store.Certificate(ctx, cert)
+			switch {
+			case !adopt && err == nil:
+				t.Errorf("%s: the certificate in the deploy directory was adopted without adopt (a cluster's first look)", cert)
+			case adopt && err != nil:
+				t.Errorf("%s: the certificate in the deploy directory was not adopted: %v", cert, err)
+			case adopt && (adopted.Serial != serialHex(leaf[0]) || adopted.ChainPEM != chainPEM):
+				t.Errorf("%s: adopted %+v, want the deploy directory's certificate", cert, adopted)
+			}
+		}
+	}
+}
+
+// TestSweepRereadsAfterADriverEnds: a certificate whose driver ended after
+// the sweep read the state is decided on a fresh read, not on the state
+// its driver has since replaced.
+func TestSweepRereadsAfterADriverEnds(t *testing.T) {
+	ctx := t.Context()
+	leafPEM, _ := benchLeafPEM(t, false)
+	d := benchSweepDaemonT(t, leafPEM)
+	cc := &d.config().Certificates[0]
+	if !d.claim(cc.Name) {
+		t.Fatal("claim failed")
+	}
+	state := d.readSweepState(ctx)
+	// The driver installs a new certificate and ends.
+	renewed := &Certificate{Name: cc.Name, Serial: "f00d", Names: cc.Names(), NotBefore: time.Now(),
+		NotAfter: time.Now().Add(90 * 24 * time.Hour), CertPEM: leafPEM}
+	if err := d.store.PutCertificate(ctx, renewed); err != nil {
+		t.Fatal(err)
+	}
+	d.release(cc.Name)
+	_, live, err := d.sweepRenewal(ctx, state, cc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live == nil || live.Serial != "f00d" {
+		t.Errorf("decided on %+v, want the certificate the driver installed (serial f00d)", live)
+	}
+}
+
+// TestSweepFallsBackWhenTheBatchFails: a row that cannot be read holds up
+// only its own certificate: the sweep reads the others one by one.
+func TestSweepFallsBackWhenTheBatchFails(t *testing.T) {
+	for _, table := range []string{"certificates", "attempts"} {
+		t.Run(table, func(t *testing.T) {
+			ctx := t.Context()
+			leafPEM, _ := benchLeafPEM(t, false)
+			d := benchSweepDaemonT(t, leafPEM)
+			sq := d.store.(*SQLiteStore)
+			if err := sq.AddAttempt(ctx, Attempt{Cert: "broken", UniqueID: "x", Outcome: StepDone}); err != nil {
+				t.Fatal(err)
+			}
+			column := map[string]string{"certificates": "not_after", "attempts": "finished"}[table]
+			field := map[string]string{"certificates": "name", "attempts": "cert"}[table]
+			if _, err := sq.db.ExecContext(ctx, `UPDATE `+table+` SET `+column+` = 'garbage' WHERE `+field+` = 'broken'`); err != nil {
+				t.Fatal(err)
+			}
+			if state := d.readSweepState(ctx); state != nil {
+				t.Fatalf("readSweepState read a store with a broken row in %s", table)
+			}
+			for i := range d.config().Certificates {
+				cc := &d.config().Certificates[i]
+				r, live, err := d.sweepRenewal(ctx, nil, cc, true)
+				if cc.Name == "broken" {
+					if err == nil {
+						t.Errorf("the broken certificate was decided: %+v", r)
+					}
+					continue
+				}
+				if err != nil || live == nil || !time.Now().Before(r.At) {
+					t.Errorf("%s: %+v, %v, %v; want not due from its live certificate", cc.Name, r, live, err)
+				}
+			}
+			// The whole sweep goes on past the broken certificate and
+			// starts nothing.
+			var wg sync.WaitGroup
+			d.sweep(ctx, &wg)
+			wg.Wait()
+			if active, err := d.store.ActiveOrders(ctx); err != nil || len(active) != 0 {
+				t.Errorf("the sweep started %d orders (%v)", len(active), err)
+			}
+		})
+	}
+}
+
+// benchSweepDaemonT is a daemon of three certificates, "broken" among
+// them, each with a live certificate not due.
+func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	cfg := &Config{
+		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
+		Daemon: DaemonConfig{StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4},
+	}
+	now := time.Now()
+	for _, name := range []string{"alpha", "broken", "omega"} {
+		cc := CertConfig{Name: name, ServiceID: "svc-" + name, KeyType: KeyECDSAP256,
+			Domains: map[string]reseller.Method{name + ".example.com": reseller.MethodHTTP},
+			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)}}
+		cfg.Certificates = append(cfg.Certificates, cc)
+		live := &Certificate{Name: name, Serial: "0" + name[:1], Names: cc.Names(), NotBefore: now.Add(-24 * time.Hour),
+			NotAfter: now.Add(80 * 24 * time.Hour), CertPEM: leafPEM}
+		if err := store.PutCertificate(ctx, live); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := New(ctx, cfg, Options{Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
