@@ -301,7 +301,9 @@ func scanCertificate(row scanner) (*Certificate, error) {
 	if err := row.Scan(&c.Name, &c.Serial, &names, &nb, &na, &c.CertPEM, &c.ChainPEM, &c.KeyFile, &c.UniqueID, &deployedAt, &c.KeySealed); err != nil {
 		return nil, err
 	}
-	errNms = decodeJSON(names, &c.Names)
+	// A list of strings has no fields to refuse and Unmarshal refuses
+	// trailing data: decodeJSON's decoder would cost a sweep ~10% more.
+	errNms = json.Unmarshal([]byte(names), &c.Names)
 	c.NotBefore, errNB = parseTime(nb)
 	c.NotAfter, errNA = parseTime(na)
 	c.DeployedAt, errDep = parseTime(deployedAt)
