@@ -378,7 +378,9 @@ func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
 		driving[cert] = on
 	}
 	d.mu.Unlock()
-	certs, err := d.store.Certificates(ctx)
+	// Without their PEMs: the decision needs names and dates, and a
+	// certificate found due is read again whole.
+	certs, err := d.store.CertificateSummaries(ctx)
 	if err != nil {
 		d.log.Warn("reading every live certificate at once; reading them one by one", zap.Error(err))
 		return nil

@@ -600,6 +600,21 @@ func (s *PostgresStore) RecentAttempts(ctx context.Context, limit int) (map[stri
 	return attemptsByCert(all, limit), nil
 }
 
+// CertificateSummaries implements Store.
+func (s *PostgresStore) CertificateSummaries(ctx context.Context) ([]*Certificate, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+certSummaryColumns+` FROM certificates ORDER BY name COLLATE "C"`)
+	if err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	defer rows.Close()
+	return collectRows(rows, "read certificates", scanCertificate)
+}
+
+// CertificateSummaries implements Store: the store's own.
+func (f *fencedStore) CertificateSummaries(ctx context.Context) ([]*Certificate, error) {
+	return f.s.CertificateSummaries(ctx)
+}
+
 // RecentAttempts implements Store: the store's own, as fencedStore's other
 // reads (store_cluster.go).
 func (f *fencedStore) RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error) {

@@ -292,6 +292,20 @@ func (s *SQLiteStore) Certificates(ctx context.Context) ([]*Certificate, error) 
 
 const certColumns = `name, serial, names, not_before, not_after, cert_pem, chain_pem, key_file, unique_id, deployed_at, key_sealed`
 
+// certSummaryColumns are certColumns with the PEMs and the sealed key left
+// out (empty), for scanCertificate.
+const certSummaryColumns = `name, serial, names, not_before, not_after, '', '', key_file, unique_id, deployed_at, ''`
+
+// CertificateSummaries implements Store.
+func (s *SQLiteStore) CertificateSummaries(ctx context.Context) ([]*Certificate, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+certSummaryColumns+` FROM certificates ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("read certificates: %w", err)
+	}
+	defer rows.Close()
+	return collectRows(rows, "read certificates", scanCertificate)
+}
+
 func scanCertificate(row scanner) (*Certificate, error) {
 	var (
 		c                            Certificate

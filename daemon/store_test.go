@@ -65,6 +65,7 @@ var storeSuite = []struct {
 }{
 	{"CertificateRoundTrip", testStoreCertificateRoundTrip},
 	{"CertificatesEmpty", testStoreCertificatesEmpty},
+	{"CertificateSummaries", testStoreCertificateSummaries},
 	{"OrderRoundTrip", testStoreOrderRoundTrip},
 	{"TimesAreUTCAndExact", testStoreTimesAreUTCAndExact},
 	{"NotFound", testStoreNotFound},
@@ -1365,5 +1366,40 @@ func TestStoreKnownSteps(t *testing.T) {
 	}
 	if !reflect.DeepEqual(declared, knownSteps) {
 		t.Errorf("Step constants in types.go = %v, knownSteps = %v", declared, knownSteps)
+	}
+}
+
+func testStoreCertificateSummaries(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
+	ctx := t.Context()
+	if got, err := s.CertificateSummaries(ctx); err != nil || got == nil || len(got) != 0 {
+		t.Fatalf("CertificateSummaries on an empty store = %v, %v; want an empty slice, nil", got, err)
+	}
+	for _, name := range []string{"web", "mail"} {
+		c := &Certificate{Name: name, Serial: "0a" + name, Names: []string{name + ".example.com"},
+			NotBefore: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC),
+			CertPEM: "leaf of " + name, ChainPEM: "chain of " + name, KeyFile: "/k/" + name, KeySealed: "v1:sealed",
+			UniqueID: "u-" + name, DeployedAt: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
+		if err := s.PutCertificate(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, err := s.Certificates(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CertificateSummaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(full) {
+		t.Fatalf("%d summaries for %d certificates", len(got), len(full))
+	}
+	for i, c := range full {
+		want := *c
+		want.CertPEM, want.ChainPEM, want.KeySealed = "", "", ""
+		if !reflect.DeepEqual(got[i], &want) {
+			t.Errorf("summary %d = %+v, want %+v", i, got[i], want)
+		}
 	}
 }
