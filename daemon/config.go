@@ -86,13 +86,19 @@ type APIConfig struct {
 	// CARootsFile, when set, is a PEM bundle that issued chains must verify
 	// to (instead of the system roots): for private CAs and the sandbox.
 	CARootsFile string
+	// MaxRequestsPerSecond caps the requests sent to the reseller, retries
+	// included (reseller.Config.MaxRequestsPerSecond); 0 means no cap. A
+	// mass reissue (dcvd reissue --all) otherwise sends as fast as
+	// daemon.max_concurrent allows, and a reseller that counts requests
+	// answers HTTP 429 and slows every order down.
+	MaxRequestsPerSecond float64
 }
 
 // String describes the section without the secret, so that printing it
 // cannot leak the secret.
 func (a APIConfig) String() string {
-	return fmt.Sprintf("api{base_url=%s access_key_id=%s timeout=%s ca_roots_file=%q}",
-		a.BaseURL, a.AccessKeyID, a.Timeout, a.CARootsFile)
+	return fmt.Sprintf("api{base_url=%s access_key_id=%s timeout=%s ca_roots_file=%q max_requests_per_second=%v}",
+		a.BaseURL, a.AccessKeyID, a.Timeout, a.CARootsFile, a.MaxRequestsPerSecond)
 }
 
 // GoString is String, so that %#v does not print the secret either.
@@ -717,7 +723,7 @@ func (s section) url(k string) (string, bool) {
 }
 
 var cfgAPIKeys = []string{"base_url", "access_key_id", "access_key_secret", "access_key_secret_file",
-	"access_key_secret_env", "timeout", "ca_roots_file"}
+	"access_key_secret_env", "timeout", "ca_roots_file", "max_requests_per_second"}
 
 func (l *loader) api(raw map[string]any) APIConfig {
 	a := APIConfig{Timeout: reseller.DefaultTimeout}
@@ -753,7 +759,36 @@ func (l *loader) api(raw map[string]any) APIConfig {
 			a.CARootsFile = f
 		}
 	}
+	a.MaxRequestsPerSecond = s.requestRate("max_requests_per_second")
 	return a
+}
+
+// requestRate reads a rate in requests per second at k: an integer or a
+// float, 0 or more (0, like an absent key, means no limit).
+func (s section) requestRate(k string) float64 {
+	v, present := s.m[k]
+	if !present {
+		return 0
+	}
+	var r float64
+	switch n := v.(type) {
+	case int64:
+		r = float64(n)
+	case float64:
+		r = n
+	default:
+		s.l.fail(s.key(k), "must be a number of requests per second such as 20 or 0.5, not %s", cfgTypeName(v))
+		return 0
+	}
+	switch {
+	case math.IsNaN(r) || math.IsInf(r, 0):
+		s.l.fail(s.key(k), "must be a finite number of requests per second (0 or leaving the key out means no limit), got %v", r)
+		return 0
+	case r < 0:
+		s.l.fail(s.key(k), "must not be negative (0 or leaving the key out means no limit), got %v", r)
+		return 0
+	}
+	return r
 }
 
 // secret reads the API secret from exactly one of access_key_secret,

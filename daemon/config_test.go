@@ -435,6 +435,18 @@ func TestConfigBad(t *testing.T) {
 			[]string{`api.access_key_secret_env: environment variable NOPE is not set`}},
 		{"bad timeout", edit("#API", `timeout = "0s"`),
 			[]string{`api.timeout: must be positive`}},
+		{"negative request rate", edit("#API", `max_requests_per_second = -1`),
+			[]string{`api.max_requests_per_second: must not be negative`}},
+		{"negative float request rate", edit("#API", `max_requests_per_second = -0.5`),
+			[]string{`api.max_requests_per_second: must not be negative`}},
+		{"NaN request rate", edit("#API", `max_requests_per_second = nan`),
+			[]string{`api.max_requests_per_second: must be a finite number`}},
+		{"infinite request rate", edit("#API", `max_requests_per_second = inf`),
+			[]string{`api.max_requests_per_second: must be a finite number`}},
+		{"request rate as a string", edit("#API", `max_requests_per_second = "20"`),
+			[]string{`api.max_requests_per_second: must be a number of requests per second such as 20 or 0.5, not a string`}},
+		{"request rate as a boolean", edit("#API", `max_requests_per_second = true`),
+			[]string{`api.max_requests_per_second: must be a number of requests per second such as 20 or 0.5, not a boolean`}},
 		{"dns not tables", edit("[dns.main]\n", "[dnsx]\n", "\n[api]", "dns = \"main\"\n[api]"),
 			[]string{`certificate[shop].dns: no [dns.main] section in the config (sections: none)`,
 				`dns: must be tables such as [dns.main], not a string`, `dnsx: unknown section or key`}},
@@ -1230,6 +1242,85 @@ func TestConfigExampleStoreSection(t *testing.T) {
 		if cfg.Store.Driver != StoreDriverPostgres || cfg.Store.DSN == "" || len(cfg.Store.EncryptionKey) != StoreEncryptionKeySize ||
 			cfg.Store.Node == "" || cfg.Store.Lease != DefaultStoreLease {
 			t.Errorf("the [store] example with %q gives %v", keys, cfg.Store)
+		}
+	}
+}
+
+// TestConfigMaxRequestsPerSecond reads [api] max_requests_per_second as
+// integers and floats; absent and 0 mean no limit.
+func TestConfigMaxRequestsPerSecond(t *testing.T) {
+	tests := []struct {
+		line string
+		want float64
+	}{
+		{"", 0},
+		{"max_requests_per_second = 0", 0},
+		{"max_requests_per_second = 0.0", 0},
+		{"max_requests_per_second = 20", 20},
+		{"max_requests_per_second = 0.5", 0.5},
+		{"max_requests_per_second = 1e3", 1000},
+		{"max_requests_per_second = 2_000", 2000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			cfg, _, err := load(t, edit("#API", tt.line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.API.MaxRequestsPerSecond != tt.want {
+				t.Errorf("MaxRequestsPerSecond = %v, want %v", cfg.API.MaxRequestsPerSecond, tt.want)
+			}
+			if tt.want > 0 && !strings.Contains(cfg.API.String(), "max_requests_per_second=") {
+				t.Errorf("String does not show the rate: %s", cfg.API)
+			}
+		})
+	}
+}
+
+// TestConfigMaxRequestsPerSecondReload checks that the rate reaches the
+// API client, and that a reload which changes it replaces the client (a
+// SIGHUP loads the file and calls Reload), while one that keeps it keeps
+// the client and its limiter.
+func TestConfigMaxRequestsPerSecondReload(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(hDomains())
+	cfg.API.MaxRequestsPerSecond = 0
+	d := h.daemon(cfg, nil)
+	if s := d.apiClient().String(); strings.Contains(s, "MaxRequestsPerSecond") {
+		t.Fatalf("a client without a rate limit shows one: %s", s)
+	}
+
+	steps := []struct {
+		rate        float64
+		wantReplace bool
+		wantErr     bool
+	}{
+		{rate: 50, wantReplace: true},
+		{rate: 50},
+		{rate: 0.5, wantReplace: true},
+		{rate: -1, wantErr: true}, // LoadConfig refuses it; Reload must too
+		{rate: 0, wantReplace: true},
+	}
+	for _, st := range steps {
+		before := d.apiClient()
+		next := *d.Config()
+		next.API.MaxRequestsPerSecond = st.rate
+		err := d.Reload(&next)
+		if (err != nil) != st.wantErr {
+			t.Fatalf("rate %v: Reload = %v", st.rate, err)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "MaxRequestsPerSecond") || d.apiClient() != before {
+				t.Errorf("rate %v: refused with %v, client replaced: %t", st.rate, err, d.apiClient() != before)
+			}
+			continue
+		}
+		if replaced := d.apiClient() != before; replaced != st.wantReplace {
+			t.Errorf("rate %v: client replaced %t, want %t", st.rate, replaced, st.wantReplace)
+		}
+		s := d.apiClient().String()
+		if shows := strings.Contains(s, fmt.Sprintf("MaxRequestsPerSecond: %v}", st.rate)); shows != (st.rate > 0) {
+			t.Errorf("rate %v: the client is %s", st.rate, s)
 		}
 	}
 }

@@ -132,6 +132,9 @@ func (d *Daemon) newAPIClient(a APIConfig) (*reseller.Client, error) {
 		AccessKeySecret: a.AccessKeySecret,
 		Timeout:         a.Timeout,
 		Observe:         d.metrics.ObserveAPICall,
+		// A reload that changes the rate makes a new client (Reload
+		// compares the whole [api]), whose limiter starts afresh.
+		MaxRequestsPerSecond: a.MaxRequestsPerSecond,
 	})
 }
 

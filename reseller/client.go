@@ -50,6 +50,17 @@ type Config struct {
 	// Observe, when set, is told the outcome and duration of every call
 	// that was sent (for metrics). It must be safe for concurrent use.
 	Observe func(op string, d time.Duration, err error)
+	// MaxRequestsPerSecond, when positive, paces the requests: every
+	// request, a retried one included, waits for its turn so that no more
+	// than this many leave per second, evenly spaced (see
+	// NewRateLimiter). Zero means no limit; negative, NaN or infinite
+	// values are refused by New. It is the [api] max_requests_per_second
+	// of the configuration: a mass reissue must stay under the reseller's
+	// rate rather than be answered with HTTP 429.
+	MaxRequestsPerSecond float64
+	// Limiter, when set, paces the requests instead: for a limiter shared
+	// by several clients, or a test's. It excludes MaxRequestsPerSecond.
+	Limiter Limiter
 }
 
 // String describes the configuration without the secret, so that printing a
@@ -73,10 +84,15 @@ type Client struct {
 	now      func() time.Time
 	nonce    func() string
 	observe  func(op string, d time.Duration, err error)
+	limiter  Limiter // nil: no limit
+	rate     float64 // Config.MaxRequestsPerSecond, shown by String
 }
 
 // String describes the client without the secret.
 func (c *Client) String() string {
+	if c.rate > 0 {
+		return fmt.Sprintf("reseller.Client{BaseURL: %q, AccessKeyID: %q, MaxRequestsPerSecond: %v}", c.base.String(), c.keyID, c.rate)
+	}
 	return fmt.Sprintf("reseller.Client{BaseURL: %q, AccessKeyID: %q}", c.base.String(), c.keyID)
 }
 
@@ -115,6 +131,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxReplyBytes < 0 {
 		return nil, fmt.Errorf("reseller: Config.MaxReplyBytes %d is negative", cfg.MaxReplyBytes)
 	}
+	if err := checkRate(cfg.MaxRequestsPerSecond); err != nil {
+		return nil, fmt.Errorf("reseller: Config.MaxRequestsPerSecond: %w", err)
+	}
+	if cfg.Limiter != nil && cfg.MaxRequestsPerSecond != 0 {
+		return nil, errors.New("reseller: set Config.Limiter or Config.MaxRequestsPerSecond, not both")
+	}
 	c := &Client{
 		base:     url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/")},
 		keyID:    cfg.AccessKeyID,
@@ -126,6 +148,11 @@ func New(cfg Config) (*Client, error) {
 		now:      cfg.Now,
 		nonce:    cfg.Nonce,
 		observe:  cfg.Observe,
+		limiter:  cfg.Limiter,
+	}
+	if cfg.MaxRequestsPerSecond > 0 {
+		c.limiter = newRateLimiter(cfg.MaxRequestsPerSecond, time.Now, realTimer)
+		c.rate = cfg.MaxRequestsPerSecond
 	}
 	if c.hc == nil {
 		c.hc = defaultHTTPClient()
@@ -153,6 +180,11 @@ func defaultHTTPClient() *http.Client {
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	tr.TLSHandshakeTimeout = 10 * time.Second
 	tr.IdleConnTimeout = 90 * time.Second
+	// A mass reissue keeps many requests to the one API host in flight:
+	// with the default of 2 idle connections per host, most would be
+	// closed after their reply and the next request would pay a new TCP
+	// and TLS handshake.
+	tr.MaxIdleConnsPerHost = 64
 	return &http.Client{
 		Transport: tr,
 		CheckRedirect: func(*http.Request, []*http.Request) error {
@@ -286,8 +318,13 @@ func checkDomainDCV(m map[string]Method) error {
 // signature. When out is not nil, the reply must carry data, which is
 // decoded into out.
 //
+// With a rate limit (Config.MaxRequestsPerSecond or Config.Limiter), Do
+// first waits for its turn; when ctx ends during that wait, nothing is sent
+// and the error wraps ctx's error.
+//
 // Errors are *APIError, *TransportError or *DecodeError, or a plain error
-// when the request cannot be built (nothing was sent).
+// when the request cannot be built or ctx ended before its turn (nothing
+// was sent).
 func (c *Client) Do(ctx context.Context, op, method, path string, query url.Values, body map[string]any, out any) (err error) {
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("reseller %s: path %q does not start with /", op, path)
@@ -323,6 +360,23 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 		}
 		signed[k] = v
 	}
+	var reqBody io.Reader
+	if method != http.MethodGet && method != http.MethodHead {
+		b, err := json.Marshal(bodyParams)
+		if err != nil {
+			return fmt.Errorf("reseller %s: encoding the body: %w", op, err)
+		}
+		reqBody = bytes.NewReader(b)
+	}
+
+	// The turn is waited for before the request is signed, so that its
+	// timestamp is that of its sending, and before the call's timeout
+	// starts: a wait for the turn is not the server's slowness.
+	if c.limiter != nil {
+		if err := c.limiter.Wait(ctx); err != nil {
+			return fmt.Errorf("reseller %s: not sent: the caller gave up while waiting for its turn under the rate limit: %w", op, err)
+		}
+	}
 	nonce, ts := c.nonce(), FormatTimestamp(c.now())
 	signed[ParamAccessKeyID] = c.keyID
 	signed[ParamNonce] = nonce
@@ -335,15 +389,6 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 	q.Set(ParamNonce, nonce)
 	q.Set(ParamTimestamp, ts)
 	q.Set(ParamSign, sign)
-
-	var reqBody io.Reader
-	if method != http.MethodGet && method != http.MethodHead {
-		b, err := json.Marshal(bodyParams)
-		if err != nil {
-			return fmt.Errorf("reseller %s: encoding the body: %w", op, err)
-		}
-		reqBody = bytes.NewReader(b)
-	}
 
 	callCtx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

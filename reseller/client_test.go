@@ -887,6 +887,10 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"no secret", func(c *Config) { c.AccessKeySecret = "" }, "AccessKeySecret"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "Timeout"},
 		{"negative reply limit", func(c *Config) { c.MaxReplyBytes = -1 }, "MaxReplyBytes"},
+		{"negative rate", func(c *Config) { c.MaxRequestsPerSecond = -1 }, "MaxRequestsPerSecond"},
+		{"NaN rate", func(c *Config) { c.MaxRequestsPerSecond = math.NaN() }, "MaxRequestsPerSecond"},
+		{"infinite rate", func(c *Config) { c.MaxRequestsPerSecond = math.Inf(1) }, "MaxRequestsPerSecond"},
+		{"rate and limiter", func(c *Config) { c.MaxRequestsPerSecond = 5; c.Limiter = &countingLimiter{} }, "Limiter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

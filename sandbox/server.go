@@ -41,6 +41,12 @@ type Config struct {
 	// directory.
 	StateDir string
 
+	// Ephemeral keeps the orders, ledger and nonces in memory only (the CA
+	// is still kept in StateDir): for benchmarks of the client, where
+	// writing the whole state on every request would measure the sandbox.
+	// A restart forgets everything but the CA.
+	Ephemeral bool
+
 	// AccessKeyID and AccessKeySecret are the account's key pair. An empty
 	// value is generated on first start and persisted; a given value
 	// replaces the persisted one.

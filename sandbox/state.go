@@ -174,6 +174,9 @@ func loadState(path string) (st *state, existed bool, err error) {
 // never interleave and the file always holds one consistent state.
 func (s *Server) saveLocked() error {
 	s.pruneNoncesLocked()
+	if s.cfg.Ephemeral {
+		return nil
+	}
 	data, err := json.MarshalIndent(s.st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)

@@ -135,3 +135,19 @@ func TestConfiguredAccessKeyAndCorruptState(t *testing.T) {
 		}
 	}
 }
+
+// An ephemeral sandbox writes no state: a benchmark measures its client,
+// not the sandbox's disk. It still charges and answers as usual.
+func TestEphemeralWritesNoState(t *testing.T) {
+	dir := t.TempDir()
+	h := sbStart(t, dir, nil, func(c *Config) { c.Ephemeral = true })
+	_, csr := sbCSR(t, "a.example.com")
+	h.reissue("k1", "svc", map[string]string{"a.example.com": "admin@example.com"}, csr).mustOrder(t)
+	if n := len(h.srv.Ledger()); n != 1 {
+		t.Fatalf("ledger holds %d charges, want 1", n)
+	}
+	h.stop()
+	if _, err := os.Stat(filepath.Join(dir, stateFileName)); !os.IsNotExist(err) {
+		t.Fatalf("an ephemeral sandbox wrote %s: %v", stateFileName, err)
+	}
+}

@@ -7,15 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
-
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/internal/reissueall"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -67,11 +68,24 @@ func newLogger(cfg *daemon.Config, w io.Writer) (*zap.Logger, error) {
 }
 
 func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Daemon, *zap.Logger, error) {
+	return openDaemonWith(ctx, path, stderr, false)
+}
+
+// openDaemonWith is openDaemon; quiet logs only the daemon's warnings and
+// errors (unless log_level asks for less), for commands whose own output
+// would drown in its steps.
+func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bool) (*daemon.Daemon, *zap.Logger, error) {
 	cfg, err := loadDaemonConfig(path, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	log, err := newLogger(cfg, stderr)
+	logCfg := cfg
+	if quiet && cfg.Daemon.LogLevel != "error" {
+		c := *cfg
+		c.Daemon.LogLevel = "warn"
+		logCfg = &c
+	}
+	log, err := newLogger(logCfg, stderr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,15 +96,37 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	return d, log, nil
 }
 
+// allTimeout is how long "dcvd reissue --all" runs when --timeout is not
+// given: the deadline a CA gives after a mass revocation.
+const allTimeout = 24 * time.Hour
+
 func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := commandFlags("reissue", "reissue NAME [--wait] [--dry-run] [--allow-domain-removal] [--config FILE]", stdout)
+	fs, cfgPath := commandFlags("reissue", "reissue NAME|--all [--wait] [--dry-run] [--allow-domain-removal] [--timeout D] [--config FILE]", stdout)
 	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground")
-	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the order stays in flight for the daemon)")
+	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the order stays in flight for the daemon); with --all: bounds the whole run, 24h unless given")
 	dryRun := fs.Bool("dry-run", false, "say what would be reissued, and whether the domain-removal guard refuses, without contacting the CA")
 	allow := fs.Bool("allow-domain-removal", false, "confirm a reissue that drops names of the live certificate (the CA revokes it)")
-	name, err := parseWithName(fs, args)
+	all := fs.Bool("all", false, "reissue every configured certificate (an order in flight is resumed), daemon.max_concurrent at a time, with progress on stderr: for a CA's mass revocation; exits non-zero if any is not reissued")
+	every := fs.Duration("progress", reissueall.DefaultEvery, "with --all: interval of the summary lines on stderr")
+	verbose := fs.Bool("verbose", false, "with --all: log the daemon's steps at daemon.log_level (by default only its warnings and errors, so that the progress stays readable)")
+	name, err := parseOptionalName(fs, args)
 	if err != nil {
 		return err
+	}
+	switch {
+	case *all && name != "":
+		return fmt.Errorf("name one [[certificate]] or give --all, not both (got %q and --all)", name)
+	case !*all && name == "":
+		fs.Usage()
+		return errors.New("name the [[certificate]], or give --all for every one")
+	case *all:
+		given := false
+		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "timeout" })
+		if !given {
+			*timeout = allTimeout
+		}
+		return reissueAll(ctx, allRun{cfgPath: *cfgPath, wait: *wait, dryRun: *dryRun, allow: *allow, timeout: *timeout,
+			every: *every, verbose: *verbose}, stdout, stderr)
 	}
 	if !*dryRun {
 		c, err := dialRunning(*cfgPath)
@@ -143,6 +179,124 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
 	}
 	return nil
+}
+
+// allRun is what "dcvd reissue --all" was asked.
+type allRun struct {
+	cfgPath             string
+	wait, dryRun, allow bool
+	verbose             bool
+	timeout, every      time.Duration
+}
+
+// reissueAll reissues every configured certificate: through the running
+// daemon when there is one (each asked for on its control socket, then
+// followed there), else in this process. Either way at most
+// daemon.max_concurrent certificates are at work at once, a line on stderr
+// tells each one's end, and a summary line every r.every the counts,
+// rate and ETA. A certificate that fails (the domain-removal guard, the
+// CA) is reported and the others go on; the error at the end says how many
+// were not reissued.
+func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
+	if r.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+	}
+	opt := reissueall.Options{Wait: r.wait, Progress: stderr, Every: r.every}
+	var (
+		names []string
+		fn    reissueall.Func
+	)
+	c, err := dialRunning(r.cfgPath)
+	if err != nil && !r.dryRun {
+		return err
+	}
+	if c != nil && !r.dryRun {
+		defer c.Close()
+		// The running daemon's configuration says which certificates
+		// there are; the file gives the bound, as it gave the daemon's.
+		sts, err := c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, st := range sts {
+			names = append(names, st.Name)
+		}
+		opt.Concurrency = maxConcurrentOf(r.cfgPath)
+		// Following many orders: each is read at most every poll, and
+		// all of them at most a few hundred times a second.
+		poll := max(controlPoll, time.Duration(opt.Concurrency)*4*time.Millisecond)
+		fn = reissueall.ViaControl(c, r.allow, r.wait, poll)
+		fmt.Fprintf(stderr, "reissuing %s through the running daemon (control socket %s), %d at a time\n",
+			plural(len(names), "certificate"), c.Path(), opt.Concurrency)
+	} else {
+		d, _, err := openDaemonWith(ctx, r.cfgPath, stderr, !r.verbose)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		cfg := d.Config()
+		for _, cc := range cfg.Certificates {
+			names = append(names, cc.Name)
+		}
+		if r.dryRun {
+			return planAll(ctx, d, names, r.allow, stdout)
+		}
+		opt.Concurrency = cfg.Daemon.MaxConcurrent
+		fn = reissueall.InProcess(d, daemon.ReissueOptions{AllowDomainRemoval: r.allow, Wait: r.wait})
+		how := "until each order's first wait (dcvd run carries them on)"
+		if r.wait {
+			how = "until each is deployed"
+		}
+		fmt.Fprintf(stderr, "no daemon running: reissuing %s in this process, %d at a time, %s\n",
+			plural(len(names), "certificate"), opt.Concurrency, how)
+	}
+	if len(names) == 0 {
+		fmt.Fprintln(stdout, "reissue --all: no [[certificate]] is configured: nothing to reissue")
+		return nil
+	}
+	sum := reissueall.Run(ctx, names, fn, opt)
+	fmt.Fprintln(stdout, "reissue --all: "+sum.String())
+	return sum.Err()
+}
+
+// planAll is "dcvd reissue --all --dry-run": what each certificate's
+// reissue would do, and which ones the domain-removal guard refuses.
+func planAll(ctx context.Context, d *daemon.Daemon, names []string, allow bool, stdout io.Writer) error {
+	var refused []string
+	for _, name := range names {
+		o, err := d.Plan(ctx, name, allow)
+		switch {
+		case err != nil:
+			refused = append(refused, name)
+			fmt.Fprintf(stdout, "certificate %s: refused: %v\n", name, err)
+		case o.UniqueID != "":
+			fmt.Fprintf(stdout, "certificate %s: order %s in flight at step %s would be resumed\n", name, o.UniqueID, o.Step)
+		default:
+			fmt.Fprintf(stdout, "certificate %s: would reissue %s (service %s, key %s)\n", name, strings.Join(o.Names, ", "), o.ServiceID, o.KeyType)
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("%d of %d certificates would be refused: %s", len(refused), len(names), strings.Join(refused, ", "))
+	}
+	return nil
+}
+
+// maxConcurrentOf reads daemon.max_concurrent from the configuration file
+// without checking the rest (as stateDirOf does), for a command that works
+// through the running daemon; the default when the file does not say.
+func maxConcurrentOf(cfgPath string) int {
+	var f struct {
+		Daemon struct {
+			MaxConcurrent *int64 `toml:"max_concurrent"`
+		} `toml:"daemon"`
+	}
+	if _, err := toml.DecodeFile(cfgPath, &f); err != nil || f.Daemon.MaxConcurrent == nil ||
+		*f.Daemon.MaxConcurrent < 1 || *f.Daemon.MaxConcurrent > 1000 {
+		return daemon.DefaultMaxConcurrent
+	}
+	return int(*f.Daemon.MaxConcurrent)
 }
 
 func orNone(s string) string {
@@ -291,6 +445,20 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 
 // parseWithName parses flags around one positional NAME.
 func parseWithName(fs *flag.FlagSet, args []string) (string, error) {
+	name, err := parseOptionalName(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if name == "" {
+		fs.Usage()
+		return "", errors.New("name the [[certificate]]")
+	}
+	return name, nil
+}
+
+// parseOptionalName parses flags around at most one positional NAME; ""
+// when there is none.
+func parseOptionalName(fs *flag.FlagSet, args []string) (string, error) {
 	var name string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
@@ -302,10 +470,6 @@ func parseWithName(fs *flag.FlagSet, args []string) (string, error) {
 		name = fs.Arg(0)
 	} else if fs.NArg() > 0 {
 		return "", fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if name == "" {
-		fs.Usage()
-		return "", errors.New("name the [[certificate]]")
 	}
 	return name, nil
 }

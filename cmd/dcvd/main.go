@@ -21,7 +21,7 @@ const usage = `dcvd keeps commercial TLS certificates renewed through a reseller
 
 Usage:
   dcvd run                 run the daemon: renew every configured certificate when due
-  dcvd reissue NAME        reissue a certificate now [--wait] [--dry-run] [--allow-domain-removal]
+  dcvd reissue NAME|--all  reissue a certificate (or every one, with progress) now [--wait] [--dry-run] [--allow-domain-removal]
   dcvd status              each certificate: expiry, next renewal, order in flight, cost [--json]
   dcvd redeploy NAME       install the live certificate again and reload
   dcvd check-config        report every problem of the configuration at once
