@@ -323,14 +323,21 @@ func LoadConfig(path string, opts LoadOptions) (*Config, []string, error) {
 	return parseConfig(path, data, opts)
 }
 
+// tomlQuoted matches the text the TOML parser's messages quote from the
+// file ("expected value but found \"abc\" instead", "invalid float: '1e'").
+var tomlQuoted = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'[^']*'`)
+
 func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string, error) {
 	var raw map[string]any
 	if _, err := toml.Decode(string(data), &raw); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, nil, fmt.Errorf("config %s: line %d, column %d: %s", path, pe.Position.Line, pe.Position.Col, pe.Message)
+			// The parser quotes what it could not read, which may be a
+			// secret typed without quotes: the line and column say where.
+			return nil, nil, fmt.Errorf("config %s: line %d, column %d: %s", path, pe.Position.Line, pe.Position.Col,
+				tomlQuoted.ReplaceAllString(pe.Message, "(not shown)"))
 		}
-		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config %s: syntax error (not shown: it may quote a secret)", path)
 	}
 	if opts.LookupEnv == nil {
 		opts.LookupEnv = os.LookupEnv

@@ -589,6 +589,21 @@ func TestConfigSyntaxError(t *testing.T) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing file: %v", err)
 	}
+	// A secret typed without quotes is a syntax error that the parser
+	// quotes: the error says where, never what (found by FuzzLoadConfig).
+	for _, text := range []string{"[api]\naccess_key_secret = abcdefSECRETxyz\n", "[dns.0]\ntoken =AAAAAA0\n",
+		"[api]\ntimeout = 1e\n"} {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := LoadConfig(path, testLoadOptions())
+		if err == nil || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("%q: error %v, want one naming line 2", text, err)
+		}
+		if err != nil && (strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), "AAAAAA")) {
+			t.Errorf("%q: the error quotes the value: %v", text, err)
+		}
+	}
 	// A duplicate key is a syntax error too.
 	_, _, err = load(t, testBaseConfig+"\n[api]\n")
 	if err == nil || !strings.Contains(err.Error(), "line ") {

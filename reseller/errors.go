@@ -73,7 +73,13 @@ func (e *APIError) Error() string {
 			fmt.Fprintf(&b, "; and %d more fields", len(fields)-i)
 			break
 		}
-		fmt.Fprintf(&b, "; %s: %s", f, strings.Join(e.FieldErrors[f], ", "))
+		msgs := e.FieldErrors[f]
+		if len(msgs) > maxFieldErrorsShow {
+			// A hostile reply may carry a field with thousands of
+			// messages: the error stays bounded.
+			msgs = append(msgs[:maxFieldErrorsShow:maxFieldErrorsShow], fmt.Sprintf("and %d more", len(msgs)-maxFieldErrorsShow))
+		}
+		fmt.Fprintf(&b, "; %s: %s", f, strings.Join(msgs, ", "))
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
