@@ -34,12 +34,8 @@
 #
 # Needs: go. Nothing leaves 127.0.0.1.
 #
-# Known limit (2026-11, see /work/notes/bench-mass.md): the sandbox rewrites its
-# whole state file (indented JSON, fsynced) on every API request, nonces
-# included, so its cost per request grows with the orders it holds: 1000
-# certificates take about 12 minutes, nearly all of it in the sandbox, and
-# 10000 would take many hours. The figures for dcvd itself need that fixed
-# first.
+# The sandbox runs Ephemeral (its state in memory): otherwise it rewrites its
+# whole state file on every API request and the run measures the sandbox.
 set -euo pipefail
 
 N=${N:-10000}
