@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -344,7 +345,7 @@ func decodeDCV(b json.RawMessage) ([]DCVEntry, error) {
 		for domain, rawEntry := range m {
 			e, err := decodeDCVEntry(rawEntry)
 			if err != nil {
-				return nil, fmt.Errorf("%q: %w", domain, err)
+				return nil, fmt.Errorf("%q: %w", clipUntrusted(domain), err)
 			}
 			e.Domain = domain
 			out = append(out, e)
@@ -466,14 +467,17 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	default:
 		var n json.Number
 		if err := json.Unmarshal(b, &n); err != nil {
-			return fmt.Errorf("want a string, got %.40s", b)
+			return fmt.Errorf("want a string, got %q", clipUntrusted(string(b)))
 		}
 		*s = flexString(n.String())
 	}
 	return nil
 }
 
-// flexFloat accepts a number, a numeric string, "", or null.
+// flexFloat accepts a number, a numeric string, "", or null. The number
+// must be finite: strconv.ParseFloat also reads "NaN" and "Inf", and a cost
+// that is not a number can be neither stored nor summed (an order holding
+// one could never record its next step).
 type flexFloat float64
 
 func (f *flexFloat) UnmarshalJSON(b []byte) error {
@@ -487,8 +491,8 @@ func (f *flexFloat) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil {
-		return fmt.Errorf("want a number, got %q", t)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("want a finite number, got %q", clipUntrusted(t))
 	}
 	*f = flexFloat(v)
 	return nil
@@ -508,7 +512,7 @@ func (v *flexBool) UnmarshalJSON(b []byte) error {
 	case "1", "true", "yes":
 		*v = true
 	default:
-		return fmt.Errorf("want a boolean, got %q", string(s))
+		return fmt.Errorf("want a boolean, got %q", clipUntrusted(string(s)))
 	}
 	return nil
 }
@@ -541,5 +545,5 @@ func (t *flexTime) UnmarshalJSON(b []byte) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("unrecognised time %q", v)
+	return fmt.Errorf("unrecognised time %q", clipUntrusted(v))
 }
