@@ -9,7 +9,9 @@
 // run" processes on one PostgreSQL each test starts for itself
 // (scripts/postgres.sh start, pause, resume): one charge and identical
 // deployments on every node, a lease holder killed mid-order, the database
-// stopped mid-order. It has no non-test code.
+// stopped mid-order. The fault suite runs reissues against a sandbox that
+// fails most API requests, and kills a daemon of 50 certificates with
+// SIGKILL 20 times. It has no non-test code.
 //
 // Tests that need a server skip with a reason when its variables are not
 // set (scripts/…sh start DIR; set -a; . DIR/env; set +a), and fail instead
