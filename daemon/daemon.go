@@ -204,6 +204,9 @@ func (d *Daemon) Close() error {
 		errs = append(errs, n.Close(ctx))
 		cancel()
 	}
+	if api := d.apiClient(); api != nil {
+		api.CloseIdleConnections()
+	}
 	if d.ownStore {
 		errs = append(errs, d.store.Close())
 	}

@@ -274,6 +274,11 @@ func (d *Daemon) Reload(cfg *Config) error {
 	oldNotifier := d.notifier
 	d.notifier = notifier
 	d.mu.Unlock()
+	if apiChanged && oldAPI != nil {
+		// Steps in progress finish on the old client; its idle
+		// connections are of no further use.
+		oldAPI.CloseIdleConnections()
+	}
 	if oldNotifier != nil {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -175,6 +175,12 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// CloseIdleConnections closes the idle keep-alive connections of the
+// client's transport, as when the client is replaced or its user stops:
+// otherwise they linger until the server or the idle timeout closes them.
+// Requests in progress are not affected.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 func defaultHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
