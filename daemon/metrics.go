@@ -78,6 +78,9 @@ type Metrics struct {
 	// deleted when the certificate moves on, so at most one such series
 	// exists per certificate.
 	extraStep map[string]string
+	// counted are the certificates whose counters exist (at 0 or more):
+	// made once, not on every sweep (13 label lookups per certificate).
+	counted map[string]bool
 
 	healthMu  sync.RWMutex
 	healthy   bool
@@ -92,6 +95,7 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
 		extraStep: make(map[string]string),
+		counted:   make(map[string]bool),
 		unhealthy: "starting",
 	}
 	m.expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -231,6 +235,14 @@ func (m *Metrics) SetCertificate(name string, notAfter, renewAt time.Time, ready
 	}
 	m.ready.WithLabelValues(name, conditionTrue).Set(yes)
 	m.ready.WithLabelValues(name, conditionFalse).Set(no)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.counted[name] {
+		return
+	}
+	m.counted[name] = true
+	// Counters exist at 0 from the start, so that rate() and increase()
+	// see their first increment.
 	m.reissues.WithLabelValues(name)
 	for _, r := range failureReasons() {
 		m.failures.WithLabelValues(name, r)
