@@ -48,6 +48,13 @@ func testLoadOptions() LoadOptions {
 		"DCVD_STORE_KEY":           testStoreKeyHex,
 		"ALIYUN_ACCESS_KEY_SECRET": "aliyun-secret-value",
 	}
+	return fakeLoadOptions(files, env)
+}
+
+// fakeLoadOptions reads files and environment variables from the maps
+// only, and names the host web1.example.com: loading touches nothing of
+// the machine's.
+func fakeLoadOptions(files, env map[string]string) LoadOptions {
 	return LoadOptions{
 		ReadFile: func(name string) ([]byte, error) {
 			if v, ok := files[name]; ok {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
@@ -62,19 +61,7 @@ func fzLoadOptions() LoadOptions {
 		"SMTP_PASSWORD":            "smtpEnvSECRET0123",
 		"CREDENTIALS_DIRECTORY":    "/run/credentials/dcvd.service",
 	}
-	return LoadOptions{
-		ReadFile: func(name string) ([]byte, error) {
-			if v, ok := files[name]; ok {
-				return []byte(v), nil
-			}
-			return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
-		},
-		LookupEnv: func(name string) (string, bool) {
-			v, ok := env[name]
-			return v, ok
-		},
-		Hostname: func() (string, error) { return "web1.example.com", nil },
-	}
+	return fakeLoadOptions(files, env)
 }
 
 // fzConfigSeeds are configurations in the shapes people write: the
