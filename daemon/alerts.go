@@ -2,9 +2,12 @@ package daemon
 
 import (
 	"fmt"
+
 	"strconv"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/notify"
 )
@@ -14,8 +17,100 @@ import (
 // person, certificates nearing expiry without a renewal, and renewals.
 
 // retryAlertAt is the number of failed tries of one step after which the
-// admin hears of it, although dcvd goes on retrying.
+// admin hears of it, although dcvd goes on retrying. Failures of the
+// deploy phase are told at once: there the new certificate exists and is
+// not being served.
 const retryAlertAt = 5
+
+// reminders are the waits between the alerts of a failure that goes on:
+// the first alert, then a reminder after each of these (the last one
+// repeating) while it lasts, and a word when it is over.
+var reminders = []time.Duration{time.Hour, 6 * time.Hour, 24 * time.Hour}
+
+// A failure class groups the failures that are one story for the admin:
+// the same certificate failing the same way is one alert, not one per try.
+type failureClass string
+
+const (
+	classStep   failureClass = "step"   // a step before the certificate arrived
+	classDeploy failureClass = "deploy" // installing the files
+	classReload failureClass = "reload" // the reload command
+	classOrder  failureClass = "order"  // whole orders ending in failure
+)
+
+// classOf is the class of a failure in step.
+func classOf(step Step) (failureClass, notify.Kind) {
+	switch step {
+	case StepIssued:
+		return classDeploy, notify.DeployFailed
+	case StepDeployed:
+		return classReload, notify.ReloadFailed
+	}
+	return classStep, notify.ReissueFailed
+}
+
+// failureAlerts remembers the failures the admin was told of and not yet
+// told the end of, per certificate and class. It is in memory: after a
+// restart a failure that goes on is told again once, which errs on the
+// side of telling.
+type failureAlerts struct {
+	mu   sync.Mutex
+	open map[string]*openFailure
+}
+
+type openFailure struct {
+	since, last time.Time // first alert, latest alert
+	reminded    int       // reminders sent
+	failures    int       // failures seen since the first alert
+	title       string    // what the first alert said failed
+}
+
+// failed records a failure of key at now and reports whether to alert,
+// and whether that alert is a reminder of an open one.
+func (a *failureAlerts) failed(key string, now time.Time) (alert bool, open openFailure) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open == nil {
+		a.open = map[string]*openFailure{}
+	}
+	f, ok := a.open[key]
+	if !ok {
+		f = &openFailure{since: now, last: now, failures: 1}
+		a.open[key] = f
+		return true, *f
+	}
+	f.failures++
+	wait := reminders[min(f.reminded, len(reminders)-1)]
+	if now.Sub(f.last) < wait {
+		return false, *f
+	}
+	f.last = now
+	f.reminded++
+	return true, *f
+}
+
+// setTitle remembers what the first alert of key said.
+func (a *failureAlerts) setTitle(key, title string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if f := a.open[key]; f != nil && f.title == "" {
+		f.title = title
+	}
+}
+
+// close ends the open failure of key and returns it, if there was one.
+func (a *failureAlerts) close(key string) (openFailure, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f, ok := a.open[key]
+	if !ok {
+		return openFailure{}, false
+	}
+	delete(a.open, key)
+	return *f, true
+}
+
+func failureKey(cert string, class failureClass) string { return cert + "\x00" + string(class) }
 
 // expiryAlerts remembers which expiry thresholds were announced, per
 // certificate serial, so each is sent once. It is in memory: after a
@@ -53,42 +148,80 @@ func (d *Daemon) alert(e notify.Event) {
 }
 
 func (d *Daemon) alertOrderFailed(o *Order, cause error) {
-	d.alert(notify.Event{
-		Kind: notify.ReissueFailed, Cert: o.Cert, UniqueID: o.UniqueID,
-		Title:  fmt.Sprintf("reissue of %s failed", o.Cert),
-		Text:   fmt.Sprintf("The order stopped at step %s and will not be retried; a new order follows after a backoff. Reason: %v", o.Step, cause),
-		Fields: map[string]string{"step": string(o.Step), "cost": strconv.FormatFloat(o.Cost, 'f', 2, 64)},
-	})
+	d.alertFailure(o, classOrder, notify.ReissueFailed,
+		fmt.Sprintf("reissue of %s failed", o.Cert),
+		fmt.Sprintf("The order stopped at step %s and will not be retried; a new order follows after a backoff. Reason: %v", o.Step, cause),
+		map[string]string{"step": string(o.Step), "cost": strconv.FormatFloat(o.Cost, 'f', 2, 64)})
 }
 
-// alertRetrying tells the admin once that a step keeps failing.
-func (d *Daemon) alertRetrying(o *Order, err error) {
-	if o.Attempts != retryAlertAt {
+// alertRetrying tells the admin that step keeps failing: once it has
+// failed retryAlertAt times (at once in the deploy phase), then as a
+// reminder at widening intervals while it goes on.
+func (d *Daemon) alertRetrying(o *Order, step Step, err error) {
+	class, kind := classOf(step)
+	if class == classStep && o.Attempts < retryAlertAt {
 		return
 	}
-	kind := notify.ReissueFailed
-	switch o.Step {
-	case StepIssued:
-		kind = notify.DeployFailed
-	case StepDeployed:
-		kind = notify.ReloadFailed
+	title := fmt.Sprintf("%s: step %s is failing", o.Cert, step)
+	text := fmt.Sprintf("dcvd keeps retrying with a growing backoff (next try at %s); to try now: dcvd retry %s. Last error: %v",
+		o.NextAttempt.UTC().Format(time.RFC3339), o.Cert, err)
+	switch class {
+	case classDeploy:
+		title = fmt.Sprintf("%s: installing the certificate files failed", o.Cert)
+		text = fmt.Sprintf("The new certificate (serial %s) is not deployed; the previous one stays live. ", o.Serial) + text
+	case classReload:
+		title = fmt.Sprintf("%s: the reload command failed", o.Cert)
+		text = fmt.Sprintf("The new certificate (serial %s) is not live; dcvd restored and reloaded the previous files. ", o.Serial) + text
 	}
-	d.alert(notify.Event{
-		Kind: kind, Cert: o.Cert, UniqueID: o.UniqueID,
-		Title:  fmt.Sprintf("%s: step %s failed %d times", o.Cert, o.Step, o.Attempts),
-		Text:   fmt.Sprintf("dcvd keeps retrying (next at %s). Last error: %v", o.NextAttempt.UTC().Format(time.RFC3339), err),
-		Fields: map[string]string{"step": string(o.Step), "attempts": strconv.Itoa(o.Attempts)},
-	})
+	d.alertFailure(o, class, kind, title, text, map[string]string{"step": string(step), "attempts": strconv.Itoa(o.Attempts)})
 }
 
-// alertReload reports a failed reload at once: the new certificate is
-// not being served.
-func (d *Daemon) alertReload(o *Order, err error) {
-	d.alert(notify.Event{
-		Kind: notify.ReloadFailed, Cert: o.Cert, UniqueID: o.UniqueID,
-		Title: fmt.Sprintf("%s: the reload command failed", o.Cert),
-		Text:  fmt.Sprintf("The new certificate (serial %s) is not live; dcvd restored the previous files and will retry. %v", o.Serial, err),
-	})
+// alertFailure sends the alert of a failure of o's certificate in class,
+// or a reminder of it, or nothing when the admin was told recently.
+func (d *Daemon) alertFailure(o *Order, class failureClass, kind notify.Kind, title, text string, fields map[string]string) {
+	key := failureKey(o.Cert, class)
+	send, open := d.failures.failed(key, d.now())
+	if !send {
+		d.orderLog(o).Debug("failure already alerted; no reminder due yet", zap.String("class", string(class)), zap.Int("failures", open.failures))
+		return
+	}
+	if open.reminded > 0 {
+		title = fmt.Sprintf("%s (still failing, reminder %d)", title, open.reminded)
+		text = fmt.Sprintf("Failing since %s, %d failures since the first alert. %s", open.since.UTC().Format(time.RFC3339), open.failures, text)
+	} else {
+		d.failures.setTitle(key, title)
+	}
+	d.alert(notify.Event{Kind: kind, Cert: o.Cert, UniqueID: o.UniqueID, Title: title, Text: text, Fields: fields})
+}
+
+// recovered follows a step of o that went through (from step): the
+// failures it ends are over, and the admin, who was told of them, is told
+// that too. An order done ends every failure of its certificate.
+func (d *Daemon) recovered(o *Order, step Step) {
+	classes := []failureClass{}
+	switch {
+	case o.Step == StepDone:
+		classes = append(classes, classStep, classDeploy, classReload, classOrder)
+	case step == StepDeployed && o.Step == StepIssued:
+		return // a reload that failed, rolled back: not a recovery
+	default:
+		class, _ := classOf(step)
+		classes = append(classes, class)
+	}
+	for _, class := range classes {
+		f, ok := d.failures.close(failureKey(o.Cert, class))
+		if !ok {
+			continue
+		}
+		d.orderLog(o).Info("failure over", zap.String("class", string(class)), zap.Time("since", f.since))
+		d.alert(notify.Event{
+			Kind: notify.Recovered, Cert: o.Cert, UniqueID: o.UniqueID,
+			Title: fmt.Sprintf("%s: recovered (%s)", o.Cert, f.title),
+			Text: fmt.Sprintf("What was failing since %s works again (%d failures in between); the order is at step %s.",
+				f.since.UTC().Format(time.RFC3339), f.failures, o.Step),
+			Fields: map[string]string{"class": string(class), "failing_since": f.since.UTC().Format(time.RFC3339)},
+		})
+	}
 }
 
 func (d *Daemon) alertEmailApproval(o *Order, domain, approver string) {

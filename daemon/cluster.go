@@ -278,7 +278,7 @@ func (d *Daemon) runCluster(ctx context.Context, wg *sync.WaitGroup) {
 		for ctx.Err() == nil {
 			err := c.store.Listen(ctx, func(ev ClusterEvent) {
 				if ev.Kind == EventCallback && ev.UniqueID != "" {
-					d.poke(ev.UniqueID)
+					d.wakeOrder(ev.UniqueID, wakeCallback)
 				}
 				c.wake()
 			})

@@ -471,7 +471,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	go func() {
 		defer c.drivers.Done()
 		defer release()
-		if err := d.driveClaimed(lctx, cc, o, true); err != nil && lctx.Err() == nil {
+		if err := d.driveClaimed(lctx, cc, o, ReissueOptions{Wait: true}); err != nil && lctx.Err() == nil {
 			log.Error("order ended in failure", zap.Error(err))
 		}
 	}()

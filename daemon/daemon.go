@@ -71,13 +71,14 @@ type Daemon struct {
 
 	mu      sync.Mutex
 	driving map[string]bool          // certificates whose order a goroutine drives
-	wake    map[string]chan struct{} // unique_id → poke from a callback
+	wake    map[string]chan wakeReason // unique_id → why its driver was woken early
 	sem     chan struct{}
 
 	life lifecycle // reloads and the graceful stop (reload.go)
 
 	notifier *notify.Notifier // nil without [notify.*] channels
 	expiry   expiryAlerts
+	failures failureAlerts
 
 	// cluster is set when the store is shared with other dcvd processes
 	// ([store] driver = "postgres"); sealer then seals the private keys
@@ -103,7 +104,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		responder:   httpchallenge.NewResponder(),
 		standalones: map[string]*httpchallenge.Standalone{},
 		driving:     map[string]bool{},
-		wake:        map[string]chan struct{}{},
+		wake:        map[string]chan wakeReason{},
 		life:        newLifecycle(opts),
 		version:     opts.Version,
 	}
@@ -236,23 +237,41 @@ func (d *Daemon) orderLog(o *Order) *zap.Logger {
 	return d.log.With(zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID))
 }
 
-// poke wakes the driver of the order uniqueID (a callback arrived).
-func (d *Daemon) poke(uniqueID string) {
+// wakeReason says why the driver of an order was woken before its next
+// attempt was due.
+type wakeReason int
+
+const (
+	// wakeCallback: the CA called back. Only a hint: a try it causes that
+	// fails neither counts as a failed attempt nor moves the backoff.
+	wakeCallback wakeReason = iota + 1
+	// wakeRetry: the admin asked for the order to be tried now (dcvd
+	// retry); the try counts like any other.
+	wakeRetry
+)
+
+// wakeOrder wakes the driver of the order uniqueID, if one waits in this
+// process, and reports whether one did.
+func (d *Daemon) wakeOrder(uniqueID string, why wakeReason) bool {
 	d.mu.Lock()
 	ch := d.wake[uniqueID]
 	d.mu.Unlock()
-	if ch != nil {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
+	if ch == nil {
+		return false
 	}
+	select {
+	case ch <- why:
+	default:
+		// A wake is already pending; a retry outranks a callback, but
+		// either makes the driver look now.
+	}
+	return true
 }
 
-func (d *Daemon) wakeChan(uniqueID string) (chan struct{}, func()) {
+func (d *Daemon) wakeChan(uniqueID string) (chan wakeReason, func()) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	ch := make(chan struct{}, 1)
+	ch := make(chan wakeReason, 1)
 	d.wake[uniqueID] = ch
 	return ch, func() {
 		d.mu.Lock()

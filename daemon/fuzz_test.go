@@ -675,7 +675,7 @@ type fzCallbackWorld struct {
 	handler http.Handler
 	// inFlight maps the token of each order in flight to its unique_id.
 	inFlight map[string]string
-	wake     map[string]chan struct{}
+	wake     map[string]chan wakeReason
 	db       *sql.DB
 	snapshot string
 }
@@ -711,7 +711,7 @@ func newFzCallbackWorld(f *testing.F) *fzCallbackWorld {
 		{UniqueID: "fz-failed", Cert: "mail", ServiceID: "x7Kp2", Step: StepFailed, Names: names, CallbackToken: fzTokenFailed},
 		{UniqueID: "fz-no-token", Cert: "web", ServiceID: "w1", Step: StepSubmitted, Names: names},
 	}
-	w := &fzCallbackWorld{d: d, handler: d.CallbackHandler(), inFlight: map[string]string{}, wake: map[string]chan struct{}{}}
+	w := &fzCallbackWorld{d: d, handler: d.CallbackHandler(), inFlight: map[string]string{}, wake: map[string]chan wakeReason{}}
 	for _, o := range orders {
 		if err := st.PutOrder(ctx, o); err != nil {
 			f.Fatal(err)

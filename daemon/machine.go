@@ -34,6 +34,12 @@ type ReissueOptions struct {
 	// while the CA works. Otherwise Reissue returns at the first wait, and
 	// the running daemon carries the order on.
 	Wait bool
+	// Retrying, when set, is told of each failed try of a step that will
+	// be retried, once the try is recorded. An error it returns stops the
+	// drive with that error; the order stays in flight, resumable.
+	// dcvd reissue --wait gives up with it on repeated failures that
+	// waiting cannot mend.
+	Retrying func(o *Order, err error) error
 }
 
 // errWaiting says the order waits for the CA (NextAttempt is set): not a
@@ -91,7 +97,7 @@ func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (
 		d.release(name)
 		return nil, err
 	}
-	return o, d.driveClaimed(lctx, cc, o, opt.Wait)
+	return o, d.driveClaimed(lctx, cc, o, opt)
 }
 
 // Plan says what Reissue would do, without doing it: the names and their
@@ -221,17 +227,18 @@ func (d *Daemon) orderKey(o *Order) (crypto.Signer, []byte, error) {
 	return key, keyPEM, nil
 }
 
-// drive advances o until it ends or, unless wait, until it must wait.
-func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, wait bool) error {
+// drive advances o until it ends or, unless opt.Wait, until it must wait.
+func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, opt ReissueOptions) error {
 	if !d.claim(o.Cert) {
 		return fmt.Errorf("certificate %s: its order %s is already being driven", o.Cert, o.UniqueID)
 	}
-	return d.driveClaimed(ctx, cc, o, wait)
+	return d.driveClaimed(ctx, cc, o, opt)
 }
 
 // driveClaimed is drive for a caller that has claimed o.Cert; it releases
 // the claim when it returns.
-func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wait bool) error {
+func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, opt ReissueOptions) error {
+	wait := opt.Wait
 	defer d.release(o.Cert)
 	wake, unwake := d.wakeChan(o.UniqueID)
 	defer unwake()
@@ -260,6 +267,10 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 		defer stop()
 	}
 	for !o.Step.Terminal() {
+		// hint: this try was prompted by a callback before its time. It
+		// may find the certificate early, but its failure is no news: it
+		// neither counts as an attempt nor moves the backoff.
+		hint := false
 		if delay := o.NextAttempt.Sub(d.now()); delay > 0 {
 			if !wait {
 				return nil
@@ -267,8 +278,12 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
-			case <-wake:
-				log.Info("callback received: checking the order now")
+			case why := <-wake:
+				if hint = why == wakeCallback; hint {
+					log.Info("callback received: checking the order now")
+				} else {
+					log.Info("retry requested: trying the order now")
+				}
 			case <-time.After(delay):
 			}
 		}
@@ -283,11 +298,14 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 			<-sem
 			return ctx.Err()
 		}
+		step := o.Step
 		err := d.advance(work, cc, o, &poll)
 		<-sem
 		switch {
 		case err == nil:
+			d.recovered(o, step)
 		case errors.Is(err, errWaiting):
+			d.recovered(o, step)
 		case work.Err() != nil:
 			return work.Err()
 		default:
@@ -296,21 +314,26 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, wai
 				d.fail(work, cc, o, err)
 				return fmt.Errorf("certificate %s: order %s failed: %w", o.Cert, o.UniqueID, err)
 			}
+			if hint {
+				log.Info("the check prompted by the callback failed; the backoff stays as it was",
+					zap.String("step", string(o.Step)), zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
+				continue
+			}
 			d.metrics.Failure(o.Cert, failureReason(o.Step, err))
 			o.Attempts++
 			o.LastError = err.Error()
-			o.NextAttempt = d.now().Add(retryBackoff(o.Attempts))
-			// A CA that says when to come back (429, 503) is heard: never
-			// sooner than it asked.
-			if ra := reseller.RetryAfter(err); ra > 0 && d.now().Add(ra).After(o.NextAttempt) {
-				o.NextAttempt = d.now().Add(ra)
-			}
+			o.NextAttempt = d.now().Add(d.failedTryBackoff(o, step, err))
 			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
 				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
 			if perr := d.storeFor(o.Cert).PutOrder(work, o); perr != nil {
 				return errors.Join(err, perr)
 			}
-			d.alertRetrying(o, err)
+			d.alertRetrying(o, step, err)
+			if opt.Retrying != nil {
+				if rerr := opt.Retrying(o, err); rerr != nil {
+					return rerr
+				}
+			}
 			if !wait {
 				return fmt.Errorf("certificate %s: %s: %w (will retry at %s)", o.Cert, o.Step, err, o.NextAttempt.Format(time.RFC3339))
 			}
@@ -331,6 +354,28 @@ func retryBackoff(n int) time.Duration {
 		return steps[max(n-1, 0)]
 	}
 	return 24 * time.Hour
+}
+
+// reloadBackoffStart is where the backoff of a failed reload starts in
+// retryBackoff's steps: at a minute, not 10 s. A reload that failed
+// fails again until someone mends the web server's configuration, and
+// each try reloads the web server twice (the new files, then the restored
+// ones).
+const reloadBackoffStart = 3
+
+// failedTryBackoff is how long o waits after try o.Attempts failed in
+// step with err: retryBackoff, later for a failed reload, and never sooner
+// than a CA that said when to come back (429, 503) asked.
+func (d *Daemon) failedTryBackoff(o *Order, step Step, err error) time.Duration {
+	n := o.Attempts
+	if step == StepDeployed {
+		n += reloadBackoffStart - 1
+	}
+	wait := retryBackoff(n)
+	if ra := reseller.RetryAfter(err); ra > wait {
+		wait = ra
+	}
+	return wait
 }
 
 // advance performs the current step's work and records the next step.
@@ -506,9 +551,6 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return &fatalError{err}
 		}
 		if err := d.deployer.Reload(ctx, cc.Deploy, b); err != nil {
-			if ctx.Err() == nil {
-				d.alertReload(o, err)
-			}
 			if ctx.Err() != nil {
 				// Stopping: the new files stay, and the reload runs again
 				// when the order resumes.
@@ -570,9 +612,16 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 	return fmt.Errorf("order %s in unknown step %q", o.UniqueID, o.Step)
 }
 
-// next records that o reached step; a step reached resets the retries.
+// next records that o reached step; a step reached resets the retries,
+// except inside the deploy phase: installing the files (issued →
+// deployed) is no progress while the reload that follows keeps failing
+// and rolls them back, so the tries count on, and the backoff grows,
+// until the reload succeeds.
 func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
-	o.Step, o.Attempts, o.LastError = step, 0, ""
+	o.Step = step
+	if step != StepDeployed {
+		o.Attempts, o.LastError = 0, ""
+	}
 	if step != StepRechecked {
 		o.NextAttempt = time.Time{}
 	}

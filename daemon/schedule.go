@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"net"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -329,7 +326,7 @@ func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *Cer
 	go func() {
 		defer wg.Done()
 		defer release()
-		if err := d.driveClaimed(ctx, cc, o, true); err != nil && ctx.Err() == nil {
+		if err := d.driveClaimed(ctx, cc, o, ReissueOptions{Wait: true}); err != nil && ctx.Err() == nil {
 			if o.Step.Terminal() {
 				d.orderLog(o).Error("order ended in failure", zap.Error(err))
 			} else {
@@ -464,99 +461,4 @@ func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
 	d.log.Info("adopted the certificate found in the deploy directory", zap.String("cert", cc.Name),
 		zap.String("serial", live.Serial), zap.Time("not_after", live.NotAfter))
 	return live
-}
-
-// maxCallbackBody bounds a callback's body, which is read only to be
-// discarded: a callback is a hint, never data.
-const maxCallbackBody = 64 << 10
-
-// CallbackHandler answers the CA's callbacks: POST /callback/<token>. A
-// known token of an order in flight makes its driver fetch the detail
-// through the signed API at once; the body is never used. Anything else is
-// 404.
-func (d *Daemon) CallbackHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.URL.Path, "/callback/")
-		if !ok || token == "" || strings.Contains(token, "/") {
-			http.NotFound(w, r)
-			return
-		}
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", http.MethodPost)
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		o, err := d.store.OrderByToken(r.Context(), token)
-		if err != nil || o.Step.Terminal() {
-			http.NotFound(w, r)
-			return
-		}
-		// Read (and drop) the body, bounded: a callback is only a hint.
-		if n, _ := io.Copy(io.Discard, io.LimitReader(r.Body, maxCallbackBody+1)); n > maxCallbackBody {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		d.orderLog(o).Info("callback received", zap.String("remote", r.RemoteAddr))
-		d.poke(o.UniqueID)
-		// In a cluster the order's driver may be another node.
-		d.announce(r.Context(), ClusterEvent{Kind: EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
-		w.WriteHeader(http.StatusOK)
-		w.Write([]byte("ok\n"))
-	})
-}
-
-// startListener serves callbacks at daemon.callback_listen and the
-// responder at daemon.http_listen (one listener when they are equal).
-func (d *Daemon) startListener(ctx context.Context, wg *sync.WaitGroup) (string, error) {
-	dc := d.config().Daemon
-	cb, hl := dc.CallbackListen, dc.HTTPListen
-	var addrs []string
-	serve := func(addr string, h http.Handler) error {
-		a, err := d.serveHTTP(ctx, wg, addr, h)
-		if err != nil {
-			return err
-		}
-		addrs = append(addrs, a)
-		return nil
-	}
-	switch {
-	case cb != "" && cb == hl:
-		mux := http.NewServeMux()
-		mux.Handle("/callback/", d.CallbackHandler())
-		mux.Handle("/.well-known/pki-validation/", d.responder)
-		if err := serve(cb, mux); err != nil {
-			return "", err
-		}
-	default:
-		if cb != "" {
-			if err := serve(cb, d.CallbackHandler()); err != nil {
-				return "", err
-			}
-		}
-		if hl != "" {
-			if err := serve(hl, d.responder); err != nil {
-				return "", err
-			}
-		}
-	}
-	return strings.Join(addrs, ", "), nil
-}
-
-// serveHTTP serves h on addr until ctx ends, and returns the bound address.
-func (d *Daemon) serveHTTP(ctx context.Context, wg *sync.WaitGroup, addr string, h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second}
-	wg.Add(2)
-	go func() { defer wg.Done(); srv.Serve(ln) }()
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	return ln.Addr().String(), nil
 }

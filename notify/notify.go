@@ -105,6 +105,12 @@ const (
 	SubscriptionEnding Kind = "subscription_ending"
 	// Renewed: a renewed certificate is live.
 	Renewed Kind = "renewed"
+	// Recovered: a failure that was alerted is over. It goes to the
+	// channels that were told of the failure.
+	Recovered Kind = "recovered"
+	// ScheduleStalled: the renewal schedule has no next run; no renewal
+	// check happens until the configuration is mended.
+	ScheduleStalled Kind = "schedule_stalled"
 	// StepChanged: an order moved to its next step.
 	StepChanged Kind = "step_changed"
 	// Test: sent on request to check that a channel works.
@@ -144,6 +150,10 @@ func (k Kind) defaultTitle(cert string) string {
 		what = "certificate renewed"
 	case StepChanged:
 		what = "order step changed"
+	case Recovered:
+		what = "recovered"
+	case ScheduleStalled:
+		what = "renewal schedule never fires"
 	case Test:
 		what = "test notification"
 	default:
