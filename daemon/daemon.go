@@ -70,7 +70,7 @@ type Daemon struct {
 	standalones map[string]*httpchallenge.Standalone
 
 	mu      sync.Mutex
-	driving map[string]bool          // certificates whose order a goroutine drives
+	driving map[string]bool            // certificates whose order a goroutine drives
 	wake    map[string]chan wakeReason // unique_id → why its driver was woken early
 	sem     chan struct{}
 
