@@ -24,7 +24,6 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/robfig/cron/v3"
 
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/notify"
@@ -167,6 +166,12 @@ type DaemonConfig struct {
 	// without a successful renewal raises an alert, each once, most
 	// distant first.
 	ExpiryAlertDays []int
+	// HistoryRetention is how long the history of ended orders (attempts,
+	// orders, their keys) is kept; HistoryPerCertificate how many of a
+	// certificate's attempts at most. The live certificate, its key and
+	// the previous generation are always kept.
+	HistoryRetention      time.Duration
+	HistoryPerCertificate int
 }
 
 // Drivers of the [store] section.
@@ -241,6 +246,16 @@ func (s StoreConfig) String() string {
 
 // GoString is String, so that %#v does not print the secrets either.
 func (s StoreConfig) GoString() string { return s.String() }
+
+// Defaults and bounds of the history kept ([daemon] history_retention,
+// history_per_certificate): a year and a month covers a yearly
+// certificate's previous renewal; 100 attempts a good many failures.
+const (
+	DefaultHistoryRetention      = 400 * 24 * time.Hour
+	MinHistoryRetention          = 24 * time.Hour
+	DefaultHistoryPerCertificate = 100
+	MaxHistoryPerCertificate     = 100000
+)
 
 // DefaultExpiryAlertDays escalate as expiry nears.
 var DefaultExpiryAlertDays = []int{14, 7, 3, 1}
@@ -876,7 +891,8 @@ func (l *loader) secretFrom(s section, key string) (value, used string, set bool
 }
 
 var cfgDaemonKeys = []string{"state_dir", "schedule", "callback_listen", "callback_url", "http_listen",
-	"max_concurrent", "poll_interval", "log_format", "log_level", "metrics_listen", "expiry_alert_days"}
+	"max_concurrent", "poll_interval", "log_format", "log_level", "metrics_listen", "expiry_alert_days",
+	"history_retention", "history_per_certificate"}
 
 func (l *loader) daemon(raw map[string]any) DaemonConfig {
 	d := DaemonConfig{
@@ -887,6 +903,9 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 		MaxConcurrent:   DefaultMaxConcurrent,
 		PollInterval:    DefaultPollInterval,
 		ExpiryAlertDays: slices.Clone(DefaultExpiryAlertDays),
+
+		HistoryRetention:      DefaultHistoryRetention,
+		HistoryPerCertificate: DefaultHistoryPerCertificate,
 	}
 	v, present := raw["daemon"]
 	if !present {
@@ -907,8 +926,8 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 		}
 	}
 	if sched, ok := s.str("schedule"); ok {
-		if _, err := cron.ParseStandard(sched); err != nil {
-			l.fail(s.key("schedule"), "%q is not a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. %q): %v", sched, DefaultSchedule, err)
+		if _, err := ParseSchedule(sched, time.Now()); err != nil {
+			l.fail(s.key("schedule"), "%v", err)
 		} else {
 			d.Schedule = sched
 		}
@@ -971,6 +990,16 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 		} else {
 			slices.SortFunc(days, func(a, b int) int { return b - a })
 			d.ExpiryAlertDays = slices.Compact(days)
+		}
+	}
+	if s.duration("history_retention", &d.HistoryRetention) && d.HistoryRetention < MinHistoryRetention {
+		l.fail(s.key("history_retention"), "must be at least %s, got %s", formatDuration(MinHistoryRetention), formatDuration(d.HistoryRetention))
+	}
+	if n, ok := s.integer("history_per_certificate"); ok {
+		if n < 1 || n > MaxHistoryPerCertificate {
+			l.fail(s.key("history_per_certificate"), "must be from 1 to %d, got %d", MaxHistoryPerCertificate, n)
+		} else {
+			d.HistoryPerCertificate = int(n)
 		}
 	}
 	l.httpListen, l.callbackListen = d.HTTPListen, d.CallbackListen

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/notify"
@@ -208,7 +207,7 @@ func (d *Daemon) Reload(cfg *Config) error {
 	if !bytes.Equal(cfg.Store.EncryptionKey, old.Store.EncryptionKey) {
 		errs = append(errs, &ConfigError{Key: "store.encryption_key", Reason: "changed: a running daemon cannot change the key sealing the private keys; restart dcvd to apply it"})
 	}
-	if _, err := cron.ParseStandard(cfg.Daemon.Schedule); err != nil {
+	if _, err := ParseSchedule(cfg.Daemon.Schedule, d.now()); err != nil {
 		errs = append(errs, &ConfigError{Key: "daemon.schedule", Reason: err.Error()})
 	}
 

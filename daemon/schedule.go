@@ -13,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -111,13 +112,38 @@ func formatDuration(d time.Duration) string {
 	return d.String()
 }
 
+// scheduleHorizon is how far ahead a schedule must fire at least once: a
+// cron expression that matches no real date (30 February, 31 April) makes
+// robfig/cron's Next return the zero time, and one that fires once in
+// years checks nothing in the meantime.
+const scheduleHorizon = 366 * 24 * time.Hour
+
+// ParseSchedule parses daemon.schedule (a standard 5-field cron expression
+// or a descriptor such as "@hourly") and refuses one that has no run in
+// the year after now.
+func ParseSchedule(expr string, now time.Time) (cron.Schedule, error) {
+	sched, err := cron.ParseStandard(expr)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. %q): %w", expr, DefaultSchedule, err)
+	}
+	next := sched.Next(now)
+	if next.IsZero() || next.Sub(now) > scheduleHorizon {
+		return nil, fmt.Errorf("%q has no run in the next year (does it name a day that does not exist, such as 30 February?): renewal checks would never run", expr)
+	}
+	return sched, nil
+}
+
+// stalledScheduleWait is how long Run waits, when the schedule gives no
+// next run, before it looks again (a reload ends the wait sooner).
+const stalledScheduleWait = time.Hour
+
 // Run resumes the orders in flight, checks every certificate at once, then
 // on each tick of daemon.schedule and after each Reload, and serves
 // callbacks, until ctx ends. Then no new step starts, and Run returns once
 // the steps at work have finished (see Options.StopGrace).
 func (d *Daemon) Run(ctx context.Context) error {
-	if _, err := cron.ParseStandard(d.config().Daemon.Schedule); err != nil {
-		return fmt.Errorf("daemon.schedule: %w", err)
+	if _, err := ParseSchedule(d.config().Daemon.Schedule, d.now()); err != nil {
+		return &ConfigError{Key: "daemon.schedule", Reason: err.Error()}
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -153,23 +179,54 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.markRunning()
 
 	d.sweep(ctx, &wg)
+	stalled := "" // the schedule last found to have no next run
 	for {
-		// Parsed each time: a reload may have changed it (Reload checked it).
-		sched, err := cron.ParseStandard(d.config().Daemon.Schedule)
-		if err != nil {
-			return fmt.Errorf("daemon.schedule: %w", err)
-		}
-		next := sched.Next(d.now())
-		d.log.Info("next renewal check", zap.Time("at", next))
+		wait, next := d.untilNextCheck(&stalled)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.reloaded():
 			d.sweep(ctx, &wg)
-		case <-time.After(time.Until(next)):
-			d.sweep(ctx, &wg)
+		case <-time.After(wait):
+			if next {
+				d.sweep(ctx, &wg)
+			}
 		}
 	}
+}
+
+// untilNextCheck is the wait until the next renewal check of
+// daemon.schedule, read each time since a reload may have changed it. It
+// never returns a wait that ends at once without a check due: a schedule
+// with no next run (which Reload and LoadConfig refuse, so it can only
+// come from a clock jump or a bug) is logged and alerted once, then waited
+// out an hour at a time, never spun on. stalled remembers the schedule
+// last told of.
+func (d *Daemon) untilNextCheck(stalled *string) (time.Duration, bool) {
+	expr := d.config().Daemon.Schedule
+	now := d.now()
+	var next time.Time
+	sched, err := cron.ParseStandard(expr)
+	if err == nil {
+		next = sched.Next(now)
+	}
+	if err != nil || next.IsZero() || !next.After(now) {
+		if *stalled != expr {
+			*stalled = expr
+			why := fmt.Sprintf("daemon.schedule %q gives no next run", expr)
+			if err != nil {
+				why = fmt.Sprintf("daemon.schedule %q: %v", expr, err)
+			}
+			d.log.Error("no renewal check is scheduled; fix daemon.schedule and reload (systemctl reload dcvd)",
+				zap.String("schedule", expr), zap.Error(err))
+			d.alert(notify.Event{Kind: notify.ScheduleStalled, Title: "dcvd: the renewal schedule never fires",
+				Text: why + ": no certificate is checked for renewal until the schedule is mended and dcvd reloaded; orders in flight go on."})
+		}
+		return stalledScheduleWait, false
+	}
+	*stalled = ""
+	d.log.Info("next renewal check", zap.Time("at", next))
+	return next.Sub(now), true
 }
 
 // sweep starts a driver for every order in flight and every certificate
