@@ -4,6 +4,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -12,10 +14,47 @@ import (
 // discarded: a callback is a hint, never data.
 const maxCallbackBody = 64 << 10
 
+// callbackWakeInterval is the least time between two wakes of one order by
+// callbacks: a CA (or anyone holding the URL) that calls back in a loop
+// costs at most one detail request per order per interval.
+const callbackWakeInterval = 10 * time.Second
+
+// callbackGate lets through at most one callback wake per order per
+// callbackWakeInterval.
+type callbackGate struct {
+	mu   sync.Mutex
+	last map[string]time.Time // unique_id → last wake let through
+}
+
+// allow reports whether a callback for uniqueID at now may wake its order.
+func (g *callbackGate) allow(uniqueID string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[string]time.Time{}
+	}
+	if t, ok := g.last[uniqueID]; ok && now.Sub(t) < callbackWakeInterval && !now.Before(t) {
+		return false
+	}
+	// Entries older than the interval decide nothing: drop them, so the
+	// map holds at most the orders woken in the last interval.
+	for uid, t := range g.last {
+		if now.Sub(t) >= callbackWakeInterval {
+			delete(g.last, uid)
+		}
+	}
+	g.last[uniqueID] = now
+	return true
+}
+
 // CallbackHandler answers the CA's callbacks: POST /callback/<token>. A
-// known token of an order in flight makes its driver fetch the detail
-// through the signed API at once; the body is never used. Anything else is
-// 404.
+// callback is a hint, never data: the body is read (bounded) and dropped.
+// A known token of an order waiting for its certificate (step rechecked)
+// makes its driver fetch the detail through the signed API at once — at
+// most once per callbackWakeInterval, and a fetch it prompts that fails
+// counts as no attempt and leaves the backoff alone (see driveClaimed).
+// The token of an order in any other step in flight is answered 200 and
+// does nothing: the order is not waiting for the CA. Anything else is 404.
 func (d *Daemon) CallbackHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token, ok := strings.CutPrefix(r.URL.Path, "/callback/")
@@ -38,10 +77,18 @@ func (d *Daemon) CallbackHandler() http.Handler {
 			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 			return
 		}
-		d.orderLog(o).Info("callback received", zap.String("remote", r.RemoteAddr))
-		d.wakeOrder(o.UniqueID, wakeCallback)
-		// In a cluster the order's driver may be another node.
-		d.announce(r.Context(), ClusterEvent{Kind: EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
+		log := d.orderLog(o).With(zap.String("remote", r.RemoteAddr), zap.String("step", string(o.Step)))
+		switch {
+		case o.Step != StepRechecked:
+			log.Info("callback received; the order is not waiting for the CA, nothing to do")
+		case !d.callbacks.allow(o.UniqueID, d.now()):
+			log.Info("callback received; the order was woken moments ago, not again", zap.Duration("interval", callbackWakeInterval))
+		default:
+			log.Info("callback received")
+			d.wakeOrder(o.UniqueID, wakeCallback)
+			// In a cluster the order's driver may be another node.
+			d.announce(r.Context(), ClusterEvent{Kind: EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
+		}
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte("ok\n"))
 	})

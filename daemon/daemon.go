@@ -79,6 +79,8 @@ type Daemon struct {
 	notifier *notify.Notifier // nil without [notify.*] channels
 	expiry   expiryAlerts
 	failures failureAlerts
+	// callbacks lets callbacks wake an order at most once per interval.
+	callbacks callbackGate
 
 	// cluster is set when the store is shared with other dcvd processes
 	// ([store] driver = "postgres"); sealer then seals the private keys
