@@ -224,6 +224,11 @@ func TestCallbacksAreHints(t *testing.T) {
 	if err == nil || o.Attempts != 1 {
 		t.Fatalf("a failed detail: attempts %d, err %v", o.Attempts, err)
 	}
+	// Parked as in the report: many failures, a day's backoff.
+	o.Attempts, o.NextAttempt = 30, h.clock.Now().Add(24*time.Hour)
+	if err := d.Store().PutOrder(ctx, o); err != nil {
+		t.Fatal(err)
+	}
 	before := mustOrder(t, d, o.UniqueID)
 
 	// A driver waits on the backoff, as under dcvd run.
