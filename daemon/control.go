@@ -22,17 +22,21 @@ import (
 )
 
 // This file is the control socket: the running daemon answers "dcvd
-// status", "dcvd reissue" and "dcvd redeploy" over a unix socket, so that
-// those commands act through the daemon's own drivers instead of racing
-// them from a second process. It speaks HTTP/1.1 with JSON:
+// status", "dcvd reissue", "dcvd retry" and "dcvd redeploy" over a unix
+// socket, so that those commands act through the daemon's own drivers
+// instead of racing them from a second process. It speaks HTTP/1.1 with
+// JSON:
 //
 //	GET  /status                                  → []CertStatus
 //	POST /reissue?name=N[&allow_domain_removal=1] → the order, started or already in flight
+//	POST /retry?name=N                            → {"order": …, "how": RetryHow, "holder": node}
 //	POST /redeploy?name=N                         → {}
 //	GET  /order?unique_id=U                       → the order
 //
-// Errors are {"error": "..."} with a 4xx or 5xx status. Only the socket's
-// owner (and root) may connect: it is created with mode 0600.
+// Errors are {"error": "...", "code": "..."} with a 4xx or 5xx status;
+// code (one of the Control* codes, or absent) tells apart refusals that
+// share a status. Only the socket's owner (and root) may connect: it is
+// created with mode 0600.
 
 // ControlSocketName is the file name of the control socket.
 const ControlSocketName = "dcvd.sock"
@@ -40,6 +44,28 @@ const ControlSocketName = "dcvd.sock"
 // maxSocketPath is the longest path a unix socket can be bound to on Linux
 // (sun_path holds 108 bytes with the terminating NUL).
 const maxSocketPath = 107
+
+// The codes of the control socket's errors (ControlError.Code), for a
+// client that acts on the kind of refusal: one to fix (an unknown name), one
+// to wait out (busy, stopping), one for good (the domain-removal guard).
+const (
+	// ControlUnknownCertificate: the daemon's configuration has no such
+	// [[certificate]] (404).
+	ControlUnknownCertificate = "unknown_certificate"
+	// ControlNoOrder: the certificate has no order in flight (404).
+	ControlNoOrder = "no_order"
+	// ControlBusy: a redeploy or an order that is just ending holds the
+	// certificate (409); try again in a moment.
+	ControlBusy = "busy"
+	// ControlLeaseHeld: another node of the cluster drives the
+	// certificate (409).
+	ControlLeaseHeld = "lease_held"
+	// ControlDomainRemoval: the domain-removal guard refused the reissue
+	// (409); the admin must confirm it.
+	ControlDomainRemoval = "domain_removal"
+	// ControlStopping: the daemon is stopping (503).
+	ControlStopping = "stopping"
+)
 
 // ErrNoDaemon says that no daemon answers on a control socket: the file is
 // absent, or nothing listens on it any more. Commands then work on the
@@ -248,9 +274,11 @@ type controlServer struct {
 	drivers sync.WaitGroup
 }
 
-// controlError is an error with the HTTP status it answers with.
+// controlError is an error with the HTTP status (and code, when the
+// client must tell it apart) it answers with.
 type controlError struct {
 	status int
+	code   string
 	err    error
 }
 
@@ -259,6 +287,33 @@ func (e *controlError) Unwrap() error { return e.err }
 
 func statusError(status int, format string, args ...any) error {
 	return &controlError{status: status, err: fmt.Errorf(format, args...)}
+}
+
+func codedError(status int, code, format string, args ...any) error {
+	return &controlError{status: status, code: code, err: fmt.Errorf(format, args...)}
+}
+
+// replyStatus is the HTTP status and code an error is answered with.
+func replyStatus(err error) (int, string) {
+	var (
+		ce  *controlError
+		dre *DomainRemovalError
+		noe *NoOrderError
+		be  *busyError
+	)
+	switch {
+	case errors.As(err, &ce):
+		return ce.status, ce.code
+	case errors.As(err, &dre):
+		return http.StatusConflict, ControlDomainRemoval
+	case errors.As(err, &noe):
+		return http.StatusNotFound, ControlNoOrder
+	case errors.As(err, &be):
+		return http.StatusConflict, ControlBusy
+	case errors.Is(err, ErrLeaseHeld):
+		return http.StatusConflict, ControlLeaseHeld
+	}
+	return http.StatusInternalServerError, ""
 }
 
 // orderJSON is an order as the control socket shows it: what a command
@@ -341,6 +396,17 @@ func (c *controlServer) handler() http.Handler {
 		}
 		return o, http.StatusAccepted, nil
 	}))
+	mux.HandleFunc("/retry", c.only(http.MethodPost, func(r *http.Request) (any, int, error) {
+		name, err := c.certName(r)
+		if err != nil {
+			return nil, 0, err
+		}
+		res, err := c.retry(name)
+		if err != nil {
+			return nil, 0, err
+		}
+		return res, http.StatusOK, nil
+	}))
 	mux.HandleFunc("/redeploy", c.only(http.MethodPost, func(r *http.Request) (any, int, error) {
 		name, err := c.certName(r)
 		if err != nil {
@@ -363,16 +429,12 @@ func (c *controlServer) only(method string, h func(r *http.Request) (any, int, e
 		}
 		v, status, err := h(r)
 		if err != nil {
-			status = http.StatusInternalServerError
-			var ce *controlError
-			if errors.As(err, &ce) {
-				status = ce.status
+			status, code := replyStatus(err)
+			reply := map[string]string{"error": err.Error()}
+			if code != "" {
+				reply["code"] = code
 			}
-			var dre *DomainRemovalError
-			if errors.As(err, &dre) {
-				status = http.StatusConflict
-			}
-			writeJSON(w, status, map[string]string{"error": err.Error()})
+			writeJSON(w, status, reply)
 			return
 		}
 		writeJSON(w, status, v)
@@ -397,7 +459,7 @@ func (c *controlServer) certName(r *http.Request) (string, error) {
 		for i := range cfg.Certificates {
 			names[i] = cfg.Certificates[i].Name
 		}
-		return "", statusError(http.StatusNotFound,
+		return "", codedError(http.StatusNotFound, ControlUnknownCertificate,
 			"the running daemon has no [[certificate]] named %q (it has: %s); if you added it to the config, reload the daemon first (systemctl reload dcvd, or send it SIGHUP)",
 			name, cfgList(names))
 	}
@@ -422,19 +484,19 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	d := c.d
 	ctx := c.ctx
 	if ctx.Err() != nil {
-		return orderJSON{}, statusError(http.StatusServiceUnavailable, "the daemon is stopping")
+		return orderJSON{}, codedError(http.StatusServiceUnavailable, ControlStopping, "the daemon is stopping")
 	}
 	d.life.startMu.Lock()
 	defer d.life.startMu.Unlock()
 	cc, err := d.certConfig(name)
 	if err != nil {
-		return orderJSON{}, statusError(http.StatusNotFound, "%w", err)
+		return orderJSON{}, codedError(http.StatusNotFound, ControlUnknownCertificate, "%w", err)
 	}
 	if !d.claim(name) {
 		// A driver is at work on it: that order is the answer.
 		o, err := d.store.ActiveOrder(ctx, name)
 		if errors.Is(err, ErrNotFound) {
-			return orderJSON{}, statusError(http.StatusConflict, "certificate %s is busy (a redeploy, or an order that is just ending): try again in a moment", name)
+			return orderJSON{}, &busyError{cert: name}
 		}
 		if err != nil {
 			return orderJSON{}, err
@@ -450,7 +512,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 			if o, oerr := d.store.ActiveOrder(ctx, name); oerr == nil {
 				return toOrderJSON(o), nil
 			}
-			return orderJSON{}, statusError(http.StatusConflict, "%w", err)
+			return orderJSON{}, codedError(http.StatusConflict, ControlLeaseHeld, "%w", err)
 		}
 		return orderJSON{}, err
 	}
@@ -465,17 +527,57 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	}
 	// Read now: the driver changes o from here on.
 	view := toOrderJSON(o)
-	log := d.orderLog(o)
-	log.Info("reissue asked for on the control socket", zap.String("step", string(view.Step)))
+	d.orderLog(o).Info("reissue asked for on the control socket", zap.String("step", string(view.Step)))
+	c.goDrive(lctx, cc, o, release)
+	return view, nil
+}
+
+// goDrive drives o in a driver of the daemon, which stops with the
+// daemon; the caller has claimed o.Cert and taken its lease, which
+// release gives back.
+func (c *controlServer) goDrive(lctx context.Context, cc *CertConfig, o *Order, release func()) {
+	log := c.d.orderLog(o)
 	c.drivers.Add(1)
 	go func() {
 		defer c.drivers.Done()
 		defer release()
-		if err := d.driveClaimed(lctx, cc, o, ReissueOptions{Wait: true}); err != nil && lctx.Err() == nil {
-			log.Error("order ended in failure", zap.Error(err))
+		if err := c.d.driveClaimed(lctx, cc, o, ReissueOptions{Wait: true}); err != nil && lctx.Err() == nil {
+			if o.Step.Terminal() {
+				log.Error("order ended in failure", zap.Error(err))
+			} else {
+				log.Error("driver stopped; the order stays in flight and will be resumed",
+					zap.String("step", string(o.Step)), zap.Error(err))
+			}
 		}
 	}()
-	return view, nil
+}
+
+// retryJSON is the answer to POST /retry.
+type retryJSON struct {
+	Order  orderJSON `json:"order"`
+	How    RetryHow  `json:"how"`
+	Holder string    `json:"holder,omitempty"`
+}
+
+// retry has the order in flight of name tried now (see Daemon.Retry). A
+// running daemon drives every order in flight of its certificates, so its
+// driver is usually there to be woken; when it is not (it stopped on an
+// error of the database, to be resumed at the next check, hours away), a
+// driver is started here, which tries the order at once.
+func (c *controlServer) retry(name string) (retryJSON, error) {
+	d := c.d
+	if c.ctx.Err() != nil {
+		return retryJSON{}, codedError(http.StatusServiceUnavailable, ControlStopping, "the daemon is stopping")
+	}
+	d.life.startMu.Lock() // a driver started here is one a reload sees
+	defer d.life.startMu.Unlock()
+	res, err := d.retry(c.ctx, name, func(lctx context.Context, cc *CertConfig, o *Order, release func()) {
+		c.goDrive(lctx, cc, o, release)
+	})
+	if err != nil {
+		return retryJSON{}, err
+	}
+	return retryJSON{Order: toOrderJSON(res.Order), How: res.How, Holder: res.Holder}, nil
 }
 
 // redeploy runs Redeploy while no driver works on name. A stop lets it
@@ -508,7 +610,10 @@ type ControlError struct {
 	// Status is the HTTP status: 404 for an unknown certificate or order,
 	// 409 when the certificate is busy or the domain-removal guard
 	// refuses, 400 for a bad request, 503 when the daemon is stopping.
-	Status  int
+	Status int
+	// Code tells apart the refusals of one status: one of the Control*
+	// codes, "" for the others.
+	Code    string
 	Message string
 }
 
@@ -571,11 +676,12 @@ func (c *ControlClient) call(ctx context.Context, method, path string, query url
 	if resp.StatusCode/100 != 2 {
 		var e struct {
 			Error string `json:"error"`
+			Code  string `json:"code"`
 		}
 		if json.Unmarshal(body, &e) != nil || e.Error == "" {
 			e.Error = fmt.Sprintf("daemon on %s: %s %s: HTTP %d", c.path, method, path, resp.StatusCode)
 		}
-		return &ControlError{Status: resp.StatusCode, Message: e.Error}
+		return &ControlError{Status: resp.StatusCode, Code: e.Code, Message: e.Error}
 	}
 	if err := json.Unmarshal(body, out); err != nil {
 		return fmt.Errorf("daemon on %s: %s %s: bad reply: %w", c.path, method, path, err)
@@ -607,6 +713,19 @@ func (c *ControlClient) Reissue(ctx context.Context, name string, allowDomainRem
 	return j.order(), nil
 }
 
+// Retry has the daemon try the order in flight of name now (see
+// Daemon.Retry, and the control server's retry, which starts a driver when
+// the daemon has none on it). The order holds no key path, CSR or callback
+// token. A certificate without an order in flight is a *ControlError with
+// Code ControlNoOrder.
+func (c *ControlClient) Retry(ctx context.Context, name string) (*RetryResult, error) {
+	var j retryJSON
+	if err := c.call(ctx, http.MethodPost, "/retry", url.Values{"name": {name}}, &j); err != nil {
+		return nil, err
+	}
+	return &RetryResult{Order: j.Order.order(), How: j.How, Holder: j.Holder}, nil
+}
+
 // Redeploy has the daemon install the live certificate of name again and
 // reload, unless an order is at work on it.
 func (c *ControlClient) Redeploy(ctx context.Context, name string) error {
@@ -631,6 +750,23 @@ func (c *ControlClient) Order(ctx context.Context, uniqueID string) (*Order, err
 // error; the daemon carries it on.
 func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll time.Duration, progress func(Step)) (*Order, error) {
 	var last Step
+	return c.Follow(ctx, name, uniqueID, poll, func(o *OrderStatus) error {
+		if o.Step != last {
+			last = o.Step
+			if progress != nil {
+				progress(last)
+			}
+		}
+		return nil
+	})
+}
+
+// Follow is Wait with a look at the order at each poll: observe is called
+// with the order in flight as the daemon's status shows it (its step,
+// failed tries, next attempt and last error). An error observe returns
+// ends the follow: the order is returned as last seen, with that error;
+// the daemon carries it on.
+func (c *ControlClient) Follow(ctx context.Context, name, uniqueID string, poll time.Duration, observe func(*OrderStatus) error) (*Order, error) {
 	for {
 		sts, err := c.Status(ctx)
 		if err != nil {
@@ -647,11 +783,8 @@ func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll ti
 			// order itself says how.
 			return c.Order(ctx, uniqueID)
 		}
-		if st.Order.Step != last {
-			last = st.Order.Step
-			if progress != nil {
-				progress(last)
-			}
+		if err := observe(st.Order); err != nil {
+			return c.lastSeen(uniqueID, err)
 		}
 		select {
 		case <-ctx.Done():
@@ -661,10 +794,14 @@ func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll ti
 	}
 }
 
+// lastSeenWait bounds the look at the order after a wait ended: a wait
+// that ends on the caller's deadline must not outlast it by much.
+const lastSeenWait = 2 * time.Second
+
 // lastSeen returns the order as it stands with err, for a wait that ends
 // before the order does.
 func (c *ControlClient) lastSeen(uniqueID string, err error) (*Order, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), lastSeenWait)
 	defer cancel()
 	o, oerr := c.Order(ctx, uniqueID)
 	if oerr != nil {

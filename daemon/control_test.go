@@ -565,3 +565,100 @@ func TestControlServeControl(t *testing.T) {
 		t.Errorf("the socket is still there: %v", err)
 	}
 }
+
+// TestControlRetry goes through the socket as "dcvd retry" does: refusals
+// with their codes, an order in backoff that nobody drives tried at once
+// by a driver the daemon starts, and one whose driver waits out the
+// backoff woken; each ends done with one charge.
+func TestControlRetry(t *testing.T) {
+	w := newControlWorld(t)
+	close(w.watch.release)
+	ctx := hCtx(t)
+
+	_, err := w.c.Retry(ctx, "nope")
+	wantControlError(t, err, http.StatusNotFound, `"nope"`)
+	if ce := (*ControlError)(nil); errors.As(err, &ce) && ce.Code != ControlUnknownCertificate {
+		t.Errorf("code %q, want %q", ce.Code, ControlUnknownCertificate)
+	}
+	_, err = w.c.Retry(ctx, hCert)
+	wantControlError(t, err, http.StatusNotFound, "has no order in flight", "dcvd reissue shop starts one")
+	if ce := (*ControlError)(nil); errors.As(err, &ce) && ce.Code != ControlNoOrder {
+		t.Errorf("code %q, want %q", ce.Code, ControlNoOrder)
+	}
+
+	// Nobody drives it: the daemon starts a driver, which tries at once.
+	stuck := orderInBackoff(t, w.h, w.d)
+	res, err := w.c.Retry(ctx, hCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.How != RetryStarted || res.Order.UniqueID != stuck.UniqueID || res.Order.Attempts != 1 || res.Order.LastError != stuck.LastError {
+		t.Fatalf("retry of an order nobody drives: %+v (order %+v), want a driver started on %s", res, res.Order, stuck.UniqueID)
+	}
+	done, err := w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
+	if err != nil || done.Step != StepDone {
+		t.Fatalf("the retried order ended %+v, %v; want done", done, err)
+	}
+	waitNotDriving(t, w.d, hCert)
+
+	// A driver the socket started waits out the backoff: woken.
+	stuck = orderInBackoff(t, w.h, w.d)
+	o, err := w.c.Reissue(ctx, hCert, false)
+	if err != nil || o.UniqueID != stuck.UniqueID || !InBackoff(o, w.h.clock.Now()) {
+		t.Fatalf("reissue of the order in backoff: %+v, %v; want order %s, in backoff", o, err, stuck.UniqueID)
+	}
+	waitDriverWaiting(t, w.d, stuck.UniqueID)
+	if res, err = w.c.Retry(ctx, hCert); err != nil || res.How != RetryWoken {
+		t.Fatalf("retry of an order whose driver waits: %+v, %v; want it woken", res, err)
+	}
+	done, err = w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
+	if err != nil || done.Step != StepDone {
+		t.Fatalf("the woken order ended %+v, %v; want done", done, err)
+	}
+	if n := len(w.h.sb.Ledger()); n != 2 {
+		t.Errorf("the sandbox charged %d times for two orders, want twice", n)
+	}
+
+	// A stopping daemon starts nothing.
+	c := &controlServer{d: w.d, ctx: canceledContext()}
+	if _, err := c.retry(hCert); err == nil {
+		t.Error("a stopping daemon took a retry")
+	} else if status, code := replyStatus(err); status != http.StatusServiceUnavailable || code != ControlStopping {
+		t.Errorf("a stopping daemon answered %d %q, want 503 %q", status, code, ControlStopping)
+	}
+}
+
+func canceledContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}
+
+// TestControlFollowStopsOnObserve: an error from Follow's observe ends
+// the follow with it and the order as it stands; the daemon's driver goes
+// on.
+func TestControlFollowStopsOnObserve(t *testing.T) {
+	w := newControlWorld(t)
+	ctx := hCtx(t)
+	o, err := w.c.Reissue(ctx, hCert, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.watch.waitHeld(t)
+	stop := errors.New("enough")
+	var seen []Step
+	got, err := w.c.Follow(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(st *OrderStatus) error {
+		seen = append(seen, st.Step)
+		return stop
+	})
+	if !errors.Is(err, stop) || got == nil || got.UniqueID != o.UniqueID || got.Step != StepPublished {
+		t.Fatalf("Follow: %+v, %v; want order %s at %s with the observer's error", got, err, o.UniqueID, StepPublished)
+	}
+	if len(seen) != 1 || seen[0] != StepPublished {
+		t.Errorf("observe saw %v, want one look at %s", seen, StepPublished)
+	}
+	close(w.watch.release)
+	if done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil); err != nil || done.Step != StepDone {
+		t.Fatalf("the order ended %+v, %v; want done", done, err)
+	}
+}

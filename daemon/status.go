@@ -51,12 +51,23 @@ type NodeStatus struct {
 
 // OrderStatus is the order in flight of a certificate.
 type OrderStatus struct {
-	UniqueID    string     `json:"unique_id"`
-	Step        Step       `json:"step"`
+	UniqueID string `json:"unique_id"`
+	Step     Step   `json:"step"`
+	// Attempts counts the failed tries of the current step, LastError
+	// says why the last one failed, and NextAttempt is when the next try
+	// (or, while the CA works, the next look) is due.
 	Attempts    int        `json:"attempts,omitempty"`
 	NextAttempt *time.Time `json:"next_attempt,omitempty"`
-	Cost        float64    `json:"cost"`
-	Created     time.Time  `json:"created"`
+	LastError   string     `json:"last_error,omitempty"`
+	// Backoff says that the order waits out the backoff of failed tries
+	// (see InBackoff): nothing tries it before NextAttempt, which may be a
+	// day away, unless the admin runs Hint.
+	Backoff bool `json:"backoff,omitempty"`
+	// Hint is the command that has the order tried now, while in
+	// backoff: "dcvd retry NAME".
+	Hint    string    `json:"hint,omitempty"`
+	Cost    float64   `json:"cost"`
+	Created time.Time `json:"created"`
 }
 
 // Status reports every configured certificate.
@@ -94,10 +105,14 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 			st.LastError = history[0].Error
 		}
 		if o, err := d.store.ActiveOrder(ctx, cc.Name); err == nil {
-			ost := &OrderStatus{UniqueID: o.UniqueID, Step: o.Step, Attempts: o.Attempts, Cost: o.Cost, Created: o.Created}
+			ost := &OrderStatus{UniqueID: o.UniqueID, Step: o.Step, Attempts: o.Attempts, LastError: o.LastError,
+				Cost: o.Cost, Created: o.Created}
 			if !o.NextAttempt.IsZero() {
 				na := o.NextAttempt
 				ost.NextAttempt = &na
+			}
+			if InBackoff(o, d.now()) {
+				ost.Backoff, ost.Hint = true, "dcvd retry "+cc.Name
 			}
 			st.Order = ost
 			if o.LastError != "" {

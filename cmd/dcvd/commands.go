@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -31,20 +32,45 @@ func commandFlags(name, usage string, out io.Writer) (*flag.FlagSet, *string) {
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dcvd %s\n\nFlags:\n", usage)
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\n"+exitCodesHelp)
 	}
 	return fs, cfg
 }
 
-// loadDaemonConfig loads the configuration, printing its warnings.
+// parseFlags parses a subcommand's flags; a wrong command line is a usage
+// error (the flag set has printed its usage).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	return asUsage(fs.Parse(args))
+}
+
+// loadDaemonConfig loads the configuration, printing its warnings. A file
+// that cannot be read or has problems is a configuration error.
 func loadDaemonConfig(path string, stderr io.Writer) (*daemon.Config, error) {
 	cfg, warnings, err := daemon.LoadConfig(path, daemon.LoadOptions{})
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("config %s:\n%w", path, err)
+		return nil, asConfig(fmt.Errorf("config %s:\n%w", path, err))
 	}
 	return cfg, nil
+}
+
+// checkName refuses a NAME that the configuration has no [[certificate]]
+// of: a usage error, which names those it has.
+func checkName(cfg *daemon.Config, cfgPath, name string) error {
+	names := make([]string, 0, len(cfg.Certificates))
+	for _, cc := range cfg.Certificates {
+		if cc.Name == name {
+			return nil
+		}
+		names = append(names, cc.Name)
+	}
+	has := "none"
+	if len(names) > 0 {
+		has = strings.Join(names, ", ")
+	}
+	return asUsage(fmt.Errorf("no [[certificate]] named %q in %s (it has: %s)", name, cfgPath, has))
 }
 
 // newLogger builds the daemon's logger from [daemon] log_format and
@@ -71,7 +97,9 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	return openDaemonWith(ctx, path, stderr, false)
 }
 
-// openDaemonWith is openDaemon; quiet logs only the daemon's warnings and
+// openDaemonWith is openDaemon; every command that opens the daemon in its
+// own process works in the foreground, so the step at work stops with it
+// (foregroundStopGrace). quiet logs only the daemon's warnings and
 // errors (unless log_level asks for less), for commands whose own output
 // would drown in its steps.
 func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bool) (*daemon.Daemon, *zap.Logger, error) {
@@ -89,7 +117,8 @@ func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bo
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version,
+		StopGrace: foregroundStopGrace})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -102,8 +131,8 @@ const allTimeout = 24 * time.Hour
 
 func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := commandFlags("reissue", "reissue NAME|--all [--wait] [--dry-run] [--allow-domain-removal] [--timeout D] [--config FILE]", stdout)
-	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground")
-	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up waiting after this long (the order stays in flight for the daemon); with --all: bounds the whole run, 24h unless given")
+	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground; gives up (the order stays in flight, exit status 75) on Ctrl-C, at --timeout, and after three identical failures that waiting cannot mend")
+	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up after this long, the request at work included (the order stays in flight for the daemon); with --all: bounds the whole run, 24h unless given")
 	dryRun := fs.Bool("dry-run", false, "say what would be reissued, and whether the domain-removal guard refuses, without contacting the CA")
 	allow := fs.Bool("allow-domain-removal", false, "confirm a reissue that drops names of the live certificate (the CA revokes it)")
 	all := fs.Bool("all", false, "reissue every configured certificate (an order in flight is resumed), daemon.max_concurrent at a time, with progress on stderr: for a CA's mass revocation; exits non-zero if any is not reissued")
@@ -113,20 +142,26 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	given := flagGiven(fs, "timeout")
 	switch {
 	case *all && name != "":
-		return fmt.Errorf("name one [[certificate]] or give --all, not both (got %q and --all)", name)
+		return asUsage(fmt.Errorf("name one [[certificate]] or give --all, not both (got %q and --all)", name))
 	case !*all && name == "":
 		fs.Usage()
-		return errors.New("name the [[certificate]], or give --all for every one")
+		return asUsage(errors.New("name the [[certificate]], or give --all for every one"))
 	case *all:
-		given := false
-		fs.Visit(func(f *flag.Flag) { given = given || f.Name == "timeout" })
 		if !given {
 			*timeout = allTimeout
 		}
 		return reissueAll(ctx, allRun{cfgPath: *cfgPath, wait: *wait, dryRun: *dryRun, allow: *allow, timeout: *timeout,
 			every: *every, verbose: *verbose}, stdout, stderr)
+	}
+	// The bound holds for the whole command: finding the daemon, opening
+	// the state, and the request at work when it ends.
+	if (*wait || given) && *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
 	}
 	if !*dryRun {
 		c, err := dialRunning(*cfgPath)
@@ -142,7 +177,10 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { closeDaemon(ctx, d, stderr) }()
+	if err := checkName(d.Config(), *cfgPath, name); err != nil {
+		return err
+	}
 	if *dryRun {
 		o, err := d.Plan(ctx, name, *allow)
 		if err != nil {
@@ -158,27 +196,14 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return nil
 	}
-	if *wait && *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
-	o, err := d.Reissue(ctx, name, daemon.ReissueOptions{AllowDomainRemoval: *allow, Wait: *wait})
-	if err != nil {
-		if o != nil && errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("certificate %s: not done after %s: order %s is at step %s (last error: %s); the daemon carries it on",
-				name, *timeout, o.UniqueID, o.Step, orNone(o.LastError))
-		}
-		return err
-	}
-	switch {
-	case o.Step == daemon.StepDone:
-		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
-			name, o.Serial, o.NotAfter.UTC().Format(time.RFC3339), o.UniqueID, o.Cost)
-	default:
-		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
-	}
-	return nil
+	return driveHere(ctx, d, name, *allow, *wait, *timeout, stdout, stderr)
+}
+
+// flagGiven reports whether the flag name was on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // allRun is what "dcvd reissue --all" was asked.
@@ -235,7 +260,7 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer d.Close()
+		defer func() { closeDaemon(ctx, d, stderr) }()
 		cfg := d.Config()
 		for _, cc := range cfg.Certificates {
 			names = append(names, cc.Name)
@@ -258,6 +283,11 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 	}
 	sum := reissueall.Run(ctx, names, fn, opt)
 	fmt.Fprintln(stdout, "reissue --all: "+sum.String())
+	if err := sum.Err(); err != nil && ctx.Err() != nil {
+		// Out of time or interrupted: what is not done is in flight or
+		// not started, and the same command resumes it.
+		return asResumable(fmt.Errorf("%w (%s)", err, stopReason(ctx, r.timeout)))
+	}
 	return sum.Err()
 }
 
@@ -309,7 +339,7 @@ func orNone(s string) string {
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := commandFlags("status", "status [--json] [--config FILE]", stdout)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	sts, err := statusOf(ctx, *cfgPath, stderr)
@@ -341,8 +371,25 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	printBackoffs(stdout, sts)
 	printCluster(stdout, sts)
 	return nil
+}
+
+// printBackoffs shows each order in backoff, which nothing tries before
+// its next attempt (maybe a day away) unless the admin asks.
+func printBackoffs(w io.Writer, sts []daemon.CertStatus) {
+	for _, s := range sts {
+		o := s.Order
+		if o == nil || !o.Backoff || o.NextAttempt == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: order %s is in backoff at step %s after %s; next attempt %s (in %s)\n",
+			s.Name, o.UniqueID, o.Step, plural(o.Attempts, "failure"), o.NextAttempt.UTC().Format("2006-01-02 15:04:05 MST"),
+			time.Until(*o.NextAttempt).Round(time.Second))
+		fmt.Fprintf(w, "  last error: %s\n", orNone(o.LastError))
+		fmt.Fprintf(w, "  run %s to try it now\n", o.Hint)
+	}
 }
 
 // printCluster shows, in a cluster, who drives each certificate and what
@@ -398,7 +445,11 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if c != nil {
 		defer c.Close()
 		if err := c.Redeploy(ctx, name); err != nil {
-			return err
+			var ce *daemon.ControlError
+			if errors.As(err, &ce) && ce.Status == http.StatusConflict {
+				return asResumable(err) // an order at work: once it has ended
+			}
+			return controlFailure(ctx, name, err, 0)
 		}
 		fmt.Fprintf(stdout, "certificate %s redeployed by the running daemon\n", name)
 		return nil
@@ -407,7 +458,10 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { closeDaemon(ctx, d, stderr) }()
+	if err := checkName(d.Config(), *cfgPath, name); err != nil {
+		return err
+	}
 	if err := d.Redeploy(ctx, name); err != nil {
 		return err
 	}
@@ -417,7 +471,7 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 
 func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := commandFlags("check-config", "check-config [--config FILE]", stdout)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg, warnings, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
@@ -431,7 +485,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		problems = append(problems, cfg.Check()...)
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%s has problems:\n%w", *cfgPath, errors.Join(problems...))
+		return asConfig(fmt.Errorf("%s has problems:\n%w", *cfgPath, errors.Join(problems...)))
 	}
 	store := cfg.Store.Driver
 	if cfg.Store.Driver == daemon.StoreDriverPostgres {
@@ -451,7 +505,7 @@ func parseWithName(fs *flag.FlagSet, args []string) (string, error) {
 	}
 	if name == "" {
 		fs.Usage()
-		return "", errors.New("name the [[certificate]]")
+		return "", asUsage(errors.New("name the [[certificate]]"))
 	}
 	return name, nil
 }
@@ -463,13 +517,14 @@ func parseOptionalName(fs *flag.FlagSet, args []string) (string, error) {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return "", err
 	}
 	if name == "" && fs.NArg() == 1 {
 		name = fs.Arg(0)
 	} else if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected arguments %v", fs.Args())
+		fs.Usage()
+		return "", asUsage(fmt.Errorf("unexpected arguments %v", fs.Args()))
 	}
 	return name, nil
 }

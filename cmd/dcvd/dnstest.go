@@ -21,7 +21,7 @@ import (
 // runDNS dispatches "dcvd dns test" and "dcvd dns providers".
 func runDNS(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: dcvd dns test NAME --domain DOMAIN [--config FILE] | dcvd dns providers")
+		return asUsage(errors.New("usage: dcvd dns test NAME --domain DOMAIN [--config FILE] | dcvd dns providers"))
 	}
 	switch args[0] {
 	case "test":
@@ -29,7 +29,7 @@ func runDNS(ctx context.Context, args []string, stdout io.Writer) error {
 	case "providers":
 		return listProviders(stdout)
 	default:
-		return fmt.Errorf("unknown dns command %q (want test or providers)", args[0])
+		return asUsage(fmt.Errorf("unknown dns command %q (want test or providers)", args[0]))
 	}
 }
 
@@ -65,25 +65,25 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if name == "" && fs.NArg() == 1 {
 		name = fs.Arg(0)
 	} else if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %v", fs.Args())
+		return asUsage(fmt.Errorf("unexpected arguments %v", fs.Args()))
 	}
 	if name == "" {
 		fs.Usage()
-		return errors.New("dns test: name the [dns.NAME] section to test")
+		return asUsage(errors.New("dns test: name the [dns.NAME] section to test"))
 	}
 	if *domain == "" {
 		fs.Usage()
-		return errors.New("dns test: --domain is required")
+		return asUsage(errors.New("dns test: --domain is required"))
 	}
 	base, err := reseller.NormalizeDomain(*domain)
 	if err != nil || reseller.IsWildcard(base) || reseller.IsIP(base) {
-		return fmt.Errorf("dns test: --domain %q is not a domain name", *domain)
+		return asUsage(fmt.Errorf("dns test: --domain %q is not a domain name", *domain))
 	}
 
 	// The daemon's own loader: what dns test accepts, the daemon accepts.
@@ -92,7 +92,7 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 		fmt.Fprintln(stdout, "warning:", w)
 	}
 	if err != nil {
-		return fmt.Errorf("config %s:\n%w", *configPath, err)
+		return asConfig(fmt.Errorf("config %s:\n%w", *configPath, err))
 	}
 	d, ok := cfg.DNS[name]
 	if !ok {
@@ -101,7 +101,7 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return fmt.Errorf("no [dns.%s] section in %s (sections: %v)", name, *configPath, names)
+		return asUsage(fmt.Errorf("no [dns.%s] section in %s (sections: %v)", name, *configPath, names))
 	}
 	if *timeout > 0 {
 		d.Propagation.Timeout = *timeout

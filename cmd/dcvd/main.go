@@ -21,7 +21,8 @@ const usage = `dcvd keeps commercial TLS certificates renewed through a reseller
 
 Usage:
   dcvd run                 run the daemon: renew every configured certificate when due
-  dcvd reissue NAME|--all  reissue a certificate (or every one, with progress) now [--wait] [--dry-run] [--allow-domain-removal]
+  dcvd reissue NAME|--all  reissue a certificate (or every one, with progress) now [--wait] [--timeout D] [--dry-run] [--allow-domain-removal]
+  dcvd retry NAME          try the order in flight of NAME now, even in backoff [--wait] [--timeout D]
   dcvd status              each certificate: expiry, next renewal, order in flight, cost [--json]
   dcvd redeploy NAME       install the live certificate again and reload
   dcvd check-config        report every problem of the configuration at once
@@ -33,7 +34,15 @@ Usage:
   dcvd version
 
 Every command but demo reads --config (default /etc/dcvd/config.toml).
-`
+
+With --wait, reissue and retry follow the order to its end in the foreground
+(through the running daemon when there is one). They give up, leaving the
+order in flight, on Ctrl-C or SIGTERM (at once, even during a request to the
+CA: resending it with the same unique_id is safe), at --timeout (default 30m;
+a hard bound), and after three identical failures that waiting cannot mend
+(a reply from the CA that cannot be understood).
+
+` + exitCodesHelp
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -50,7 +59,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errUsage
+		return asUsage(errNoCommand)
 	}
 	switch args[0] {
 	case "demo":
@@ -59,6 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRun(ctx, args[1:], stdout, stderr)
 	case "reissue":
 		return runReissue(ctx, args[1:], stdout, stderr)
+	case "retry":
+		return runRetry(ctx, args[1:], stdout, stderr)
 	case "status":
 		return runStatus(ctx, args[1:], stdout, stderr)
 	case "redeploy":
@@ -74,15 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+		return asUsage(fmt.Errorf("unknown command %q", args[0]))
 	}
 }
 
-var errUsage = errors.New("no command given")
-
-func exitCode(err error) int {
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	return 1
-}
+var errNoCommand = errors.New("no command given")

@@ -43,7 +43,7 @@ const (
 
 func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfgPath := commandFlags("run", "run [--config FILE]", stdout)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	// From here on SIGHUP reloads; left to its default it would end the
@@ -366,43 +366,25 @@ func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.C
 	return d.Status(ctx)
 }
 
-// reissueViaControl has the running daemon reissue name and, with wait,
-// follows the order until it ends or timeout passes.
+// reissueViaControl has the running daemon reissue name (or finds its
+// order in flight) and, with wait, follows the order until it ends (see
+// followViaControl). An order in backoff is said to be so: it is not
+// followed when its next attempt comes after the command's deadline.
 func reissueViaControl(ctx context.Context, c *daemon.ControlClient, name string, allow, wait bool, timeout time.Duration, stdout, stderr io.Writer) error {
 	o, err := c.Reissue(ctx, name, allow)
 	if err != nil {
-		return err
+		return controlFailure(ctx, name, err, timeout)
+	}
+	if daemon.InBackoff(o, time.Now()) {
+		msg := backoffMessage(name, o)
+		if !wait || !dueBefore(ctx, o.NextAttempt) {
+			return asResumable(errors.New(msg))
+		}
+		fmt.Fprintln(stderr, msg+"; following it meanwhile")
 	}
 	if !wait {
 		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
 		return nil
 	}
-	fmt.Fprintf(stderr, "certificate %s: the running daemon drives order %s; following it\n", name, o.UniqueID)
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	uid := o.UniqueID
-	o, err = c.Wait(ctx, name, uid, controlPoll, func(s daemon.Step) {
-		fmt.Fprintf(stderr, "certificate %s: order %s at step %s\n", name, uid, s)
-	})
-	if err != nil {
-		if o != nil && ctx.Err() != nil {
-			return fmt.Errorf("certificate %s: not done after %s: order %s is at step %s (last error: %s); the daemon carries it on",
-				name, timeout, o.UniqueID, o.Step, orNone(o.LastError))
-		}
-		return err
-	}
-	switch o.Step {
-	case daemon.StepFailed:
-		return fmt.Errorf("certificate %s: order %s failed: %s", name, o.UniqueID, o.LastError)
-	case daemon.StepDone:
-		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
-			name, o.Serial, o.NotAfter.UTC().Format(time.RFC3339), o.UniqueID, o.Cost)
-	default:
-		// Its certificate left the daemon's configuration meanwhile.
-		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
-	}
-	return nil
+	return followViaControl(ctx, c, name, o, timeout, stdout, stderr)
 }

@@ -1,0 +1,194 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// This file is "dcvd retry NAME": the admin's way to have an order in
+// backoff (a step that failed, say, ten times and now waits a day) tried
+// now. Neither a reissue, a reload nor a restart does that: each resumes
+// the order where it stands, and it stands waiting until NextAttempt.
+
+// RetryHow says what Retry did to have the order tried now.
+type RetryHow string
+
+const (
+	// RetryWoken: a driver of this process was at work on the order; it
+	// was woken and tries it at once (or, if it was in the middle of a
+	// step, right after that step).
+	RetryWoken RetryHow = "woken"
+	// RetryStarted: no driver of this process was at work on the order;
+	// its next attempt was recorded as due now and a driver started on it
+	// (the control socket's retry, in a running daemon).
+	RetryStarted RetryHow = "started"
+	// RetryRecorded: nobody drives the order here; its next attempt was
+	// recorded as due now, so that the next driver to take it up (dcvd
+	// run when it starts, dcvd reissue --wait, another node of a cluster,
+	// which is told at once) tries it without waiting.
+	RetryRecorded RetryHow = "recorded"
+	// RetryElsewhere: another node of the cluster holds the
+	// certificate's lease and drives the order; it tries it at its own
+	// next attempt. Nothing was changed: only the lease holder may write
+	// the order.
+	RetryElsewhere RetryHow = "elsewhere"
+)
+
+// RetryResult is what Retry did.
+type RetryResult struct {
+	// Order is the order in flight as it stood when Retry looked at it
+	// (with RetryRecorded and RetryStarted, NextAttempt is the time it was
+	// made due). It is Retry's own copy.
+	Order *Order
+	How   RetryHow
+	// Holder is the node that drives the order, with RetryElsewhere.
+	Holder string
+}
+
+// NoOrderError says that a certificate has no order in flight to retry.
+// It wraps ErrNotFound.
+type NoOrderError struct{ Cert string }
+
+func (e *NoOrderError) Error() string {
+	return fmt.Sprintf("certificate %s has no order in flight; dcvd reissue %s starts one", e.Cert, e.Cert)
+}
+
+func (e *NoOrderError) Unwrap() error { return ErrNotFound }
+
+// busyError says that the certificate is claimed in this process by
+// something that is not a driver waiting on its order (a redeploy, or a
+// driver just ending): there is nothing to wake and nothing may be
+// written under its feet.
+type busyError struct{ cert string }
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("certificate %s is busy (a redeploy, or its order is just ending): try again in a moment", e.cert)
+}
+
+// InBackoff reports whether o waits out the backoff of failed tries at
+// now: its last try failed and the next one is not due yet. Nothing tries
+// it before NextAttempt unless someone asks (Retry).
+func InBackoff(o *Order, now time.Time) bool {
+	return o != nil && !o.Step.Terminal() && o.Attempts > 0 && o.NextAttempt.After(now)
+}
+
+// Retry has the order in flight of the certificate name tried now. Its
+// failed tries (Attempts) and last error stay as they are: the try that
+// follows counts like any other, and a failure moves the backoff on.
+//
+//   - A driver of this process at work on the order is woken: it alone
+//     writes the order (a write from here could undo a step it has just
+//     recorded).
+//   - Otherwise NextAttempt is recorded as now (under the certificate's
+//     lease in a cluster, taken and given back as Reissue does), so that
+//     whoever drives the order next tries it at once; the other nodes of a
+//     cluster are told, and one of them takes it up now.
+//   - In a cluster where another node holds the lease, that node drives the
+//     order and nothing is changed (RetryElsewhere).
+//
+// A certificate without an order in flight is a *NoOrderError.
+func (d *Daemon) Retry(ctx context.Context, name string) (*RetryResult, error) {
+	return d.retry(ctx, name, nil)
+}
+
+// retry is Retry. takeOver, when set, is given the order once it is
+// recorded as due, with the certificate claimed and its lease held (which
+// release gives back): it must drive the order (driveClaimed releases the
+// claim). The result is then RetryStarted.
+func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *CertConfig, o *Order, release func())) (*RetryResult, error) {
+	cc, err := d.certConfig(name)
+	if err != nil {
+		return nil, err
+	}
+	o, err := d.activeOrder(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !d.claim(name) {
+		if d.wakeOrder(o.UniqueID, wakeRetry) {
+			d.orderLog(o).Info("retry asked for: waking the order's driver", zap.String("step", string(o.Step)),
+				zap.Int("failed_tries", o.Attempts), zap.Time("was_due", o.NextAttempt))
+			return &RetryResult{Order: o, How: RetryWoken}, nil
+		}
+		return nil, &busyError{cert: name}
+	}
+	lctx, release, err := d.lease(ctx, name)
+	if err != nil {
+		d.release(name)
+		if errors.Is(err, ErrLeaseHeld) {
+			return &RetryResult{Order: o, How: RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
+		}
+		return nil, err
+	}
+	giveBack := func() {
+		release()
+		d.release(name)
+	}
+	// Read again under the lease: the node that held it may have moved the
+	// order on, or ended it.
+	if o, err = d.activeOrder(lctx, name); err != nil {
+		giveBack()
+		return nil, err
+	}
+	log := d.orderLog(o)
+	if now := d.now(); o.NextAttempt.After(now) {
+		o.NextAttempt = now
+		if err := d.storeFor(name).PutOrder(lctx, o); err != nil {
+			giveBack()
+			return nil, fmt.Errorf("certificate %s: record the retry of order %s: %w", name, o.UniqueID, err)
+		}
+	}
+	log.Info("retry asked for: the next attempt is now", zap.String("step", string(o.Step)),
+		zap.Int("failed_tries", o.Attempts), zap.String("last_error", o.LastError))
+	if takeOver != nil {
+		// The driver changes o from here on: the result is a copy read
+		// before it starts.
+		view, err := d.store.Order(lctx, o.UniqueID)
+		if err != nil {
+			view = &Order{UniqueID: o.UniqueID, Cert: o.Cert, Step: o.Step, Attempts: o.Attempts,
+				NextAttempt: o.NextAttempt, LastError: o.LastError, Created: o.Created, Cost: o.Cost}
+		}
+		takeOver(lctx, cc, o, release)
+		return &RetryResult{Order: view, How: RetryStarted}, nil
+	}
+	giveBack()
+	// The lease is free and the order due: told now, the nodes of a
+	// cluster look at once instead of at their next sync, and one of them
+	// drives it. A lost notification only delays that to the next sync.
+	d.announce(ctx, ClusterEvent{Kind: EventOrder, Cert: name, UniqueID: o.UniqueID})
+	return &RetryResult{Order: o, How: RetryRecorded}, nil
+}
+
+// activeOrder is the order in flight of name, or a *NoOrderError.
+func (d *Daemon) activeOrder(ctx context.Context, name string) (*Order, error) {
+	o, err := d.store.ActiveOrder(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, &NoOrderError{Cert: name}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: read the order in flight: %w", name, err)
+	}
+	return o, nil
+}
+
+// leaseHolder names the node that holds cert's lease, "" when it cannot
+// be read (the answer is then only less precise).
+func (d *Daemon) leaseHolder(ctx context.Context, cert string) string {
+	if d.cluster == nil {
+		return ""
+	}
+	leases, err := d.cluster.store.Leases(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, l := range leases {
+		if l.Cert == cert {
+			return l.Holder
+		}
+	}
+	return ""
+}
