@@ -245,9 +245,13 @@ func (d *Daemon) ServeControl(ctx context.Context, path string) error {
 // stopped.
 func (d *Daemon) ServeControlOn(ctx context.Context, ln net.Listener) error {
 	c := &controlServer{d: d, ctx: ctx}
-	srv := &http.Server{Handler: c.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Bounded like the TCP listeners (listen.go), but with no write
+	// timeout: a redeploy answers only once the reload command has run
+	// (up to deploy.reload_timeout).
+	srv := newBoundedServer(c.handler())
+	srv.WriteTimeout = 0
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- srv.Serve(boundedListener(ln)) }()
 	var err error
 	select {
 	case <-ctx.Done():

@@ -11,8 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/dcvd/dcvd/internal/httplimit"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -225,21 +225,16 @@ func (s *Standalone) Close() error {
 	return nil
 }
 
-// start serves on ln. The timeouts suit a port the internet reaches: a DCV
-// fetch is one small request.
+// start serves on ln, with the bounds of every dcvd listener the internet
+// reaches (internal/httplimit): at most 16 KiB of headers, a few seconds
+// for each request, at most 256 connections at once, the others waiting in
+// the kernel's backlog. A DCV fetch is one small request.
 func (s *Standalone) start(ln net.Listener) {
-	srv := &http.Server{
-		Handler:           s.r,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       20 * time.Second,
-		WriteTimeout:      20 * time.Second,
-		IdleTimeout:       30 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-	}
+	srv := httplimit.NewServer(s.r)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srv.Serve(ln) // returns when stop closes the server
+		srv.Serve(httplimit.Listener(ln)) // returns when stop closes the server
 	}()
 	s.ln, s.srv, s.done = ln, srv, done
 }

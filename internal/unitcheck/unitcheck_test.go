@@ -167,6 +167,208 @@ func TestSecurityExposureCatchesWeakening(t *testing.T) {
 	}
 }
 
+// The memory dcvd needs, from BENCHMARKS.md: dcvd.service's ceiling must
+// leave room for it.
+const (
+	// massReissuePeak is the peak RSS of a reissue of 10,000
+	// certificates at once (163.4 MB measured, sandbox included).
+	massReissuePeak = 160 << 20
+	// maxCeiling is the most MemoryMax= may be: a ceiling far above what
+	// dcvd ever uses would stop a runaway only once it has taken the
+	// host's memory.
+	maxCeiling = 4 << 30
+)
+
+// sizeSuffixes are the suffixes of systemd's sizes (MemoryMax=) and of
+// GOMEMLIMIT, all base 1024.
+var (
+	systemdSuffixes = map[string]int64{"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+	goSuffixes      = map[string]int64{"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+)
+
+// parseSize parses a byte count with one of suffixes. "infinity", a
+// percentage (of the host's memory, whatever it is) or a bare 0 are refused:
+// none is a ceiling the unit can be checked against.
+func parseSize(v string, suffixes map[string]int64) (int64, error) {
+	i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(v)
+	}
+	mult, ok := suffixes[v[i:]]
+	if i == 0 || !ok {
+		return 0, errors.New(strconv.Quote(v) + " is not a number of bytes with a suffix " + suffixList(suffixes))
+	}
+	n, err := strconv.ParseInt(v[:i], 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, errors.New(strconv.Quote(v) + " is not a positive size")
+	}
+	return n * mult, nil
+}
+
+func suffixList(suffixes map[string]int64) string {
+	var l []string
+	for s := range suffixes {
+		if s != "" {
+			l = append(l, s)
+		}
+	}
+	slices.Sort(l)
+	return strings.Join(l, ", ")
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		v        string
+		suffixes map[string]int64
+		want     int64 // 0: an error
+	}{
+		{"256M", systemdSuffixes, 256 << 20},
+		{"1G", systemdSuffixes, 1 << 30},
+		{"524288K", systemdSuffixes, 512 << 20},
+		{"1048576", systemdSuffixes, 1 << 20},
+		{"infinity", systemdSuffixes, 0},
+		{"50%", systemdSuffixes, 0},
+		{"0", systemdSuffixes, 0},
+		{"M", systemdSuffixes, 0},
+		{"256MiB", systemdSuffixes, 0},
+		{"-1M", systemdSuffixes, 0},
+		{"99999999999999999999", systemdSuffixes, 0},
+		{"200MiB", goSuffixes, 200 << 20},
+		{"1GiB", goSuffixes, 1 << 30},
+		{"209715200B", goSuffixes, 200 << 20},
+		{"200M", goSuffixes, 0},
+		{"off", goSuffixes, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.v, func(t *testing.T) {
+			got, err := parseSize(tt.v, tt.suffixes)
+			if (err == nil) != (tt.want != 0) || got != tt.want {
+				t.Errorf("parseSize(%q) = %d, %v; want %d", tt.v, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// serviceValues returns the values given to key in the [Service] section of
+// a unit, in order: for the Memory*= keys the last one is what systemd uses.
+func serviceValues(unit, key string) []string {
+	var vals []string
+	section := ""
+	for line := range strings.Lines(unit) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "[") {
+			section = line
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if ok && section == "[Service]" && strings.TrimSpace(k) == key {
+			vals = append(vals, strings.TrimSpace(v))
+		}
+	}
+	return vals
+}
+
+// memoryProblems checks the memory ceiling of a unit: MemoryHigh= and
+// MemoryMax= set, high enough for a mass reissue, MemoryMax= above
+// MemoryHigh= with room for the kernel to reclaim and throttle before it
+// kills, and GOMEMLIMIT, when set, between the two: above what dcvd needs,
+// below where the kernel throttles it.
+func memoryProblems(unit string) []string {
+	var problems []string
+	size := func(key string) int64 {
+		vals := serviceValues(unit, key)
+		if len(vals) == 0 {
+			problems = append(problems, key+"= is not set: nothing bounds dcvd's memory")
+			return 0
+		}
+		n, err := parseSize(vals[len(vals)-1], systemdSuffixes)
+		if err != nil {
+			problems = append(problems, key+"="+vals[len(vals)-1]+": "+err.Error())
+		}
+		return n
+	}
+	memHigh, memMax := size("MemoryHigh"), size("MemoryMax")
+	mb := func(n int64) string { return strconv.FormatInt(n>>20, 10) + " MiB" }
+	if memHigh != 0 && memHigh < massReissuePeak*5/4 {
+		problems = append(problems, "MemoryHigh= is "+mb(memHigh)+": a mass reissue peaks at "+mb(massReissuePeak)+
+			", and would be throttled below "+mb(massReissuePeak*5/4))
+	}
+	if memHigh != 0 && memMax != 0 && memMax < memHigh*3/2 {
+		problems = append(problems, "MemoryMax= is "+mb(memMax)+", less than 1.5 times MemoryHigh= ("+mb(memHigh)+
+			"): dcvd would be killed before the kernel could reclaim and throttle it")
+	}
+	if memMax > maxCeiling {
+		problems = append(problems, "MemoryMax= is "+mb(memMax)+", above "+mb(maxCeiling)+": a runaway dcvd would take the host's memory first")
+	}
+	for _, env := range serviceValues(unit, "Environment") {
+		for _, kv := range strings.Fields(env) {
+			v, ok := strings.CutPrefix(strings.Trim(kv, `"`), "GOMEMLIMIT=")
+			if !ok {
+				continue
+			}
+			limit, err := parseSize(v, goSuffixes)
+			switch {
+			case err != nil:
+				problems = append(problems, "GOMEMLIMIT="+v+": "+err.Error())
+			case limit < massReissuePeak:
+				problems = append(problems, "GOMEMLIMIT is "+mb(limit)+", below the "+mb(massReissuePeak)+
+					" a mass reissue needs: the garbage collector would run without end")
+			case memHigh != 0 && limit >= memHigh:
+				problems = append(problems, "GOMEMLIMIT is "+mb(limit)+", not below MemoryHigh= ("+mb(memHigh)+
+					"): the kernel would throttle dcvd before its garbage collector works harder")
+			}
+		}
+	}
+	return problems
+}
+
+func TestMemoryLimits(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "systemd", "dcvd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(data)
+	t.Logf("dcvd.service: MemoryHigh=%v MemoryMax=%v Environment=%v", serviceValues(unit, "MemoryHigh"),
+		serviceValues(unit, "MemoryMax"), serviceValues(unit, "Environment"))
+	if problems := memoryProblems(unit); len(problems) > 0 {
+		t.Errorf("dcvd.service's memory ceiling:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+// TestMemoryLimitsCatchMistakes proves that memoryProblems finds what a
+// careless edit of dcvd.service would do, so that TestMemoryLimits can
+// fail.
+func TestMemoryLimitsCatchMistakes(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "systemd", "dcvd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, old, new, want string }{
+		{"no MemoryMax", "\nMemoryMax=512M\n", "\n", "MemoryMax= is not set"},
+		{"no MemoryHigh", "\nMemoryHigh=256M\n", "\n", "MemoryHigh= is not set"},
+		{"MemoryHigh too low", "\nMemoryHigh=256M\n", "\nMemoryHigh=64M\n", "would be throttled"},
+		{"MemoryMax at MemoryHigh", "\nMemoryMax=512M\n", "\nMemoryMax=256M\n", "less than 1.5 times"},
+		{"no ceiling", "\nMemoryMax=512M\n", "\nMemoryMax=infinity\n", "MemoryMax=infinity"},
+		{"a ceiling too high", "\nMemoryMax=512M\n", "\nMemoryMax=64G\n", "a runaway"},
+		{"a percentage", "\nMemoryHigh=256M\n", "\nMemoryHigh=10%\n", "MemoryHigh=10%"},
+		{"GOMEMLIMIT above MemoryHigh", "GOMEMLIMIT=200MiB", "GOMEMLIMIT=300MiB", "not below MemoryHigh"},
+		{"GOMEMLIMIT too low", "GOMEMLIMIT=200MiB", "GOMEMLIMIT=64MiB", "without end"},
+		{"GOMEMLIMIT in systemd's units", "GOMEMLIMIT=200MiB", "GOMEMLIMIT=200M", "GOMEMLIMIT=200M:"},
+		{"MemoryMax in a later line", "\nMemoryMax=512M\n", "\nMemoryMax=512M\nMemoryMax=300M\n", "less than 1.5 times"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(data), tt.old) {
+				t.Fatalf("dcvd.service has no %q to change", tt.old)
+			}
+			problems := memoryProblems(strings.Replace(string(data), tt.old, tt.new, 1))
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("problems %q, want one mentioning %q", problems, tt.want)
+			}
+		})
+	}
+}
+
 // notExecutableRE matches the one complaint of "systemd-analyze verify"
 // that says nothing about the unit: a program it starts is not installed on
 // this machine (dcvd itself, nginx on a host without it).
