@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 
 	"strconv"
@@ -159,7 +160,10 @@ func (d *Daemon) alertOrderFailed(o *Order, cause error) {
 // reminder at widening intervals while it goes on.
 func (d *Daemon) alertRetrying(o *Order, step Step, err error) {
 	class, kind := classOf(step)
-	if class == classStep && o.Attempts < retryAlertAt {
+	// A pre-flight refusal is a setup to mend, not a hiccup that may
+	// pass: it is told at once.
+	var pe *PreflightError
+	if class == classStep && o.Attempts < retryAlertAt && !errors.As(err, &pe) {
 		return
 	}
 	title := fmt.Sprintf("%s: step %s is failing", o.Cert, step)

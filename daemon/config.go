@@ -13,7 +13,6 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -21,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/BurntSushi/toml"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -166,10 +166,12 @@ type DaemonConfig struct {
 	// without a successful renewal raises an alert, each once, most
 	// distant first.
 	ExpiryAlertDays []int
-	// HistoryRetention is how long the history of ended orders (attempts,
-	// orders, their keys) is kept; HistoryPerCertificate how many of a
-	// certificate's attempts at most. The live certificate, its key and
-	// the previous generation are always kept.
+	// HistoryRetention is how long the history of ended orders (attempts
+	// and order rows) is kept; HistoryPerCertificate how many of a
+	// certificate's attempts at most. The keys of failed and superseded
+	// orders go at the next housekeeping pass whatever these say; the
+	// live certificate, its key and the previous generation's are always
+	// kept.
 	HistoryRetention      time.Duration
 	HistoryPerCertificate int
 }
@@ -727,6 +729,10 @@ func (s section) url(k string) (string, bool) {
 	}
 	u, err := url.Parse(v)
 	switch {
+	case cfgHasSpaceOrControl(v):
+		// url.Parse takes a space in the path; the CA or the client would
+		// then fail on it after the config was accepted.
+		s.l.fail(s.key(k), "contains a space or a control character: percent-encode it (a space is %%20)")
 	case err != nil:
 		s.l.fail(s.key(k), "not a valid URL")
 	case u.User != nil:
@@ -734,7 +740,7 @@ func (s section) url(k string) (string, bool) {
 		s.l.fail(s.key(k), "must not contain user info")
 	case u.Scheme != "http" && u.Scheme != "https":
 		s.l.fail(s.key(k), "%q is not an absolute http or https URL", v)
-	case u.Host == "":
+	case u.Hostname() == "":
 		s.l.fail(s.key(k), "%q has no host", v)
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		s.l.fail(s.key(k), "%q must not have a query or fragment", v)
@@ -973,6 +979,14 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 	}
 	if a, ok := s.hostPort("metrics_listen", true); ok {
 		d.MetricsListen = a
+	}
+	for _, ln := range []struct{ key, addr string }{
+		{"callback_listen", d.CallbackListen}, {"http_listen", d.HTTPListen}, {"metrics_listen", d.MetricsListen},
+	} {
+		if ln.addr != "" && cfgAllInterfaces(ln.addr) {
+			l.warn(s.key(ln.key), "%q listens on every interface: %s; unless that is what you want, bind it to loopback (%q) or to one address",
+				ln.addr, cfgListenerExposes[ln.key], cfgLoopbackAddr(ln.addr))
+		}
 	}
 	if s.has("expiry_alert_days") {
 		list, isList := s.m["expiry_alert_days"].([]any)
@@ -1279,8 +1293,18 @@ func (l *loader) certificates(raw map[string]any) []CertConfig {
 	byName := map[string][]int{}
 	byService := map[string][]string{}
 	byDir := map[string][]string{}
+	type served struct{ prefix, dir string }
+	var webroots []served
+	type deployed struct{ prefix, dir string }
+	var deploys []deployed
 	for i, m := range tables {
 		c, prefix, ok := l.certificate(i, m)
+		for _, w := range c.Webroots {
+			webroots = append(webroots, served{prefix, w.Dir})
+		}
+		if c.Deploy.Dir != "" {
+			deploys = append(deploys, deployed{prefix, c.Deploy.Dir})
+		}
 		if c.Name != "" {
 			byName[c.Name] = append(byName[c.Name], i+1)
 		}
@@ -1311,6 +1335,17 @@ func (l *loader) certificates(raw map[string]any) []CertConfig {
 	for dir, prefixes := range byDir {
 		if len(prefixes) > 1 {
 			l.fail(prefixes[1]+".deploy.dir", "%s is also the deploy directory of %s: each certificate needs its own", dir, prefixes[0])
+		}
+	}
+	// A deploy directory in a web root puts privkey.pem where the web
+	// server serves files to anyone: whatever certificate's web root.
+	for _, d := range deploys {
+		for _, w := range webroots {
+			if cfgWithin(w.dir, d.dir) {
+				l.fail(d.prefix+".deploy.dir", "%s is inside the web root %s of %s: the web server would serve privkey.pem to anyone who asks; deploy outside every web root (such as /etc/ssl/dcvd/NAME)",
+					d.dir, w.dir, w.prefix)
+				break
+			}
 		}
 	}
 	return certs
@@ -1472,6 +1507,9 @@ func (l *loader) webroots(s section, c *CertConfig) {
 			continue
 		}
 		seen[d] = true
+		if why := cfgHiddenByUnit(d); why != "" {
+			l.warn(s.key("webroot"), "%s %s: the validation files would not reach the web server, and the CA's check would fail after the reissue is paid for", d, why)
+		}
 		c.Webroots = append(c.Webroots, httpchallenge.Webroot{Dir: d, Owner: owner, Group: group})
 	}
 }
@@ -1533,21 +1571,41 @@ func (l *loader) deploy(s section) DeploySpec {
 	spec := DeploySpec{Mode: DefaultDeployMode, KeyMode: DefaultDeployKeyMode, ReloadTimeout: DefaultDeployReloadTimeout}
 	s.unknown(cfgDeployKeys...)
 	if dir, ok := s.required("dir", "the directory for cert.pem, chain.pem, fullchain.pem and privkey.pem"); ok {
+		clean := filepath.Clean(dir)
 		if !filepath.IsAbs(dir) {
 			l.fail(s.key("dir"), "%q must be an absolute path", dir)
+		} else if why := cfgSystemDir(clean, l.stateDir); why != "" {
+			l.fail(s.key("dir"), "%s %s", clean, why)
 		} else {
-			spec.Dir = filepath.Clean(dir)
+			spec.Dir = clean
+			if why := cfgHiddenByUnit(clean); why != "" {
+				l.warn(s.key("dir"), "%s %s: the web server would not see the files dcvd deploys there", clean, why)
+			}
 		}
 	}
 	spec.Owner, _ = s.str("owner")
 	spec.Group, _ = s.str("group")
 	if m, ok := l.mode(s, "mode"); ok {
-		spec.Mode = m
+		if m&0o002 != 0 {
+			// cert.pem is what the web server serves: anyone could swap
+			// in a certificate of theirs, or one that does not match the
+			// key and takes the site down at the next reload.
+			l.fail(s.key("mode"), "%04o lets every user of the host replace the certificate files: use \"0644\", or \"0640\" with group", m)
+		} else {
+			spec.Mode = m
+		}
 	}
 	if m, ok := l.mode(s, "key_mode"); ok {
-		if m&0o007 != 0 {
+		// Install gives privkey.pem exactly this mode. Whoever may write
+		// the key may replace it with one of theirs; whoever may read it
+		// may impersonate the site. The group may read (a web server that
+		// reads keys as its own user), never write.
+		switch {
+		case m&0o007 != 0:
 			l.fail(s.key("key_mode"), "%04o lets every user of the host read or change the private key: use \"0600\", or \"0640\" with group", m)
-		} else {
+		case m&0o020 != 0:
+			l.fail(s.key("key_mode"), "%04o lets the file's group change the private key: use \"0600\", or \"0640\" for a group that only reads it", m)
+		default:
 			spec.KeyMode = m
 		}
 	}
@@ -1638,44 +1696,32 @@ func (l *loader) organization(s section) *reseller.Organization {
 }
 
 // Check makes the checks of "dcvd check-config" that look at the host
-// rather than the file: the state directory and every deploy directory
-// exist or can be created, and are writable (a temporary file is created
-// and removed); every webroot is an existing directory; ca_roots_file holds
-// certificates; owners and groups exist. Each error is a *ConfigError
-// naming its key; they are sorted by key.
+// rather than the file, the same ones (hostChecks) the daemon makes before
+// every paid reissue: the state directory exists or can be created, is
+// writable (a temporary file is created and removed) and writable by no
+// one else, and its keys/ is dcvd's alone; ca_roots_file holds
+// certificates; for every certificate, each webroot passes
+// httpchallenge.Probe (an existing directory, no symlink leading out of
+// it, writable: a probe file is really created and removed), its owner and
+// group exist, the deploy directory is writable (or can be created), is no
+// system directory and in no web root once symlinks are resolved, and the
+// reload command's program exists. Each error is a *ConfigError naming its
+// key; they are sorted by key.
 func (c *Config) Check() []error {
+	h := newHostChecks(true)
 	var errs []error
-	fail := func(key string, err error) {
-		errs = append(errs, &ConfigError{Key: key, Reason: err.Error()})
-	}
-	if err := cfgCheckWritableDir(c.Daemon.StateDir); err != nil {
-		fail("daemon.state_dir", err)
+	for _, p := range h.stateProblems(c.Daemon.StateDir) {
+		errs = append(errs, p)
 	}
 	if _, err := c.API.CARoots(); err != nil {
-		fail("api.ca_roots_file", err)
+		errs = append(errs, &ConfigError{Key: "api.ca_roots_file", Reason: err.Error()})
 	}
-	for _, cc := range c.Certificates {
-		prefix := "certificate[" + cc.Name + "]"
-		if err := cfgCheckWritableDir(cc.Deploy.Dir); err != nil {
-			fail(prefix+".deploy.dir", err)
-		}
-		// Validate resolves owner and group as Install will.
-		if err := cc.Deploy.Validate(); err != nil {
-			fail(prefix+".deploy", err)
-		}
-		for i, w := range cc.Webroots {
-			fi, err := os.Stat(w.Dir)
-			switch {
-			case err != nil:
-				fail(prefix+".webroot", err)
-			case !fi.IsDir():
-				fail(prefix+".webroot", fmt.Errorf("%s is not a directory", w.Dir))
-			}
-			if i == 0 {
-				if err := cfgCheckOwner(w.Owner, w.Group); err != nil {
-					fail(prefix+".webroot", err)
-				}
-			}
+	// Every web root, resolved once: a deploy directory may be in another
+	// certificate's web root too.
+	served := h.webroots(c.Certificates)
+	for i := range c.Certificates {
+		for _, p := range h.certProblems(&c.Certificates[i], served) {
+			errs = append(errs, p)
 		}
 	}
 	cfgSortErrors(errs)
@@ -1723,23 +1769,6 @@ func cfgCheckWritableDir(dir string) error {
 		}
 		return nil
 	}
-}
-
-// cfgCheckOwner checks that a user and group given by name exist; numeric
-// IDs need not.
-func cfgCheckOwner(owner, group string) error {
-	var errs []error
-	if _, err := strconv.Atoi(owner); owner != "" && err != nil {
-		if _, err := user.Lookup(owner); err != nil {
-			errs = append(errs, fmt.Errorf("owner: %w", err))
-		}
-	}
-	if _, err := strconv.Atoi(group); group != "" && err != nil {
-		if _, err := user.LookupGroup(group); err != nil {
-			errs = append(errs, fmt.Errorf("group: %w", err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // cfgSortErrors sorts ConfigErrors by key, then reason.
@@ -1822,4 +1851,137 @@ func cfgIsLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// cfgHasSpaceOrControl tells whether s holds white space or a control
+// character, which no URL written in a config file should.
+func cfgHasSpaceOrControl(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0
+}
+
+// cfgListenerExposes says what each listener of [daemon] serves, for the
+// warning about one bound to every interface.
+var cfgListenerExposes = map[string]string{
+	"callback_listen": "anyone who reaches the port can post callbacks (each only makes dcvd fetch an order's detail, but a reverse proxy in front of callback_url is the usual way in)",
+	"http_listen":     "anyone who reaches the port gets the pending validation files (the web server that proxies /.well-known/pki-validation/ to dcvd reaches loopback)",
+	"metrics_listen":  "anyone who reaches the port reads /metrics (every certificate's names, expiry, failures and costs) and /healthz",
+}
+
+// cfgAllInterfaces tells whether a listener's "host:port" binds every
+// interface: no host, 0.0.0.0 or [::].
+func cfgAllInterfaces(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// cfgLoopbackAddr is addr bound to loopback instead, as advice.
+func cfgLoopbackAddr(addr string) string {
+	host, port, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return net.JoinHostPort("::1", port)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// cfgSystemDirs are directories of the operating system or of other
+// programs, refused as deploy.dir. A deploy directory is dcvd's own: it
+// writes cert.pem, chain.pem, fullchain.pem and privkey.pem there, keeps
+// the previous generation in previous/, removes its leftover temporary
+// files and locks the directory. In one of these it would overwrite other
+// programs' files of those names and put a private key among files other
+// users list, and under the systemd unit (ProtectSystem=strict) it fails
+// with "read-only file system" only once the reissue is paid for. A
+// directory below one of them is fine (/etc/ssl/dcvd/shop, /srv/certs/shop):
+// what matters is one directory per certificate. The list is the top of
+// the file system hierarchy (hier(7), the FHS) and the shared directories
+// where certificates, web content and configuration usually live.
+var cfgSystemDirs = map[string]bool{
+	"/": true, "/bin": true, "/boot": true, "/dev": true, "/etc": true, "/home": true, "/lib": true, "/lib32": true,
+	"/lib64": true, "/libx32": true, "/media": true, "/mnt": true, "/opt": true, "/proc": true, "/root": true,
+	"/run": true, "/sbin": true, "/srv": true, "/sys": true, "/tmp": true, "/usr": true, "/var": true,
+	// Shared certificate stores: other programs' keys and certificates
+	// (ssl-cert-snakeoil, distribution bundles) live there.
+	"/etc/ssl": true, "/etc/ssl/certs": true, "/etc/ssl/private": true, "/etc/pki": true, "/etc/pki/tls": true,
+	"/etc/pki/tls/certs": true, "/etc/pki/tls/private": true, "/etc/letsencrypt": true,
+	// Configuration of dcvd and of the servers it reloads.
+	"/etc/dcvd": true, "/etc/nginx": true, "/etc/apache2": true, "/etc/httpd": true, "/etc/systemd": true,
+	"/usr/bin": true, "/usr/sbin": true, "/usr/lib": true, "/usr/lib64": true, "/usr/libexec": true,
+	"/usr/local": true, "/usr/local/bin": true, "/usr/local/sbin": true, "/usr/local/lib": true, "/usr/share": true,
+	"/var/lib": true, "/var/log": true, "/var/tmp": true, "/var/cache": true, "/var/spool": true, "/var/mail": true,
+	"/var/run": true, "/var/www": true, "/var/backups": true, "/var/opt": true,
+}
+
+// cfgKernelDirs are kernel file systems: nothing below them is a place for
+// files.
+var cfgKernelDirs = []string{"/proc", "/sys", "/dev"}
+
+// cfgSystemDir says why dir (clean and absolute) cannot be a deploy
+// directory, or "" when it can. stateDir is daemon.state_dir.
+func cfgSystemDir(dir, stateDir string) string {
+	for _, k := range cfgKernelDirs {
+		if cfgWithin(k, dir) {
+			return "is on a kernel file system (" + k + "): give each certificate a directory of its own, such as /etc/ssl/dcvd/NAME"
+		}
+	}
+	switch {
+	case dir == "/run/dcvd" || cfgWithin("/run/dcvd", dir):
+		return "is in dcvd's runtime directory, which systemd empties whenever dcvd stops: use a directory that lasts, such as /etc/ssl/dcvd/NAME"
+	case stateDir != "" && dir == stateDir:
+		return "is daemon.state_dir, dcvd's private state (dcvd.db, keys/): use a directory of its own, such as /etc/ssl/dcvd/NAME"
+	case stateDir != "" && cfgWithin(filepath.Join(stateDir, "keys"), dir):
+		return "is inside daemon.state_dir/keys, which holds the keys of every order: use a directory of its own, such as /etc/ssl/dcvd/NAME"
+	case cfgSystemDirs[dir]:
+		return "is a directory of the system or of other programs: dcvd writes cert.pem, chain.pem, fullchain.pem, privkey.pem and previous/ into deploy.dir and treats it as its own; give each certificate a directory of its own, such as " +
+			filepath.Join(cfgSuggestParent(dir), "NAME")
+	}
+	return ""
+}
+
+// cfgSuggestParent is where to put per-certificate directories instead of
+// dir: below it when it is a place for them, else the shipped default.
+func cfgSuggestParent(dir string) string {
+	switch dir {
+	case "/srv", "/opt", "/var/lib":
+		return filepath.Join(dir, "dcvd")
+	}
+	return "/etc/ssl/dcvd"
+}
+
+// cfgHiddenByUnit says how the shipped systemd unit hides path from dcvd
+// (PrivateTmp=yes, ProtectHome=yes), or "" when it does not. Only a
+// warning: dcvd may run without the unit.
+func cfgHiddenByUnit(path string) string {
+	for _, d := range []string{"/tmp", "/var/tmp"} {
+		if cfgWithin(d, path) {
+			return "is in " + d + ", which dcvd.service makes private to dcvd (PrivateTmp=yes)"
+		}
+	}
+	for _, d := range cfgHomeDirs {
+		if cfgWithin(d, path) {
+			return "is in " + d + ", which dcvd.service hides from dcvd (ProtectHome=yes; a drop-in may set ProtectHome=read-only with ReadWritePaths=" + path + ")"
+		}
+	}
+	return ""
+}
+
+// cfgHomeDirs are what ProtectHome=yes hides.
+var cfgHomeDirs = []string{"/home", "/root", "/run/user"}
+
+// cfgInHome tells whether path is in one of cfgHomeDirs.
+func cfgInHome(path string) bool {
+	return slices.ContainsFunc(cfgHomeDirs, func(d string) bool { return cfgWithin(d, path) })
+}
+
+// cfgWithin tells whether path is dir or below it; both clean and
+// absolute.
+func cfgWithin(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }

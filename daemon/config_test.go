@@ -40,6 +40,7 @@ func testLoadOptions() LoadOptions {
 		"/etc/dcvd/empty-secret":     "\n",
 		"/etc/dcvd/tsig.key":         "c2VjcmV0c2VjcmV0c2VjcmV0\n",
 		"/etc/dcvd/tsig-dcvd.key":    "c2VjcmV0c2VjcmV0c2VjcmV0\n",
+		"/etc/dcvd/tsig-bad.key":     "secret secret\n",
 		"/etc/dcvd/cloudflare-token": "cf-token-value-0123456789\n",
 	}
 	env := map[string]string{
@@ -194,7 +195,8 @@ contact_phone = "13800138000"`,
 	}
 	wantDaemon := DaemonConfig{StateDir: "/var/lib/dcvd", Schedule: "@hourly", CallbackListen: "127.0.0.1:8089",
 		CallbackURL: "https://dcvd.example.com", HTTPListen: "127.0.0.1:8089", LogFormat: "json", LogLevel: "debug",
-		MaxConcurrent: 2, PollInterval: 3 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays}
+		MaxConcurrent: 2, PollInterval: 3 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays,
+		HistoryRetention: DefaultHistoryRetention, HistoryPerCertificate: DefaultHistoryPerCertificate}
 	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
 	}
@@ -256,7 +258,8 @@ dir = "/etc/ssl/a"
 		t.Fatal(err)
 	}
 	wantDaemon := DaemonConfig{StateDir: DefaultStateDir, Schedule: DefaultSchedule, LogFormat: "console",
-		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays}
+		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays,
+		HistoryRetention: DefaultHistoryRetention, HistoryPerCertificate: DefaultHistoryPerCertificate}
 	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
 	}
@@ -661,7 +664,7 @@ func TestConfigExample(t *testing.T) {
 		t.Error("the example configures no certificate")
 	}
 	// Check may fail only on the paths, which do not exist here.
-	pathKey := regexp.MustCompile(`^(daemon\.state_dir|api\.ca_roots_file|certificate\[[^]]+\]\.(deploy\.dir|webroot|deploy))$`)
+	pathKey := regexp.MustCompile(`^(daemon\.state_dir|api\.ca_roots_file|certificate\[[^]]+\]\.(deploy\.dir|webroot|deploy|deploy\.reload|webroot_owner|webroot_group))$`)
 	for _, e := range cfg.Check() {
 		var ce *ConfigError
 		if !errors.As(e, &ce) || !pathKey.MatchString(ce.Key) {
@@ -765,13 +768,17 @@ func TestConfigCheck(t *testing.T) {
 			Deploy: DeploySpec{Dir: filepath.Join(file, "sub", "dir"), Owner: "0", Group: "0"},
 		}},
 	}
+	// The deploy directories are also in certificate a's web root (a
+	// file, here): reported for both.
 	want := []string{
 		"api.ca_roots_file",
 		"certificate[a].deploy",
 		"certificate[a].deploy.dir",
+		"certificate[a].deploy.dir",
 		"certificate[a].webroot",
 		"certificate[a].webroot",
-		"certificate[a].webroot",
+		"certificate[a].webroot_owner",
+		"certificate[b].deploy.dir",
 		"certificate[b].deploy.dir",
 		"daemon.state_dir",
 	}
@@ -1344,5 +1351,312 @@ func TestConfigMaxRequestsPerSecondReload(t *testing.T) {
 		if shows := strings.Contains(s, fmt.Sprintf("MaxRequestsPerSecond: %v}", st.rate)); shows != (st.rate > 0) {
 			t.Errorf("rate %v: the client is %s", st.rate, s)
 		}
+	}
+}
+
+// TestConfigRefusesWhatFailsAfterPayment: setups that check-config used to
+// pass and that failed only once a reissue was paid for (or exposed the
+// private key) are refused by LoadConfig, each naming its key.
+func TestConfigRefusesWhatFailsAfterPayment(t *testing.T) {
+	second := func(lines ...string) string {
+		return testBaseConfig + "\n[[certificate]]\nname = \"two\"\nservice_id = \"s2\"\n" + strings.Join(lines, "\n") +
+			"\n[certificate.domains]\n\"two.example.com\" = \"http\"\n[certificate.deploy]\n"
+	}
+	tests := []struct {
+		name string
+		text string
+		// want is the one error, as a "KEY: reason" prefix, and mention a
+		// part of its reason.
+		want, mention string
+	}{
+		{"deploy.dir /", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/"`),
+			`certificate[shop].deploy.dir: / is a directory of the system`, "/etc/ssl/dcvd/NAME"},
+		{"deploy.dir /etc", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/etc/"`),
+			`certificate[shop].deploy.dir: /etc is a directory of the system`, "privkey.pem"},
+		{"deploy.dir /etc/ssl/private", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/etc/ssl/private"`),
+			`certificate[shop].deploy.dir: /etc/ssl/private is a directory of the system`, ""},
+		{"deploy.dir /usr/local", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/usr/local"`),
+			`certificate[shop].deploy.dir: /usr/local is a directory of the system`, ""},
+		{"deploy.dir /srv", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/srv"`),
+			`certificate[shop].deploy.dir: /srv is a directory of the system`, "/srv/dcvd/NAME"},
+		{"deploy.dir /home", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/home"`),
+			`certificate[shop].deploy.dir: /home is a directory of the system`, ""},
+		{"deploy.dir under /proc", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/proc/self/certs"`),
+			`certificate[shop].deploy.dir: /proc/self/certs is on a kernel file system`, ""},
+		{"deploy.dir in the runtime directory", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/run/dcvd/shop"`),
+			`certificate[shop].deploy.dir: /run/dcvd/shop is in dcvd's runtime directory`, "empties"},
+		{"deploy.dir is the state directory", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/var/lib/dcvd"`),
+			`certificate[shop].deploy.dir: /var/lib/dcvd is daemon.state_dir`, ""},
+		{"deploy.dir in the key directory", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/var/lib/dcvd/keys/shop"`),
+			`certificate[shop].deploy.dir: /var/lib/dcvd/keys/shop is inside daemon.state_dir/keys`, ""},
+		{"deploy.dir in its web root", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/var/www/shop/ssl"`),
+			`certificate[shop].deploy.dir: /var/www/shop/ssl is inside the web root /var/www/shop of certificate[shop]`, "privkey.pem"},
+		{"deploy.dir is its web root", edit(`dir = "/etc/ssl/dcvd/shop"`, `dir = "/var/www/shop/"`),
+			`certificate[shop].deploy.dir: /var/www/shop is inside the web root /var/www/shop of certificate[shop]`, ""},
+		{"deploy.dir in another certificate's web root", second(`webroot = "/srv/www/two"`) + `dir = "/var/www/shop/.certs/two"` + "\n",
+			`certificate[two].deploy.dir: /var/www/shop/.certs/two is inside the web root /var/www/shop of certificate[shop]`, ""},
+		{"key_mode with group write", edit("#DEPLOY", `key_mode = "0660"`),
+			`certificate[shop].deploy.key_mode: 0660 lets the file's group change the private key`, `"0640"`},
+		{"key_mode with other bits", edit("#DEPLOY", `key_mode = "0602"`),
+			`certificate[shop].deploy.key_mode: 0602 lets every user of the host read or change the private key`, ""},
+		{"mode writable by everyone", edit("#DEPLOY", `mode = "0666"`),
+			`certificate[shop].deploy.mode: 0666 lets every user of the host replace the certificate files`, ""},
+		{"TSIG secret not base64", edit(`key_file = "/etc/dcvd/tsig.key"`, `key_file = "/etc/dcvd/tsig-bad.key"`),
+			`dns.main.key_file: the TSIG secret is not base64`, ""},
+		{"webhook URL with a space", edit("#DEPLOY", "[notify.ops]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/dcvd alerts\""),
+			`notify.ops.url: contains a space or a control character`, "%20"},
+		{"webhook URL with a tab", edit("#DEPLOY", "[notify.ops]\ntype = \"webhook\"\nurl = \"https://hooks.example.com/dcvd\\talerts\""),
+			`notify.ops.url: contains a space or a control character`, ""},
+		{"robot URL not absolute", edit("#DEPLOY", "[notify.bot]\ntype = \"wecom\"\nurl = \"qyapi.weixin.qq.com/cgi-bin/webhook/send\"\nkey = \"k\""),
+			`notify.bot.url: must be an absolute http:// or https:// URL`, ""},
+		{"callback_url with a space", edit("#DAEMON", "callback_listen = \"127.0.0.1:8089\"\ncallback_url = \"https://dcvd.example.com/call back\""),
+			`daemon.callback_url: contains a space or a control character`, ""},
+		{"base_url without a host name", edit(`base_url = "https://api.example.net/api/v1"`, `base_url = "https://:443/api/v1"`),
+			`api.base_url: "https://:443/api/v1" has no host`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := load(t, tt.text)
+			if err == nil {
+				t.Fatalf("loaded: %+v", cfg)
+			}
+			errorKeys(t, err) // every error is a *ConfigError
+			got := strings.Split(err.Error(), "\n")
+			if len(got) != 1 || !strings.HasPrefix(got[0], tt.want) || !strings.Contains(got[0], tt.mention) {
+				t.Errorf("error:\n%s\nwant one, starting %q and mentioning %q", err, tt.want, tt.mention)
+			}
+			for _, secret := range []string{testSecret, "secret secret", "c2VjcmV0c2VjcmV0c2VjcmV0"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("the error quotes a secret: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestConfigListenerWarnings: a listener bound to every interface loads,
+// with a warning that says what it exposes and how to bind loopback.
+func TestConfigListenerWarnings(t *testing.T) {
+	tests := []struct {
+		daemon string
+		want   []string // warning prefixes about [daemon], sorted
+	}{
+		{`metrics_listen = ":9402"`, []string{`daemon.metrics_listen: ":9402" listens on every interface: anyone who reaches the port reads /metrics`}},
+		{`metrics_listen = "0.0.0.0:9402"`, []string{`daemon.metrics_listen: "0.0.0.0:9402" listens on every interface`}},
+		{`metrics_listen = "[::]:9402"`, []string{`daemon.metrics_listen: "[::]:9402" listens on every interface`}},
+		{"callback_listen = \":8089\"\ncallback_url = \"https://dcvd.example.com\"\nhttp_listen = \":8089\"", []string{
+			`daemon.callback_listen: ":8089" listens on every interface: anyone who reaches the port can post callbacks`,
+			`daemon.http_listen: ":8089" listens on every interface: anyone who reaches the port gets the pending validation files`,
+		}},
+		{`metrics_listen = "127.0.0.1:9402"`, nil},
+		{`metrics_listen = "[::1]:9402"`, nil},
+		{`metrics_listen = "192.0.2.10:9402"`, nil},
+		{`metrics_listen = "localhost:9402"`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.daemon, func(t *testing.T) {
+			_, warns, err := load(t, edit("#DAEMON", tt.daemon))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range warns {
+				if strings.HasPrefix(w, "daemon.") {
+					got = append(got, w)
+				}
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("warnings %q, want %d", got, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("warning %q, want prefix %q", got[i], w)
+				}
+				if !strings.Contains(got[i], `"127.0.0.1:`) && !strings.Contains(got[i], `"[::1]:`) {
+					t.Errorf("warning %q does not say how to bind loopback", got[i])
+				}
+			}
+		})
+	}
+	// Paths the shipped unit hides from dcvd: allowed, with a warning.
+	_, warns, err := load(t, edit(`webroot = "/var/www/shop"`, `webroot = "/tmp/www"`, `dir = "/etc/ssl/dcvd/shop"`, `dir = "/home/web/ssl"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"certificate[shop].deploy.dir: /home/web/ssl is in /home, which dcvd.service hides",
+		"certificate[shop].webroot: /tmp/www is in /tmp, which dcvd.service makes private to dcvd (PrivateTmp=yes)"}
+	if len(warns) != len(want) {
+		t.Fatalf("warnings %q, want %q", warns, want)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(warns[i], w) {
+			t.Errorf("warning %q, want prefix %q", warns[i], w)
+		}
+	}
+}
+
+// TestConfigCheckHost: setups of the host that make an order fail after
+// the reissue is paid for, or expose the keys, are reported by Check (and
+// so by the pre-flight check, which shares the code), each naming its key.
+func TestConfigCheckHost(t *testing.T) {
+	root := os.Geteuid() == 0
+	tests := []struct {
+		name string
+		// setup changes a good configuration and its directories.
+		setup func(t *testing.T, c *Config, w *hostWorld)
+		// key and mention are what one of Check's errors must hold.
+		key, mention string
+		// readOnly, when set, runs Check with this directory read-only.
+		readOnly func(w *hostWorld) string
+	}{
+		{name: "read-only web root", readOnly: func(w *hostWorld) string { return w.webroot },
+			key: "certificate[a].webroot", mention: "dcvd cannot create .well-known in"},
+		{name: "read-only pki-validation", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			mkdirAll(t, filepath.Join(w.webroot, ".well-known", "pki-validation"))
+		}, readOnly: func(w *hostWorld) string { return filepath.Join(w.webroot, ".well-known", "pki-validation") },
+			key: "certificate[a].webroot", mention: "dcvd cannot create files in"},
+		{name: ".well-known symlink leaving the web root", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			symlinkTo(t, w.outside, filepath.Join(w.webroot, ".well-known"))
+		}, key: "certificate[a].webroot", mention: "outside the webroot"},
+		{name: "pki-validation symlink leaving the web root", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			mkdirAll(t, filepath.Join(w.webroot, ".well-known"))
+			symlinkTo(t, w.outside, filepath.Join(w.webroot, ".well-known", "pki-validation"))
+		}, key: "certificate[a].webroot", mention: "outside the webroot"},
+		{name: "unknown webroot_owner", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			c.Certificates[0].Webroots[0].Owner = "no-such-user-dcvd"
+		}, key: "certificate[a].webroot_owner", mention: "no-such-user-dcvd"},
+		{name: "deploy.dir in a web root through a symlink", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			mkdirAll(t, filepath.Join(w.webroot, "certs"))
+			link := filepath.Join(w.base, "certs")
+			symlinkTo(t, filepath.Join(w.webroot, "certs"), link)
+			c.Certificates[0].Deploy.Dir = filepath.Join(link, "a")
+		}, key: "certificate[a].deploy.dir", mention: "the web server would serve privkey.pem"},
+		{name: "deploy.dir in another certificate's web root through a symlink", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			other := filepath.Join(w.base, "other-www")
+			mkdirAll(t, filepath.Join(other, "ssl"))
+			c.Certificates = append(c.Certificates, CertConfig{Name: "b", Webroots: []httpchallenge.Webroot{{Dir: other}},
+				Deploy: DeploySpec{Dir: filepath.Join(w.base, "deploy-b")}})
+			link := filepath.Join(w.base, "ssl-link")
+			symlinkTo(t, filepath.Join(other, "ssl"), link)
+			c.Certificates[0].Deploy.Dir = link
+		}, key: "certificate[a].deploy.dir", mention: "of certificate[b] once symlinks are resolved"},
+		{name: "deploy.dir a symlink to /etc", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			link := filepath.Join(w.base, "etc-link")
+			symlinkTo(t, "/etc", link)
+			c.Certificates[0].Deploy.Dir = link
+		}, key: "certificate[a].deploy.dir", mention: "leads through symlinks to /etc, which is a directory of the system"},
+		{name: "deploy.dir writable by everyone", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			mkdirAll(t, c.Certificates[0].Deploy.Dir)
+			chmod(t, c.Certificates[0].Deploy.Dir, 0o777)
+		}, key: "certificate[a].deploy.dir", mention: "writable by every user (mode 0777)"},
+		{name: "state_dir writable by everyone", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			chmod(t, c.Daemon.StateDir, 0o777)
+		}, key: "daemon.state_dir", mention: "writable by its group or by every user (mode 0777)"},
+		{name: "state_dir writable by its group", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			chmod(t, c.Daemon.StateDir, 0o770)
+		}, key: "daemon.state_dir", mention: "(mode 0770)"},
+		{name: "keys open to the group", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			keys := filepath.Join(c.Daemon.StateDir, "keys")
+			mkdirAll(t, keys)
+			chmod(t, keys, 0o750)
+		}, key: "daemon.state_dir", mention: "keys is open to its group or to other users (mode 0750)"},
+		{name: "keys owned by someone else", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			keys := filepath.Join(c.Daemon.StateDir, "keys")
+			if !root {
+				// Unprivileged, no directory can be given away: the
+				// keys/ of this state directory is root's / instead.
+				symlinkTo(t, "/", keys)
+				return
+			}
+			mkdirAll(t, keys)
+			if err := os.Chown(keys, 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, key: "daemon.state_dir", mention: "is owned by uid"},
+		{name: "reload program missing", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			c.Certificates[0].Deploy.Reload = "no-such-program-dcvd reload nginx"
+		}, key: "certificate[a].deploy.reload", mention: `"no-such-program-dcvd" is not found in PATH`},
+		{name: "reload program not executable", setup: func(t *testing.T, c *Config, w *hostWorld) {
+			c.Certificates[0].Deploy.Reload = filepath.Join(w.base, "reload.sh") + " --now"
+			if err := os.WriteFile(filepath.Join(w.base, "reload.sh"), []byte("#!/bin/sh\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, key: "certificate[a].deploy.reload", mention: "is not an executable file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, w := newHostWorld(t)
+			if errs := c.Check(); len(errs) != 0 {
+				t.Fatalf("the good setup: Check = %v", errs)
+			}
+			if tt.setup != nil {
+				tt.setup(t, c, w)
+			}
+			check := func() error { return errors.Join(c.Check()...) }
+			var err error
+			if tt.readOnly != nil {
+				err, _ = readOnly(t, tt.readOnly(w), check)
+			} else {
+				err = check()
+			}
+			for _, e := range cfgUnjoin(err) {
+				var ce *ConfigError
+				if !errors.As(e, &ce) {
+					t.Fatalf("%v is not a *ConfigError", e)
+				}
+				if ce.Key == tt.key && strings.Contains(ce.Reason, tt.mention) {
+					return
+				}
+			}
+			t.Errorf("Check = %v\nwant an error of %s mentioning %q", err, tt.key, tt.mention)
+		})
+	}
+}
+
+// hostWorld is the directories of TestConfigCheckHost's configuration.
+type hostWorld struct {
+	base, webroot, outside string
+}
+
+// newHostWorld returns a configuration of one certificate, "a", that
+// passes Check, in a temporary directory.
+func newHostWorld(t *testing.T) (*Config, *hostWorld) {
+	t.Helper()
+	base := t.TempDir()
+	w := &hostWorld{base: base, webroot: filepath.Join(base, "www"), outside: filepath.Join(base, "outside")}
+	mkdirAll(t, w.webroot)
+	mkdirAll(t, w.outside)
+	state := filepath.Join(base, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return &Config{
+		Daemon: DaemonConfig{StateDir: state},
+		Certificates: []CertConfig{{
+			Name:     "a",
+			Webroots: []httpchallenge.Webroot{{Dir: w.webroot}},
+			Deploy:   DeploySpec{Dir: filepath.Join(base, "deploy", "a"), Reload: "true"},
+		}},
+	}, w
+}
+
+func mkdirAll(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func symlinkTo(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func chmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
 	}
 }

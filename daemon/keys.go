@@ -149,25 +149,85 @@ func makeCSR(key crypto.Signer, names []string) (string, error) {
 // milliseconds of being written.
 const orphanKeyAge = time.Minute
 
-// removeOrphanKeys deletes the key files of orders that were never
-// recorded: a crash between writing an order's key and recording the order
-// leaves one (or its temporary file) that nothing will ever use. A key of a
-// recorded order, or of a live certificate, stays.
-func (d *Daemon) removeOrphanKeys(ctx context.Context) {
+// keyRefs are the key files that must stay, known by path and by file
+// name: a state directory moved since a path was recorded still has its
+// files recognised by their name (<unique_id>.key, unique_ids being
+// random).
+type keyRefs struct {
+	paths map[string]bool
+	names map[string]bool
+}
+
+// add records that the key file keyFile, of the order uniqueID (either may
+// be ""), must stay.
+func (r keyRefs) add(keyFile, uniqueID string) {
+	if keyFile != "" {
+		r.paths[filepath.Clean(keyFile)] = true
+		r.names[filepath.Base(keyFile)] = true
+	}
+	if uniqueID != "" {
+		r.names[uniqueID+".key"] = true
+	}
+}
+
+// holds reports whether the key file at path must stay.
+func (r keyRefs) holds(path string) bool {
+	return r.paths[filepath.Clean(path)] || r.names[filepath.Base(path)]
+}
+
+// neededKeys reads which key files must stay: the live certificates' (which
+// a reuse_key order also uses), those of the orders in flight, and those of
+// the last keptGenerations done orders of every certificate: the live
+// generation and the one before it, which deploy.dir/previous/ holds. A key
+// is deleted only when none of these reads failed.
+func (d *Daemon) neededKeys(ctx context.Context) (keyRefs, error) {
+	refs := keyRefs{paths: map[string]bool{}, names: map[string]bool{}}
+	lives, err := d.store.CertificateSummaries(ctx)
+	if err != nil {
+		return refs, fmt.Errorf("read the live certificates: %w", err)
+	}
+	for _, c := range lives {
+		refs.add(c.KeyFile, c.UniqueID)
+	}
+	active, err := d.store.ActiveOrders(ctx)
+	if err != nil {
+		return refs, fmt.Errorf("read the orders in flight: %w", err)
+	}
+	for _, o := range active {
+		refs.add(o.KeyFile, o.UniqueID)
+	}
+	gens, err := d.store.Generations(ctx, keptGenerations)
+	if err != nil {
+		return refs, fmt.Errorf("read the last generations: %w", err)
+	}
+	for _, orders := range gens {
+		for _, o := range orders {
+			refs.add(o.KeyFile, o.UniqueID)
+		}
+	}
+	return refs, nil
+}
+
+// keyFile is a file of the key directory of one certificate.
+type keyFile struct {
+	path string
+	// uid is the unique_id of the order that wrote it: <uid>.key, or
+	// .<uid>.key.tmp-… (the temporary file of its write).
+	uid  string
+	temp bool
+}
+
+// listKeyFiles lists the regular files named as keys or their temporary
+// files under state_dir/keys/<cert>/; nothing when there are no keys yet.
+// It reads the directories only (no stat of each file: a housekeeping pass
+// lists every key).
+func (d *Daemon) listKeyFiles() []keyFile {
 	root := filepath.Join(d.config().Daemon.StateDir, "keys")
 	certDirs, err := os.ReadDir(root)
 	if err != nil {
-		return // no keys yet
+		return nil // no keys yet
 	}
-	live := map[string]bool{}
-	if lives, err := d.store.Certificates(ctx); err == nil {
-		for _, c := range lives {
-			live[c.KeyFile] = true
-		}
-	} else {
-		d.log.Warn("looking for abandoned keys", zap.Error(err))
-		return
-	}
+	var out []keyFile
 	for _, cd := range certDirs {
 		if !cd.IsDir() {
 			continue
@@ -178,27 +238,107 @@ func (d *Daemon) removeOrphanKeys(ctx context.Context) {
 			continue
 		}
 		for _, f := range files {
-			path := filepath.Join(dir, f.Name())
-			info, err := f.Info()
-			if err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < orphanKeyAge || live[path] {
+			if !f.Type().IsRegular() {
 				continue
 			}
-			// <unique_id>.key, or the temporary file of its write.
-			uid, isKey := strings.CutSuffix(f.Name(), ".key")
-			if !isKey {
-				if !strings.HasPrefix(f.Name(), ".") || !strings.Contains(f.Name(), ".key.tmp") {
-					continue
-				}
-				uid = strings.TrimPrefix(f.Name()[:strings.Index(f.Name(), ".key.tmp")], ".")
+			kf := keyFile{path: filepath.Join(dir, f.Name())}
+			name := f.Name()
+			if uid, ok := strings.CutSuffix(name, ".key"); ok && !strings.HasPrefix(name, ".") {
+				kf.uid = uid
+			} else if i := strings.Index(name, ".key.tmp"); strings.HasPrefix(name, ".") && i > 1 {
+				kf.uid, kf.temp = name[1:i], true
 			}
-			if _, err := d.store.Order(ctx, uid); !errors.Is(err, ErrNotFound) {
-				continue // recorded (or the store cannot say): keep it
+			if kf.uid != "" {
+				out = append(out, kf)
 			}
-			if err := os.Remove(path); err != nil {
-				d.log.Warn("removing an abandoned key", zap.String("file", path), zap.Error(err))
-				continue
-			}
-			d.log.Info("removed the key of an order that was never recorded", zap.String("file", path))
 		}
 	}
+	return out
+}
+
+// removeOrphanKeys deletes the key files of orders that were never
+// recorded: a crash between writing an order's key and recording the order
+// leaves one (or its temporary file) that nothing will ever use. A key of a
+// recorded order, or one still needed (neededKeys: the order that wrote it
+// may since have been deleted by the history's retention), stays.
+func (d *Daemon) removeOrphanKeys(ctx context.Context) {
+	files := d.listKeyFiles()
+	if len(files) == 0 {
+		return
+	}
+	needed, err := d.neededKeys(ctx)
+	if err != nil {
+		d.log.Warn("looking for abandoned keys", zap.Error(err))
+		return
+	}
+	for _, f := range files {
+		if needed.holds(f.path) {
+			continue
+		}
+		if info, err := os.Lstat(f.path); err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < orphanKeyAge {
+			continue
+		}
+		if _, err := d.store.Order(ctx, f.uid); !errors.Is(err, ErrNotFound) {
+			continue // recorded (or the store cannot say): keep it
+		}
+		if err := os.Remove(f.path); err != nil {
+			d.log.Warn("removing an abandoned key", zap.String("file", f.path), zap.Error(err))
+			continue
+		}
+		d.log.Info("removed the key of an order that was never recorded", zap.String("file", f.path))
+	}
+}
+
+// removeEndedKeys deletes the key files of ended orders that nothing needs
+// any more: those of failed orders, and those of done orders whose
+// generation is neither the live one nor the one before it. A file goes
+// only when its order (the unique_id in its name) is recorded, has ended
+// (an ended order is never resumed), wrote that very file, and neededKeys
+// does not hold it; the files of orders not recorded are removeOrphanKeys'
+// business. It stops at the end of ctx, and returns how many it removed
+// and the errors met.
+//
+// Reading what is needed after listing the files is safe against the
+// orders that run meanwhile: a key becomes needed again only by being the
+// live one (reuse_key reuses the live key), and the live key changes only
+// to the key of an order in flight, which is held.
+func (d *Daemon) removeEndedKeys(ctx context.Context) (int, error) {
+	files := d.listKeyFiles()
+	if len(files) == 0 {
+		return 0, nil
+	}
+	needed, err := d.neededKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	var errs []error
+	for _, f := range files {
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
+		if f.temp || needed.holds(f.path) {
+			continue
+		}
+		o, err := d.store.Order(ctx, f.uid)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case !o.Step.Terminal() || filepath.Base(o.KeyFile) != filepath.Base(f.path) ||
+			filepath.Base(filepath.Dir(f.path)) != o.Cert:
+			continue
+		}
+		if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove the key of order %s: %w", f.uid, err))
+			continue
+		}
+		removed++
+		d.log.Debug("removed the key of an ended order", zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID),
+			zap.String("step", string(o.Step)), zap.String("file", f.path))
+	}
+	return removed, errors.Join(errs...)
 }

@@ -10,7 +10,9 @@ import (
 
 // A crash between writing an order's key and recording the order leaves a
 // key nothing uses: it is removed once old enough; recorded orders' keys,
-// the live certificate's and fresh files stay.
+// the live certificate's, fresh files, and the keys still needed whose
+// writing order the history's retention deleted (the previous generation
+// reused it, or the order in flight does) stay.
 func TestRemoveOrphanKeys(t *testing.T) {
 	h := newHarness(t)
 	cfg := h.config(hDomains())
@@ -39,8 +41,16 @@ func TestRemoveOrphanKeys(t *testing.T) {
 	liveKey := write("dcvd-live.key", true)
 	fresh := write("dcvd-fresh.key", false)
 	other := write("notes.txt", true)
-	if err := d.store.PutOrder(ctx, &Order{UniqueID: "dcvd-recorded", Cert: hCert, Step: StepDone}); err != nil {
-		t.Fatal(err)
+	previousKey := write("dcvd-pruned.key", true)
+	inFlightKey := write("dcvd-pruned2.key", true)
+	for _, o := range []*Order{
+		{UniqueID: "dcvd-recorded", Cert: hCert, Step: StepDone},
+		{UniqueID: "dcvd-previous", Cert: hCert, Step: StepDone, KeyFile: previousKey},
+		{UniqueID: "dcvd-inflight", Cert: hCert, Step: StepPublished, KeyFile: inFlightKey},
+	} {
+		if err := d.store.PutOrder(ctx, o); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := d.store.PutCertificate(ctx, &Certificate{Name: hCert, Serial: "1", KeyFile: liveKey}); err != nil {
 		t.Fatal(err)
@@ -51,7 +61,7 @@ func TestRemoveOrphanKeys(t *testing.T) {
 			t.Errorf("%s: still there (%v)", filepath.Base(p), err)
 		}
 	}
-	for _, p := range []string{recorded, liveKey, fresh, other} {
+	for _, p := range []string{recorded, liveKey, fresh, other, previousKey, inFlightKey} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s: removed (%v)", filepath.Base(p), err)
 		}

@@ -383,6 +383,13 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 	log := d.orderLog(o)
 	switch o.Step {
 	case StepNew:
+		// Before the paid call: what would fail only after it (a web
+		// root dcvd cannot write, a deploy directory it cannot use) is
+		// refused now, while refusing costs nothing. Not fatal: the order
+		// keeps its unique_id and backs off until the admin mends it.
+		if err := d.preflight(ctx, cc); err != nil {
+			return err
+		}
 		req := reseller.ReissueRequest{
 			UniqueID: o.UniqueID, ServiceID: o.ServiceID, DomainDCV: o.DomainDCV, CSR: o.CSR,
 			ContactEmail: cc.ContactEmail, Organization: cc.Organization, NotifyURL: d.notifyURL(o),
@@ -852,6 +859,10 @@ func randomHex(n int) string {
 // failureReason sorts a failure for dcvd_failures_total by the step it
 // happened in.
 func failureReason(step Step, err error) string {
+	var pe *PreflightError
+	if errors.As(err, &pe) {
+		return FailurePreflight
+	}
 	switch step {
 	case StepNew, StepVisible:
 		return FailureAPI

@@ -20,13 +20,16 @@ const (
 	FailureVerify = "verify" // the issued certificate did not verify
 	FailureDeploy = "deploy" // writing the certificate files
 	FailureReload = "reload" // the reload command
-	FailureOther  = "other"
+	// FailurePreflight: the checks before a paid reissue refused the
+	// setup (nothing was sent).
+	FailurePreflight = "preflight"
+	FailureOther     = "other"
 )
 
 // failureReasons are the reasons Failure keeps apart, in the order
 // SetCertificate initialises them.
 func failureReasons() []string {
-	return []string{FailureAPI, FailureDCV, FailureVerify, FailureDeploy, FailureReload, FailureOther}
+	return []string{FailureAPI, FailureDCV, FailureVerify, FailureDeploy, FailureReload, FailurePreflight, FailureOther}
 }
 
 // orderSteps are the steps dcvd_order_step always has a series for, so that
@@ -301,7 +304,7 @@ func (m *Metrics) Failure(name, reason string) {
 		return
 	}
 	switch reason {
-	case FailureAPI, FailureDCV, FailureVerify, FailureDeploy, FailureReload, FailureOther:
+	case FailureAPI, FailureDCV, FailureVerify, FailureDeploy, FailureReload, FailurePreflight, FailureOther:
 	default:
 		reason = FailureOther
 	}

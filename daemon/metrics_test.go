@@ -98,6 +98,7 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 			`dcvd_failures_total{name=` + q + `,reason="verify"}`:             0,
 			`dcvd_failures_total{name=` + q + `,reason="deploy"}`:             0,
 			`dcvd_failures_total{name=` + q + `,reason="reload"}`:             0,
+			`dcvd_failures_total{name=` + q + `,reason="preflight"}`:          0,
 			`dcvd_failures_total{name=` + q + `,reason="other"}`:              0,
 		}
 	}

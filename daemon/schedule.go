@@ -178,7 +178,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.markRunning()
 
+	var lastHousekeeping time.Time
 	d.sweep(ctx, &wg)
+	d.housekeepIfDue(ctx, &lastHousekeeping)
 	stalled := "" // the schedule last found to have no next run
 	for {
 		wait, next := d.untilNextCheck(&stalled)
@@ -187,9 +189,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-d.reloaded():
 			d.sweep(ctx, &wg)
+			d.housekeepIfDue(ctx, &lastHousekeeping)
 		case <-time.After(wait):
 			if next {
 				d.sweep(ctx, &wg)
+				d.housekeepIfDue(ctx, &lastHousekeeping)
 			}
 		}
 	}

@@ -40,9 +40,9 @@ var ErrActiveOrder = errors.New("another order of this certificate is in flight"
 //
 // The methods that look up one item (Certificate, Order, OrderByToken,
 // ActiveOrder) return an error wrapping ErrNotFound when there is none. The
-// methods that list (Certificates, ActiveOrders, Attempts, RecentAttempts)
-// return an empty slice (map) and a nil error when there is nothing to
-// list, never ErrNotFound.
+// methods that list (Certificates, ActiveOrders, Attempts, RecentAttempts,
+// Generations) return an empty slice (map) and a nil error when there is
+// nothing to list, never ErrNotFound.
 //
 // Values passed in are not retained (except that PutOrder sets the
 // timestamps of the *Order it is given), and values returned are the
@@ -130,7 +130,8 @@ type Store interface {
 	AddAttempt(ctx context.Context, a Attempt) error
 
 	// Attempts returns the history of the certificate cert, newest (last
-	// added) first, at most limit entries; limit <= 0 means all.
+	// added) first, at most limit entries (applied by the database);
+	// limit <= 0 means all.
 	Attempts(ctx context.Context, cert string, limit int) ([]Attempt, error)
 
 	// RecentAttempts returns the history of every certificate that has
@@ -139,16 +140,77 @@ type Store interface {
 	// limit <= 0 means all. A certificate without attempts has no key,
 	// and with no attempts at all the map is empty (never nil). It is one
 	// read, for the renewal check of every certificate at once, where a
-	// call of Attempts per certificate would cost a query each.
+	// call of Attempts per certificate would cost a query each; the
+	// database applies the limit, so that the attempts beyond it are
+	// never read.
 	RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error)
 
 	// TotalCost returns the sum of the costs of cert's attempts: 0 for a
 	// certificate without history. The cost of the order in flight is not
-	// included until it is added as an attempt.
+	// included until it is added as an attempt. Attempts deleted by
+	// PruneHistory still count: their costs are carried over.
 	TotalCost(ctx context.Context, cert string) (float64, error)
+
+	// Generations returns, per certificate, the orders that ended done
+	// (each produced a generation of the certificate), newest (last
+	// updated) first, at most limit per certificate; limit <= 0 means
+	// all. Only UniqueID, Cert, Step, KeyFile, Created and Updated are set:
+	// it serves to know which keys the live and the previous generations
+	// use (limit 2), without reading the orders' bulk. A certificate
+	// without such an order has no key; the map is never nil.
+	Generations(ctx context.Context, limit int) (map[string][]*Order, error)
+
+	// PruneHistory deletes the history p allows to delete: the attempts
+	// and the ended orders older than p.Before or beyond the newest
+	// p.PerCertificate of their certificate, at most p.Limit of each per
+	// call (the caller calls again while a count reaches p.Limit). Each
+	// call is one transaction per table; the costs of the attempts it
+	// deletes are carried over into TotalCost.
+	//
+	// Whatever p says, it never deletes:
+	//   - an order in flight;
+	//   - the order of a live certificate (Certificate.UniqueID), nor the
+	//     two newest done orders of a certificate (the live generation
+	//     and the one before it, which the deploy directory keeps in
+	//     previous/): their keys must stay known;
+	//   - the newest KeptAttempts attempts of a certificate, which the
+	//     renewal decision reads (the failures in a row).
+	//
+	// Running it from several processes at once is harmless: a row is
+	// deleted, and its cost carried, once.
+	PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned, error)
 
 	// Close releases the store's resources. Calls made after Close fail.
 	Close() error
+}
+
+// KeptAttempts is how many of a certificate's newest attempts
+// Store.PruneHistory always keeps: what the renewal decision reads
+// (NextRenewal counts the failures in a row, newest first).
+const KeptAttempts = renewalHistory
+
+// HistoryPolicy says which history Store.PruneHistory may delete.
+type HistoryPolicy struct {
+	// Before: attempts that finished, and ended orders last updated,
+	// before it may go. The zero time deletes nothing by age.
+	Before time.Time
+	// PerCertificate is how many attempts, and how many ended orders, of
+	// each certificate are kept at most, the newest; <= 0 deletes
+	// nothing by count. Never fewer than KeptAttempts attempts are kept.
+	PerCertificate int
+	// Limit bounds the rows of each table one call deletes, so that a
+	// first pass over a long history does not hold the database's write
+	// lock for long; <= 0 means DefaultPruneLimit.
+	Limit int
+}
+
+// DefaultPruneLimit is HistoryPolicy.Limit when none is given.
+const DefaultPruneLimit = 1000
+
+// Pruned counts what one Store.PruneHistory call deleted.
+type Pruned struct {
+	Attempts int
+	Orders   int
 }
 
 // ErrLeaseHeld is returned, wrapped, by ClusterStore.AcquireLease when

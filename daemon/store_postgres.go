@@ -579,13 +579,13 @@ func (s *PostgresStore) Attempts(ctx context.Context, cert string, limit int) ([
 // certificate (ROW_NUMBER), so that a long history does not cross the
 // network.
 func (s *PostgresStore) RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error) {
-	q := `SELECT ` + attemptColumns + ` FROM attempts ORDER BY id DESC`
+	q := `SELECT id, ` + attemptColumns + ` FROM attempts`
 	var args []any
 	if limit > 0 {
-		q = `SELECT ` + attemptColumns + ` FROM (
-			SELECT ` + attemptColumns + `, id, ROW_NUMBER() OVER (PARTITION BY cert ORDER BY id DESC) AS n
-			FROM attempts) AS recent
-			WHERE n <= $1 ORDER BY id DESC`
+		q = `SELECT id, ` + attemptColumns + ` FROM (
+				SELECT id, ` + attemptColumns + `, ROW_NUMBER() OVER (PARTITION BY cert ORDER BY id DESC) AS n
+				FROM attempts) AS recent
+			WHERE n <= $1`
 		args = []any{limit}
 	}
 	rows, err := s.pool.Query(ctx, q, args...)
@@ -593,11 +593,11 @@ func (s *PostgresStore) RecentAttempts(ctx context.Context, limit int) (map[stri
 		return nil, fmt.Errorf("read the recent attempts: %w", err)
 	}
 	defer rows.Close()
-	all, err := collectRows(rows, "read the recent attempts", scanAttempt)
+	got, err := collectRows(rows, "read the recent attempts", scanRankedAttempt)
 	if err != nil {
 		return nil, err
 	}
-	return attemptsByCert(all, limit), nil
+	return attemptsByCert(got), nil
 }
 
 // CertificateSummaries implements Store.
@@ -624,8 +624,120 @@ func (f *fencedStore) RecentAttempts(ctx context.Context, limit int) (map[string
 // TotalCost implements Store.
 func (s *PostgresStore) TotalCost(ctx context.Context, cert string) (float64, error) {
 	var total float64
-	if err := s.pool.QueryRow(ctx, `SELECT COALESCE(SUM(cost), 0) FROM attempts WHERE cert = $1`, cert).Scan(&total); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT
+		COALESCE((SELECT SUM(cost) FROM attempts WHERE cert = $1), 0) +
+		COALESCE((SELECT cost FROM pruned_costs WHERE cert = $1), 0)`, cert).Scan(&total); err != nil {
 		return 0, fmt.Errorf("read total cost of %q: %w", cert, err)
 	}
 	return total, nil
+}
+
+// Generations implements Store. COLLATE "C" orders the fixed-width time
+// text by bytes, which is by time, as SQLite does.
+func (s *PostgresStore) Generations(ctx context.Context, limit int) (map[string][]*Order, error) {
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	rows, err := s.pool.Query(ctx, `SELECT o.unique_id, o.cert, o.step,
+			COALESCE(o.data::json ->> 'key_file', ''), o.created, o.updated
+		FROM (SELECT unique_id, cert,
+				ROW_NUMBER() OVER (PARTITION BY cert
+					ORDER BY updated COLLATE "C" DESC, unique_id COLLATE "C" DESC) AS n
+			FROM orders WHERE step = 'done') AS g
+		JOIN orders AS o ON o.unique_id = g.unique_id
+		WHERE g.n <= $1 ORDER BY g.cert COLLATE "C", g.n`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the generations: %w", err)
+	}
+	defer rows.Close()
+	got, err := collectRows(rows, "read the generations", scanGeneration)
+	if err != nil {
+		return nil, err
+	}
+	return generationsByCert(got), nil
+}
+
+// postgresPruneLock is the key of the advisory lock a PruneHistory
+// transaction tries to take: while one process prunes a table, the others
+// skip it rather than wait for, or deadlock with, its row locks. The
+// deletes are harmless when run twice (a deleted row is not deleted, nor
+// its cost carried, again); the lock only spares the work.
+const postgresPruneLock int64 = 0x6463766400000003
+
+// PruneHistory implements Store. Each table is one statement in a
+// transaction that first tries the prune lock; a process that does not get
+// it deletes nothing (another one is at it). The attempts are deleted and
+// their costs carried in one statement: RETURNING gives the rows this
+// statement deleted, so a row another process deleted first is not
+// carried twice.
+func (s *PostgresStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned, error) {
+	perCert, before, limit := p.bounds()
+	var out Pruned
+	err := s.prune(ctx, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `WITH doomed AS (
+				DELETE FROM attempts WHERE id IN (
+					SELECT id FROM (
+						SELECT id, finished, ROW_NUMBER() OVER (PARTITION BY cert ORDER BY id DESC) AS n
+						FROM attempts) AS ranked
+					WHERE n > $1 AND (n > $2 OR finished COLLATE "C" < $3) ORDER BY id LIMIT $4)
+				RETURNING cert, cost
+			), carried AS (
+				INSERT INTO pruned_costs (cert, cost)
+				SELECT cert, SUM(cost) FROM doomed GROUP BY cert
+				ON CONFLICT (cert) DO UPDATE SET cost = pruned_costs.cost + excluded.cost
+			)
+			SELECT count(*) FROM doomed`, KeptAttempts, perCert, before, limit).Scan(&out.Attempts)
+	})
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune the attempts: %w", err)
+	}
+	err = s.prune(ctx, func(tx pgx.Tx) error {
+		// The step again in the outer WHERE: it is checked on the row
+		// as it is when deleted, whatever the selection read.
+		tag, err := tx.Exec(ctx, `DELETE FROM orders WHERE unique_id IN (
+				SELECT unique_id FROM (
+					SELECT unique_id, step, updated,
+						ROW_NUMBER() OVER (PARTITION BY cert
+							ORDER BY updated COLLATE "C" DESC, unique_id COLLATE "C" DESC) AS n,
+						ROW_NUMBER() OVER (PARTITION BY cert, step
+							ORDER BY updated COLLATE "C" DESC, unique_id COLLATE "C" DESC) AS k
+					FROM orders WHERE step = 'done' OR step = 'failed') AS ranked
+				WHERE (n > $1 OR updated COLLATE "C" < $2) AND NOT (step = 'done' AND k <= $3)
+					AND unique_id NOT IN (SELECT unique_id FROM certificates)
+				ORDER BY unique_id LIMIT $4)
+			AND (step = 'done' OR step = 'failed')`, perCert, before, keptGenerations, limit)
+		out.Orders = int(tag.RowsAffected())
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("prune the orders: %w", err)
+	}
+	return out, nil
+}
+
+// prune runs fn in a transaction if it gets the prune lock; without it,
+// it does nothing.
+func (s *PostgresStore) prune(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.tx(ctx, func(tx pgx.Tx) error {
+		var got bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, postgresPruneLock).Scan(&got); err != nil {
+			return fmt.Errorf("try the prune lock: %w", err)
+		}
+		if !got {
+			return nil
+		}
+		return fn(tx)
+	})
+}
+
+// Generations implements Store: the store's own.
+func (f *fencedStore) Generations(ctx context.Context, limit int) (map[string][]*Order, error) {
+	return f.s.Generations(ctx, limit)
+}
+
+// PruneHistory implements Store: the store's own, unfenced. It deletes
+// only ended history, which no lease holder writes, and it is not one
+// certificate's.
+func (f *fencedStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned, error) {
+	return f.s.PruneHistory(ctx, p)
 }

@@ -313,3 +313,67 @@ func TestStorePostgresDSNErrorsAreSilent(t *testing.T) {
 		}
 	}
 }
+
+// TestStorePostgresPruneConcurrently: the nodes of a cluster prune the
+// shared history at the same time: together they delete what one would,
+// and carry every deleted cost once.
+func TestStorePostgresPruneConcurrently(t *testing.T) {
+	db := postgresBackend.newDB(t)
+	ctx := t.Context()
+	stores := []testStore{db.mustOpen(t), db.mustOpen(t), db.mustOpen(t)}
+	s := stores[0]
+	const perCert = 60
+	certs := []string{"shop", "api"}
+	total := map[string]float64{}
+	for i := range perCert {
+		for _, cert := range certs {
+			a := fullAttempt(cert, fmt.Sprintf("%s-%02d", cert, i))
+			a.Cost = float64(i) + 0.25
+			a.Finished = t1.Add(-time.Duration(perCert-i) * time.Hour)
+			if err := s.AddAttempt(ctx, a); err != nil {
+				t.Fatal(err)
+			}
+			total[cert] += a.Cost
+			o := fullOrder(fmt.Sprintf("o-%s-%02d", cert, i), cert)
+			o.Step = StepFailed
+			putOrderAt(t, s, o, a.Finished)
+		}
+	}
+	p := HistoryPolicy{Before: t1, PerCertificate: 100, Limit: 5}
+	var (
+		mu  sync.Mutex
+		sum Pruned
+		wg  sync.WaitGroup
+	)
+	for _, st := range stores {
+		wg.Go(func() {
+			for range 200 {
+				n, err := st.PruneHistory(ctx, p)
+				if err != nil {
+					t.Errorf("PruneHistory: %v", err)
+					return
+				}
+				mu.Lock()
+				sum.Attempts += n.Attempts
+				sum.Orders += n.Orders
+				done := sum.Attempts == len(certs)*(perCert-KeptAttempts) && sum.Orders == len(certs)*perCert
+				mu.Unlock()
+				if done {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if want := (Pruned{Attempts: len(certs) * (perCert - KeptAttempts), Orders: len(certs) * perCert}); sum != want {
+		t.Errorf("the stores deleted %+v together, want %+v", sum, want)
+	}
+	for _, cert := range certs {
+		if got, err := s.TotalCost(ctx, cert); err != nil || got != total[cert] {
+			t.Errorf("TotalCost(%s) = %v, %v; want %v: a deleted cost was carried twice, or not at all", cert, got, err, total[cert])
+		}
+		if h, err := s.Attempts(ctx, cert, 0); err != nil || len(h) != KeptAttempts {
+			t.Errorf("%s keeps %d attempts, %v; want %d", cert, len(h), err, KeptAttempts)
+		}
+	}
+}

@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 )
 
@@ -93,6 +96,22 @@ var storeMigrations = []func(d sqlDialect) []string{
 			`ALTER TABLE certificates ADD COLUMN key_sealed TEXT NOT NULL DEFAULT ''`,
 		}
 	},
+	// 3: history retention (Store.PruneHistory). pruned_costs holds, per
+	// certificate, the summed cost of the attempts deleted, so that
+	// TotalCost still counts every charge. orders_ended lets the ended
+	// orders of each certificate be ranked by age from the index alone:
+	// in SQLite a row's updated lies after its data, and reaching it
+	// through the table would read every order's bulk.
+	func(sqlDialect) []string {
+		return []string{
+			`CREATE TABLE pruned_costs (
+			cert TEXT NOT NULL PRIMARY KEY,
+			cost DOUBLE PRECISION NOT NULL
+		)`,
+			`CREATE INDEX orders_ended ON orders (cert, step, updated, unique_id)
+			WHERE step = 'done' OR step = 'failed'`,
+		}
+	},
 }
 
 // rowIter is what both drivers' result sets offer (*sql.Rows, pgx.Rows):
@@ -121,7 +140,11 @@ func collectRows[T any](rows rowIter, what string, scan func(scanner) (T, error)
 }
 
 // scanAttempt reads a row of attemptColumns.
-func scanAttempt(row scanner) (Attempt, error) {
+func scanAttempt(row scanner) (Attempt, error) { return scanAttemptAfter(row) }
+
+// scanAttemptAfter reads a row of the columns scanned into lead, then
+// attemptColumns.
+func scanAttemptAfter(row scanner, lead ...any) (Attempt, error) {
 	var (
 		a                  Attempt
 		uid                *string // NULL when the attempt has no unique_id
@@ -129,7 +152,8 @@ func scanAttempt(row scanner) (Attempt, error) {
 		outcome            string
 		errStart, errFinis error
 	)
-	if err := row.Scan(&a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error); err != nil {
+	dest := append(lead, &a.Cert, &uid, &started, &finished, &outcome, &a.Cost, &a.Serial, &a.Error)
+	if err := row.Scan(dest...); err != nil {
 		return Attempt{}, err
 	}
 	if uid != nil {
@@ -142,6 +166,40 @@ func scanAttempt(row scanner) (Attempt, error) {
 		return Attempt{}, fmt.Errorf("attempt %s: %w", a.UniqueID, err)
 	}
 	return a, nil
+}
+
+// rankedAttempt is an attempt and its id, its place in the history.
+type rankedAttempt struct {
+	id int64
+	Attempt
+}
+
+// scanRankedAttempt reads a row of id, then attemptColumns.
+func scanRankedAttempt(row scanner) (rankedAttempt, error) {
+	var r rankedAttempt
+	a, err := scanAttemptAfter(row, &r.id)
+	r.Attempt = a
+	return r, err
+}
+
+// attemptsByCert groups attempts, in any order, into a map of slices that
+// share no memory, each newest (largest id) first: RecentAttempts' queries
+// leave the order to it rather than make the database sort.
+func attemptsByCert(rows []rankedAttempt) map[string][]Attempt {
+	groups := map[string][]rankedAttempt{}
+	for _, r := range rows {
+		groups[r.Cert] = append(groups[r.Cert], r)
+	}
+	m := make(map[string][]Attempt, len(groups))
+	for cert, g := range groups {
+		slices.SortFunc(g, func(a, b rankedAttempt) int { return cmp.Compare(b.id, a.id) })
+		h := make([]Attempt, len(g))
+		for i, r := range g {
+			h[i] = r.Attempt
+		}
+		m[cert] = h
+	}
+	return m
 }
 
 // checkedOrderData checks what PutOrder refuses whatever the database holds, and
@@ -174,4 +232,53 @@ func checkStoredOrder(o *Order, cert, step, createdText string) (time.Time, erro
 		return time.Time{}, fmt.Errorf("it is %s, and a finished order is never resumed", step)
 	}
 	return parseTime(createdText)
+}
+
+// keptGenerations is how many of a certificate's newest done orders
+// PruneHistory keeps: the live generation and the one before it (the
+// deploy directory's previous/), whose keys must stay known.
+const keptGenerations = 2
+
+// bounds returns what the prune queries take from p: the count beyond
+// which a certificate's rows go (a count no history reaches when p sets
+// none), the age as time text (formatTime: "" when p sets none, and no
+// text sorts before ""), and the rows of a table one call deletes.
+func (p HistoryPolicy) bounds() (perCert int, before string, limit int) {
+	perCert = p.PerCertificate
+	if perCert <= 0 {
+		perCert = math.MaxInt32
+	}
+	limit = p.Limit
+	if limit <= 0 {
+		limit = DefaultPruneLimit
+	}
+	return perCert, formatTime(p.Before), limit
+}
+
+// scanGeneration reads a row of Generations' query.
+func scanGeneration(row scanner) (*Order, error) {
+	var (
+		o                      Order
+		step, created, updated string
+		errC, errU             error
+	)
+	if err := row.Scan(&o.UniqueID, &o.Cert, &step, &o.KeyFile, &created, &updated); err != nil {
+		return nil, err
+	}
+	o.Step = Step(step)
+	o.Created, errC = parseTime(created)
+	o.Updated, errU = parseTime(updated)
+	if err := errors.Join(errC, errU); err != nil {
+		return nil, fmt.Errorf("order %s: %w", o.UniqueID, err)
+	}
+	return &o, nil
+}
+
+// generationsByCert groups orders by certificate, keeping their order.
+func generationsByCert(orders []*Order) map[string][]*Order {
+	m := map[string][]*Order{}
+	for _, o := range orders {
+		m[o.Cert] = append(m[o.Cert], o)
+	}
+	return m
 }

@@ -698,41 +698,162 @@ func (s *SQLiteStore) Attempts(ctx context.Context, cert string, limit int) ([]A
 	return collectRows(rows, fmt.Sprintf("read attempts of %q", cert), scanAttempt)
 }
 
-// attemptsByCert groups attempts, newest first, into a map of slices that
-// share no memory, keeping at most limit per certificate (limit <= 0: all).
-func attemptsByCert(newestFirst []Attempt, limit int) map[string][]Attempt {
-	m := map[string][]Attempt{}
-	for _, a := range newestFirst {
-		if h := m[a.Cert]; limit <= 0 || len(h) < limit {
-			m[a.Cert] = append(h, a)
-		}
-	}
-	return m
-}
-
-// RecentAttempts implements Store. It reads the whole history, newest
-// first, and keeps limit per certificate itself: with the pure-Go SQLite a
-// scan of the table in rowid order costs half of what a window function
-// (ROW_NUMBER per certificate, which needs two sorts) does, as long as
-// histories are short, which they are (an attempt per renewal).
+// RecentAttempts implements Store. The limit is applied in SQL, so that a
+// long history is not read to be thrown away: for each certificate (one
+// pass over the index attempts_cert) the id of its limit-th newest attempt
+// is looked up in that index, and only the attempts from that id on are
+// read. With the pure-Go SQLite this costs a third of what ROW_NUMBER()
+// OVER (PARTITION BY cert ORDER BY id DESC) does, which sorts every
+// attempt; and less than reading the whole table when the histories are
+// longer than the limit (see BenchmarkSweep/10k-long-history).
 func (s *SQLiteStore) RecentAttempts(ctx context.Context, limit int) (map[string][]Attempt, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+attemptColumns+` FROM attempts ORDER BY id DESC`)
+	q := `SELECT id, ` + attemptColumns + ` FROM attempts`
+	var args []any
+	if limit > 0 {
+		q = `SELECT a.id, a.cert, a.unique_id, a.started, a.finished, a.outcome, a.cost, a.serial, a.error
+			FROM (SELECT cert, (SELECT id FROM attempts AS b WHERE b.cert = g.cert
+					ORDER BY id DESC LIMIT 1 OFFSET ?) AS first
+				FROM attempts AS g GROUP BY cert) AS c
+			JOIN attempts AS a ON a.cert = c.cert AND a.id >= COALESCE(c.first, ?)`
+		args = []any{limit - 1, int64(math.MinInt64)}
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read the recent attempts: %w", err)
 	}
 	defer rows.Close()
-	all, err := collectRows(rows, "read the recent attempts", scanAttempt)
+	got, err := collectRows(rows, "read the recent attempts", scanRankedAttempt)
 	if err != nil {
 		return nil, err
 	}
-	return attemptsByCert(all, limit), nil
+	return attemptsByCert(got), nil
 }
 
 // TotalCost implements Store.
 func (s *SQLiteStore) TotalCost(ctx context.Context, cert string) (float64, error) {
 	var total float64
-	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(cost), 0) FROM attempts WHERE cert = ?`, cert).Scan(&total); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT
+		COALESCE((SELECT SUM(cost) FROM attempts WHERE cert = ?), 0) +
+		COALESCE((SELECT cost FROM pruned_costs WHERE cert = ?), 0)`, cert, cert).Scan(&total); err != nil {
 		return 0, fmt.Errorf("read total cost of %q: %w", cert, err)
 	}
 	return total, nil
+}
+
+// Generations implements Store. The ranking reads the index orders_ended
+// alone; only the rows kept are read whole, for their key file.
+func (s *SQLiteStore) Generations(ctx context.Context, limit int) (map[string][]*Order, error) {
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT o.unique_id, o.cert, o.step,
+			COALESCE(json_extract(o.data, '$.key_file'), ''), o.created, o.updated
+		FROM (SELECT unique_id, cert,
+				ROW_NUMBER() OVER (PARTITION BY cert ORDER BY updated DESC, unique_id DESC) AS n
+			FROM orders WHERE step = 'done') AS g
+		JOIN orders AS o ON o.unique_id = g.unique_id
+		WHERE g.n <= ? ORDER BY g.cert, g.n`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read the generations: %w", err)
+	}
+	defer rows.Close()
+	got, err := collectRows(rows, "read the generations", scanGeneration)
+	if err != nil {
+		return nil, err
+	}
+	return generationsByCert(got), nil
+}
+
+// PruneHistory implements Store. Each table's doomed rows are selected
+// first, then deleted by key in the same transaction, which holds the
+// write lock from its start (_txlock=immediate): nothing changes between
+// the two, and the costs carried are exactly those of the rows deleted.
+func (s *SQLiteStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned, error) {
+	perCert, before, limit := p.bounds()
+	var out Pruned
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// An attempt's rank is beyond k when its id is below that of its
+		// certificate's k-th newest (none when there are fewer): looked up
+		// in the index attempts_cert, as RecentAttempts does, rather than
+		// numbering every attempt with ROW_NUMBER, which sorts them all.
+		ids, err := selectDoomed[int64](ctx, tx, `SELECT a.id
+			FROM (SELECT cert,
+					(SELECT id FROM attempts AS b WHERE b.cert = g.cert ORDER BY id DESC LIMIT 1 OFFSET ?) AS kept,
+					(SELECT id FROM attempts AS b WHERE b.cert = g.cert ORDER BY id DESC LIMIT 1 OFFSET ?) AS counted
+				FROM attempts AS g GROUP BY cert) AS c
+			JOIN attempts AS a ON a.cert = c.cert AND a.id < c.kept
+			WHERE a.id < c.counted OR a.finished < ?
+			ORDER BY a.id LIMIT ?`,
+			KeptAttempts-1, perCert-1, before, limit)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		list, err := json.Marshal(ids)
+		if err != nil {
+			return err
+		}
+		// SQLite wants a WHERE in an upsert's SELECT (its parser
+		// could take ON CONFLICT for a join's ON otherwise).
+		if _, err := tx.ExecContext(ctx, `INSERT INTO pruned_costs (cert, cost)
+			SELECT cert, SUM(cost) FROM attempts WHERE id IN (SELECT value FROM json_each(?)) GROUP BY cert
+			ON CONFLICT (cert) DO UPDATE SET cost = pruned_costs.cost + excluded.cost`, string(list)); err != nil {
+			return fmt.Errorf("carry the costs over: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM attempts WHERE id IN (SELECT value FROM json_each(?))`, string(list))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		out.Attempts = int(n)
+		return err
+	})
+	if err != nil {
+		return Pruned{}, fmt.Errorf("prune the attempts: %w", err)
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		uids, err := selectDoomed[string](ctx, tx, `SELECT unique_id FROM (
+				SELECT unique_id, step, updated,
+					ROW_NUMBER() OVER (PARTITION BY cert ORDER BY updated DESC, unique_id DESC) AS n,
+					ROW_NUMBER() OVER (PARTITION BY cert, step ORDER BY updated DESC, unique_id DESC) AS k
+				FROM orders WHERE step = 'done' OR step = 'failed') AS ranked
+			WHERE (n > ? OR updated < ?) AND NOT (step = 'done' AND k <= ?)
+				AND unique_id NOT IN (SELECT unique_id FROM certificates)
+			ORDER BY unique_id LIMIT ?`,
+			perCert, before, keptGenerations, limit)
+		if err != nil || len(uids) == 0 {
+			return err
+		}
+		list, err := json.Marshal(uids)
+		if err != nil {
+			return err
+		}
+		// The step again: an order in flight is never deleted, whatever
+		// the selection said.
+		res, err := tx.ExecContext(ctx, `DELETE FROM orders WHERE unique_id IN (SELECT value FROM json_each(?))
+			AND (step = 'done' OR step = 'failed')`, string(list))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		out.Orders = int(n)
+		return err
+	})
+	if err != nil {
+		return out, fmt.Errorf("prune the orders: %w", err)
+	}
+	return out, nil
+}
+
+// selectDoomed reads the one column of the rows a prune selected.
+func selectDoomed[T any](ctx context.Context, tx *sql.Tx, q string, args ...any) ([]T, error) {
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return collectRows(rows, "select the rows to delete", func(r scanner) (T, error) {
+		var v T
+		err := r.Scan(&v)
+		return v, err
+	})
 }

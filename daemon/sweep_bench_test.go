@@ -27,7 +27,9 @@ import (
 // nothing is due: one Daemon.sweep over 1,000, 10,000 and 100,000
 // configured certificates, each with a live certificate in the SQLite store
 // valid for 80 more days (due in about 50), and 0 to 2 successful attempts
-// in its history, as after renewals. It is the work of every tick of
+// in its history, as after renewals (10k-long-history: 50 each, as a
+// year of daily failures would leave, of which the check reads 20). It is
+// the work of every tick of
 // daemon.schedule: read the state, decide with NextRenewal, publish the
 // metrics (10k-metrics: with daemon.metrics_listen set), check the expiry
 // alerts, then give the memory of the batched read back to the system
@@ -55,15 +57,19 @@ func BenchmarkSweep(b *testing.B) {
 		// decideOnly leaves out the memory given back after the check
 		// (debug.FreeOSMemory in sweep), to tell the two costs apart.
 		decideOnly bool
+		// history is the attempts of every certificate; 0 means 0 to 2.
+		history int
 	}
 	cases := []sweepCase{
-		{"1k", 1_000, false, false},
-		{"10k", 10_000, false, false},
-		{"100k", 100_000, false, false},
+		{"1k", 1_000, false, false, 0},
+		{"10k", 10_000, false, false, 0},
+		{"100k", 100_000, false, false, 0},
 		// With daemon.metrics_listen set: the sweep also publishes every
 		// certificate's series.
-		{"10k-metrics", 10_000, true, false},
-		{"10k-decide-only", 10_000, false, true},
+		{"10k-metrics", 10_000, true, false, 0},
+		{"10k-decide-only", 10_000, false, true, 0},
+		// Histories longer than the check reads (renewalHistory).
+		{"10k-long-history", 10_000, false, false, 50},
 	}
 	// bench/certbot.sh measures the size it compares with certbot.
 	if env := os.Getenv("DCVD_SWEEP_BENCH_N"); env != "" {
@@ -75,12 +81,12 @@ func BenchmarkSweep(b *testing.B) {
 		if n%1000 == 0 {
 			name = strconv.Itoa(n/1000) + "k"
 		}
-		cases = []sweepCase{{name, n, false, false}}
+		cases = []sweepCase{{name, n, false, false, 0}}
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
-			d := benchSweepDaemon(b, ctx, c.n, leafPEM, chainPEM, c.metrics)
+			d := benchSweepDaemon(b, ctx, c.n, leafPEM, chainPEM, c.metrics, c.history)
 			var wg sync.WaitGroup
 			cpu0 := benchCPUTime(b)
 			sweep := d.sweep
@@ -162,10 +168,11 @@ func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
 }
 
 // benchSweepDaemon is a daemon with n configured certificates, each with a
-// live certificate not due and 0 to 2 successful attempts in its history,
-// in a new SQLite store, with the default expiry alerts, logging nowhere;
-// with metrics if asked.
-func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, metrics bool) *Daemon {
+// live certificate not due and 0 to 2 successful attempts in its history
+// (history attempts each when history > 0, the histories interleaved as
+// renewals make them), in a new SQLite store, with the default expiry
+// alerts, logging nowhere; with metrics if asked.
+func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, metrics bool, history int) *Daemon {
 	b.Helper()
 	dir := b.TempDir()
 	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
@@ -206,6 +213,9 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 		if err := store.PutCertificate(ctx, live); err != nil {
 			b.Fatal(err)
 		}
+		if history > 0 {
+			continue
+		}
 		for k := range i % 3 {
 			uid := fmt.Sprintf("u%d-%s", k, name)
 			a := Attempt{Cert: name, UniqueID: uid, Started: leaf.NotBefore.Add(-time.Hour),
@@ -213,6 +223,17 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 			if err := store.AddAttempt(ctx, a); err != nil {
 				b.Fatal(err)
 			}
+		}
+	}
+	if history > 0 {
+		// In SQL: 500,000 AddAttempts would take minutes.
+		_, err := store.db.ExecContext(ctx, `WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?)
+			INSERT INTO attempts (`+attemptColumns+`)
+			SELECT c.name, 'h' || k.n || '-' || c.name, ?, ?, 'done', 1, c.serial, ''
+			FROM k, certificates AS c ORDER BY k.n, c.name`,
+			history, formatTime(leaf.NotBefore.Add(-time.Hour)), formatTime(leaf.NotBefore))
+		if err != nil {
+			b.Fatal(err)
 		}
 	}
 	if _, err := store.db.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
@@ -473,4 +494,67 @@ func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// BenchmarkHousekeep measures a housekeeping pass with nothing to delete,
+// as almost every hourly pass is: 10,000 certificates, each with its live
+// and previous generations (two done orders and their key files) and 0 to
+// 2 attempts (10k-long-history: 50 attempts each, under the default
+// retention and count, of which nothing goes either).
+//
+//	go test -run '^$' -bench BenchmarkHousekeep -benchtime 5x ./daemon/
+func BenchmarkHousekeep(b *testing.B) {
+	leafPEM, chainPEM := benchLeafPEM(b, true)
+	for _, c := range []struct {
+		name    string
+		n       int
+		history int
+	}{
+		{"10k", 10_000, 0},
+		{"10k-long-history", 10_000, 50},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			ctx := context.Background()
+			d := benchSweepDaemon(b, ctx, c.n, leafPEM, chainPEM, false, c.history)
+			store := d.store.(*SQLiteStore)
+			keys := filepath.Join(d.config().Daemon.StateDir, "keys")
+			for i, cc := range d.config().Certificates {
+				dir := filepath.Join(keys, cc.Name)
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					b.Fatal(err)
+				}
+				for k, uid := range []string{"u-" + cc.Name, "p-" + cc.Name} {
+					path := filepath.Join(dir, uid+".key")
+					if err := os.WriteFile(path, []byte("key"), 0o600); err != nil {
+						b.Fatal(err)
+					}
+					at := formatTime(time.Now().Add(-time.Duration(k+1+i%7) * 24 * time.Hour))
+					if _, err := store.db.ExecContext(ctx, `INSERT INTO orders
+						(unique_id, cert, service_id, step, callback_token, data, created, updated)
+						VALUES (?, ?, ?, 'done', NULL, json_object('key_file', ?), ?, ?)`,
+						uid, cc.Name, cc.ServiceID, path, at, at); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			cpu0 := benchCPUTime(b)
+			for b.Loop() {
+				d.housekeep(ctx)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64((benchCPUTime(b)-cpu0).Nanoseconds())/float64(b.N)/1e6, "cpu-ms/op")
+			// The measure is void if anything was deleted.
+			if files := d.listKeyFiles(); len(files) != 2*c.n {
+				b.Fatalf("%d key files left of %d", len(files), 2*c.n)
+			}
+			if p, err := d.pruneHistory(ctx); err != nil || p != (Pruned{}) {
+				b.Fatalf("pruneHistory: %+v, %v; want nothing to do", p, err)
+			}
+			var attempts int
+			if err := store.db.QueryRowContext(ctx, `SELECT count(*) FROM attempts`).Scan(&attempts); err != nil ||
+				c.history > 0 && attempts != c.n*c.history {
+				b.Fatalf("%d attempts left (%v)", attempts, err)
+			}
+		})
+	}
 }

@@ -16,7 +16,11 @@
 //     owner and group. It returns Written records, which the caller persists
 //     and gives to Remove once the validation is over, also after a restart:
 //     Remove deletes exactly what was written, if still unchanged, and the
-//     directories Write created, if empty.
+//     directories Write created once nothing but their marker is left in
+//     them: Write leaves a private .dcvd-created file in a
+//     pki-validation directory it created, so that whichever order that
+//     shares the web root ends last removes them, and a directory an admin
+//     made (no marker) is never removed.
 //   - Responder serves files from memory as an http.Handler, for admins who
 //     proxy /.well-known/pki-validation/ to dcvd's own listener; Standalone
 //     runs a Responder on a listener of its own ("0.0.0.0:80") that is open
@@ -26,5 +30,7 @@
 //     not the file. The CA is asked to validate only once the check passes:
 //     a CA that finds nothing caches that for minutes.
 //
-// The package depends on package reseller only; it keeps no global state.
+// The package depends on package reseller only. Its one piece of state is a
+// lock per web root, so that writes and removals in one web root of one
+// process take turns.
 package httpchallenge

@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dcvd/dcvd/internal/fsutil"
@@ -33,6 +35,57 @@ const (
 	wellKnownDir = ".well-known"
 	pkiDir       = ".well-known/pki-validation"
 )
+
+// CreatedMarker is the file Write puts into a .well-known/pki-validation it
+// creates, naming the directories it created. It is how Remove knows, for
+// as long as the directory exists, that the directory is dcvd's: after a
+// restart, and when the file of another order (of another certificate
+// sharing the web root, whose Written records no created directory) is the
+// last one to go. Remove deletes it with the directories once they hold
+// nothing else. Its name cannot be a validation file's (those begin with a
+// letter or a digit), and it is private (0600): the web server has no
+// reason to serve it.
+const CreatedMarker = ".dcvd-created"
+
+// markerPath is CreatedMarker relative to a webroot; markerMaxSize bounds
+// what Remove reads of it.
+const (
+	markerPath    = pkiDir + "/" + CreatedMarker
+	markerMaxSize = 4096
+)
+
+// webrootLocks serializes, within the process, the writes and removals in
+// one web root (keyed by its real path): the daemon runs several orders at
+// once, and certificates may share a web root, so that a removal that finds
+// a directory empty but for the marker could otherwise delete it under a
+// write that has just found it, or a write could land in it between the
+// marker's removal and the directory's. Across processes, which share no
+// lock, Write creates the directories again when they vanish under it, and
+// Remove puts the marker back when a file appears before the directory is
+// gone.
+var webrootLocks = struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
+}{m: map[string]*sync.Mutex{}}
+
+// lockWebroot locks the web root dir and returns the unlock. The locks
+// are kept, one per web root ever used: their number is that of the
+// configured web roots.
+func lockWebroot(dir string) (unlock func()) {
+	key := filepath.Clean(dir)
+	if real, err := filepath.EvalSymlinks(key); err == nil {
+		key = real
+	}
+	webrootLocks.mu.Lock()
+	l := webrootLocks.m[key]
+	if l == nil {
+		l = &sync.Mutex{}
+		webrootLocks.m[key] = l
+	}
+	webrootLocks.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
 
 // Webroot is one document root serving a name.
 type Webroot struct {
@@ -60,7 +113,9 @@ type Written struct {
 	// is theirs and stays.
 	Content string `json:"content"`
 	// CreatedDirs lists the directories Write created, relative to
-	// Webroot, deepest first. Remove deletes them if they are empty.
+	// Webroot, deepest first. Remove deletes them if they are empty (but
+	// for CreatedMarker), and otherwise makes sure the marker says they
+	// are dcvd's, for a later Remove.
 	CreatedDirs []string `json:"created_dirs"`
 }
 
@@ -76,7 +131,8 @@ type Written struct {
 // they stay inside, and so does Write, with an error that says so). Missing
 // directories are created with mode 0755, the file gets 0644, both
 // regardless of the umask, and both get Owner and Group when set;
-// directories that already exist are left as they are. The file is written
+// directories that already exist are left as they are. A created
+// pki-validation directory gets CreatedMarker. The file is written
 // to a temporary name, synced and renamed over the final name, so the web
 // server never serves half a file, and a symlink at the final name is
 // replaced rather than written through.
@@ -269,33 +325,62 @@ func within(dir, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
-// write creates the directories and the file in one webroot. The Written it
-// returns records what was created even on error, for the undo.
+// write creates the directories and the file in one webroot, under the
+// web root's lock. The Written it returns records what was created even on
+// error, for the undo.
 func (t *target) write(f reseller.FileInstruction) (Written, error) {
+	defer lockWebroot(t.dir)()
 	w := Written{Webroot: t.dir, Name: f.FileName, Content: f.Content}
-	for _, d := range []string{wellKnownDir, pkiDir} {
-		created, err := t.mkdir(d)
-		if created {
-			w.CreatedDirs = append([]string{d}, w.CreatedDirs...)
-		}
-		if err != nil {
-			return w, err
-		}
-	}
 	tmp, err := tempName()
 	if err != nil {
 		return w, err
 	}
 	tmp = pkiDir + "/" + tmp
-	if err := t.writeTemp(tmp, f.Content); err != nil {
+	// A second round when the directories vanished under the temporary
+	// file: another process's Remove found them empty and took them.
+	for try := 0; ; try++ {
+		if err := t.mkdirs(&w); err != nil {
+			return w, err
+		}
+		err = t.writeTemp(tmp, f.Content)
+		if err == nil {
+			break
+		}
 		t.root.Remove(tmp)
-		return w, err
+		if try > 0 || !errors.Is(err, fs.ErrNotExist) {
+			return w, err
+		}
 	}
 	if err := t.root.Rename(tmp, pkiDir+"/"+f.FileName); err != nil {
 		t.root.Remove(tmp)
 		return w, fmt.Errorf("webroot %s: %w", t.dir, err)
 	}
 	return w, nil
+}
+
+// mkdirs creates the missing directories of the file's path, recording
+// them in w, and marks a pki-validation it created as dcvd's.
+func (t *target) mkdirs(w *Written) error {
+	var created []string
+	for _, d := range []string{wellKnownDir, pkiDir} {
+		made, err := t.mkdir(d)
+		if made {
+			created = append([]string{d}, created...)
+			if !slices.Contains(w.CreatedDirs, d) {
+				w.CreatedDirs = append([]string{d}, w.CreatedDirs...)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(created) == 0 || created[0] != pkiDir {
+		return nil
+	}
+	if err := writeMarker(t.root, created); err != nil {
+		return fmt.Errorf("webroot %s: %w", t.dir, err)
+	}
+	return nil
 }
 
 // mkdir creates the directory rel if it is missing and reports whether it
@@ -378,40 +463,66 @@ func tempName() (string, error) {
 
 // Remove deletes exactly the files in ws, each only while it is still a
 // regular file holding exactly its Content (so a file somebody replaced
-// stays), then the CreatedDirs that are empty, deepest first. Files are
-// removed before any directory, so that several files sharing directories
-// they created are best removed in one call; directories created for a file
-// removed in an earlier call, while another file still used them, stay.
+// stays), then the directories dcvd created that hold nothing else, deepest
+// first: those in CreatedDirs, and those CreatedMarker names in each web
+// root of ws (a file of another order, which found the directories made,
+// may be the last one to go). A created directory that still holds another
+// file stays, and keeps (or gets) the marker, so that the Remove of that
+// file deletes it.
 //
 // Everything is reached through os.Root: a record edited to name something
 // else cannot make Remove delete outside its webroot, and only the two
 // directories of reseller.PKIValidationPath are ever removed, never
-// through a symlink. Missing webroots, files and directories are not an
-// error, so Remove is safe to repeat; the errors of all records are joined.
+// through a symlink, and never one that was neither recorded nor marked
+// (the admin's). Missing webroots, files and directories are not an error,
+// so Remove is safe to repeat; the errors of all records are joined.
 func Remove(ws []Written) error {
 	var errs []error
-	type dirKey struct{ webroot, dir string }
-	var dirs []dirKey
-	seen := make(map[dirKey]bool)
+	// Per web root, in the order first met: its records, and the
+	// directories they say dcvd created.
+	var roots []string
+	byRoot := map[string][]Written{}
+	created := map[string][]string{}
+	for _, w := range ws {
+		ok := true
+		for _, d := range w.CreatedDirs {
+			if d != wellKnownDir && d != pkiDir {
+				errs = append(errs, fmt.Errorf("remove directory %s from webroot %s: not a directory dcvd creates", printable(d), w.Webroot))
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		if _, seen := byRoot[w.Webroot]; !seen {
+			roots = append(roots, w.Webroot)
+		}
+		byRoot[w.Webroot] = append(byRoot[w.Webroot], w)
+		for _, d := range w.CreatedDirs {
+			if !slices.Contains(created[w.Webroot], d) {
+				created[w.Webroot] = append(created[w.Webroot], d)
+			}
+		}
+	}
+	for _, dir := range roots {
+		errs = append(errs, removeIn(dir, byRoot[dir], created[dir]))
+	}
+	return errors.Join(errs...)
+}
+
+// removeIn is Remove for the records of one web root, under its lock.
+func removeIn(webroot string, ws []Written, created []string) error {
+	if filepath.IsAbs(webroot) {
+		defer lockWebroot(webroot)()
+	}
+	var errs []error
 	for _, w := range ws {
 		if err := removeFile(w); err != nil {
 			errs = append(errs, err)
 		}
-		for _, d := range w.CreatedDirs {
-			k := dirKey{w.Webroot, d}
-			if !seen[k] {
-				seen[k] = true
-				dirs = append(dirs, k)
-			}
-		}
 	}
-	sort.SliceStable(dirs, func(i, j int) bool {
-		return strings.Count(dirs[i].dir, "/") > strings.Count(dirs[j].dir, "/")
-	})
-	for _, k := range dirs {
-		if err := removeDir(k.webroot, k.dir); err != nil {
-			errs = append(errs, err)
-		}
+	if err := removeDirs(webroot, created); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -506,15 +617,84 @@ func removeTemps(root *os.Root, w Written) error {
 	return errors.Join(errs...)
 }
 
-func removeDir(webroot, rel string) error {
-	if rel != wellKnownDir && rel != pkiDir {
-		return fmt.Errorf("remove directory %s from webroot %s: not a directory dcvd creates", printable(rel), webroot)
-	}
+// removeDirs removes from webroot the directories dcvd created (created,
+// and those CreatedMarker names) once they hold nothing but the marker,
+// pki-validation first; a created pki-validation that holds another file
+// stays, with the marker naming them all.
+func removeDirs(webroot string, created []string) error {
 	root, err := openWebroot(webroot)
 	if root == nil {
 		return err
 	}
 	defer root.Close()
+	marked, err := readMarker(root)
+	if err != nil {
+		return fmt.Errorf("webroot %s: %w", webroot, err)
+	}
+	dcvds := slices.Clone(created)
+	for _, d := range marked {
+		if !slices.Contains(dcvds, d) {
+			dcvds = append(dcvds, d)
+		}
+	}
+	if slices.Contains(dcvds, pkiDir) {
+		gone, err := removePKIDir(root, webroot, dcvds)
+		if err != nil || !gone {
+			return err
+		}
+	}
+	if slices.Contains(dcvds, wellKnownDir) {
+		return removeDir(root, webroot, wellKnownDir)
+	}
+	return nil
+}
+
+// removePKIDir removes the pki-validation directory, dcvd's, if nothing but
+// the marker is in it, and reports whether it is gone. Otherwise it makes
+// sure the marker names dcvds, the directories dcvd created.
+func removePKIDir(root *os.Root, webroot string, dcvds []string) (gone bool, err error) {
+	path := filepath.Join(webroot, pkiDir)
+	fi, err := root.Lstat(pkiDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("remove %s: %w", path, err)
+	case !fi.IsDir():
+		return false, nil // replaced, possibly by a symlink: Remove would delete the link
+	}
+	only, err := onlyMarker(root)
+	if err != nil {
+		return false, fmt.Errorf("remove %s: %w", path, err)
+	}
+	if !only {
+		// Another order's file (or the admin's): the directory stays,
+		// known as dcvd's until the last file goes.
+		if err := writeMarker(root, dcvds); err != nil {
+			return false, fmt.Errorf("webroot %s: %w", webroot, err)
+		}
+		return false, nil
+	}
+	if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("remove %s: %w", filepath.Join(webroot, markerPath), err)
+	}
+	err = root.Remove(pkiDir)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	}
+	if empty, derr := isEmptyDir(root, pkiDir); derr == nil && !empty {
+		// A file appeared since (another process's write): the
+		// directory stays, and must stay known as dcvd's.
+		if err := writeMarker(root, dcvds); err != nil {
+			return false, fmt.Errorf("webroot %s: %w", webroot, err)
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("remove %s: %w", path, err)
+}
+
+// removeDir removes the directory rel if it is empty.
+func removeDir(root *os.Root, webroot, rel string) error {
 	path := filepath.Join(webroot, rel)
 	fi, err := root.Lstat(rel)
 	switch {
@@ -533,6 +713,121 @@ func removeDir(webroot, rel string) error {
 		return nil // something else lives there now: keep it
 	}
 	return fmt.Errorf("remove %s: %w", path, err)
+}
+
+// onlyMarker reports whether pki-validation holds nothing but
+// CreatedMarker, as a regular file (anything else at its name is not
+// dcvd's).
+func onlyMarker(root *os.Root) (bool, error) {
+	d, err := root.Open(pkiDir)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	entries, err := d.ReadDir(2)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.Name() != CreatedMarker || !e.Type().IsRegular() {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// readMarker returns the directories CreatedMarker names, none when there
+// is no marker. A marker that is not a regular file, or is too large, is
+// not dcvd's and names nothing. The marker's presence alone says that
+// pki-validation is dcvd's: it is written only into a directory Write
+// created, and a write cut short may have left it incomplete.
+func readMarker(root *os.Root) ([]string, error) {
+	fi, err := root.Lstat(markerPath)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", markerPath, err)
+	case !fi.Mode().IsRegular() || fi.Size() > markerMaxSize:
+		return nil, nil
+	}
+	data, err := root.ReadFile(markerPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", markerPath, err)
+	}
+	dirs := []string{pkiDir}
+	for line := range strings.Lines(string(data)) {
+		if strings.TrimSpace(line) == wellKnownDir {
+			dirs = append(dirs, wellKnownDir)
+		}
+	}
+	return dirs, nil
+}
+
+// markerText is CreatedMarker's content for the directories dirs.
+func markerText(dirs []string) string {
+	var b strings.Builder
+	b.WriteString("# dcvd created the directories below for validation files, and removes them\n" +
+		"# once they hold nothing but this file.\n")
+	for _, d := range []string{pkiDir, wellKnownDir} {
+		if slices.Contains(dirs, d) {
+			b.WriteString(d + "\n")
+		}
+	}
+	return b.String()
+}
+
+// writeMarker makes CreatedMarker name dirs (at least: what it named
+// already stays named). It creates the file anew, never writing through
+// what is at its name: a marker that is not a regular file is left alone,
+// and the knowledge goes with it. Without a pki-validation directory there
+// is nothing to mark.
+func writeMarker(root *os.Root, dirs []string) error {
+	if !slices.Contains(dirs, pkiDir) {
+		return nil
+	}
+	have, err := readMarker(root)
+	if err != nil {
+		return err
+	}
+	if have != nil {
+		missing := false
+		for _, d := range dirs {
+			missing = missing || !slices.Contains(have, d)
+		}
+		if !missing {
+			return nil
+		}
+		dirs = append(slices.Clone(dirs), have...)
+		if err := root.Remove(markerPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("replace %s: %w", markerPath, err)
+		}
+	} else if fi, err := root.Lstat(markerPath); err == nil && !fi.Mode().IsRegular() {
+		return nil
+	}
+	f, err := root.OpenFile(markerPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrExist) {
+		// The directory went meanwhile (nothing to mark), or another
+		// process marked it.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", markerPath, err)
+	}
+	_, err = io.WriteString(f, markerText(dirs))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", markerPath, err)
+	}
+	return nil
 }
 
 func isEmptyDir(root *os.Root, rel string) (bool, error) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // keySpec describes one key of a [notify.NAME] section. A secret key k may
@@ -293,9 +294,15 @@ func (p *sectionParser) httpURL(key, def string) *url.URL {
 		}
 		raw = def
 	}
+	if strings.IndexFunc(raw, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		// url.Parse takes a space in the path, and every delivery would
+		// then fail. Not quoted: the URL may hold a token.
+		p.fail(key, "contains a space or a control character: percent-encode it (a space is %%20)")
+		return nil
+	}
 	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
-		p.fail(key, "must be an http:// or https:// URL")
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Opaque != "" {
+		p.fail(key, "must be an absolute http:// or https:// URL")
 		return nil
 	}
 	if u.Fragment != "" {

@@ -254,6 +254,44 @@ func TestParseInvalid(t *testing.T) {
 	}
 }
 
+// TestParseURLsMustBeUsable: a webhook or robot URL that would make every
+// delivery fail (a space or a control character, which url.Parse lets
+// through in a path or query; no host) is refused, naming the key, without
+// quoting the URL, which may hold a token.
+func TestParseURLsMustBeUsable(t *testing.T) {
+	token := inlineSecret
+	for _, tc := range []struct {
+		name, typ, url, reason string
+	}{
+		{"space in the path", "webhook", "https://hooks.example.com/services/" + token + "/dcvd alerts", "a space or a control character"},
+		{"space in the query", "webhook", "https://hooks.example.com/hook?token=" + token + "&room=ops team", "a space or a control character"},
+		{"trailing space", "webhook", "https://hooks.example.com/" + token + " ", "a space or a control character"},
+		{"tab", "webhook", "https://hooks.example.com/\t" + token, "a space or a control character"},
+		{"newline", "webhook", "https://hooks.example.com/" + token + "\n", "a space or a control character"},
+		{"NUL", "webhook", "https://hooks.example.com/\x00" + token, "a space or a control character"},
+		{"non-breaking space", "webhook", "https://hooks.example.com/\u00a0" + token, "a space or a control character"},
+		{"no host name", "webhook", "https://:8443/" + token, "absolute http:// or https:// URL"},
+		{"no scheme", "webhook", "hooks.example.com/" + token, "absolute http:// or https:// URL"},
+		{"wecom with a space", "wecom", WeComURL + "?key=" + token + " ", "a space or a control character"},
+		{"dingtalk with a space", "dingtalk", DingTalkURL + "?access_token=" + token + "%20x y", "a space or a control character"},
+		{"feishu with a space", "feishu", FeishuURL + "/" + token + " x", "a space or a control character"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, warns, errs := parse(map[string]any{"type": tc.typ, "url": tc.url})
+			if len(errs) != 1 || !strings.HasPrefix(errs[0].Error(), "notify.ops.url: ") || !strings.Contains(errs[0].Error(), tc.reason) {
+				t.Fatalf("errors %v, want one of notify.ops.url saying %q", errs, tc.reason)
+			}
+			assertNoSecret(t, append([]string{errs[0].Error()}, warns...), token)
+		})
+	}
+	// Percent-encoded, the same URLs are fine.
+	for _, u := range []string{"https://hooks.example.com/dcvd%20alerts", "https://hooks.example.com/hook?room=ops+team"} {
+		if _, _, errs := parse(map[string]any{"type": "webhook", "url": u}); len(errs) != 0 {
+			t.Errorf("%s: %v", u, errs)
+		}
+	}
+}
+
 func TestParseSectionName(t *testing.T) {
 	for _, name := range []string{"", "a.b", "two words"} {
 		if _, _, errs := Parse(name, map[string]any{"type": "webhook", "url": "https://x.example/"}, nil, nil); len(errs) == 0 {

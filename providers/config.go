@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/libdns/rfc2136"
 )
 
 // Defaults of dcvd's own keys in a [dns.NAME] section.
@@ -135,8 +138,15 @@ func New(name string, section map[string]any, opts Options) (*DNS, []string, err
 		sources[base] = append(sources[base], source{k, how})
 	}
 
+	// given maps each provider key set in the section to the key it was
+	// set with (key, key_file or key_env), for the checks of a provider's
+	// values below.
+	given := map[string]string{}
 	for _, base := range sortedKeys(fields) {
 		srcs := sources[base]
+		if len(srcs) > 0 {
+			given[base] = srcs[0].key
+		}
 		if len(srcs) > 1 {
 			var names []string
 			for _, s := range srcs {
@@ -199,6 +209,11 @@ func New(name string, section map[string]any, opts Options) (*DNS, []string, err
 		} else if s, ok := value.(string); ok && s == "" && contains(kind.Required, base) {
 			fail(src.key, "required by provider %s, but empty", kind.Name)
 		}
+	}
+
+	switch p := provider.(type) {
+	case *rfc2136.Provider:
+		checkTSIG(p, given, kind.Required, fail)
 	}
 
 	// dcvd's own keys.
@@ -450,5 +465,44 @@ func NewWith(name string, p Provider, zone string, prop Propagation) *DNS {
 	return &DNS{
 		Name: name, Kind: "in-process", Provider: p, Zone: zone, TTL: DefaultTTL, Propagation: prop,
 		zones: newZoneFinder(zone, p, prop.Resolvers, 10*time.Second),
+	}
+}
+
+// tsigAlgorithms are the TSIG algorithms of github.com/miekg/dns, which
+// libdns/rfc2136 signs with: any other fails every request.
+var tsigAlgorithms = []string{"hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512"}
+
+// checkTSIG checks the TSIG settings of an rfc2136 section. libdns/rfc2136
+// signs every update and zone transfer, and github.com/miekg/dns decodes
+// the secret (standard base64) and picks the algorithm only when it signs
+// the first one: a missing or malformed key would otherwise fail at the
+// first DNS call, after the reissue was paid for. given maps the keys set
+// to the key they were set with; keys already reported as required by
+// the registry are not reported again. The secret is never quoted.
+func checkTSIG(p *rfc2136.Provider, given map[string]string, required []string, fail func(key, format string, args ...any)) {
+	_, hasKey := given["key"]
+	_, hasName := given["key_name"]
+	_, hasAlg := given["key_alg"]
+	if !hasKey {
+		if !contains(required, "key") {
+			fail("key", "required by provider rfc2136: every update and zone transfer is signed with TSIG, and fails without a key; set key_file (a file holding the base64 secret of the server's key statement), key_env or key, with key_name and key_alg")
+		}
+	} else if p.Key != "" {
+		if b, err := base64.StdEncoding.DecodeString(p.Key); err != nil || len(b) == 0 {
+			fail(given["key"], "the TSIG secret is not base64 (it is the secret of the server's key statement, as tsig-keygen prints it; not shown): every signed request would fail")
+		}
+	}
+	switch {
+	case !hasName && !contains(required, "key_name"):
+		fail("key_name", "required by provider rfc2136: the name of the TSIG key, as in the server's key \"NAME\" { … } statement")
+	case hasName && strings.TrimSpace(p.KeyName) == "":
+		fail(given["key_name"], "must not be empty: the name of the TSIG key")
+	}
+	alg := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(p.KeyAlg), "."))
+	switch {
+	case !hasAlg && !contains(required, "key_alg"):
+		fail("key_alg", "required by provider rfc2136: the TSIG algorithm, one of %s", strings.Join(tsigAlgorithms, ", "))
+	case hasAlg && !contains(tsigAlgorithms, alg):
+		fail(given["key_alg"], "%q is not a TSIG algorithm dcvd can sign with (%s)", p.KeyAlg, strings.Join(tsigAlgorithms, ", "))
 	}
 }

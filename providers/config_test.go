@@ -303,8 +303,19 @@ func TestEveryKindBuilds(t *testing.T) {
 			// Secrets from the environment, other keys inline: no warning.
 			vars := map[string]string{}
 			section := map[string]any{"provider": k.Name}
+			valueOf := func(key string) string {
+				// rfc2136's New checks the TSIG algorithm and key
+				// (every request is signed): those need real values.
+				switch {
+				case k.Name == "rfc2136" && key == "key_alg":
+					return "hmac-sha256"
+				case k.Name == "rfc2136" && key == "key":
+					return testTSIGSecret
+				}
+				return "dummy-" + key
+			}
 			for _, key := range k.Required {
-				value := "dummy-" + key
+				value := valueOf(key)
 				if slices.Contains(k.Secret, key) {
 					envName := "DCVD_TEST_" + strings.ToUpper(key)
 					vars[envName] = value
@@ -328,7 +339,7 @@ func TestEveryKindBuilds(t *testing.T) {
 			}
 			values := stringFields(reflect.ValueOf(d.Provider).Elem())
 			for _, key := range k.Required {
-				if !slices.Contains(values, "dummy-"+key) {
+				if !slices.Contains(values, valueOf(key)) {
 					t.Errorf("the value of %s did not reach the provider (its strings: %q)", key, values)
 				}
 			}
@@ -392,5 +403,88 @@ func TestRoute53UnknownProfileIsAConfigError(t *testing.T) {
 	}
 	if _, _, err := providers.New("aws", map[string]any{"provider": "route53", "region": "us-east-1"}, providers.Options{}); err != nil {
 		t.Fatalf("route53 without a profile: %v", err)
+	}
+}
+
+// testTSIGSecret is a TSIG secret as tsig-keygen prints one.
+const testTSIGSecret = "ZGN2ZC10ZXN0LXRzaWctc2VjcmV0LTAxMjM0NTY3ODk="
+
+// TestRFC2136TSIG: the rfc2136 provider signs every request with TSIG, so
+// a section whose key, key name or algorithm would make every request
+// fail is refused when it is read, not after a reissue is paid for; the
+// secret is never quoted.
+func TestRFC2136TSIG(t *testing.T) {
+	notBase64 := "not base64 at all!"
+	env := testEnv(map[string]string{"TSIG_GOOD": testTSIGSecret, "TSIG_BAD": "dcvd-secret-0123456789"})
+	base := func(extra map[string]any) map[string]any {
+		s := map[string]any{"provider": "rfc2136", "server": "ns1.example.net:53"}
+		for k, v := range extra {
+			s[k] = v
+		}
+		return s
+	}
+	good := map[string]any{"key_name": "dcvd", "key_alg": "hmac-sha256", "key_env": "TSIG_GOOD"}
+	with := func(changes map[string]any) map[string]any {
+		s := base(good)
+		for k, v := range changes {
+			if v == nil {
+				delete(s, k)
+			} else {
+				s[k] = v
+			}
+		}
+		return s
+	}
+	for _, tt := range []struct {
+		name    string
+		section map[string]any
+		// want are "dns.x.KEY: reason" prefixes, one per error; none
+		// means the section loads.
+		want []string
+	}{
+		{"good, from the environment", with(nil), nil},
+		{"good, from a file with its newline", with(map[string]any{"key_env": nil, "key_file": secretFile(t, testTSIGSecret)}), nil},
+		{"good, algorithm as a domain name", with(map[string]any{"key_alg": "HMAC-SHA512."}), nil},
+		{"no TSIG at all", base(nil), []string{"dns.x.key: required by provider rfc2136", "dns.x.key_alg: required", "dns.x.key_name: required"}},
+		{"no key", with(map[string]any{"key_env": nil}), []string{"dns.x.key: required by provider rfc2136"}},
+		{"key not base64, inline", with(map[string]any{"key_env": nil, "key": notBase64}), []string{"dns.x.key: the TSIG secret is not base64"}},
+		{"key not base64, from a file", with(map[string]any{"key_env": nil, "key_file": secretFile(t, notBase64)}),
+			[]string{"dns.x.key_file: the TSIG secret is not base64"}},
+		{"key not base64, from the environment", with(map[string]any{"key_env": "TSIG_BAD"}), []string{"dns.x.key_env: the TSIG secret is not base64"}},
+		{"key base64 without padding", with(map[string]any{"key_env": nil, "key": strings.TrimRight(testTSIGSecret, "=")}),
+			[]string{"dns.x.key: the TSIG secret is not base64"}},
+		{"no key_name", with(map[string]any{"key_name": nil}), []string{"dns.x.key_name: required by provider rfc2136"}},
+		{"empty key_name", with(map[string]any{"key_name": " "}), []string{"dns.x.key_name: must not be empty"}},
+		{"no key_alg", with(map[string]any{"key_alg": nil}), []string{"dns.x.key_alg: required by provider rfc2136"}},
+		{"unknown key_alg", with(map[string]any{"key_alg": "hmac-md5.sig-alg.reg.int"}),
+			[]string{`dns.x.key_alg: "hmac-md5.sig-alg.reg.int" is not a TSIG algorithm`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := providers.New("x", tt.section, providers.Options{LookupEnv: env})
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("New accepted %v", tt.section)
+			}
+			got := strings.Split(err.Error(), "\n")
+			slices.Sort(got)
+			if len(got) != len(tt.want) {
+				t.Fatalf("errors:\n%v\nwant %d", err, len(tt.want))
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(got[i], w) {
+					t.Errorf("error %q, want prefix %q", got[i], w)
+				}
+			}
+			for _, secret := range []string{notBase64, "dcvd-secret-0123456789", testTSIGSecret, strings.TrimRight(testTSIGSecret, "=")} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("the error quotes the secret: %v", err)
+				}
+			}
+		})
 	}
 }

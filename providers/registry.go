@@ -127,7 +127,7 @@ var kinds = []Kind{
 		Required: []string{"server_url", "api_token"}, Secret: []string{"api_token"},
 		About: "PowerDNS Authoritative through its HTTP API (server_id defaults to localhost)"},
 	{Name: "rfc2136", New: func() Provider { return new(rfc2136.Provider) },
-		Required: []string{"server"}, Secret: []string{"key"},
+		Required: []string{"server", "key_name", "key_alg", "key"}, Secret: []string{"key"},
 		About: "any RFC 2136 server (BIND, Knot, …) with TSIG; reads by AXFR, so allow-transfer is needed with allow-update"},
 	{Name: "route53", New: func() Provider { return new(route53.Provider) },
 		Secret: []string{"secret_access_key", "session_token"},

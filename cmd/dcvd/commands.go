@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -477,6 +478,11 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	cfg, warnings, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
+	}
+	if os.Geteuid() == 0 {
+		// Root writes everywhere: the writability checks prove nothing
+		// for the service's user.
+		fmt.Fprintln(stdout, "note: run as root, the checks of what dcvd may write prove nothing for the service's user; run: runuser -u dcvd -- dcvd check-config")
 	}
 	var problems []error
 	if err != nil {
