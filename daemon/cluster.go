@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +27,11 @@ import (
 //     with the same unique_id, so the CA charges once.
 //   - Every node writes the validation files of pending orders into its
 //     own web roots and responder, and says so (AckFiles); the driver asks
-//     the CA to look only once every live node has.
+//     the CA to look only once every live node has. A node that starts
+//     registers (heartbeats) first and writes the files of the orders in
+//     flight next, before anything else: a driver that looks after the
+//     registration waits for it, and an order already past that look has
+//     its files on the new node as early as can be.
 //   - Every node deploys the live certificate (with its sealed key) to its
 //     own deploy directory, runs its own reload, and records what it holds
 //     (PutNodeCert).
@@ -42,6 +47,9 @@ type cluster struct {
 	instance string
 	lease    time.Duration
 	started  time.Time
+	// ackWait bounds how long a driver waits for the live nodes to
+	// acknowledge an order's validation files (fileAckWait).
+	ackWait time.Duration
 	// kick asks the sync loop to run now (buffered: kicks coalesce).
 	kick chan struct{}
 
@@ -76,6 +84,7 @@ func newCluster(store ClusterStore, node string, lease time.Duration) *cluster {
 		instance:  randomHex(8),
 		lease:     lease,
 		started:   time.Now(),
+		ackWait:   fileAckWait,
 		kick:      make(chan struct{}, 1),
 		held:      map[string]*heldLease{},
 		files:     map[string][]httpchallenge.Written{},
@@ -268,10 +277,46 @@ func (d *Daemon) announce(ctx context.Context, ev ClusterEvent) {
 }
 
 // runCluster keeps this node in the cluster until ctx ends: heartbeats,
-// listening to the other nodes, and the sync.
+// listening to the other nodes, and the sync. Run registers the node (its
+// first heartbeat) before; runCluster writes the validation files of the
+// orders in flight before it returns, so before Run says it is running
+// and before its first sweep.
 func (d *Daemon) runCluster(ctx context.Context, wg *sync.WaitGroup) {
 	c := d.cluster
-	wg.Add(2)
+	// Registered first, the orders read next: a driver that looks at the
+	// acknowledgements after the registration waits for this node's, and
+	// an order whose driver looked earlier is read here still pending, its
+	// files written now rather than at the first sync, a moment later:
+	// the CA may already be fetching them from this node's web server.
+	if _, err := d.syncFiles(ctx); err != nil && ctx.Err() == nil {
+		d.log.Warn("reading the orders in flight, to write their validation files on this node", zap.Error(err))
+	}
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		// Heartbeats have a loop of their own, not the sync's: a sync held
+		// up by a slow deployment or reload must not make this node look
+		// gone to a driver, which would then stop waiting for its
+		// validation files while its web server still answers the CA. A
+		// node that is alive but does not write them is named by the
+		// driver's bounded wait instead (waitFileAcks).
+		tick := time.NewTicker(c.lease / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			// A heartbeat later than the lease would count for nothing.
+			hctx, cancel := context.WithTimeout(ctx, c.lease)
+			err := d.heartbeat(hctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				d.log.Warn("cluster heartbeat", zap.Error(err))
+			}
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		backoff := time.Second
@@ -318,23 +363,51 @@ func (c *cluster) wake() {
 	}
 }
 
-// syncNode brings this node up to date with the cluster: it says it is
-// alive, resumes orders nobody drives, serves the pending validation files
-// and deploys the live certificates.
+// syncNode brings this node up to date with the cluster: it serves the
+// pending validation files, resumes orders nobody drives and deploys the
+// live certificates. (Heartbeats have their own loop: see runCluster.)
 func (d *Daemon) syncNode(ctx context.Context, wg *sync.WaitGroup) {
-	c := d.cluster
-	if err := d.heartbeat(ctx); err != nil {
-		if ctx.Err() == nil {
-			d.log.Warn("cluster heartbeat", zap.Error(err))
-		}
-		return // the database is away: nothing else would work either
-	}
-	active, err := d.store.ActiveOrders(ctx)
+	active, err := d.syncFiles(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Warn("reading the orders in flight", zap.Error(err))
 		}
+		return // the database is away: nothing else would work either
+	}
+	d.resumeOrders(ctx, wg, active)
+	lives, err := d.store.Certificates(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn("reading the live certificates", zap.Error(err))
+		}
 		return
+	}
+	byName := map[string]*Certificate{}
+	for _, l := range lives {
+		byName[l.Name] = l
+	}
+	cfg := d.config()
+	for i := range cfg.Certificates {
+		if ctx.Err() != nil {
+			return
+		}
+		if live := byName[cfg.Certificates[i].Name]; live != nil {
+			d.followLive(ctx, &cfg.Certificates[i], live, active)
+		}
+	}
+}
+
+// syncFiles writes into this node's web roots and responder the
+// validation files of the orders in flight that wait for them, and
+// acknowledges them; it removes those of orders that no longer wait. It
+// returns the orders in flight. The error is the store's, when it cannot
+// say which orders are in flight; a file that cannot be written is logged
+// (the driver names this node when it waits for it in vain).
+func (d *Daemon) syncFiles(ctx context.Context) ([]*Order, error) {
+	c := d.cluster
+	active, err := d.store.ActiveOrders(ctx)
+	if err != nil {
+		return nil, err
 	}
 	pending := map[string]bool{}
 	for _, o := range active {
@@ -361,27 +434,7 @@ func (d *Daemon) syncNode(ctx context.Context, wg *sync.WaitGroup) {
 	for _, uid := range gone {
 		d.removeNodeFiles(uid)
 	}
-	d.resumeOrders(ctx, wg, active)
-	lives, err := d.store.Certificates(ctx)
-	if err != nil {
-		if ctx.Err() == nil {
-			d.log.Warn("reading the live certificates", zap.Error(err))
-		}
-		return
-	}
-	byName := map[string]*Certificate{}
-	for _, l := range lives {
-		byName[l.Name] = l
-	}
-	cfg := d.config()
-	for i := range cfg.Certificates {
-		if ctx.Err() != nil {
-			return
-		}
-		if live := byName[cfg.Certificates[i].Name]; live != nil {
-			d.followLive(ctx, &cfg.Certificates[i], live, active)
-		}
-	}
+	return active, nil
 }
 
 // heartbeat records this node as alive, and warns once when another live
@@ -542,36 +595,57 @@ func (d *Daemon) removeNodeFiles(uniqueID string) {
 // serve the validation files before the step fails and is retried.
 const fileAckWait = 30 * time.Second
 
-// waitFileAcks waits until every live node of the cluster serves o's
-// validation files: the CA may reach any of them. Outside a cluster, and
-// for orders without files, it returns at once.
+// waitFileAcks waits until every node expected to serve o's validation
+// files has acknowledged them: the CA may reach any of them. Expected is
+// every node alive, by a heartbeat within the liveness window (the lease),
+// whether or not it has acknowledged anything yet; that includes a node
+// still starting, which registers before it reads the orders in flight
+// (runCluster), and so one that joins while this waits. A node gone for
+// good stops heartbeating and drops out of the window: it is waited for no
+// longer than that. One that stays alive without acknowledging fails the
+// step after c.ackWait, named, and the step is retried. Outside a cluster,
+// and for orders without files, it returns at once.
 func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
 	if d.cluster == nil || !filesPending(o) {
 		return nil
 	}
 	c := d.cluster
-	deadline := time.Now().Add(fileAckWait)
+	start := time.Now()
+	deadline := start.Add(c.ackWait)
 	wait := 100 * time.Millisecond
+	logged := false
 	for {
 		nodes, err := c.store.Nodes(ctx, c.lease)
 		if err != nil {
-			return err
+			return fmt.Errorf("the nodes that must serve the validation files of order %s: %w", o.UniqueID, err)
 		}
-		acks, err := c.store.FileAcks(ctx, o.UniqueID)
+		acks, err := c.store.FileAcks(ctx, o.UniqueID) // its error names the order
 		if err != nil {
-			return err
+			return fmt.Errorf("the nodes that serve the validation files: %w", err)
 		}
-		var missing []string
+		var missing []Node
 		for _, n := range nodes {
 			if n.Alive && !slices.Contains(acks, n.Name) {
-				missing = append(missing, n.Name)
+				missing = append(missing, n)
 			}
 		}
 		if len(missing) == 0 {
+			if logged {
+				d.orderLog(o).Info("every live node serves the validation files", zap.Duration("waited", time.Since(start).Round(time.Millisecond)))
+			}
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("live nodes %v do not serve the validation files yet (is certificate %s configured with its web roots on every node?)", missing, o.Cert)
+			return fmt.Errorf("live %s did not acknowledge the validation files of order %s within %s (is certificate %s configured with its web roots on every node, and is dcvd there working?)",
+				describeNodes(missing), o.UniqueID, c.ackWait, o.Cert)
+		}
+		if !logged && time.Since(start) >= time.Second {
+			names := make([]string, len(missing))
+			for i, n := range missing {
+				names[i] = n.Name
+			}
+			d.orderLog(o).Info("waiting for live nodes to serve the validation files", zap.Strings("nodes", names))
+			logged = true
 		}
 		select {
 		case <-ctx.Done():
@@ -580,6 +654,23 @@ func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
+}
+
+// describeNodes names nodes for an error, each with its last heartbeat
+// (on the database's clock): "node n2 (last heartbeat …)".
+func describeNodes(nodes []Node) string {
+	var b strings.Builder
+	b.WriteString("node")
+	if len(nodes) > 1 {
+		b.WriteString("s")
+	}
+	for i, n := range nodes {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " %s (last heartbeat %s)", n.Name, n.Heartbeat.Format(time.RFC3339Nano))
+	}
+	return b.String()
 }
 
 // resumeOrders drives the orders in flight that no node drives: their

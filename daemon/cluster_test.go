@@ -7,12 +7,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/reseller"
 )
 
 // These tests run two or three daemons in one process on one PostgreSQL
@@ -52,6 +54,15 @@ func clusterNodeConfig(t *testing.T, h *harness, name string) (*Config, string, 
 // runs it until stop.
 func startClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
 	t.Helper()
+	n := newClusterNode(t, h, dsn, name)
+	n.run(t)
+	return n
+}
+
+// newClusterNode opens a daemon on its own connection pool to dsn, not
+// running yet.
+func newClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
+	t.Helper()
 	cfg, webroot, deployDir := clusterNodeConfig(t, h, name)
 	store, err := OpenPostgres(context.Background(), dsn)
 	if err != nil {
@@ -59,18 +70,31 @@ func startClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
 	}
 	t.Cleanup(func() { store.Close() })
 	d := h.daemon(cfg, func(o *Options) { o.Store = store })
+	return &clusterNode{name: name, d: d, cfg: cfg, webroot: webroot, deployDir: deployDir, stop: func() {}}
+}
+
+// run runs the node's daemon until stop.
+func (n *clusterNode) run(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := d.Run(ctx); err != nil {
-			t.Errorf("node %s: Run: %v", name, err)
+		if err := n.d.Run(ctx); err != nil {
+			t.Errorf("node %s: Run: %v", n.name, err)
 		}
 	}()
-	n := &clusterNode{name: name, d: d, cfg: cfg, webroot: webroot, deployDir: deployDir,
-		stop: sync.OnceFunc(func() { cancel(); <-done })}
+	n.stop = sync.OnceFunc(func() { cancel(); <-done })
 	t.Cleanup(n.stop)
-	return n
+}
+
+// register records the node in the cluster, as its Run does first: from
+// then on a driver waits for its validation files.
+func (n *clusterNode) register(t *testing.T) {
+	t.Helper()
+	if err := n.d.heartbeat(hCtx(t)); err != nil {
+		t.Fatalf("node %s: heartbeat: %v", n.name, err)
+	}
 }
 
 func (n *clusterNode) certPEM() []byte {
@@ -92,8 +116,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestClusterTwoNodesOneOrder(t *testing.T) {
 	dsn := newPostgresSchema(t)
 	h := newHarness(t)
-	n1 := startClusterNode(t, h, dsn, "n1")
-	n2 := startClusterNode(t, h, dsn, "n2")
+	// Two members of a cluster, then an order: both nodes are registered
+	// before either runs. A node that only joins once the order has gone
+	// past its validation files has none to serve (see
+	// TestClusterStartingNodeWritesPendingFiles for one that joins during
+	// the order).
+	n1 := newClusterNode(t, h, dsn, "n1")
+	n2 := newClusterNode(t, h, dsn, "n2")
+	n1.register(t)
+	n2.register(t)
+	n1.run(t)
+	n2.run(t)
 	store := n1.d.Store()
 
 	var live *Certificate
@@ -261,5 +294,113 @@ func TestMergeWrittenUnionsCreatedDirs(t *testing.T) {
 	}
 	if got[0].CreatedDirs != nil {
 		t.Fatalf("a record that created nothing got %v", got[0].CreatedDirs)
+	}
+}
+
+// pendingFileOrder is an order of hCert waiting for the CA's look at its
+// validation file (step published), as its driver records it.
+func pendingFileOrder(uniqueID string) *Order {
+	const name = "pending-0123456789abcdef.txt"
+	return &Order{UniqueID: uniqueID, Cert: hCert, Step: StepPublished, Instructions: []reseller.Instruction{{
+		Domain: "www.example.com", Method: reseller.MethodHTTP, File: &reseller.FileInstruction{
+			Scheme: "http", Host: "www.example.com", Path: reseller.PKIValidationPath + name, FileName: name,
+			Content: "pending-content", URL: "http://www.example.com" + reseller.PKIValidationPath + name,
+		},
+	}}}
+}
+
+// A node that starts while an order waits for its validation files writes
+// them, and says so, before it runs: the CA may fetch them from its web
+// server at any moment, and a driver that found the node registered waits
+// for them.
+func TestClusterStartingNodeWritesPendingFiles(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	h := newHarness(t)
+	ctx := hCtx(t)
+	store, err := OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	// The order's driver is another node, alive and holding the lease for
+	// longer than the test: the new node only serves the files.
+	l, err := store.AcquireLease(ctx, hCert, "n1", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := pendingFileOrder("dcvd-pending-1")
+	if err := store.Fenced(l).PutOrder(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+
+	n2 := newClusterNode(t, h, dsn, "n2")
+	n2.run(t)
+	select {
+	case <-n2.d.Running():
+	case <-ctx.Done():
+		t.Fatal("node n2 did not start")
+	}
+	// Checked once, at once: Running means the files are written.
+	f := o.Instructions[0].File
+	got, err := os.ReadFile(filepath.Join(n2.webroot, ".well-known", "pki-validation", f.FileName))
+	if err != nil || string(got) != f.Content {
+		t.Fatalf("node n2 runs, and its web root holds %q (%v), want the pending validation file %q", got, err, f.Content)
+	}
+	acks, err := store.FileAcks(ctx, o.UniqueID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(acks, "n2") {
+		t.Fatalf("node n2 runs, and the acknowledgements of order %s are %v, want n2's", o.UniqueID, acks)
+	}
+}
+
+// The driver waits for every node alive, whether or not it acknowledged
+// anything yet, at most the bound, and then fails naming the node; a node
+// that stops heartbeating is waited for only until it drops out of the
+// liveness window.
+func TestClusterWaitFileAcks(t *testing.T) {
+	dsn := newPostgresSchema(t)
+	h := newHarness(t)
+	ctx := hCtx(t)
+	n1 := newClusterNode(t, h, dsn, "n1")
+	n1.register(t)
+	c := n1.d.cluster
+	o := pendingFileOrder("dcvd-acks-1")
+	if err := c.store.AckFiles(ctx, o.UniqueID, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+		t.Fatalf("only node n1, which acknowledged: %v", err)
+	}
+
+	// n2 registered, and has not acknowledged: waited for, then named.
+	if _, err := c.store.Heartbeat(ctx, Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	c.ackWait = 300 * time.Millisecond
+	err := n1.d.waitFileAcks(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "node n2 (last heartbeat") || strings.Contains(err.Error(), "n1 (") {
+		t.Fatalf("node n2 alive without acknowledging: %v, want an error naming n2 alone", err)
+	}
+	if err := c.store.AckFiles(ctx, o.UniqueID, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+		t.Fatalf("both nodes acknowledged: %v", err)
+	}
+
+	// n3 heartbeats once and is gone: waited for until its heartbeat is
+	// older than the liveness window (the lease), long before the bound.
+	if _, err := c.store.Heartbeat(ctx, Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	c.ackWait = time.Hour
+	start := time.Now()
+	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+		t.Fatalf("node n3 gone: %v", err)
+	}
+	if took := time.Since(start); took > 10*c.lease {
+		t.Fatalf("waited %s for a node gone, want about the lease (%s)", took, c.lease)
 	}
 }

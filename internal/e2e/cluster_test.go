@@ -502,16 +502,40 @@ func (r *statusRecorder) WriteHeader(status int) {
 type reissueLog struct {
 	mu   sync.Mutex
 	reqs []reissueRequest
+	// gate, while open, keeps reissue requests waiting, as a slow CA
+	// would (see hold).
+	gate chan struct{}
 }
 
 type reissueRequest struct {
 	serviceID, uniqueID string
 }
 
+// hold keeps the reissue requests from now on waiting until release is
+// called (or their client gives up: a 503, which it retries).
+func (l *reissueLog) hold() (release func()) {
+	gate := make(chan struct{})
+	l.mu.Lock()
+	l.gate = gate
+	l.mu.Unlock()
+	return sync.OnceFunc(func() { close(gate) })
+}
+
 // wrap records the reissue requests on their way to h.
 func (l *reissueLog) wrap(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, reseller.PathReissue) {
+			l.mu.Lock()
+			gate := l.gate
+			l.mu.Unlock()
+			if gate != nil {
+				select {
+				case <-gate:
+				case <-r.Context().Done():
+					http.Error(w, "held back by the test", http.StatusServiceUnavailable)
+					return
+				}
+			}
 			body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
 			r.Body.Close()
 			if err != nil {
@@ -779,9 +803,31 @@ func TestClusterThreeNodes(t *testing.T) {
 	certs := []clusterCert{httpClusterCert("c1"), httpClusterCert("c2"), httpClusterCert("c3")}
 	w := newClusterWorld(t, certs...)
 	start := time.Now()
+	// Three members, then the orders: no reissue is answered before every
+	// node is alive in the cluster, so that each order's driver waits for
+	// all three nodes' validation files. Started one after the other, a
+	// node could join after a driver had looked, and write the files only
+	// as it starts, racing the CA's fetch (package daemon's
+	// TestClusterStartingNodeWritesPendingFiles covers that case).
+	release := w.reissues.hold()
+	defer release()
 	for _, n := range w.nodes {
 		n.start(t, bin)
 	}
+	waitUntil(ctx, t, "three nodes alive in the cluster", func() string {
+		sts, err := clusterStatuses(ctx, bin, w.nodes[0].cfgPath)
+		if err != nil {
+			return err.Error()
+		}
+		st := sts[certs[0].name]
+		for _, name := range clusterNodes {
+			if !slices.ContainsFunc(st.Nodes, func(n clusterNodeStatus) bool { return n.Node == name && n.Alive }) {
+				return fmt.Sprintf("node %s not alive yet (%+v)", name, st.Nodes)
+			}
+		}
+		return ""
+	})
+	release()
 
 	// Done when node 1's status shows every certificate deployed on every
 	// node, the reloads ran, and no validation file is left.
@@ -823,7 +869,7 @@ func TestClusterThreeNodes(t *testing.T) {
 	services := sandboxServices(ctx, t, w.sbURL)
 	for _, c := range certs {
 		st := sts[c.name]
-		if sv := services[c.name]; !strings.EqualFold(sv.Serial, st.Serial) || sv.OrderUniqueID != uids[c.name] {
+		if sv := services[c.name]; !sameSerial(sv.Serial, st.Serial) || sv.OrderUniqueID != uids[c.name] {
 			t.Errorf("certificate %s: the sandbox issued serial %s for order %s; dcvd shows %s, the ledger %s",
 				c.name, sv.Serial, sv.OrderUniqueID, st.Serial, uids[c.name])
 		}
@@ -960,7 +1006,7 @@ func TestClusterLeaseHolderKilled(t *testing.T) {
 	if sent := w.reissues.uniqueIDs()[cert.name]; !slices.Equal(sent, []string{uid}) {
 		t.Errorf("reissue requests carried unique_ids %v, want only node 1's %s", sent, uid)
 	}
-	if sv := sandboxServices(ctx, t, w.sbURL)[cert.name]; sv.OrderUniqueID != uid || !strings.EqualFold(sv.Serial, st.Serial) {
+	if sv := sandboxServices(ctx, t, w.sbURL)[cert.name]; sv.OrderUniqueID != uid || !sameSerial(sv.Serial, st.Serial) {
 		t.Errorf("the sandbox issued serial %s for order %s; dcvd shows %s, want order %s", sv.Serial, sv.OrderUniqueID, st.Serial, uid)
 	}
 	if st.Lease == nil || (st.Lease.Holder != "n2" && st.Lease.Holder != "n3") {
@@ -1075,7 +1121,7 @@ func TestClusterPostgresDown(t *testing.T) {
 	t.Logf("order finished %s after the approval", time.Since(resumed).Round(time.Millisecond))
 
 	uids := checkOneOrderEach(t, w)
-	if sv := sandboxServices(ctx, t, w.sbURL)[cert.name]; sv.OrderUniqueID != uids[cert.name] || !strings.EqualFold(sv.Serial, st.Serial) {
+	if sv := sandboxServices(ctx, t, w.sbURL)[cert.name]; sv.OrderUniqueID != uids[cert.name] || !sameSerial(sv.Serial, st.Serial) {
 		t.Errorf("the sandbox issued serial %s for order %s; dcvd shows %s, the ledger %s", sv.Serial, sv.OrderUniqueID, st.Serial, uids[cert.name])
 	}
 	checkSameDeployed(t, w, cert.name, slices.Collect(maps.Keys(cert.domains)), w.nodes...)
