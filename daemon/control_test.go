@@ -446,6 +446,14 @@ func TestControlReissueResumesOrderNobodyDrives(t *testing.T) {
 	w := newControlWorld(t)
 	close(w.watch.release)
 	ctx := hCtx(t)
+	// The first poll after the re-check waits min(poll_interval, 2 s): with
+	// the harness's 50 ms a loaded machine could reach it after it was due
+	// and drive the order to its end without returning.
+	slow := *w.cfg
+	slow.Daemon.PollInterval = 2 * time.Second
+	if err := w.d.Reload(&slow); err != nil {
+		t.Fatal(err)
+	}
 	left, err := w.d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
 	if err != nil {
 		t.Fatal(err)
