@@ -322,7 +322,7 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, opt
 			d.metrics.Failure(o.Cert, failureReason(o.Step, err))
 			o.Attempts++
 			o.LastError = err.Error()
-			o.NextAttempt = d.now().Add(d.failedTryBackoff(o, step, err))
+			o.NextAttempt = d.now().Add(failedTryBackoff(o, step, err))
 			log.Warn("step failed; will retry", zap.String("step", string(o.Step)), zap.Int("attempt", o.Attempts),
 				zap.Time("next_attempt", o.NextAttempt), zap.Error(err))
 			if perr := d.storeFor(o.Cert).PutOrder(work, o); perr != nil {
@@ -366,7 +366,7 @@ const reloadBackoffStart = 3
 // failedTryBackoff is how long o waits after try o.Attempts failed in
 // step with err: retryBackoff, later for a failed reload, and never sooner
 // than a CA that said when to come back (429, 503) asked.
-func (d *Daemon) failedTryBackoff(o *Order, step Step, err error) time.Duration {
+func failedTryBackoff(o *Order, step Step, err error) time.Duration {
 	n := o.Attempts
 	if step == StepDeployed {
 		n += reloadBackoffStart - 1
