@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/internal/testfs"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -1595,7 +1596,7 @@ func TestConfigCheckHost(t *testing.T) {
 			check := func() error { return errors.Join(c.Check()...) }
 			var err error
 			if tt.readOnly != nil {
-				err, _ = readOnly(t, tt.readOnly(w), check)
+				err, _ = testfs.ReadOnly(t, tt.readOnly(w), check)
 			} else {
 				err = check()
 			}

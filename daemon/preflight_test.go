@@ -6,70 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-)
 
-// readOnly runs f with dir read-only for this process and says how it was
-// made so. Unprivileged: mode 0555. As root, which modes do not stop: a
-// read-only bind mount of dir, what systemd's ProtectSystem=strict does to
-// a path missing from ReadWritePaths=, in a mount namespace private to a
-// thread of its own where f runs (so f must do its file system work in
-// the calling goroutine). The test is skipped when neither is possible.
-func readOnly(t *testing.T, dir string, f func() error) (error, string) {
-	t.Helper()
-	if err := os.Chmod(dir, 0o555); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Chmod(dir, 0o755) })
-	probe := filepath.Join(dir, ".dcvd-test-writable")
-	w, err := os.Create(probe)
-	if err != nil {
-		return f(), "mode 0555"
-	}
-	w.Close()
-	os.Remove(probe)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		err  error
-		skip string
-	}
-	done := make(chan result, 1)
-	go func() {
-		// Never unlocked: the Go runtime ends a thread whose goroutine
-		// exits locked, and the mount namespace with it, so the mount
-		// never reaches the rest of the process or the host.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
-			done <- result{skip: "unshare(CLONE_NEWNS): " + err.Error()}
-			return
-		}
-		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-			done <- result{skip: "make / private: " + err.Error()}
-			return
-		}
-		if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
-			done <- result{skip: "bind mount: " + err.Error()}
-			return
-		}
-		if err := syscall.Mount("", dir, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-			done <- result{skip: "remount read-only: " + err.Error()}
-			return
-		}
-		done <- result{err: f()}
-	}()
-	r := <-done
-	if r.skip != "" {
-		t.Skipf("running as root, which file modes do not stop, and a read-only bind mount is not possible here (%s)", r.skip)
-	}
-	return r.err, "a read-only bind mount"
-}
+	"github.com/dcvd/dcvd/internal/testfs"
+)
 
 // treeOf lists everything below dir with its mode.
 func treeOf(t *testing.T, dir string) []string {
@@ -154,7 +97,7 @@ func TestPreflight(t *testing.T) {
 	}
 
 	t.Run("read-only web root", func(t *testing.T) {
-		err, how := readOnly(t, h.webroot, func() error { return d.preflight(ctx, cc) })
+		err, how := testfs.ReadOnly(t, h.webroot, func() error { return d.preflight(ctx, cc) })
 		problems := preflightProblems(t, err)
 		if !hasProblem(problems, "certificate[shop].webroot", "dcvd cannot create .well-known in "+h.webroot) {
 			t.Errorf("web root made read-only by %s: preflight = %v", how, err)
@@ -166,7 +109,7 @@ func TestPreflight(t *testing.T) {
 
 	t.Run("read-only web root under systemd", func(t *testing.T) {
 		t.Setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
-		err, how := readOnly(t, h.webroot, func() error { return d.preflight(ctx, cc) })
+		err, how := testfs.ReadOnly(t, h.webroot, func() error { return d.preflight(ctx, cc) })
 		problems := preflightProblems(t, err)
 		if !hasProblem(problems, "certificate[shop].webroot", "ReadWritePaths=") ||
 			!hasProblem(problems, "certificate[shop].webroot", h.webroot) {

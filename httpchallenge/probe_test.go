@@ -5,11 +5,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/dcvd/dcvd/internal/testfs"
 )
 
 // snapshot lists everything below dir with its mode, so that a probe that
@@ -171,7 +172,7 @@ func TestProbeReadOnly(t *testing.T) {
 				target = filepath.Join(webroot, ".well-known", "pki-validation")
 				mkdirs(t, target)
 			}
-			err, how := readOnly(t, target, func() error { return Probe(Webroot{Dir: webroot}) })
+			err, how := testfs.ReadOnly(t, target, func() error { return Probe(Webroot{Dir: webroot}) })
 			t.Logf("made read-only by %s: %v", how, err)
 			if err == nil {
 				t.Fatalf("Probe accepted a read-only webroot (%s)", how)
@@ -191,63 +192,6 @@ func TestProbeReadOnly(t *testing.T) {
 			}
 		})
 	}
-}
-
-// readOnly runs f with dir read-only for this process, and says how it was
-// made so. Unprivileged: mode 0555. As root, which modes do not stop: a
-// read-only bind mount of dir in a private mount namespace of a thread of
-// its own, where f runs (f must not start goroutines that touch dir). The
-// test is skipped when neither is possible.
-func readOnly(t *testing.T, dir string, f func() error) (error, string) {
-	t.Helper()
-	if err := os.Chmod(dir, 0o555); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Chmod(dir, 0o755) })
-	probe := filepath.Join(dir, ".dcvd-test-writable")
-	if w, err := os.Create(probe); err != nil {
-		return f(), "mode 0555"
-	} else {
-		w.Close()
-		os.Remove(probe)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		err  error
-		skip string
-	}
-	done := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread, and the mount namespace with it,
-		// ends with this goroutine (the Go runtime terminates a thread
-		// whose goroutine exits locked), so nothing leaks into the rest of
-		// the process or the host.
-		runtime.LockOSThread()
-		if err := syscall.Unshare(syscall.CLONE_NEWNS); err != nil {
-			done <- result{skip: "unshare(CLONE_NEWNS): " + err.Error()}
-			return
-		}
-		if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
-			done <- result{skip: "make / private: " + err.Error()}
-			return
-		}
-		if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
-			done <- result{skip: "bind mount: " + err.Error()}
-			return
-		}
-		if err := syscall.Mount("", dir, "", syscall.MS_BIND|syscall.MS_REMOUNT|syscall.MS_RDONLY, ""); err != nil {
-			done <- result{skip: "remount read-only: " + err.Error()}
-			return
-		}
-		done <- result{err: f()}
-	}()
-	r := <-done
-	if r.skip != "" {
-		t.Skipf("running as root, which file modes do not stop, and a read-only bind mount is not possible here (%s)", r.skip)
-	}
-	return r.err, "read-only bind mount"
 }
 
 func TestProbeOwner(t *testing.T) {
