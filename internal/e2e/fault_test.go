@@ -627,7 +627,8 @@ const (
 	killDelaySpan = 1200 * time.Millisecond
 )
 
-// dcvdRun is one "dcvd run" process of the restart test.
+// dcvdRun is one "dcvd run" process, killed when the test ends if it is
+// still running, its output logged if the test failed.
 type dcvdRun struct {
 	cmd  *exec.Cmd
 	out  *lockedBuffer
@@ -635,10 +636,12 @@ type dcvdRun struct {
 	err  error
 }
 
-func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string) *dcvdRun {
+// startDcvdRun starts "dcvd run" on cfgPath with RUNTIME_DIRECTORY
+// runtimeDir and the extra environment env.
+func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string, env ...string) *dcvdRun {
 	t.Helper()
 	r := &dcvdRun{cmd: exec.Command(bin, "run", "--config", cfgPath), out: &lockedBuffer{}, done: make(chan struct{})}
-	r.cmd.Env = dcvdEnv([]string{"RUNTIME_DIRECTORY=" + runtimeDir})
+	r.cmd.Env = dcvdEnv(append([]string{"RUNTIME_DIRECTORY=" + runtimeDir}, env...))
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {
@@ -654,6 +657,9 @@ func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string) *dcvdRun {
 		default:
 			r.cmd.Process.Kill()
 			<-r.done
+		}
+		if t.Failed() {
+			t.Logf("dcvd run's output:\n%s", r.out.String())
 		}
 	})
 	return r

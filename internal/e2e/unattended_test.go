@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -54,36 +53,18 @@ func TestScheduleThatNeverFires(t *testing.T) {
 	// A good schedule, then a SIGHUP to one that never fires.
 	editConfig(t, cfgPath, func(cfg map[string]any) { cfg["daemon"].(map[string]any)["schedule"] = "17 */6 * * *" })
 	notify := newNotifySocket(t)
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Env = dcvdEnv([]string{"NOTIFY_SOCKET=" + notify.path, "RUNTIME_DIRECTORY=" + shortTempDir(t)})
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Kill()
-		<-exited
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dcvd run's output:\n%s", out.String())
-		}
-	})
+	run := startDcvdRun(t, bin, cfgPath, shortTempDir(t), "NOTIFY_SOCKET="+notify.path)
 	var status string
 	notify.expect(t, "READY=1", &status)
 	waitLive(ctx, t, bin, cfgPath, "first")
 
 	editConfig(t, cfgPath, func(cfg map[string]any) { cfg["daemon"].(map[string]any)["schedule"] = neverFires })
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := run.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	notify.expect(t, "RELOADING=1", &status)
 	notify.expect(t, "READY=1", &status)
-	for deadline := time.Now().Add(notifyTimeout); !strings.Contains(out.String(), "no run in the next year"); {
+	for deadline := time.Now().Add(notifyTimeout); !strings.Contains(run.out.String(), "no run in the next year"); {
 		if time.Now().After(deadline) {
 			t.Fatalf("the log does not say why the schedule was refused")
 		}
@@ -92,12 +73,12 @@ func TestScheduleThatNeverFires(t *testing.T) {
 	// Idle: a daemon spinning on a zero next time burns a whole core;
 	// this one must use next to nothing. 3 s of wall time, at most 0.5 s
 	// of CPU, generous for a race-detector build on a loaded machine.
-	before := cpuTime(t, cmd.Process.Pid)
+	before := cpuTime(t, run.cmd.Process.Pid)
 	time.Sleep(3 * time.Second)
-	if used := cpuTime(t, cmd.Process.Pid) - before; used > 500*time.Millisecond {
+	if used := cpuTime(t, run.cmd.Process.Pid) - before; used > 500*time.Millisecond {
 		t.Errorf("the daemon used %s of CPU in 3 s after a refused schedule: a busy loop", used)
 	}
-	if n := strings.Count(out.String(), "next renewal check"); n > 3 {
+	if n := strings.Count(run.out.String(), "next renewal check"); n > 3 {
 		t.Errorf("\"next renewal check\" logged %d times: the schedule loop spins", n)
 	}
 	if n := len(sb.Ledger()); n != 1 {
@@ -198,30 +179,7 @@ func TestReloadThatAlwaysFails(t *testing.T) {
 		cfg["notify"] = map[string]any{"hook": map[string]any{"type": "webhook", "url": hook.URL, "level": "error"}}
 	})
 
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
-	cmd.Env = dcvdEnv([]string{"RUNTIME_DIRECTORY=" + shortTempDir(t)})
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dcvd run's output:\n%s", out.String())
-		}
-	})
+	startDcvdRun(t, bin, cfgPath, shortTempDir(t))
 
 	// A first certificate goes live with a working reload.
 	waitLive(ctx, t, bin, cfgPath, "first")
