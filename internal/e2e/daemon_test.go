@@ -280,19 +280,26 @@ func dcvdBinary(t *testing.T, tags string) string {
 	if !ok {
 		t.Fatalf("no dcvd build with tags %q", tags)
 	}
+	name := "dcvd"
+	if tags != "" {
+		name += "-" + tags
+	}
+	return buildDcvd(t, b, name, raceEnabled(), tags)
+}
+
+// buildDcvd builds cmd/dcvd into binDir/name once per b (with the race
+// detector when race, with tags when given) and returns its path.
+func buildDcvd(t *testing.T, b *dcvdBuild, name string, race bool, tags string) string {
+	t.Helper()
 	b.once.Do(func() {
 		goCmd, err := goCommand()
 		if err != nil {
 			b.err = err
 			return
 		}
-		name := "dcvd"
-		if tags != "" {
-			name += "-" + tags
-		}
 		b.path = filepath.Join(binDir, name)
 		args := []string{"build", "-o", b.path}
-		if raceEnabled() {
+		if race {
 			args = append(args, "-race")
 		}
 		if tags != "" {

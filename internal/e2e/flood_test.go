@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -253,27 +252,7 @@ func dcvdPlainBinary(t *testing.T) string {
 	if !raceEnabled() {
 		return dcvdBinary(t, "")
 	}
-	plainBuild.once.Do(func() {
-		goCmd, err := goCommand()
-		if err != nil {
-			plainBuild.err = err
-			return
-		}
-		plainBuild.path = filepath.Join(binDir, "dcvd-norace")
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, goCmd, "build", "-o", plainBuild.path, "github.com/dcvd/dcvd/cmd/dcvd")
-		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			plainBuild.err = fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
-			return
-		}
-		t.Logf("built %s in %s", strings.Join(cmd.Args[1:], " "), time.Since(start).Round(time.Millisecond))
-	})
-	if plainBuild.err != nil {
-		t.Fatalf("build dcvd: %v", plainBuild.err)
-	}
-	return plainBuild.path
+	return buildDcvd(t, &plainBuild, "dcvd-norace", false, "")
 }
 
 // raiseNoFile sets this process's soft RLIMIT_NOFILE to its hard limit (Go
