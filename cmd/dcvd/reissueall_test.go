@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/dcvd/dcvd/sandbox"
 )
@@ -245,35 +244,7 @@ func TestReissueAllThroughTheRunningDaemon(t *testing.T) {
 	if stdout, stderr, err := reissueAllCmd(t, context.Background(), cfg); err != nil {
 		t.Fatalf("first reissue --all: %v\n%s\n%s", err, stdout, stderr)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var daemonOut lockedBuffer
-	ran := make(chan error, 1)
-	go func() { ran <- run(ctx, []string{"run", "--config", cfg}, &daemonOut, &daemonOut) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-ran:
-			if err != nil {
-				t.Errorf("dcvd run: %v\n%s", err, daemonOut.String())
-			}
-		case <-time.After(time.Minute):
-			t.Error("dcvd run did not stop")
-		}
-	}()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		c, err := dialRunning(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c != nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon never answered on its control socket:\n%s", daemonOut.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	daemonOut := startDaemon(t, cfg)
 
 	stdout, stderr, err := reissueAllCmd(t, context.Background(), cfg)
 	if err != nil {

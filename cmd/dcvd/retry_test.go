@@ -158,22 +158,7 @@ func TestRetryThroughTheRunningDaemon(t *testing.T) {
 	cfg := w.config(nil)
 	o := w.backoffOrder(cfg)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var daemonOut lockedBuffer
-	ran := make(chan error, 1)
-	go func() { ran <- run(ctx, []string{"run", "--config", cfg}, &daemonOut, &daemonOut) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-ran:
-			if err != nil {
-				t.Errorf("dcvd run: %v\n%s", err, daemonOut.String())
-			}
-		case <-time.After(time.Minute):
-			t.Error("dcvd run did not stop")
-		}
-	}()
-	waitDaemon(t, cfg, &daemonOut)
+	daemonOut := startDaemon(t, cfg)
 
 	bg := context.Background()
 	r := runCmd(bg, "reissue", "c0", "--wait", "--config", cfg)
@@ -197,9 +182,26 @@ func TestRetryThroughTheRunningDaemon(t *testing.T) {
 	w.assertDeployed("c0")
 }
 
-// waitDaemon waits until the daemon of cfg answers on its control socket.
-func waitDaemon(t *testing.T, cfg string, out *lockedBuffer) {
+// startDaemon runs "dcvd run" on cfg in this process until the test
+// ends, and returns once it answers on its control socket; its output is
+// returned for the test's messages.
+func startDaemon(t *testing.T, cfg string) *lockedBuffer {
 	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lockedBuffer{}
+	ran := make(chan error, 1)
+	go func() { ran <- run(ctx, []string{"run", "--config", cfg}, out, out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-ran:
+			if err != nil {
+				t.Errorf("dcvd run: %v\n%s", err, out.String())
+			}
+		case <-time.After(time.Minute):
+			t.Error("dcvd run did not stop")
+		}
+	})
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		c, err := dialRunning(cfg)
 		if err != nil {
@@ -207,7 +209,7 @@ func waitDaemon(t *testing.T, cfg string, out *lockedBuffer) {
 		}
 		if c != nil {
 			c.Close()
-			return
+			return out
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the daemon never answered on its control socket:\n%s", out.String())
