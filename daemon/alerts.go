@@ -68,7 +68,7 @@ type openFailure struct {
 
 // failed records a failure of key at now and reports whether to alert,
 // and whether that alert is a reminder of an open one.
-func (a *failureAlerts) failed(key string, now time.Time) (alert bool, open openFailure) {
+func (a *failureAlerts) failed(key, title string, now time.Time) (alert bool, open openFailure) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.open == nil {
@@ -76,7 +76,7 @@ func (a *failureAlerts) failed(key string, now time.Time) (alert bool, open open
 	}
 	f, ok := a.open[key]
 	if !ok {
-		f = &openFailure{since: now, last: now, failures: 1}
+		f = &openFailure{since: now, last: now, failures: 1, title: title}
 		a.open[key] = f
 		return true, *f
 	}
@@ -88,15 +88,6 @@ func (a *failureAlerts) failed(key string, now time.Time) (alert bool, open open
 	f.last = now
 	f.reminded++
 	return true, *f
-}
-
-// setTitle remembers what the first alert of key said.
-func (a *failureAlerts) setTitle(key, title string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if f := a.open[key]; f != nil && f.title == "" {
-		f.title = title
-	}
 }
 
 // close ends the open failure of key and returns it, if there was one.
@@ -184,7 +175,7 @@ func (d *Daemon) alertRetrying(o *Order, step Step, err error) {
 // or a reminder of it, or nothing when the admin was told recently.
 func (d *Daemon) alertFailure(o *Order, class failureClass, kind notify.Kind, title, text string, fields map[string]string) {
 	key := failureKey(o.Cert, class)
-	send, open := d.failures.failed(key, d.now())
+	send, open := d.failures.failed(key, title, d.now())
 	if !send {
 		d.orderLog(o).Debug("failure already alerted; no reminder due yet", zap.String("class", string(class)), zap.Int("failures", open.failures))
 		return
@@ -192,8 +183,6 @@ func (d *Daemon) alertFailure(o *Order, class failureClass, kind notify.Kind, ti
 	if open.reminded > 0 {
 		title = fmt.Sprintf("%s (still failing, reminder %d)", title, open.reminded)
 		text = fmt.Sprintf("Failing since %s, %d failures since the first alert. %s", open.since.UTC().Format(time.RFC3339), open.failures, text)
-	} else {
-		d.failures.setTitle(key, title)
 	}
 	d.alert(notify.Event{Kind: kind, Cert: o.Cert, UniqueID: o.UniqueID, Title: title, Text: text, Fields: fields})
 }

@@ -120,13 +120,13 @@ func TestFailureAlertsDeduplicated(t *testing.T) {
 		{55*time.Hour + 4*time.Minute, true, 4},
 	}
 	for _, s := range steps {
-		alert, open := a.failed("c\x00reload", t0.Add(s.at))
+		alert, open := a.failed("c\x00reload", "reload", t0.Add(s.at))
 		if alert != s.alert || open.reminded != s.reminded {
 			t.Fatalf("at +%s: alert %v reminded %d, want %v %d", s.at, alert, open.reminded, s.alert, s.reminded)
 		}
 	}
 	// Another certificate, another class: their own first alerts.
-	if alert, _ := a.failed("c\x00deploy", t0); !alert {
+	if alert, _ := a.failed("c\x00deploy", "deploy", t0); !alert {
 		t.Error("another class of the same certificate was held back")
 	}
 	f, ok := a.close("c\x00reload")
@@ -136,7 +136,7 @@ func TestFailureAlertsDeduplicated(t *testing.T) {
 	if _, ok := a.close("c\x00reload"); ok {
 		t.Error("the end of a failure was told twice")
 	}
-	if alert, _ := a.failed("c\x00reload", t0.Add(56*time.Hour)); !alert {
+	if alert, _ := a.failed("c\x00reload", "reload", t0.Add(56*time.Hour)); !alert {
 		t.Error("a new failure after the recovery was not alerted")
 	}
 }
