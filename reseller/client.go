@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // DefaultTimeout bounds one API call (connect, send, wait, read) when
@@ -61,6 +62,14 @@ type Config struct {
 	// Limiter, when set, paces the requests instead: for a limiter shared
 	// by several clients, or a test's. It excludes MaxRequestsPerSecond.
 	Limiter Limiter
+	// DebugStringToSign, when set, is given the string to sign of every
+	// request before it is sent, with the call's op: what to compare with
+	// the server's when it refuses a signature. The string holds no secret
+	// (nor the signature), but it does hold every parameter of the
+	// request, the CSR included: set it only for debug logging (the
+	// daemon's log_level = "debug"), never put it in errors. It must be
+	// safe for concurrent use.
+	DebugStringToSign func(op, stringToSign string)
 }
 
 // String describes the configuration without the secret, so that printing a
@@ -86,6 +95,7 @@ type Client struct {
 	observe  func(op string, d time.Duration, err error)
 	limiter  Limiter // nil: no limit
 	rate     float64 // Config.MaxRequestsPerSecond, shown by String
+	debugSTS func(op, stringToSign string)
 }
 
 // String describes the client without the secret.
@@ -119,8 +129,14 @@ func New(cfg Config) (*Client, error) {
 	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
 		return nil, fmt.Errorf("reseller: Config.BaseURL %q must not have a query or fragment (the signed query is built per call)", cfg.BaseURL)
 	}
-	if strings.TrimSpace(cfg.AccessKeyID) == "" {
+	// The key id is sent and signed trimmed, as the server reads it (see
+	// Canonical): a key id pasted with a trailing newline still works.
+	keyID := trimPHP(cfg.AccessKeyID)
+	if strings.TrimSpace(keyID) == "" {
 		return nil, errors.New("reseller: Config.AccessKeyID is empty")
+	}
+	if !utf8.ValidString(keyID) {
+		return nil, errors.New("reseller: Config.AccessKeyID is not valid UTF-8")
 	}
 	if cfg.AccessKeySecret == "" {
 		return nil, errors.New("reseller: Config.AccessKeySecret is empty")
@@ -139,7 +155,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{
 		base:     url.URL{Scheme: u.Scheme, Host: u.Host, Path: strings.TrimRight(u.Path, "/")},
-		keyID:    cfg.AccessKeyID,
+		keyID:    keyID,
 		secret:   cfg.AccessKeySecret,
 		hc:       cfg.HTTPClient,
 		timeout:  cfg.Timeout,
@@ -149,6 +165,7 @@ func New(cfg Config) (*Client, error) {
 		nonce:    cfg.Nonce,
 		observe:  cfg.Observe,
 		limiter:  cfg.Limiter,
+		debugSTS: cfg.DebugStringToSign,
 	}
 	if cfg.MaxRequestsPerSecond > 0 {
 		c.limiter = newRateLimiter(cfg.MaxRequestsPerSecond, time.Now, realTimer)
@@ -320,9 +337,12 @@ func checkDomainDCV(m map[string]Method) error {
 // Do sends one signed request and decodes the reply envelope. op names the
 // call in errors; path is relative to the base URL. query holds business
 // parameters for the query string (one value each), body those for the JSON
-// body (POST); empty strings and nils are dropped from both, as from the
-// signature. When out is not nil, the reply must carry data, which is
-// decoded into out.
+// body (POST). Both are put in their canonical form (see Canonical) before
+// anything is signed, and that form is what is sent: strings trimmed, empty
+// strings and nils dropped, booleans as 1/0, numbers as PHP prints them.
+// Parameters that cannot be sent as they would be signed (invalid UTF-8,
+// NaN …) are refused with an error naming them, and nothing is sent. When
+// out is not nil, the reply must carry data, which is decoded into out.
 //
 // With a rate limit (Config.MaxRequestsPerSecond or Config.Limiter), Do
 // first waits for its turn; when ctx ends during that wait, nothing is sent
@@ -335,15 +355,9 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("reseller %s: path %q does not start with /", op, path)
 	}
-	bodyParams, err := cleanParams(body)
-	if err != nil {
-		return fmt.Errorf("reseller %s: %w", op, err)
-	}
-	if len(bodyParams) > 0 && (method == http.MethodGet || method == http.MethodHead) {
-		return fmt.Errorf("reseller %s: a %s request has no body for parameters", op, method)
-	}
-	signed := make(map[string]any, len(query)+len(bodyParams)+3)
-	q := make(url.Values, len(query)+4)
+	// Query and body are canonicalised together: the server signs their
+	// union, and PHP's ksort orders its keys as one level.
+	params := make(map[string]any, len(query)+len(body)+3)
 	for k, vs := range query {
 		if isAuthParam(k) {
 			return fmt.Errorf("reseller %s: parameter %q is reserved for authentication", op, k)
@@ -351,20 +365,32 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 		if len(vs) != 1 {
 			return fmt.Errorf("reseller %s: query parameter %q must have exactly one value, has %d", op, k, len(vs))
 		}
-		if vs[0] == "" {
-			continue
-		}
-		signed[k] = vs[0]
-		q.Set(k, vs[0])
+		params[k] = vs[0]
 	}
-	for k, v := range bodyParams {
+	for k, v := range body {
 		if isAuthParam(k) {
 			return fmt.Errorf("reseller %s: parameter %q is reserved for authentication", op, k)
 		}
-		if _, dup := signed[k]; dup {
+		if _, dup := query[k]; dup {
 			return fmt.Errorf("reseller %s: parameter %q is both in the query and in the body", op, k)
 		}
-		signed[k] = v
+		params[k] = v
+	}
+	signed, err := Canonical(params)
+	if err != nil {
+		return fmt.Errorf("reseller %s: %w; nothing was sent", op, err)
+	}
+	q := make(url.Values, len(query)+4)
+	bodyParams := make(map[string]any, len(body))
+	for k, v := range signed {
+		if _, inQuery := query[k]; inQuery {
+			q.Set(k, v.(string)) // a string stays a string
+		} else {
+			bodyParams[k] = v
+		}
+	}
+	if len(bodyParams) > 0 && (method == http.MethodGet || method == http.MethodHead) {
+		return fmt.Errorf("reseller %s: a %s request has no body for parameters", op, method)
 	}
 	var reqBody io.Reader
 	if method != http.MethodGet && method != http.MethodHead {
@@ -384,13 +410,24 @@ func (c *Client) Do(ctx context.Context, op, method, path string, query url.Valu
 		}
 	}
 	nonce, ts := c.nonce(), FormatTimestamp(c.now())
+	if nonce == "" || trimPHP(nonce) != nonce || !utf8.ValidString(nonce) {
+		return fmt.Errorf("reseller %s: Config.Nonce returned %q, which the server would not read as sent; nothing was sent", op, nonce)
+	}
+	// The authentication parameters keep the form canonical: their values
+	// are trimmed (the key id by New, the nonce just above), and their
+	// names begin with a letter, after the text of any integer key, so
+	// that they cannot upset PHP's key order (see checkKeyOrder).
 	signed[ParamAccessKeyID] = c.keyID
 	signed[ParamNonce] = nonce
 	signed[ParamTimestamp] = ts
 
 	u := c.base // a copy: the client is shared between goroutines
 	u.Path += path
-	sign := Sign(c.secret, StringToSign(u.Path, signed))
+	toSign := stringToSign(u.Path, signed)
+	if c.debugSTS != nil {
+		c.debugSTS(op, toSign)
+	}
+	sign := Sign(c.secret, toSign)
 	q.Set(ParamAccessKeyID, c.keyID)
 	q.Set(ParamNonce, nonce)
 	q.Set(ParamTimestamp, ts)
@@ -597,77 +634,6 @@ func (c *Client) scrubError(err error, sign string) error {
 		return errors.New(c.scrub(msg, sign))
 	}
 	return err
-}
-
-// cleanParams returns the parameters as they are signed and sent: empty
-// strings, nils and empty maps dropped, numbers turned into json.Number
-// holding the text that is signed, so that the body carries exactly what was
-// signed (encoding/json and fmt.Sprint disagree on floats such as 1e6).
-func cleanParams(in map[string]any) (map[string]any, error) {
-	out := make(map[string]any, len(in))
-	for k, v := range in {
-		cv, keep, err := cleanValue(v)
-		if err != nil {
-			return nil, fmt.Errorf("parameter %q: %w", k, err)
-		}
-		if keep {
-			out[k] = cv
-		}
-	}
-	return out, nil
-}
-
-func cleanValue(v any) (any, bool, error) {
-	switch v := v.(type) {
-	case nil:
-		return nil, false, nil
-	case string:
-		return v, v != "", nil
-	case bool:
-		return v, true, nil
-	case json.Number:
-		if v == "" {
-			return nil, false, nil
-		}
-		if !json.Valid([]byte(v)) {
-			return nil, false, fmt.Errorf("%q is not a number", string(v))
-		}
-		return v, true, nil
-	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
-		n := json.Number(paramString(v))
-		if !json.Valid([]byte(n)) {
-			return nil, false, fmt.Errorf("%s is not a finite number", n)
-		}
-		return n, true, nil
-	case map[string]any:
-		m, err := cleanParams(v)
-		return m, len(m) > 0, err
-	case map[string]string:
-		m := make(map[string]any, len(v))
-		for k, s := range v {
-			if s != "" {
-				m[k] = s
-			}
-		}
-		return m, len(m) > 0, nil
-	case []string:
-		// Kept whole: dropping an empty element would shift the indexes
-		// that the signature uses (key[0], key[1] …).
-		return v, len(v) > 0, nil
-	case []any:
-		l := make([]any, len(v))
-		for i, e := range v {
-			ce, keep, err := cleanValue(e)
-			if err != nil {
-				return nil, false, fmt.Errorf("element %d: %w", i, err)
-			}
-			if keep {
-				l[i] = ce
-			}
-		}
-		return l, len(l) > 0, nil
-	}
-	return nil, false, fmt.Errorf("unsupported type %T", v)
 }
 
 // productList decodes the product list's data: an array, or an object

@@ -78,6 +78,12 @@ func verifySigned(r *http.Request, rawBody []byte, secret string) (seenRequest, 
 			params[k] = v
 		}
 	}
+	// The server signs what its middleware leaves (trimmed strings, no
+	// empty values): a request that is not sent in that form was signed
+	// over something else than what was sent.
+	if c, err := Canonical(params); err != nil || !reflect.DeepEqual(c, params) {
+		return seen, fmt.Errorf("the parameters are not sent in their canonical form (%v): %#v", err, params)
+	}
 	if want := Sign(secret, StringToSign(r.URL.Path, params)); !SignatureEqual(sign, want) {
 		return seen, fmt.Errorf("bad signature %s, want %s", sign, want)
 	}
@@ -401,9 +407,10 @@ func TestOtherCalls(t *testing.T) {
 }
 
 func TestBodyCarriesTheSignedNumbers(t *testing.T) {
-	// encoding/json writes 1234567 where fmt.Sprint (the signing rule)
-	// writes 1.234567e+06: the body must carry the signed text, or the
-	// server's signature check fails.
+	// The body carries the text that is signed, which the server reads
+	// back to the same value: PHP's (1234567, where fmt.Sprint writes
+	// 1.234567e+06), booleans as 1, a list's remaining elements at their
+	// indexes (reseller-api.md, "What the server sees").
 	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) { writeJSON(w, 200, `{"success":true}`) })
 	c := newAPIClient(t, api.srv.URL, nil)
 	body := map[string]any{"big": 1234567.0, "half": float32(0.5), "n": json.Number("7"), "t": true, "l": []string{"x", "", "y"},
@@ -411,8 +418,8 @@ func TestBodyCarriesTheSignedNumbers(t *testing.T) {
 	if err := c.Do(context.Background(), "test", http.MethodPost, "/x", nil, body, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"big": json.Number("1.234567e+06"), "half": json.Number("0.5"), "n": json.Number("7"), "t": true,
-		"l": []any{"x", "", "y"}, "m": map[string]any{"k": "v"}}
+	want := map[string]any{"big": json.Number("1234567"), "half": json.Number("0.5"), "n": json.Number("7"), "t": json.Number("1"),
+		"l": map[string]any{"0": "x", "2": "y"}, "m": map[string]any{"k": "v"}}
 	if got := api.last(); !reflect.DeepEqual(got.Body, want) {
 		t.Errorf("body = %#v\nwant %#v", got.Body, want)
 	}

@@ -81,10 +81,54 @@ func (e *APIError) Error() string {
 		}
 		fmt.Fprintf(&b, "; %s: %s", f, strings.Join(msgs, ", "))
 	}
+	if e.CredentialsRefused() {
+		b.WriteString("; " + credentialsHint)
+	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
 	}
 	return b.String()
+}
+
+// credentialsHint ends the text of an APIError whose request the server
+// refused for its credentials or its signature. The configuration's names
+// are given because that is where the admin must look; the string to sign
+// is not (it holds the CSR and every parameter): the client gives it to
+// Config.DebugStringToSign, for debug logs only.
+const credentialsHint = "check access_key_secret / access_key_id"
+
+// CredentialsRefused reports whether the server refused the request's
+// credentials or signature: HTTP 401, or an error code or message about the
+// signature or the access key (the API family may send those with HTTP 200
+// and success false). Refusals of the timestamp or the nonce are not: the
+// clock or a replay is to blame then, not the key pair.
+func (e *APIError) CredentialsRefused() bool {
+	if strings.Contains(e.Message, "untrimmed") {
+		// The sandbox found the signature made with the right key over
+		// the values as sent, untrimmed: the client is to blame, not the
+		// key pair.
+		return false
+	}
+	words := strings.FieldsFunc(strings.ToUpper(e.Code), func(r rune) bool {
+		return !('A' <= r && r <= 'Z' || '0' <= r && r <= '9')
+	})
+	for i, w := range words {
+		switch w {
+		case "TIMESTAMP", "NONCE":
+			return false
+		case "SIGN", "SIGNATURE", "SECRET", "ACCESSKEY", "ACCESSKEYID", "APPKEY":
+			return true
+		case "ACCESS":
+			if i+1 < len(words) && words[i+1] == "KEY" {
+				return true
+			}
+		}
+	}
+	msg := strings.ToLower(e.Message)
+	if strings.Contains(msg, "signature") || strings.Contains(e.Message, "签名") { // "signature" in Chinese
+		return true
+	}
+	return e.StatusCode == http.StatusUnauthorized && !strings.Contains(msg, "timestamp") && !strings.Contains(msg, "nonce")
 }
 
 // TransportError means the request got no HTTP reply: the connection could

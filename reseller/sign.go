@@ -5,8 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -44,22 +42,46 @@ func ParseTimestamp(s string) (time.Time, error) {
 
 // StringToSign builds the message that is signed for a request to urlPath
 // with the given parameters (the union of query and body parameters,
-// including accessKeyId, nonce and timestamp but not sign).
+// including accessKeyId, nonce and timestamp but not sign), as the server
+// recomputes it (reseller-api.md, "Authentication" and "What the server
+// sees"):
 //
-// Values may be strings, integers, floats, json.Number-like fmt.Stringers,
-// nested map[string]string or map[string]any (flattened PHP-style as
-// key[sub]), and []string or []any (flattened as key[0], key[1] …). Empty
-// strings and nils are dropped. Keys are sorted in byte order at every level,
-// and a nested map's pairs stand at its parent key's place. Each pair is
-// encoded as PHP's urlencode does, so that the result is byte-identical to
-// what the API family's PHP, Node.js, Go and Python SDKs produce.
+//   - the parameters are taken in their canonical form (see Canonical):
+//     strings trimmed, empty strings and nils left out, booleans as 1 and
+//     0, numbers as PHP prints them, so that no caller can sign a value the
+//     server will not see;
+//   - nested maps and lists are flattened PHP-style, key[sub] and key[0];
+//   - keys are sorted as PHP's ksort does, at every level (byte order,
+//     but integer keys by value: k[2] before k[10]), and a nested map's
+//     pairs stand at its parent key's place;
+//   - each pair is enc(key) + "=" + enc(value) with PHP's urlencode (see
+//     URLEncode), pairs joined by "&", after urlPath and "?".
+//
+// The result is byte-identical to what the API family's PHP SDK signs and
+// its servers check. When Canonical refuses params (invalid UTF-8, NaN, an
+// unsupported type …), StringToSign returns "", which no request's string
+// to sign equals: call Canonical first to learn why, as Client.Do does.
 func StringToSign(urlPath string, params map[string]any) string {
-	var b strings.Builder
-	b.WriteString(urlPath)
-	b.WriteByte('?')
-	first := true
-	appendPairs(&b, &first, "", params)
-	return b.String()
+	c, err := Canonical(params)
+	if err != nil {
+		return ""
+	}
+	return stringToSign(urlPath, c)
+}
+
+// UntrimmedStringToSign is StringToSign without the trimming: strings are
+// signed as given (empty ones and nils are still left out). It is what a
+// client that does not trim signs — dcvd before it knew of the servers'
+// input middleware signed a CSR as …REQUEST-----%0A — and no server of the
+// family accepts it for a value that has surrounding whitespace. It is not
+// a way to sign: the sandbox uses it only to tell such a client why its
+// signature is refused. It returns "" where StringToSign does.
+func UntrimmedStringToSign(urlPath string, params map[string]any) string {
+	c, err := canonicalizer{trim: false}.root(params)
+	if err != nil {
+		return ""
+	}
+	return stringToSign(urlPath, c)
 }
 
 // Sign returns the base64 (standard, padded) HMAC-SHA256 of stringToSign
@@ -73,80 +95,6 @@ func Sign(secret, stringToSign string) string {
 // SignatureEqual compares two signatures in constant time.
 func SignatureEqual(a, b string) bool {
 	return hmac.Equal([]byte(a), []byte(b))
-}
-
-func appendPairs(b *strings.Builder, first *bool, prefix string, params map[string]any) {
-	keys := make([]string, 0, len(params))
-	for k := range params {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // byte order: Go compares strings bytewise
-	for _, k := range keys {
-		appendValue(b, first, joinKey(prefix, k), params[k])
-	}
-}
-
-func joinKey(prefix, k string) string {
-	if prefix == "" {
-		return k
-	}
-	return prefix + "[" + k + "]"
-}
-
-func appendValue(b *strings.Builder, first *bool, key string, v any) {
-	switch v := v.(type) {
-	case nil:
-		return
-	case map[string]any:
-		appendPairs(b, first, key, v)
-		return
-	case map[string]string:
-		m := make(map[string]any, len(v))
-		for k, s := range v {
-			m[k] = s
-		}
-		appendPairs(b, first, key, m)
-		return
-	case []any:
-		for i, e := range v {
-			appendValue(b, first, joinKey(key, strconv.Itoa(i)), e)
-		}
-		return
-	case []string:
-		for i, e := range v {
-			appendValue(b, first, joinKey(key, strconv.Itoa(i)), e)
-		}
-		return
-	}
-	s := paramString(v)
-	if s == "" {
-		return
-	}
-	if !*first {
-		b.WriteByte('&')
-	}
-	*first = false
-	b.WriteString(URLEncode(key))
-	b.WriteByte('=')
-	b.WriteString(URLEncode(s))
-}
-
-// paramString renders a scalar parameter the way the SDKs do: numbers as
-// fmt.Sprint prints them, booleans as PHP's http_build_query does (1 and 0).
-func paramString(v any) string {
-	switch v := v.(type) {
-	case string:
-		return v
-	case bool:
-		if v {
-			return "1"
-		}
-		return "0"
-	case fmt.Stringer:
-		return v.String()
-	default:
-		return fmt.Sprint(v)
-	}
 }
 
 // URLEncode encodes s as PHP's urlencode does: A-Z a-z 0-9 - _ . are kept,

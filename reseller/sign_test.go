@@ -2,6 +2,7 @@ package reseller
 
 import (
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 )
@@ -34,6 +35,148 @@ const (
 		"&unique_id=azgZqJGX"
 	vectorSign = "vLIirvZzgCfbaN6KYP9pZXiRy55dGNZq+fhvIyFyF4Y="
 )
+
+// The canonical vectors: values as a caller may hold them (a CSR ending in
+// a newline, surrounding spaces and tabs, empty and whitespace-only values,
+// a nil, booleans, floats, a list of 12) and the string the server signs
+// after its middleware trimmed the strings and dropped the empty ones
+// (reseller-api.md, "What the server sees"), written out by hand: no %0A
+// after …REQUEST-----, renew=1, the whitespace-only values absent, floats
+// as PHP's http_build_query prints them with precision 14, the list in
+// numeric order (k[9] before k[10]). Signatures by openssl as above; PHP
+// 8.2's http_build_query over the trimmed input gives the same strings.
+const (
+	canonicalReissueStringToSign = "/api/v1/certificate/reissue?" +
+		"accessKeyId=AKID" +
+		"&contact_email=a+b%7Ec%40x.com" +
+		"&cost=4208.01" +
+		"&csr=-----BEGIN+CERTIFICATE+REQUEST-----%0AMIIB%2Bab%2Fcd%3D%3D%0A-----END+CERTIFICATE+REQUEST-----" +
+		"&domain_dcv%5B%2A.example.com%5D=dns" +
+		"&domain_dcv%5Bexample2.com%5D=http" +
+		"&nonce=0123456789abcdef0123456789abcdef" +
+		"&renew=1" +
+		"&service_id=o91bZ" +
+		"&timestamp=2024-05-06T07%3A08%3A09Z" +
+		"&unique_id=azgZqJGX"
+	canonicalReissueSign = "aKJ3ln+0l8iNQoqGKdv6LUv6mqe5aWs+1KecDVnxx1Y="
+
+	canonicalNumbersStringToSign = "/api/v1/certificate/create?" +
+		"accessKeyId=AKID" +
+		"&big=1000000" +
+		"&cost=4208.01" +
+		"&e13=10000000000000" +
+		"&e14=1.0E%2B14" +
+		"&half_even=10000000000000" +
+		"&huge=1.0E%2B15" +
+		"&l%5B0%5D=a&l%5B1%5D=b&l%5B2%5D=c&l%5B3%5D=d&l%5B4%5D=e&l%5B5%5D=f" +
+		"&l%5B6%5D=g&l%5B7%5D=h&l%5B8%5D=i&l%5B9%5D=j&l%5B10%5D=k&l%5B11%5D=l" +
+		"&neg0=0" +
+		"&nonce=0123456789abcdef0123456789abcdef" +
+		"&off=0" +
+		"&on=1" +
+		"&small=0.0001" +
+		"&sum=0.3" +
+		"&timestamp=2024-05-06T07%3A08%3A09Z" +
+		"&tiny=1.0E-5"
+	canonicalNumbersSign = "9tRrNXSjtugaa5I/fb63p4G9UJ3sVMGMAYi5emcMMuk="
+)
+
+// canonicalReissueParams are the business parameters of the canonical
+// reissue vector, untrimmed, as a caller holds them.
+func canonicalReissueParams() map[string]any {
+	return map[string]any{
+		"unique_id":     "  azgZqJGX\t",
+		"service_id":    "o91bZ",
+		"csr":           vectorCSR + "\n", // as pem.EncodeToMemory writes it
+		"contact_email": " a b~c@x.com \n",
+		"notify_url":    "   ", // whitespace only: absent
+		"organization":  "",    // empty: absent
+		"city":          nil,   // nil: absent
+		"renew":         true,
+		"cost":          4208.01,
+		"domain_dcv": map[string]any{
+			"*.example.com":     "dns",
+			"example2.com":      " http\n",
+			"empty.example.com": " \t", // whitespace only: absent
+		},
+	}
+}
+
+// canonicalNumbersParams are the business parameters of the numbers
+// vector.
+func canonicalNumbersParams() map[string]any {
+	return map[string]any{
+		"big":       1e6,
+		"huge":      1e15,
+		"e14":       1e14, // 15 digits before the point: exponential
+		"e13":       1e13,
+		"tiny":      1e-5,
+		"small":     0.0001,
+		"cost":      4208.01,
+		"sum":       0.1 + 0.2,
+		"neg0":      math.Copysign(0, -1),
+		"half_even": 10000000000000.5, // a tie at 14 digits: to even
+		"on":        true,
+		"off":       false,
+		"l":         []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"},
+	}
+}
+
+func withAuth(p map[string]any) map[string]any {
+	p["accessKeyId"] = "AKID"
+	p["nonce"] = "0123456789abcdef0123456789abcdef"
+	p["timestamp"] = "2024-05-06T07:08:09Z"
+	return p
+}
+
+func TestStringToSignCanonicalVectors(t *testing.T) {
+	tests := []struct {
+		name, path string
+		params     map[string]any
+		want, sign string
+	}{
+		{"reissue: trimmed, empty values absent, booleans", vectorPath, withAuth(canonicalReissueParams()), canonicalReissueStringToSign, canonicalReissueSign},
+		{"numbers and a list of 12", "/api/v1/certificate/create", withAuth(canonicalNumbersParams()), canonicalNumbersStringToSign, canonicalNumbersSign},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := StringToSign(tt.path, tt.params)
+			if got != tt.want {
+				t.Fatalf("StringToSign:\n got %s\nwant %s", got, tt.want)
+			}
+			if s := Sign(vectorSecret, got); s != tt.sign {
+				t.Errorf("Sign = %s, want the openssl-computed %s", s, tt.sign)
+			}
+		})
+	}
+}
+
+// UntrimmedStringToSign signs strings as given, which is what a client that
+// does not trim does (the sandbox's diagnosis): only "" and nil are left
+// out.
+func TestUntrimmedStringToSign(t *testing.T) {
+	p := map[string]any{"csr": "A\n", "b": " ", "c": "", "d": nil, "e": map[string]any{"f": "\tg"}, "n": 1e6}
+	if got, want := UntrimmedStringToSign("/p", p), "/p?b=+&csr=A%0A&e%5Bf%5D=%09g&n=1000000"; got != want {
+		t.Errorf("UntrimmedStringToSign:\n got %s\nwant %s", got, want)
+	}
+	if got, want := StringToSign("/p", p), "/p?csr=A&e%5Bf%5D=g&n=1000000"; got != want {
+		t.Errorf("StringToSign:\n got %s\nwant %s", got, want)
+	}
+}
+
+// StringToSign cannot sign what cannot be sent: it returns "", which no
+// request's string to sign equals (it always begins with the path and ?).
+func TestStringToSignRefusesWhatCanonicalRefuses(t *testing.T) {
+	for _, p := range []map[string]any{
+		{"a": "ex\xff"},
+		{"a": math.NaN()},
+		{"a": struct{}{}},
+	} {
+		if got := StringToSign("/p", p); got != "" {
+			t.Errorf("StringToSign(%#v) = %q, want \"\"", p, got)
+		}
+	}
+}
 
 func vectorParams() map[string]any {
 	return map[string]any{
@@ -160,9 +303,32 @@ func TestStringToSignRules(t *testing.T) {
 			want:   "/p?f=0&t=1",
 		},
 		{
-			name:   "numbers as fmt.Sprint prints them",
-			params: map[string]any{"i": 42, "neg": -7, "u": uint8(3), "f": 0.5, "big": int64(1) << 40},
-			want:   "/p?big=1099511627776&f=0.5&i=42&neg=-7&u=3",
+			name:   "numbers as PHP prints them",
+			params: map[string]any{"i": 42, "neg": -7, "u": uint8(3), "f": 0.5, "big": int64(1) << 40, "f32": float32(0.25), "m": 1e6},
+			want:   "/p?big=1099511627776&f=0.5&f32=0.25&i=42&m=1000000&neg=-7&u=3",
+		},
+		{
+			// PHP's trim set only: U+00A0 and U+3000 stay.
+			name:   "trimmed as PHP's trim does",
+			params: map[string]any{"a": " \t\n\r\x00\x0bx y\x0b\x00\r\n\t ", "b": "\u00a0z\u3000", "c": "\f"},
+			want:   "/p?a=x+y&b=%C2%A0z%E3%80%80&c=%0C",
+		},
+		{
+			name:   "whitespace-only values are absent at every level",
+			params: map[string]any{"a": " ", "b": map[string]any{"c": "\n", "d": []string{"\t", ""}}, "e": []any{" ", nil}, "f": "1"},
+			want:   "/p?f=1",
+		},
+		{
+			// PHP's json_decode turns "10" and "9" into integer keys, and
+			// its ksort orders them by value; other keys in byte order.
+			name:   "integer keys by value",
+			params: map[string]any{"m": map[string]any{"10": "x", "9": "y", "b": "z", "-5": "w"}},
+			want:   "/p?m%5B-5%5D=w&m%5B9%5D=y&m%5B10%5D=x&m%5Bb%5D=z",
+		},
+		{
+			name:   "json.Number as json_decode reads it",
+			params: map[string]any{"a": json.Number("1e6"), "b": json.Number("-0"), "c": json.Number("1.0E-5"), "d": json.Number("100.50")},
+			want:   "/p?a=1000000&b=0&c=1.0E-5&d=100.5",
 		},
 		{
 			name:   "string slice flattened, empty element dropped at its index",
