@@ -511,7 +511,9 @@ func (c *Client) decodeReply(op string, resp *http.Response, raw []byte, sign st
 	if err := json.Unmarshal(t, &env); err != nil {
 		return fail(fmt.Errorf("the reply is not valid JSON: %w", err))
 	}
-	ok, err := parseSuccess(env.Success)
+	// One page of the family's docs (the certificate list) shows a
+	// {"code": 0} envelope instead: accepted wherever it comes.
+	ok, err := parseSuccessOrCode(env.Success, t)
 	if err != nil {
 		return fail(err)
 	}

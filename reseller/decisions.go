@@ -16,6 +16,7 @@ const (
 	PathUpdateDCV   = "/certificate/update-dcv"
 	PathValidateDCV = "/certificate/validate-dcv"
 	PathDetail      = "/certificate/detail"
+	PathList        = "/certificate/list"
 )
 
 // Decisions on behaviour the documentation leaves open.
@@ -35,6 +36,13 @@ const (
 	// answers with an order (per-domain dcv statuses), like detail.
 	ValidateDCVTakesServiceID = true
 )
+
+// CodeServiceExpired is the error_code of a reissue refused because the
+// service's paid period has ended (a renewal must be bought and its new
+// service_id used). Decision: no public code is known; the sandbox sends
+// this one, and dcvd also recognises the refusal by its message and never
+// sends a reissue past the service_expires_at it knows of.
+const CodeServiceExpired = "SERVICE_EXPIRED"
 
 // TimestampSkew is how far a request's timestamp may be from the server's
 // clock before the sandbox refuses it. The family's servers tolerate skew

@@ -55,6 +55,11 @@ type Order struct {
 	CAPEM     string    `json:"ca_pem"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
+	// ServiceExpiresAt is the end of the service's paid period, after
+	// which no reissue is possible (a renewal must be bought). Zero when
+	// the reply does not say: the documented reply has no such field, the
+	// list and some of the family's replies do.
+	ServiceExpiresAt time.Time `json:"service_expires_at"`
 	// DCV holds the raw per-domain instructions, sorted by domain.
 	DCV []DCVEntry `json:"dcv"`
 }
@@ -249,6 +254,7 @@ func (o *Order) UnmarshalJSON(b []byte) error {
 		IssuerCert flexString      `json:"issuer_cert"`
 		NotBefore  flexTime        `json:"not_before"`
 		NotAfter   flexTime        `json:"not_after"`
+		ServiceEnd flexTime        `json:"service_expires_at"`
 		DCV        json.RawMessage `json:"dcv"`
 	}
 	if err := json.Unmarshal(b, &raw); err != nil {
@@ -269,12 +275,14 @@ func (o *Order) UnmarshalJSON(b []byte) error {
 		NotAfter:  time.Time(raw.NotAfter),
 		DCV:       dcv,
 	}
+	o.ServiceExpiresAt = time.Time(raw.ServiceEnd)
 	return nil
 }
 
 // MarshalJSON encodes an order in the documented shape (dcv as a map,
 // cert_pem/ca_pem, nulls for what is not there yet), so that an Order
-// can be stored or passed on in the form it came in.
+// can be stored or passed on in the form it came in. service_expires_at,
+// not in the documented shape, is written only when known.
 func (o Order) MarshalJSON() ([]byte, error) {
 	dcv := make(map[string]DCVEntry, len(o.DCV))
 	for _, e := range o.DCV {
@@ -283,17 +291,19 @@ func (o Order) MarshalJSON() ([]byte, error) {
 		dcv[e.Domain] = e2
 	}
 	return json.Marshal(struct {
-		Cost      float64             `json:"cost"`
-		ServiceID string              `json:"service_id"`
-		CAID      string              `json:"caid"`
-		Status    string              `json:"status"`
-		CertPEM   *string             `json:"cert_pem"`
-		CAPEM     *string             `json:"ca_pem"`
-		NotBefore *string             `json:"not_before"`
-		NotAfter  *string             `json:"not_after"`
-		DCV       map[string]DCVEntry `json:"dcv"`
+		Cost      float64 `json:"cost"`
+		ServiceID string  `json:"service_id"`
+		CAID      string  `json:"caid"`
+		Status    string  `json:"status"`
+		CertPEM   *string `json:"cert_pem"`
+		CAPEM     *string `json:"ca_pem"`
+		NotBefore *string `json:"not_before"`
+		NotAfter  *string `json:"not_after"`
+		// ServiceEnd is service_expires_at.
+		ServiceEnd *string             `json:"service_expires_at,omitempty"`
+		DCV        map[string]DCVEntry `json:"dcv"`
 	}{o.Cost, o.ServiceID, o.CAID, o.Status, nullable(o.CertPEM), nullable(o.CAPEM),
-		nullableTime(o.NotBefore), nullableTime(o.NotAfter), dcv})
+		nullableTime(o.NotBefore), nullableTime(o.NotAfter), nullableTime(o.ServiceExpiresAt), dcv})
 }
 
 // MarshalJSON leaves the domain out when it is empty (the map form keys

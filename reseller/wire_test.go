@@ -200,8 +200,44 @@ func TestDecodeOrderDrift(t *testing.T) {
 			},
 		},
 		{
+			name: "service_expires_at in each layout",
+			data: `{"service_expires_at":"2025-01-02 03:04:05"}`,
+			check: func(t *testing.T, o Order) {
+				if !o.ServiceExpiresAt.Equal(at) {
+					t.Errorf("ServiceExpiresAt = %s, want %s", o.ServiceExpiresAt.UTC(), at)
+				}
+				for _, v := range []string{`"2025-01-02T03:04:05+08:00"`, `1735758245`, `"1735758245"`} {
+					var o2 Order
+					if err := json.Unmarshal([]byte(`{"service_expires_at":`+v+`}`), &o2); err != nil || !o2.ServiceExpiresAt.Equal(at) {
+						t.Errorf("service_expires_at %s: %s, %v", v, o2.ServiceExpiresAt.UTC(), err)
+					}
+				}
+				var day Order
+				if err := json.Unmarshal([]byte(`{"service_expires_at":"2025-01-02"}`), &day); err != nil ||
+					!day.ServiceExpiresAt.Equal(time.Date(2025, 1, 1, 16, 0, 0, 0, time.UTC)) {
+					t.Errorf("a date alone: %s, %v", day.ServiceExpiresAt.UTC(), err)
+				}
+			},
+		},
+		{
+			name: "service_expires_at absent, null or empty",
+			data: `{"service_id":"s"}`,
+			check: func(t *testing.T, o Order) {
+				for _, v := range []string{`null`, `""`, `"0000-00-00 00:00:00"`} {
+					var o2 Order
+					if err := json.Unmarshal([]byte(`{"service_expires_at":`+v+`}`), &o2); err != nil || !o2.ServiceExpiresAt.IsZero() {
+						t.Errorf("service_expires_at %s: %s, %v", v, o2.ServiceExpiresAt, err)
+					}
+				}
+				if !o.ServiceExpiresAt.IsZero() {
+					t.Errorf("absent: %s", o.ServiceExpiresAt)
+				}
+			},
+		},
+		{name: "service_expires_at is not a time", data: `{"service_expires_at":"next year"}`, wantErr: true},
+		{
 			name: "null dcv and null everything",
-			data: `{"service_id":null,"cost":null,"dcv":null,"not_after":null}`,
+			data: `{"service_id":null,"cost":null,"dcv":null,"not_after":null,"service_expires_at":null}`,
 			check: func(t *testing.T, o Order) {
 				if !reflect.DeepEqual(o, Order{}) {
 					t.Errorf("order = %+v, want the zero order", o)
@@ -240,6 +276,7 @@ func TestOrderJSONRoundTrip(t *testing.T) {
 	issued.CAPEM = "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"
 	issued.NotBefore = time.Date(2024, 5, 6, 0, 0, 0, 0, time.UTC)
 	issued.NotAfter = time.Date(2025, 5, 6, 23, 59, 59, 0, time.UTC)
+	issued.ServiceExpiresAt = time.Date(2026, 5, 6, 0, 0, 0, 0, time.UTC)
 
 	for name, in := range map[string]Order{"seed": loadSeedOrder(t), "issued": issued, "zero": {}} {
 		t.Run(name, func(t *testing.T) {
@@ -251,11 +288,13 @@ func TestOrderJSONRoundTrip(t *testing.T) {
 			if err := json.Unmarshal(b, &out); err != nil {
 				t.Fatalf("decoding %s: %v", b, err)
 			}
-			if !out.NotBefore.Equal(in.NotBefore) || !out.NotAfter.Equal(in.NotAfter) {
-				t.Errorf("times changed: %v %v -> %v %v", in.NotBefore, in.NotAfter, out.NotBefore, out.NotAfter)
+			if !out.NotBefore.Equal(in.NotBefore) || !out.NotAfter.Equal(in.NotAfter) || !out.ServiceExpiresAt.Equal(in.ServiceExpiresAt) {
+				t.Errorf("times changed: %v %v %v -> %v %v %v", in.NotBefore, in.NotAfter, in.ServiceExpiresAt,
+					out.NotBefore, out.NotAfter, out.ServiceExpiresAt)
 			}
 			// Times compare by instant above; the rest must be identical.
 			in.NotBefore, in.NotAfter, out.NotBefore, out.NotAfter = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+			in.ServiceExpiresAt, out.ServiceExpiresAt = time.Time{}, time.Time{}
 			if !reflect.DeepEqual(in, out) {
 				t.Errorf("round trip changed the order:\n in %+v\nout %+v\njson %s", in, out, b)
 			}
@@ -275,6 +314,9 @@ func TestOrderJSONRoundTrip(t *testing.T) {
 		if string(shape[k]) != "null" {
 			t.Errorf("%s = %s, want null", k, shape[k])
 		}
+	}
+	if _, ok := shape["service_expires_at"]; ok {
+		t.Errorf("service_expires_at = %s for an order without it, want it left out (not in the documented shape)", shape["service_expires_at"])
 	}
 	if !strings.HasPrefix(string(shape["dcv"]), `{"a.example":`) {
 		t.Errorf("dcv = %s, want a map keyed by domain", shape["dcv"])

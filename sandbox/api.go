@@ -20,8 +20,9 @@ const apiPrefix = "/api/v1"
 
 // Error codes of refusals (the error_code field). Authentication refusals
 // come with HTTP 401; business refusals (balance, unknown service, order
-// state) with HTTP 200 and success false, as the API family does; field
-// validation errors with HTTP 422 and an errors object instead of a code.
+// state) with HTTP 200 and success false, as the API family does, but for
+// an ended service's (HTTP 400); field validation errors with HTTP 422 and
+// an errors object instead of a code.
 const (
 	CodeMissingParameter    = "MISSING_PARAMETER"    // accessKeyId, nonce, timestamp or sign missing
 	CodeUnknownAccessKey    = "UNKNOWN_ACCESS_KEY"   // accessKeyId is not the account's
@@ -34,6 +35,7 @@ const (
 	CodeServiceNotFound     = "SERVICE_NOT_FOUND"    // no such service_id
 	CodeProductNotFound     = "PRODUCT_NOT_FOUND"    // no such product_id
 	CodeOrderNotPending     = "ORDER_NOT_PENDING"    // the service has no order in a state that allows the call
+	CodeServiceExpired      = "SERVICE_EXPIRED"      // HTTP 400: the service's paid period is over (reseller.CodeServiceExpired)
 	CodeRateLimited         = "RATE_LIMITED"         // HTTP 429, see Retry-After
 	CodeInvalidRequest      = "INVALID_REQUEST"      // body not JSON, too large, repeated query parameter
 	CodeNotFound            = "NOT_FOUND"            // no such endpoint
@@ -117,6 +119,7 @@ var routes = map[string]route{
 	reseller.PathUpdateDCV:   {http.MethodPost, (*Server).updateDCV},
 	reseller.PathValidateDCV: {http.MethodPost, (*Server).validateDCV},
 	reseller.PathDetail:      {http.MethodGet, (*Server).detail},
+	reseller.PathList:        {http.MethodGet, (*Server).list},
 }
 
 // handleAPI serves one API request without faults: route, parameters,
@@ -190,10 +193,13 @@ func (s *Server) create(_ context.Context, p params) (any, *apiError) {
 	if productID == "" && len(fe["product_id"]) == 0 {
 		fe.add("product_id", "is required")
 	}
+	months := 0
 	if p.present("period") {
-		if n, err := strconv.Atoi(p.str("period", fe)); err != nil || n < 1 || n > 120 {
+		n, err := strconv.Atoi(p.str("period", fe))
+		if err != nil || n < 1 || n > 120 {
 			fe.add("period", "must be a number of months between 1 and 120")
 		}
+		months = n
 	}
 
 	s.mu.Lock()
@@ -229,6 +235,7 @@ func (s *Server) create(_ context.Context, p params) (any, *apiError) {
 			sv = &serviceState{ID: id, ProductID: prod.ID, MaxDomains: prod.MaxDomains}
 		}
 	}
+	startService(s.st, sv, s.cfg.Now(), months, s.servicePeriod())
 	o, err := s.newOrder(uid, sv, "create", cost, req, p.fingerprint())
 	if err != nil {
 		return nil, internalError(err)
@@ -268,6 +275,11 @@ func (s *Server) reissue(_ context.Context, p params) (any, *apiError) {
 	sv, ok := s.st.Services[serviceID]
 	if !ok {
 		return nil, refuse(CodeServiceNotFound, "no service %q", serviceID)
+	}
+	// After the replay above: a reissue accepted before the end is still
+	// answered with its order.
+	if endedLocked(sv, s.cfg.Now()) {
+		return nil, serviceExpired(sv)
 	}
 	prod := s.st.Products[sv.ProductID]
 	if !p.present("domain_dcv") && !p.present("csr") {
@@ -489,7 +501,7 @@ func (s *Server) currentView(serviceID string) wireOrder {
 	if o := s.st.Orders[sv.Current]; o != nil {
 		return s.orderViewLocked(o, 0)
 	}
-	return wireOrder{ServiceID: serviceID, Status: statusPending, DCV: map[string]wireDCV{}}
+	return wireOrder{ServiceID: serviceID, Status: statusPending, ServiceExpiresAt: wireTime(sv.Ends), DCV: map[string]wireDCV{}}
 }
 
 func contains(list []string, v string) bool {

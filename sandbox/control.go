@@ -17,6 +17,13 @@ import (
 //	GET  /sandbox/services                           services, their current order and certificate
 //	POST /sandbox/approve-email?service_id=&domain=  approve an e-mail validation
 //	POST /sandbox/balance?set=AMOUNT                 set the account balance
+//	POST /sandbox/service-end?service_id=&ends=      set the end of a service's paid period
+//
+// service-end also takes its parameters as a JSON body
+// ({"service_id": "demo", "ends": "2026-11-30T00:00:00+08:00"}); ends is
+// RFC 3339, a date alone (midnight in the API's zone, UTC+8), or "none"
+// (or empty) for no end. It answers with the service as /sandbox/services
+// shows it.
 //
 // JSON replies use the API's envelope.
 func (s *Server) registerControl(mux *http.ServeMux) {
@@ -52,6 +59,7 @@ func (s *Server) registerControl(mux *http.ServeMux) {
 		}
 		writeOK(w, map[string]float64{"balance": s.Balance()})
 	})
+	mux.HandleFunc("POST /sandbox/service-end", s.serveServiceEnd)
 	mux.HandleFunc("/sandbox/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, envelope{Message: "no control endpoint " + r.Method + " " + r.URL.Path, ErrorCode: CodeNotFound})
 	})
@@ -75,6 +83,9 @@ type serviceView struct {
 	// Order is the current order (unique_id, status), if any.
 	OrderUniqueID string `json:"order_unique_id,omitempty"`
 	OrderStatus   string `json:"order_status,omitempty"`
+	// Created and Period: when the service was bought, for how long.
+	Created time.Time `json:"created_at,omitzero"`
+	Period  string    `json:"period,omitempty"`
 	// Certificate in force, if any.
 	Serial   string    `json:"serial,omitempty"`
 	Names    []string  `json:"names,omitempty"`
@@ -88,7 +99,8 @@ func (s *Server) serviceViews() []serviceView {
 	for _, sv := range s.st.Services {
 		v := serviceView{Service: Service{
 			ID: sv.ID, ProductID: sv.ProductID, MaxDomains: sv.MaxDomains, Domains: append([]string{}, sv.Paid...),
-		}}
+			Expires: sv.Ends,
+		}, Created: sv.Created, Period: sv.Period}
 		if o := s.st.Orders[sv.Current]; o != nil {
 			v.OrderUniqueID, v.OrderStatus = o.UniqueID, o.Status
 		}

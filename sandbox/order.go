@@ -212,15 +212,18 @@ func (s *Server) revokeLocked(sv *serviceState, uid string, dropped []string) {
 // dcv map's subdomain and topleveldomain filled correctly (the
 // documentation's own example gets them wrong).
 type wireOrder struct {
-	Cost      float64            `json:"cost"`
-	ServiceID string             `json:"service_id"`
-	CAID      string             `json:"caid"`
-	Status    string             `json:"status"`
-	CertPEM   *string            `json:"cert_pem"`
-	CAPEM     *string            `json:"ca_pem"`
-	NotBefore *string            `json:"not_before"`
-	NotAfter  *string            `json:"not_after"`
-	DCV       map[string]wireDCV `json:"dcv"`
+	Cost      float64 `json:"cost"`
+	ServiceID string  `json:"service_id"`
+	CAID      string  `json:"caid"`
+	Status    string  `json:"status"`
+	CertPEM   *string `json:"cert_pem"`
+	CAPEM     *string `json:"ca_pem"`
+	NotBefore *string `json:"not_before"`
+	NotAfter  *string `json:"not_after"`
+	// ServiceExpiresAt, not in the documented reply, is the end of the
+	// service's paid period (null: none), as the list shows it.
+	ServiceExpiresAt *string            `json:"service_expires_at"`
+	DCV              map[string]wireDCV `json:"dcv"`
 }
 
 // wireDCV is one name's validation. Message, not in the documentation, says
@@ -244,6 +247,9 @@ func (s *Server) orderViewLocked(o *orderState, cost float64) wireOrder {
 		CAID:      o.CAID,
 		Status:    o.Status,
 		DCV:       make(map[string]wireDCV, len(o.DCV)),
+	}
+	if sv := s.st.Services[o.ServiceID]; sv != nil {
+		v.ServiceExpiresAt = wireTime(sv.Ends)
 	}
 	if o.CertPEM != "" {
 		cert, ca := o.CertPEM, o.CAPEM
@@ -393,7 +399,9 @@ func (s *Server) runCheck(ctx context.Context, t checkTask) error {
 	}
 }
 
-// maybeIssueLocked issues the order's certificate if every name is valid.
+// maybeIssueLocked issues the order's certificate if every name is valid,
+// valid until the service's end at the latest; an order whose service has
+// ended is marked expired instead.
 func (s *Server) maybeIssueLocked(o *orderState) error {
 	if o.Status != statusPending {
 		return nil
@@ -403,11 +411,22 @@ func (s *Server) maybeIssueLocked(o *orderState) error {
 			return nil
 		}
 	}
+	now := s.cfg.Now()
+	sv := s.st.Services[o.ServiceID]
+	if sv != nil && endedLocked(sv, now) {
+		// Validated too late: the paid period ended while the order
+		// waited, and a certificate may not outlive it.
+		o.Status = statusExpired
+		s.log.Warn("order not issued: its service ended before its validations passed",
+			zap.String("service_id", o.ServiceID), zap.String("unique_id", o.UniqueID), zap.Time("service_ended", sv.Ends))
+		s.notifyLocked(o)
+		return nil
+	}
 	csr, err := parseCSR(o.CSR)
 	if err != nil {
 		return fmt.Errorf("issue order %s: %w", o.UniqueID, err)
 	}
-	certPEM, serial, err := s.ca.issue(csr, o.Domains, s.cfg.Now(), s.cfg.Validity)
+	certPEM, serial, err := s.ca.issue(csr, o.Domains, now, capValidity(sv, now, s.cfg.Validity))
 	if err != nil {
 		return fmt.Errorf("issue order %s: %w", o.UniqueID, err)
 	}
@@ -424,7 +443,7 @@ func (s *Server) maybeIssueLocked(o *orderState) error {
 	o.CAPEM = s.ca.chainPEM()
 	o.Serial = serial
 	o.NotBefore, o.NotAfter = cert.NotBefore, cert.NotAfter
-	if sv := s.st.Services[o.ServiceID]; sv != nil && sv.Current == o.UniqueID {
+	if sv != nil && sv.Current == o.UniqueID {
 		sv.Issued = &issuedCert{
 			UniqueID:  o.UniqueID,
 			Serial:    serial,

@@ -72,8 +72,14 @@ type Config struct {
 	// disables the cache).
 	NegativeCacheTTL time.Duration
 
-	// Validity is the lifetime of issued certificates (default 90 days).
+	// Validity is the lifetime of issued certificates (default 90 days),
+	// cut to the end of the service's paid period.
 	Validity time.Duration
+	// ServicePeriod is the paid period of a new service, from its
+	// creation, when neither Service.Expires nor create's period says
+	// otherwise (default DefaultServicePeriod, a year; negative: new
+	// services never end). Services already in the state keep theirs.
+	ServicePeriod time.Duration
 	// CheckInterval is how often Start's loop re-checks pending orders
 	// (default 1m); a negative value disables the loop, so that only
 	// update-dcv and validate-dcv check.
@@ -139,6 +145,12 @@ type Service struct {
 	MaxDomains int `json:"max_domains"`
 	// Domains are the names already paid for: adding them costs nothing.
 	Domains []string `json:"domains"`
+	// Expires is the end of the paid period: no reissue after it, and no
+	// certificate valid beyond it. Zero means Config.ServicePeriod from the
+	// service's creation. A non-zero value also replaces the end of a
+	// service already in the state, so that editing the catalogue and
+	// restarting moves the end.
+	Expires time.Time `json:"service_expires_at,omitzero"`
 }
 
 // Charge is one entry of the ledger.
@@ -253,7 +265,7 @@ func New(cfg Config) (*Server, error) {
 	if !existed {
 		st.Balance = roundMoney(cfg.Balance)
 	}
-	if err := applyCatalogue(st, cfg.Products, cfg.Services); err != nil {
+	if err := applyCatalogue(st, cfg.Products, cfg.Services, cfg.Now(), servicePeriod(cfg.ServicePeriod)); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	if cfg.AccessKeyID != "" {
@@ -313,8 +325,10 @@ func New(cfg Config) (*Server, error) {
 }
 
 // applyCatalogue merges the configured catalogue into the state: products
-// are replaced, services are only added.
-func applyCatalogue(st *state, products []Product, services []Service) error {
+// are replaced, services are only added (but for a configured end, which
+// replaces theirs). New services start at now and last period (0: no end)
+// unless they have their own end.
+func applyCatalogue(st *state, products []Product, services []Service, now time.Time, period time.Duration) error {
 	if len(products) == 0 && len(services) == 0 && len(st.Products) == 0 {
 		products, services = DefaultProducts(), DefaultServices()
 	}
@@ -346,7 +360,10 @@ func applyCatalogue(st *state, products []Product, services []Service) error {
 		if !ok {
 			return fmt.Errorf("service %s: unknown product %q", sv.ID, sv.ProductID)
 		}
-		if _, ok := st.Services[sv.ID]; ok {
+		if old, ok := st.Services[sv.ID]; ok {
+			if !sv.Expires.IsZero() {
+				old.Ends = sv.Expires.Truncate(time.Second)
+			}
 			continue
 		}
 		maxDomains := sv.MaxDomains
@@ -364,12 +381,19 @@ func applyCatalogue(st *state, products []Product, services []Service) error {
 			}
 			paid = append(paid, n.name)
 		}
-		st.Services[sv.ID] = &serviceState{
+		svs := &serviceState{
 			ID:         sv.ID,
 			ProductID:  sv.ProductID,
 			MaxDomains: maxDomains,
 			Paid:       sortedUnique(paid),
 		}
+		if !sv.Expires.IsZero() {
+			startService(st, svs, now, 0, 0)
+			svs.Ends = sv.Expires.Truncate(time.Second)
+		} else {
+			startService(st, svs, now, 0, period)
+		}
+		st.Services[sv.ID] = svs
 	}
 	return nil
 }
@@ -502,6 +526,7 @@ func (s *Server) Services() []Service {
 			ProductID:  sv.ProductID,
 			MaxDomains: sv.MaxDomains,
 			Domains:    append([]string(nil), sv.Paid...),
+			Expires:    sv.Ends,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

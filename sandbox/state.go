@@ -25,6 +25,7 @@ const (
 	statusIssued    = "issued"
 	statusRevoked   = "revoked"
 	statusCancelled = "cancelled" // superseded by a later reissue before it was issued
+	statusExpired   = "expired"   // its validations passed after the service had ended: never issued
 
 	dcvPending = "pending"
 	dcvValid   = "valid"
@@ -49,12 +50,28 @@ type state struct {
 }
 
 // serviceState is a purchased certificate and what the CA remembers of it.
+//
+// Number, Created, Ends and Period came with the certificate list and the
+// services' paid periods. A state file written before them loads with every
+// service numbered in service_id order, no creation time and no end (the
+// services never end, as before): an end is set on such a service with
+// SetServiceEnd, POST /sandbox/service-end or a configured Service.Expires.
 type serviceState struct {
 	ID         string   `json:"id"`
 	ProductID  string   `json:"product_id"`
 	MaxDomains int      `json:"max_domains"`
 	Paid       []string `json:"paid_domains"` // sorted
-	LastCSR    string   `json:"last_csr,omitempty"`
+	// Number is the service's id in the certificate list, in order of
+	// creation.
+	Number  int       `json:"number,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+	// Ends is the end of the paid period (zero: none): no reissue at or
+	// after it, and no certificate valid beyond it.
+	Ends time.Time `json:"ends,omitzero"`
+	// Period describes the paid period in the list ("1 Year"); empty when
+	// unknown.
+	Period  string `json:"period,omitempty"`
+	LastCSR string `json:"last_csr,omitempty"`
 	// Domains and LastMethods are the names of the latest order (CN first)
 	// and how each was validated: a reissue without domain_dcv reuses them.
 	Domains     []string          `json:"domains,omitempty"`
@@ -167,6 +184,12 @@ func loadState(path string) (st *state, existed bool, err error) {
 			return nil, false, fmt.Errorf("state file %s: order %q is incomplete", path, id)
 		}
 	}
+	for id, sv := range st.Services {
+		if sv == nil {
+			return nil, false, fmt.Errorf("state file %s: service %q is incomplete", path, id)
+		}
+	}
+	numberServices(st)
 	return st, true, nil
 }
 

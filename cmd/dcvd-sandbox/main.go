@@ -74,6 +74,7 @@ type options struct {
 	accessKeyID, secretFile                 string
 	dnsServer, httpAddr, httpsAddr          string
 	negativeCache, validity, checkInterval  time.Duration
+	servicePeriod                           periodFlag
 	autoApproveEmail                        bool
 	caDomain                                string
 	balance                                 float64
@@ -100,6 +101,8 @@ func parseFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.httpsAddr, "https-addr", "", "`host:port` the CA connects to for https validation files (empty: the domain itself on port 443)")
 	fs.DurationVar(&o.negativeCache, "negative-cache", 5*time.Minute, "how long a failed DNS check is remembered: a re-check inside it fails without asking (negative: no cache)")
 	fs.DurationVar(&o.validity, "validity", sandbox.DefaultValidity, "lifetime of issued certificates")
+	o.servicePeriod = periodFlag(sandbox.DefaultServicePeriod)
+	fs.Var(&o.servicePeriod, "service-period", "paid `period` of a new service from its creation (a duration, or days as 30d, or years as 1y = 365d; none: services never end); certificates are cut to the service's end and reissues after it refused; services already in the state keep their end (set it with POST /sandbox/service-end)")
 	fs.DurationVar(&o.checkInterval, "check-interval", sandbox.DefaultCheckInterval, "how often pending orders are re-checked in the background (negative: only on update-dcv and validate-dcv)")
 	fs.BoolVar(&o.autoApproveEmail, "auto-approve-email", false, "pass e-mail validations at their first check (otherwise: POST /sandbox/approve-email?service_id=&domain=)")
 	fs.StringVar(&o.caDomain, "ca-domain", sandbox.DefaultCADomain, "`domain` ending the CNAME targets and validation files")
@@ -150,6 +153,10 @@ new domain) and the service "demo" of it. A --config file looks like:
   product_id = "sectigo-dv-multi"
   max_domains = 0              # 0: the product's
   domains = ["example.com"]    # names already paid for
+  # The end of the paid period (default: --service-period from the
+  # service's creation); it also moves the end of a service already in
+  # the state.
+  expires = 2027-11-30T00:00:00+08:00
 `)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -211,10 +218,11 @@ type catalogueFile struct {
 		DomainPrice  float64 `toml:"domain_price"`
 	} `toml:"product"`
 	Service []struct {
-		ID         string   `toml:"id"`
-		ProductID  string   `toml:"product_id"`
-		MaxDomains int      `toml:"max_domains"`
-		Domains    []string `toml:"domains"`
+		ID         string    `toml:"id"`
+		ProductID  string    `toml:"product_id"`
+		MaxDomains int       `toml:"max_domains"`
+		Domains    []string  `toml:"domains"`
+		Expires    time.Time `toml:"expires"`
 	} `toml:"service"`
 }
 
@@ -248,7 +256,7 @@ func loadCatalogue(path string) ([]sandbox.Product, []sandbox.Service, error) {
 		if s.ID == "" || s.ProductID == "" {
 			return nil, nil, fmt.Errorf("config %s: service %d needs an id and a product_id", path, i+1)
 		}
-		services = append(services, sandbox.Service{ID: s.ID, ProductID: s.ProductID, MaxDomains: s.MaxDomains, Domains: s.Domains})
+		services = append(services, sandbox.Service{ID: s.ID, ProductID: s.ProductID, MaxDomains: s.MaxDomains, Domains: s.Domains, Expires: s.Expires})
 	}
 	return products, services, nil
 }
@@ -321,6 +329,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		HTTPSAddr:        o.httpsAddr,
 		NegativeCacheTTL: o.negativeCache,
 		Validity:         o.validity,
+		ServicePeriod:    time.Duration(o.servicePeriod),
 		CheckInterval:    o.checkInterval,
 		AutoApproveEmail: o.autoApproveEmail,
 		CADomain:         o.caDomain,
@@ -365,7 +374,7 @@ func printBanner(w io.Writer, base string, sb *sandbox.Server) {
 	fmt.Fprintf(w, "  access key id:     %s\n", id)
 	fmt.Fprintf(w, "  access key secret: %s\n", secret)
 	fmt.Fprintf(w, "  root certificate:  %s\n", sb.RootPath())
-	fmt.Fprintf(w, "  control:           %s/sandbox/ (ledger, revocations, services, root.pem, approve-email, balance)\n", base)
+	fmt.Fprintf(w, "  control:           %s/sandbox/ (ledger, revocations, services, root.pem, approve-email, balance, service-end)\n", base)
 	fmt.Fprintf(w, "  balance:           %.2f\n", sb.Balance())
 	services := sb.Services()
 	sort.Slice(services, func(i, j int) bool { return services[i].ID < services[j].ID })
@@ -375,6 +384,62 @@ func printBanner(w io.Writer, base string, sb *sandbox.Server) {
 		if len(s.Domains) > 0 {
 			paid = strings.Join(s.Domains, ", ")
 		}
-		fmt.Fprintf(w, "    %-12s product %s, at most %d domains, paid for: %s\n", s.ID, s.ProductID, s.MaxDomains, paid)
+		ends := "never"
+		if !s.Expires.IsZero() {
+			ends = s.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "    %-12s product %s, at most %d domains, paid for: %s, ends: %s\n", s.ID, s.ProductID, s.MaxDomains, paid, ends)
 	}
+}
+
+// periodFlag is --service-period: a Go duration, whole days ("30d") or years
+// of 365 days ("1y"), or "none" (or 0) for services that never end, which
+// the sandbox's Config writes as a negative period.
+type periodFlag time.Duration
+
+func (p *periodFlag) String() string {
+	d := time.Duration(*p)
+	const day = 24 * time.Hour
+	switch {
+	case d < 0:
+		return "none"
+	case d > 0 && d%(365*day) == 0:
+		return fmt.Sprintf("%dy", d/(365*day))
+	case d > 0 && d%day == 0:
+		return fmt.Sprintf("%dd", d/day)
+	default:
+		return d.String()
+	}
+}
+
+func (p *periodFlag) Set(v string) error {
+	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "none") || v == "0" {
+		*p = periodFlag(-1)
+		return nil
+	}
+	var d time.Duration
+	if n, unit := strings.TrimRight(v, "dy"), strings.TrimLeft(v, "0123456789"); unit == "d" || unit == "y" {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 {
+			return fmt.Errorf("want a positive number of days or years, got %q", v)
+		}
+		if unit == "y" {
+			days *= 365
+		}
+		if days > 100*365 {
+			return fmt.Errorf("the period %q is more than a century", v)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("want a duration (720h), days (30d), years (1y) or none, got %q", v)
+		}
+	}
+	if d <= 0 {
+		return fmt.Errorf("the period %q is not positive (none: services never end)", v)
+	}
+	*p = periodFlag(d)
+	return nil
 }

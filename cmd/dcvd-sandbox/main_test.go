@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dcvd/dcvd/sandbox"
 )
 
 func TestHelpDocumentsEveryFlag(t *testing.T) {
@@ -24,7 +26,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	help := out.String()
 	for _, name := range []string{
 		"listen", "state-dir", "config", "service", "access-key-id", "access-key-secret-file", "dns-server",
-		"http-addr", "https-addr", "negative-cache", "validity", "check-interval", "auto-approve-email", "ca-domain",
+		"http-addr", "https-addr", "negative-cache", "validity", "service-period", "check-interval", "auto-approve-email", "ca-domain",
 		"balance", "fault-error-rate", "fault-rate-limit-rate", "fault-retry-after", "fault-malformed-rate",
 		"fault-reset-rate", "fault-latency", "fault-seed", "log-level",
 	} {
@@ -44,7 +46,8 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 			t.Errorf("--%s does not show its default: %q", name, entry)
 		}
 	}
-	for _, want := range []string{"127.0.0.1:8600", "./dcvd-sandbox-state", "5m0s", "2160h0m0s", "base URL", "access key", "sectigo-dv-multi"} {
+	for _, want := range []string{"127.0.0.1:8600", "./dcvd-sandbox-state", "5m0s", "2160h0m0s", "(default 1y)", "base URL", "access key",
+		"sectigo-dv-multi", "expires = ", "service-end"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -62,7 +65,24 @@ func TestParseFlags(t *testing.T) {
 	if o.faults.ErrorRate != 0.5 || o.faults.Seed != 9 || o.faults.RetryAfter != time.Second {
 		t.Errorf("faults %+v", o.faults)
 	}
+	if time.Duration(o.servicePeriod) != sandbox.DefaultServicePeriod {
+		t.Errorf("default service period %s", time.Duration(o.servicePeriod))
+	}
+	for _, tt := range []struct {
+		arg  string
+		want time.Duration
+	}{
+		{"1y", 365 * 24 * time.Hour}, {"2y", 730 * 24 * time.Hour}, {"30d", 30 * 24 * time.Hour}, {"36h", 36 * time.Hour},
+		{"none", -1}, {"0", -1},
+	} {
+		o, err := parseFlags([]string{"--service-period", tt.arg}, io.Discard)
+		if err != nil || time.Duration(o.servicePeriod) != tt.want {
+			t.Errorf("--service-period %s: %v, %v; want %s", tt.arg, o, err, tt.want)
+		}
+	}
 	for _, bad := range [][]string{
+		{"--service-period", "-1h"}, {"--service-period", "0d"}, {"--service-period", "d"}, {"--service-period", "1.5y"},
+		{"--service-period", "1000y"}, {"--service-period", "soon"},
 		{"--service", "a"}, {"--service", "a:p:x"}, {"--service", "a:p:-1"}, {"--service", ":p"}, {"extra"}, {"--nope"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
@@ -91,6 +111,7 @@ domain_price = 3.5
 id = "s"
 product_id = "p"
 domains = ["example.com"]
+expires = 2027-11-30T00:00:00+08:00
 `)
 	products, services, err := loadCatalogue(good)
 	if err != nil {
@@ -98,6 +119,9 @@ domains = ["example.com"]
 	}
 	if len(products) != 1 || products[0].DomainPrice != 3.5 || len(services) != 1 || services[0].Domains[0] != "example.com" {
 		t.Errorf("got %+v %+v", products, services)
+	}
+	if want := time.Date(2027, 11, 29, 16, 0, 0, 0, time.UTC); len(services) == 1 && !services[0].Expires.Equal(want) {
+		t.Errorf("expires %s, want %s", services[0].Expires, want)
 	}
 	bad := write("bad.toml", "[[product]]\nid = \"p\"\nmax_domains = 2\ndomian_price = 3\n")
 	if _, _, err := loadCatalogue(bad); err == nil || !strings.Contains(err.Error(), "domian_price") {
@@ -122,7 +146,7 @@ func TestRunPrintsBannerAndStops(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--state-dir", filepath.Join(dir, "state"),
 			"--access-key-id", "AKTEST", "--access-key-secret-file", secretFile, "--check-interval", "-1s",
-			"--service", "extra:sectigo-dv-multi:5"}, pw, io.Discard)
+			"--service", "extra:sectigo-dv-multi:5", "--service-period", "none"}, pw, io.Discard)
 		pw.Close()
 	}()
 	sc := bufio.NewScanner(pr)
@@ -139,7 +163,7 @@ func TestRunPrintsBannerAndStops(t *testing.T) {
 		}
 	}
 	text := strings.Join(banner, "\n")
-	for _, want := range []string{"AKTEST", "topsecret", filepath.Join(dir, "state", "ca", "root.pem"), "extra", "at most 5 domains"} {
+	for _, want := range []string{"AKTEST", "topsecret", filepath.Join(dir, "state", "ca", "root.pem"), "extra", "at most 5 domains", "ends: never"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("banner lacks %q:\n%s", want, text)
 		}
