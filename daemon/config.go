@@ -166,6 +166,10 @@ type DaemonConfig struct {
 	// without a successful renewal raises an alert, each once, most
 	// distant first.
 	ExpiryAlertDays []int
+	// ServiceAlertDays are the days before its service (the paid period
+	// of the order) ends at which a certificate raises an alert, each
+	// once, most distant first: after the end no reissue can renew it.
+	ServiceAlertDays []int
 	// HistoryRetention is how long the history of ended orders (attempts
 	// and order rows) is kept; HistoryPerCertificate how many of a
 	// certificate's attempts at most. The keys of failed and superseded
@@ -261,6 +265,10 @@ const (
 
 // DefaultExpiryAlertDays escalate as expiry nears.
 var DefaultExpiryAlertDays = []int{14, 7, 3, 1}
+
+// DefaultServiceAlertDays leave time to buy a renewal: a purchase may need
+// an approval, a budget or a new order's validation.
+var DefaultServiceAlertDays = []int{60, 30, 14, 7}
 
 // CertConfig is one [[certificate]].
 type CertConfig struct {
@@ -897,18 +905,19 @@ func (l *loader) secretFrom(s section, key string) (value, used string, set bool
 }
 
 var cfgDaemonKeys = []string{"state_dir", "schedule", "callback_listen", "callback_url", "http_listen",
-	"max_concurrent", "poll_interval", "log_format", "log_level", "metrics_listen", "expiry_alert_days",
+	"max_concurrent", "poll_interval", "log_format", "log_level", "metrics_listen", "expiry_alert_days", "service_alert_days",
 	"history_retention", "history_per_certificate"}
 
 func (l *loader) daemon(raw map[string]any) DaemonConfig {
 	d := DaemonConfig{
-		StateDir:        DefaultStateDir,
-		Schedule:        DefaultSchedule,
-		LogFormat:       DefaultLogFormat,
-		LogLevel:        DefaultLogLevel,
-		MaxConcurrent:   DefaultMaxConcurrent,
-		PollInterval:    DefaultPollInterval,
-		ExpiryAlertDays: slices.Clone(DefaultExpiryAlertDays),
+		StateDir:         DefaultStateDir,
+		Schedule:         DefaultSchedule,
+		LogFormat:        DefaultLogFormat,
+		LogLevel:         DefaultLogLevel,
+		MaxConcurrent:    DefaultMaxConcurrent,
+		PollInterval:     DefaultPollInterval,
+		ExpiryAlertDays:  slices.Clone(DefaultExpiryAlertDays),
+		ServiceAlertDays: slices.Clone(DefaultServiceAlertDays),
 
 		HistoryRetention:      DefaultHistoryRetention,
 		HistoryPerCertificate: DefaultHistoryPerCertificate,
@@ -988,23 +997,11 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 				ln.addr, cfgListenerExposes[ln.key], cfgLoopbackAddr(ln.addr))
 		}
 	}
-	if s.has("expiry_alert_days") {
-		list, isList := s.m["expiry_alert_days"].([]any)
-		var days []int
-		for _, e := range list {
-			n, isInt := e.(int64)
-			if !isInt || n < 1 || n > 365 {
-				isList = false
-				break
-			}
-			days = append(days, int(n))
-		}
-		if !isList {
-			l.fail(s.key("expiry_alert_days"), "must be a list of whole days from 1 to 365, such as [14, 7, 3, 1]")
-		} else {
-			slices.SortFunc(days, func(a, b int) int { return b - a })
-			d.ExpiryAlertDays = slices.Compact(days)
-		}
+	if days, ok := s.alertDays("expiry_alert_days", 365, "[14, 7, 3, 1]"); ok {
+		d.ExpiryAlertDays = days
+	}
+	if days, ok := s.alertDays("service_alert_days", 366, "[60, 30, 14, 7]"); ok {
+		d.ServiceAlertDays = days
 	}
 	if s.duration("history_retention", &d.HistoryRetention) && d.HistoryRetention < MinHistoryRetention {
 		l.fail(s.key("history_retention"), "must be at least %s, got %s", formatDuration(MinHistoryRetention), formatDuration(d.HistoryRetention))
@@ -1984,4 +1981,28 @@ func cfgInHome(path string) bool {
 func cfgWithin(dir, path string) bool {
 	rel, err := filepath.Rel(dir, path)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// alertDays reads the list of whole days at k (1 to max), most distant
+// first and without repeats; ok is false when k is absent or refused (the
+// refusal is recorded).
+func (s section) alertDays(k string, max int64, example string) (days []int, ok bool) {
+	if !s.has(k) {
+		return nil, false
+	}
+	list, isList := s.m[k].([]any)
+	for _, e := range list {
+		n, isInt := e.(int64)
+		if !isInt || n < 1 || n > max {
+			isList = false
+			break
+		}
+		days = append(days, int(n))
+	}
+	if !isList {
+		s.l.fail(s.key(k), "must be a list of whole days from 1 to %d, such as %s", max, example)
+		return nil, false
+	}
+	slices.SortFunc(days, func(a, b int) int { return b - a })
+	return slices.Compact(days), true
 }

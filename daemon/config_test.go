@@ -196,7 +196,7 @@ contact_phone = "13800138000"`,
 	}
 	wantDaemon := DaemonConfig{StateDir: "/var/lib/dcvd", Schedule: "@hourly", CallbackListen: "127.0.0.1:8089",
 		CallbackURL: "https://dcvd.example.com", HTTPListen: "127.0.0.1:8089", LogFormat: "json", LogLevel: "debug",
-		MaxConcurrent: 2, PollInterval: 3 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays,
+		MaxConcurrent: 2, PollInterval: 3 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays, ServiceAlertDays: DefaultServiceAlertDays,
 		HistoryRetention: DefaultHistoryRetention, HistoryPerCertificate: DefaultHistoryPerCertificate}
 	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
@@ -259,7 +259,7 @@ dir = "/etc/ssl/a"
 		t.Fatal(err)
 	}
 	wantDaemon := DaemonConfig{StateDir: DefaultStateDir, Schedule: DefaultSchedule, LogFormat: "console",
-		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays,
+		LogLevel: "info", MaxConcurrent: 4, PollInterval: 10 * time.Second, ExpiryAlertDays: DefaultExpiryAlertDays, ServiceAlertDays: DefaultServiceAlertDays,
 		HistoryRetention: DefaultHistoryRetention, HistoryPerCertificate: DefaultHistoryPerCertificate}
 	if !reflect.DeepEqual(cfg.Daemon, wantDaemon) {
 		t.Errorf("daemon = %+v, want %+v", cfg.Daemon, wantDaemon)
@@ -854,18 +854,23 @@ access_key_secret_file = "${CREDENTIALS_DIRECTORY}/api-secret"
 	}
 }
 
-func TestConfigExpiryAlertDays(t *testing.T) {
+func TestConfigAlertDays(t *testing.T) {
 	base := "[api]\nbase_url = \"https://a.example/api/v1\"\naccess_key_id = \"A\"\naccess_key_secret = \"s\"\n[daemon]\n"
-	cfg, _, err := parseConfig("t.toml", []byte(base+"expiry_alert_days = [3, 14, 7, 7]\n"), LoadOptions{})
+	cfg, _, err := parseConfig("t.toml", []byte(base+"expiry_alert_days = [3, 14, 7, 7]\nservice_alert_days = [30, 90, 1, 30]\n"), LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(cfg.Daemon.ExpiryAlertDays, []int{14, 7, 3}) {
-		t.Errorf("days %v, want [14 7 3]", cfg.Daemon.ExpiryAlertDays)
+		t.Errorf("expiry days %v, want [14 7 3]", cfg.Daemon.ExpiryAlertDays)
 	}
-	for _, bad := range []string{`expiry_alert_days = [0]`, `expiry_alert_days = "14"`, `expiry_alert_days = [400]`} {
-		if _, _, err := parseConfig("t.toml", []byte(base+bad+"\n"), LoadOptions{}); err == nil || !strings.Contains(err.Error(), "daemon.expiry_alert_days") {
-			t.Errorf("%s: got %v, want an error naming daemon.expiry_alert_days", bad, err)
+	if !reflect.DeepEqual(cfg.Daemon.ServiceAlertDays, []int{90, 30, 1}) {
+		t.Errorf("service days %v, want [90 30 1]", cfg.Daemon.ServiceAlertDays)
+	}
+	for _, bad := range []string{`expiry_alert_days = [0]`, `expiry_alert_days = "14"`, `expiry_alert_days = [400]`,
+		`service_alert_days = [0]`, `service_alert_days = 60`, `service_alert_days = [367]`, `service_alert_days = [60.5]`} {
+		key := "daemon." + strings.Fields(bad)[0]
+		if _, _, err := parseConfig("t.toml", []byte(base+bad+"\n"), LoadOptions{}); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: got %v, want an error naming %s", bad, err, key)
 		}
 	}
 }

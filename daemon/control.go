@@ -63,6 +63,9 @@ const (
 	// ControlDomainRemoval: the domain-removal guard refused the reissue
 	// (409); the admin must confirm it.
 	ControlDomainRemoval = "domain_removal"
+	// ControlServiceEnded: the certificate's service has ended (409): no
+	// reissue renews it until a renewal is bought.
+	ControlServiceEnded = "service_ended"
 	// ControlStopping: the daemon is stopping (503).
 	ControlStopping = "stopping"
 )
@@ -302,6 +305,7 @@ func replyStatus(err error) (int, string) {
 	var (
 		ce  *controlError
 		dre *DomainRemovalError
+		see *ServiceEndedError
 		noe *NoOrderError
 		be  *busyError
 	)
@@ -310,6 +314,8 @@ func replyStatus(err error) (int, string) {
 		return ce.status, ce.code
 	case errors.As(err, &dre):
 		return http.StatusConflict, ControlDomainRemoval
+	case errors.As(err, &see):
+		return http.StatusConflict, ControlServiceEnded
 	case errors.As(err, &noe):
 		return http.StatusNotFound, ControlNoOrder
 	case errors.As(err, &be):

@@ -78,6 +78,8 @@ type Daemon struct {
 
 	notifier *notify.Notifier // nil without [notify.*] channels
 	expiry   expiryAlerts
+	// services holds the recorded services and their ends (services.go).
+	services serviceBook
 	failures failureAlerts
 	// callbacks lets callbacks wake an order at most once per interval.
 	callbacks callbackGate

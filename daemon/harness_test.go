@@ -93,6 +93,19 @@ func (l *hEvents) last(prefix string) int {
 	return -1
 }
 
+// countAfter counts the events starting with prefix after the first
+// starting with mark (all of them when none does).
+func (l *hEvents) countAfter(mark, prefix string) int {
+	n := 0
+	ev := l.snapshot()
+	for _, e := range ev[l.first(mark)+1:] {
+		if strings.HasPrefix(e, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *hEvents) count(prefix string) int {
 	n := 0
 	for _, e := range l.snapshot() {
@@ -109,6 +122,7 @@ const (
 	evUpdateDCV = "api " + reseller.PathUpdateDCV
 	evValidate  = "api " + reseller.PathValidateDCV
 	evDetail    = "api " + reseller.PathDetail
+	evList      = "api " + reseller.PathList
 )
 
 // hClock is time.Now shifted by an offset the test controls.
@@ -298,7 +312,11 @@ func newHarness(t *testing.T) *harness {
 	h.webAddr = web.Listener.Addr().String()
 
 	sb, err := sandbox.New(sandbox.Config{
-		StateDir:         h.sbDir,
+		StateDir: h.sbDir,
+		Products: sandbox.DefaultProducts(),
+		// The default service, and the renewal an admin buys when its
+		// paid period ends.
+		Services:         append(sandbox.DefaultServices(), sandbox.Service{ID: hRenewalService, ProductID: sandbox.DefaultServices()[0].ProductID}),
 		DNSServer:        srv.Addr(),
 		HTTPAddr:         h.webAddr,
 		CheckInterval:    -1,

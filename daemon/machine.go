@@ -113,6 +113,9 @@ func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool)
 	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
 		return nil, err
 	}
+	if err := d.guardServiceEnded(cc); err != nil {
+		return nil, err
+	}
 	return &Order{Cert: cc.Name, ServiceID: cc.ServiceID, Names: cc.Names(), DomainDCV: cc.Domains, KeyType: cc.KeyType}, nil
 }
 
@@ -141,6 +144,9 @@ func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow b
 // sent.
 func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemoval bool) (*Order, error) {
 	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
+		return nil, err
+	}
+	if err := d.guardServiceEnded(cc); err != nil {
 		return nil, err
 	}
 	o := &Order{
@@ -390,6 +396,12 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		if err := d.preflight(ctx, cc); err != nil {
 			return err
 		}
+		// An order that waited (a backoff, a daemon stopped) past the
+		// end of its service, or whose service's end dcvd has not asked
+		// lately: the reseller would refuse it.
+		if err := d.checkServiceBeforeReissue(ctx, cc, o); err != nil {
+			return &fatalError{err}
+		}
 		req := reseller.ReissueRequest{
 			UniqueID: o.UniqueID, ServiceID: o.ServiceID, DomainDCV: o.DomainDCV, CSR: o.CSR,
 			ContactEmail: cc.ContactEmail, Organization: cc.Organization, NotifyURL: d.notifyURL(o),
@@ -401,7 +413,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 				// The CA may have processed it: retry with the same unique_id.
 				return err
 			}
-			return &fatalError{err}
+			return &fatalError{d.serviceExpired(ctx, cc, o, err)}
 		}
 		plan, err := reseller.ValidateInstructions(o.DomainDCV, res.DCV)
 		if err != nil {
@@ -659,7 +671,11 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 	log := d.orderLog(o)
 	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
 	d.metrics.Failure(o.Cert, failureReason(o.Step, cause))
-	d.alertOrderFailed(o, cause)
+	if see := (*ServiceEndedError)(nil); !errors.As(cause, &see) {
+		// An ended service is announced once by announceServices,
+		// not once per order it stops.
+		d.alertOrderFailed(o, cause)
+	}
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}

@@ -62,6 +62,7 @@ type Metrics struct {
 	handler http.Handler
 
 	expiry      *prometheus.GaugeVec
+	serviceEnd  *prometheus.GaugeVec
 	renewal     *prometheus.GaugeVec
 	ready       *prometheus.GaugeVec
 	step        *prometheus.GaugeVec
@@ -105,6 +106,10 @@ func NewMetrics() *Metrics {
 		Name: "dcvd_certificate_expiration_timestamp_seconds",
 		Help: "The date after which the deployed certificate expires (NotAfter), as seconds since the Unix epoch.",
 	}, []string{"name"})
+	m.serviceEnd = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dcvd_service_expiration_timestamp_seconds",
+		Help: "The end of the paid period of the certificate's service (the reseller's order), after which no reissue renews it, as seconds since the Unix epoch. Absent while the reseller has not said.",
+	}, []string{"name", "service_id"})
 	m.renewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dcvd_certificate_renewal_timestamp_seconds",
 		Help: "The time at which dcvd plans to reissue the certificate, as seconds since the Unix epoch.",
@@ -147,7 +152,7 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.expiry, m.renewal, m.ready, m.step,
+		m.expiry, m.serviceEnd, m.renewal, m.ready, m.step,
 		m.reissues, m.failures, m.charges, m.chargeCost,
 		m.apiDuration, m.propagation,
 	)
@@ -252,6 +257,21 @@ func (m *Metrics) SetCertificate(name string, notAfter, renewAt time.Time, ready
 	}
 	m.charges.WithLabelValues(name)
 	m.chargeCost.WithLabelValues(name)
+}
+
+// SetService records the end of certificate name's service serviceID,
+// replacing the series of any other service_id it had (a renewal bought
+// brings a new one). A zero expires (the reseller did not say) removes it.
+func (m *Metrics) SetService(name, serviceID string, expires time.Time) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.serviceEnd.DeletePartialMatch(prometheus.Labels{"name": name})
+	if !expires.IsZero() {
+		m.serviceEnd.WithLabelValues(name, serviceID).Set(float64(expires.Unix()))
+	}
 }
 
 func setTimestamp(g *prometheus.GaugeVec, name string, t time.Time) {
@@ -361,6 +381,7 @@ func (m *Metrics) RemoveCertificate(name string) {
 	defer m.mu.Unlock()
 	l := prometheus.Labels{"name": name}
 	m.expiry.DeletePartialMatch(l)
+	m.serviceEnd.DeletePartialMatch(l)
 	m.renewal.DeletePartialMatch(l)
 	m.ready.DeletePartialMatch(l)
 	m.step.DeletePartialMatch(l)

@@ -134,6 +134,13 @@ func (d *Daemon) newAPIClient(a APIConfig) (*reseller.Client, error) {
 		// A reload that changes the rate makes a new client (Reload
 		// compares the whole [api]), whose limiter starts afresh.
 		MaxRequestsPerSecond: a.MaxRequestsPerSecond,
+		// What was signed helps with a 401 and is no secret, but it holds
+		// the CSR: at log_level = "debug" only, never in an error.
+		DebugStringToSign: func(op, stringToSign string) {
+			if ce := d.log.Check(zap.DebugLevel, "API request signed"); ce != nil {
+				ce.Write(zap.String("op", op), zap.String("string_to_sign", stringToSign))
+			}
+		},
 	})
 }
 

@@ -178,9 +178,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.markRunning()
 
-	var lastHousekeeping time.Time
+	var lastHousekeeping, lastServices time.Time
+	// The services' recorded ends first: the sweep starts no renewal of
+	// an ended service.
+	d.loadServices(ctx)
+	afterSweep := func() {
+		d.refreshServicesIfDue(ctx, &lastServices)
+		d.housekeepIfDue(ctx, &lastHousekeeping)
+	}
 	d.sweep(ctx, &wg)
-	d.housekeepIfDue(ctx, &lastHousekeeping)
+	afterSweep()
 	stalled := "" // the schedule last found to have no next run
 	for {
 		wait, next := d.untilNextCheck(&stalled)
@@ -189,11 +196,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return nil
 		case <-d.reloaded():
 			d.sweep(ctx, &wg)
-			d.housekeepIfDue(ctx, &lastHousekeeping)
+			// A reload may bring a new service_id (a renewal bought):
+			// it is asked at once.
+			lastServices = time.Time{}
+			afterSweep()
 		case <-time.After(wait):
 			if next {
 				d.sweep(ctx, &wg)
-				d.housekeepIfDue(ctx, &lastHousekeeping)
+				afterSweep()
 			}
 		}
 	}
@@ -279,6 +289,12 @@ func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
 		d.checkExpiry(cc, live)
 		if d.now().Before(r.At) {
 			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
+			continue
+		}
+		if why := d.renewalHeldByService(cc, live); why != "" {
+			// Alerted once by announceServices and shown by status; a
+			// reissue would be refused, or could not extend it.
+			d.log.Debug("due, but not renewed: "+why, zap.String("cert", cc.Name), zap.String("service_id", cc.ServiceID))
 			continue
 		}
 		d.startRenewal(ctx, wg, cc)

@@ -20,10 +20,63 @@ type CertStatus struct {
 	// attempt when it failed.
 	LastError string  `json:"last_error,omitempty"`
 	TotalCost float64 `json:"total_cost"`
+	// Service is the configured service (the reseller's order) and what
+	// the reseller last said of its paid period.
+	Service *ServiceStatus `json:"service,omitempty"`
 	// Lease and Nodes are shown in a cluster: which node drives the
 	// certificate's orders, and what each node's deploy directory holds.
 	Lease *LeaseStatus `json:"lease,omitempty"`
 	Nodes []NodeStatus `json:"nodes,omitempty"`
+}
+
+// ServiceStatus is a certificate's service: the order it is reissued
+// under, and the end of its paid period, after which no reissue renews it.
+type ServiceStatus struct {
+	ServiceID string `json:"service_id"`
+	// Status is the reseller's status of the service ("" until asked).
+	Status string `json:"status,omitempty"`
+	// Expires is the end of the paid period; absent while unknown.
+	Expires *time.Time `json:"expires,omitempty"`
+	// DaysLeft is the whole days until Expires (negative once ended).
+	DaysLeft *int `json:"days_left,omitempty"`
+	// Ended says the period is over: no reissue is sent for it.
+	Ended bool `json:"ended,omitempty"`
+	// Checked is when the reseller was last asked; absent when never.
+	Checked *time.Time `json:"checked,omitempty"`
+	// Warning says what the admin must do: buy a renewal before the
+	// next renewal, or since the service has ended.
+	Warning string `json:"warning,omitempty"`
+}
+
+// serviceStatus is what Status shows of cc's service, from the recorded
+// services; r is the certificate's next renewal.
+func serviceStatus(cc *CertConfig, recorded map[string]Service, live *Certificate, r Renewal, now time.Time) *ServiceStatus {
+	st := &ServiceStatus{ServiceID: cc.ServiceID}
+	s, ok := recorded[cc.ServiceID]
+	if !ok {
+		return st
+	}
+	st.Status = s.Status
+	if !s.Checked.IsZero() {
+		c := s.Checked
+		st.Checked = &c
+	}
+	if s.Expires.IsZero() {
+		return st
+	}
+	e := s.Expires
+	days := int(e.Sub(now).Hours() / 24)
+	st.Expires, st.DaysLeft, st.Ended = &e, &days, s.Ended(now)
+	end := e.UTC().Format("2006-01-02")
+	switch {
+	case st.Ended:
+		st.Warning = fmt.Sprintf("the service ended on %s: no reissue is sent; buy a renewal and put its new service_id in the configuration", end)
+	case reachesServiceEnd(cc, live, s, true):
+		st.Warning = fmt.Sprintf("the live certificate already runs until the service ends (%s): no reissue can extend it; buy a renewal and put its new service_id in the configuration", end)
+	case !r.At.Before(e):
+		st.Warning = fmt.Sprintf("the next renewal (%s) falls after the service ends (%s): buy a renewal before then", r.At.UTC().Format("2006-01-02"), end)
+	}
+	return st
 }
 
 // LeaseStatus is the lease on a certificate's orders in a cluster.
@@ -78,6 +131,14 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 	if err != nil {
 		return nil, err
 	}
+	services, err := d.store.Services(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recorded := make(map[string]Service, len(services))
+	for _, s := range services {
+		recorded[s.ServiceID] = s
+	}
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		st := CertStatus{Name: cc.Name, Names: cc.Names()}
@@ -101,6 +162,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 		}
 		r := NextRenewal(cc, live, history, d.now())
 		st.NextRenewal, st.RenewalReason = r.At, r.Reason
+		st.Service = serviceStatus(cc, recorded, live, r, d.now())
 		if len(history) > 0 && history[0].Outcome == StepFailed {
 			st.LastError = history[0].Error
 		}

@@ -180,6 +180,15 @@ type Store interface {
 	// deleted, and its cost carried, once.
 	PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned, error)
 
+	// Services returns every service recorded, ordered by ServiceID:
+	// those of certificates no longer configured, or configured with
+	// another service_id since, included.
+	Services(ctx context.Context) ([]Service, error)
+
+	// PutService records s, replacing the record of the same ServiceID.
+	// s.ServiceID must not be empty.
+	PutService(ctx context.Context, s Service) error
+
 	// Close releases the store's resources. Calls made after Close fail.
 	Close() error
 }

@@ -112,6 +112,21 @@ var storeMigrations = []func(d sqlDialect) []string{
 			WHERE step = 'done' OR step = 'failed'`,
 		}
 	},
+	// 4: services and the end of their paid period (Store.Services):
+	// what the reseller said, when it was asked, and which alert was
+	// announced last, so that a restart does not announce it again.
+	func(sqlDialect) []string {
+		return []string{
+			`CREATE TABLE services (
+			service_id   TEXT NOT NULL PRIMARY KEY,
+			cert         TEXT NOT NULL,
+			status       TEXT NOT NULL,
+			expires      TEXT NOT NULL,
+			checked      TEXT NOT NULL,
+			alerted_days INTEGER NOT NULL
+		)`,
+		}
+	},
 }
 
 // rowIter is what both drivers' result sets offer (*sql.Rows, pgx.Rows):

@@ -87,6 +87,7 @@ var storeSuite = []struct {
 	{"RefusesUnknownData", testStoreRefusesUnknownData},
 	{"HonoursContext", testStoreHonoursContext},
 	{"ConcurrentPutOrder", testStoreConcurrentPutOrder},
+	{"Services", testStoreServices},
 }
 
 func runStoreSuite(t *testing.T, b storeBackend) {

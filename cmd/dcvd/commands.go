@@ -353,7 +353,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(sts)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tNEXT RENEWAL\tORDER\tCOST\tLAST ERROR")
+	fmt.Fprintln(tw, "CERTIFICATE\tEXPIRES\tNEXT RENEWAL\tSERVICE ENDS\tORDER\tCOST\tLAST ERROR")
 	for _, s := range sts {
 		expires := "-"
 		if s.NotAfter != nil {
@@ -367,14 +367,39 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if len(lastErr) > 80 {
 			lastErr = lastErr[:77] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2f\t%s\n", s.Name, expires, s.NextRenewal.UTC().Format("2006-01-02 15:04"), order, s.TotalCost, orDash(lastErr))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.2f\t%s\n", s.Name, expires, s.NextRenewal.UTC().Format("2006-01-02 15:04"),
+			serviceEnds(s.Service), order, s.TotalCost, orDash(lastErr))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	printServiceWarnings(stdout, sts)
 	printBackoffs(stdout, sts)
 	printCluster(stdout, sts)
 	return nil
+}
+
+// serviceEnds is the SERVICE ENDS column: the end of the paid period and
+// the days left, "ended" after it, "?" while the reseller has not said.
+func serviceEnds(s *daemon.ServiceStatus) string {
+	switch {
+	case s == nil || s.Expires == nil:
+		return "?"
+	case s.Ended:
+		return s.Expires.UTC().Format("2006-01-02") + " (ended)"
+	}
+	return fmt.Sprintf("%s (%s)", s.Expires.UTC().Format("2006-01-02"), plural(*s.DaysLeft, "day"))
+}
+
+// printServiceWarnings shows each certificate whose service has ended, or
+// ends before its next renewal: only buying a renewal mends it.
+func printServiceWarnings(w io.Writer, sts []daemon.CertStatus) {
+	for _, s := range sts {
+		if s.Service == nil || s.Service.Warning == "" {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: service %s: %s\n", s.Name, s.Service.ServiceID, s.Service.Warning)
+	}
 }
 
 // printBackoffs shows each order in backoff, which nothing tries before
