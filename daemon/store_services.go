@@ -58,6 +58,20 @@ func scanService(row scanner) (Service, error) {
 	return s, nil
 }
 
+// putServiceSQL is PutService's statement for both drivers, which differ
+// only in their placeholders (given for serviceColumns, in order).
+func putServiceSQL(placeholders string) string {
+	return `INSERT INTO services (` + serviceColumns + `) VALUES (` + placeholders + `)
+		ON CONFLICT (service_id) DO UPDATE SET
+			cert = excluded.cert, status = excluded.status, expires = excluded.expires,
+			checked = excluded.checked, alerted_days = excluded.alerted_days`
+}
+
+// serviceArgs are the values of serviceColumns for s.
+func serviceArgs(s Service) []any {
+	return []any{s.ServiceID, s.Cert, s.Status, formatTime(s.Expires), formatTime(s.Checked), s.AlertedDays}
+}
+
 func checkService(s Service) error {
 	if s.ServiceID == "" {
 		return errors.New("put service: no service_id")
@@ -80,12 +94,7 @@ func (s *SQLiteStore) PutService(ctx context.Context, sv Service) error {
 	if err := checkService(sv); err != nil {
 		return err
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO services (`+serviceColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (service_id) DO UPDATE SET
-			cert = excluded.cert, status = excluded.status, expires = excluded.expires,
-			checked = excluded.checked, alerted_days = excluded.alerted_days`,
-		sv.ServiceID, sv.Cert, sv.Status, formatTime(sv.Expires), formatTime(sv.Checked), sv.AlertedDays)
+	_, err := s.db.ExecContext(ctx, putServiceSQL("?, ?, ?, ?, ?, ?"), serviceArgs(sv)...)
 	if err != nil {
 		return fmt.Errorf("put service %s: %w", sv.ServiceID, err)
 	}
@@ -109,12 +118,7 @@ func (s *PostgresStore) PutService(ctx context.Context, sv Service) error {
 	if err := checkService(sv); err != nil {
 		return err
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO services (`+serviceColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (service_id) DO UPDATE SET
-			cert = excluded.cert, status = excluded.status, expires = excluded.expires,
-			checked = excluded.checked, alerted_days = excluded.alerted_days`,
-		sv.ServiceID, sv.Cert, sv.Status, formatTime(sv.Expires), formatTime(sv.Checked), sv.AlertedDays)
+	_, err := s.pool.Exec(ctx, putServiceSQL("$1, $2, $3, $4, $5, $6"), serviceArgs(sv)...)
 	if err != nil {
 		return fmt.Errorf("put service %s: %w", sv.ServiceID, err)
 	}
