@@ -184,8 +184,7 @@ cmd_start() {
   rm -rf "$DIR/data" "$DIR/sock"
   rm -f "$DIR/env" "$DIR"/*.log
 
-  local port password
-  port=$(free_port "$PG_PORT_BASE")
+  local port password attempt tried=()
   password=$(random_hex)
 
   # The server's user must reach DIR to find its data; nothing secret is
@@ -207,17 +206,32 @@ cmd_start() {
   cat >>"$DIR/data/postgresql.conf" <<EOF
 # Written by scripts/postgres.sh for dcvd's integration tests.
 listen_addresses = '127.0.0.1'
-port = $port
 unix_socket_directories = '$DIR/sock'
 max_connections = 200
 logging_collector = off
 EOF
-  # pg_ctl detaches the server; its pid is the first line of postmaster.pid.
-  as_owner "$bin/pg_ctl" -D "$DIR/data" -l "$DIR/data/server.log" -w -t "$START_TIMEOUT" start \
-    >"$DIR/pg_ctl.log" 2>&1 || {
+  # Tests start servers in parallel: between free_port's look and the
+  # server's bind another may take the port. That is retried on another
+  # port (the last port line of postgresql.conf wins); any other failure
+  # is not. The first look starts at a random offset, so that parallel
+  # starts seldom meet at all.
+  for attempt in 1 2 3 4 5; do
+    port=$(free_port "$((PG_PORT_BASE + RANDOM % 100))" "${tried[@]}")
+    tried+=("$port")
+    echo "port = $port" >>"$DIR/data/postgresql.conf"
+    rm -f "$DIR/data/server.log"
+    # pg_ctl detaches the server; its pid is the first line of postmaster.pid.
+    if as_owner "$bin/pg_ctl" -D "$DIR/data" -l "$DIR/data/server.log" -w -t "$START_TIMEOUT" start \
+      >"$DIR/pg_ctl.log" 2>&1; then
+      break
+    fi
     cp "$DIR/data/server.log" "$DIR/server.log" 2>/dev/null || true
+    if [ "$attempt" -lt 5 ] && grep -q 'could not bind\|could not create any TCP/IP sockets' "$DIR/server.log" 2>/dev/null; then
+      log "port $port was taken before the server bound it; trying another"
+      continue
+    fi
     die "the server did not start within ${START_TIMEOUT}s"
-  }
+  done
   head -n 1 "$DIR/data/postmaster.pid" >"$DIR/postgres.pid"
 
   # The password travels on stdin, never on a command line.
