@@ -3,7 +3,9 @@
 # (RFC 2136 updates signed with TSIG, AXFR) and PowerDNS Authoritative (HTTP
 # API), both on 127.0.0.1 and spare ports, never on port 53.
 #
-#   scripts/dns-servers.sh install     install the Debian packages if missing
+#   scripts/dns-servers.sh install     install the Debian packages if missing;
+#                                      a named or pdns already running (the
+#                                      distro's, on port 53) is left alone
 #   scripts/dns-servers.sh start DIR   write configs under DIR, start both
 #                                      servers, wait until they answer and
 #                                      write DIR/env (exported variables)
@@ -72,67 +74,20 @@ installed() {
   pdns_schema >/dev/null
 }
 
-# pids_on_port53 prints the pids of named or pdns_server processes that
-# listen on port 53: those are the distro's own services, which the packages
-# may have started, and they are not ours to keep.
-pids_on_port53() {
-  command -v ss >/dev/null 2>&1 || return 0
-  ss -Hltnup 'sport = :53' 2>/dev/null |
-    grep -oE '\("(named|pdns_server)",pid=[0-9]+' | grep -oE '[0-9]+$' | sort -u || true
-}
-
-stop_distro_services() {
-  local svc pid
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    for svc in named bind9 pdns; do
-      systemctl disable --now "$svc" >/dev/null 2>&1 || true
-    done
-  elif command -v service >/dev/null 2>&1; then
-    for svc in named bind9 pdns; do
-      if [ -x "/etc/init.d/$svc" ]; then
-        service "$svc" stop >/dev/null 2>&1 || true
-      fi
-    done
-  fi
-  for pid in $(pids_on_port53); do
-    log "stopping the packaged server on port 53 (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-  done
-}
-
+# cmd_install installs only what is missing and starts, stops or restarts
+# no service: a named or PowerDNS that already serves this machine keeps
+# serving, and the test servers take other ports (see lib-servers.sh).
 cmd_install() {
   if installed; then
     log "packages already installed"
-    stop_distro_services
     return 0
   fi
-  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install ${PACKAGES[*]})"
-  log "installing ${PACKAGES[*]}"
-  # policy-rc.d exit 101 keeps the packages' own services from starting
-  # during the install; an existing policy (as in containers) is left alone.
-  local policy=/usr/sbin/policy-rc.d ours=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    ours=1
-  fi
-  local rc=0
-  {
-    apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${PACKAGES[@]}" curl ca-certificates
-  } >/tmp/dns-servers-apt.log 2>&1 || rc=$?
-  [ -n "$ours" ] && rm -f "$policy"
-  if [ "$rc" -ne 0 ]; then
-    tail -n 40 /tmp/dns-servers-apt.log >&2
-    die "apt-get install failed (exit $rc), full log in /tmp/dns-servers-apt.log"
-  fi
-  stop_distro_services
+  apt_install /tmp/dns-servers-apt.log "${PACKAGES[@]}" curl ca-certificates
   installed || die "packages installed but a command or the gsqlite3 backend is still missing"
   log "installed"
 }
 
-# port_busy, free_port, alive, stop_pid
+# port_busy, free_port, alive, stop_pid, apt_install
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
@@ -184,6 +139,9 @@ start_bind() {
 options {
 	directory "$b";
 	pid-file "$b/named.pid";
+	// Not the default /run/named/named.lock: that lock belongs to the
+	// distro's named, and a named that cannot take it refuses to start.
+	lock-file "$b/named.lock";
 	session-keyfile "$b/session.key";
 	managed-keys-directory "$b";
 	listen-on port $port { 127.0.0.1; };

@@ -3,11 +3,119 @@
 # log, die, usage and its cmd_ functions.
 # shellcheck shell=bash
 
-# port_busy PORT: something listens on PORT (TCP or UDP).
+# The rule every server script keeps: the test servers are private
+# instances on spare loopback ports, with their configuration, pid files,
+# sockets and state under DIR. Nothing here stops, restarts or signals a
+# process these scripts did not start, nor changes how a service that was
+# installed before starts, because on a real server
+# the distro's nginx, named or PowerDNS may be serving sites (issue 14):
+# a packaged server that holds a port only makes free_port take the next
+# one, and the only processes ever signalled are the ones whose pid a
+# start wrote to its own pid file under DIR (stop_pid). The package tests
+# in internal/scriptsafety check this, with decoy servers on :53 and :80.
+
+# pkg_installed PKG: dpkg has PKG installed.
+pkg_installed() {
+  local st
+  st=$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) || return 1
+  [[ $st == *" installed" ]]
+}
+
+# installed_set prints every installed package, one a line, sorted: the
+# set before and after an install tells which packages it added.
+installed_set() {
+  dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 2>/dev/null |
+    awk '$1 == "ii" { print $2 }' | sort -u
+}
+
+# apt_install LOG PKG... installs those of PKG that are not installed yet;
+# an entry "a|b" is satisfied by either and installs the first the archive
+# has. Packages already installed are not named to apt-get, so a server the
+# admin runs is neither upgraded nor restarted. policy-rc.d (exit 101)
+# keeps the new packages' services from starting during the install; an
+# existing policy (as in containers) is the admin's and is left alone.
+# After it, new units the packages enabled for boot are turned off
+# (disable_new_units): a test rig must not bring up a public server at
+# the next boot either.
+apt_install() {
+  local logf=$1 want=() entry alt found
+  shift
+  for entry in "$@"; do
+    found=""
+    for alt in ${entry//|/ }; do
+      pkg_installed "$alt" && found=1
+    done
+    [ -n "$found" ] || want+=("$entry")
+  done
+  [ "${#want[@]}" -gt 0 ] || return 0
+  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install ${want[*]})"
+
+  local policy=/usr/sbin/policy-rc.d ours="" before rc=0 pkgs=()
+  before=$(installed_set)
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    ours=1
+    # Also on die or an interrupt: a policy left behind would keep every
+    # later install on this machine from starting its services.
+    # shellcheck disable=SC2064 # the path is fixed now
+    trap "rm -f '$policy'" EXIT
+  fi
+  apt-get update -qq >"$logf" 2>&1 || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    for entry in "${want[@]}"; do
+      found=""
+      for alt in ${entry//|/ }; do
+        if [ -z "$found" ] && apt-cache show --no-all-versions "$alt" >/dev/null 2>&1; then
+          found=$alt
+        fi
+      done
+      pkgs+=("${found:-${entry%%|*}}")
+    done
+    log "installing ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${pkgs[@]}" >>"$logf" 2>&1 || rc=$?
+  fi
+  if [ -n "$ours" ]; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$logf" >&2
+    die "apt-get failed (exit $rc), full log in $logf"
+  fi
+  disable_new_units "$before"
+}
+
+# disable_new_units BEFORE (an installed_set) turns off the boot start of
+# the systemd units shipped by the packages installed since BEFORE, which
+# their postinst enabled. It never stops anything (no --now) and skips any
+# unit that is running: that one was started by someone else, and whoever
+# did wants it.
+disable_new_units() {
+  local before=$1 pkg unit units=()
+  command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] || return 0
+  while read -r pkg; do
+    while read -r unit; do
+      units+=("${unit##*/}")
+    done < <(dpkg-query -L "$pkg" 2>/dev/null | grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.(service|socket)$' || true)
+  done < <(comm -13 <(printf '%s\n' "$before") <(installed_set))
+  for unit in "${units[@]}"; do
+    systemctl is-active --quiet "$unit" && continue
+    systemctl is-enabled --quiet "$unit" 2>/dev/null || continue
+    log "$unit came with the install: not started, and now not started at boot either"
+    systemctl disable --quiet "$unit" >/dev/null 2>&1 || true
+  done
+}
+
+# port_busy PORT: something listens on PORT (TCP or UDP), or a TCP socket
+# in any other state has it as its local port: a server without
+# SO_REUSEADDR (PowerDNS) cannot bind a port with a connection still in
+# TIME-WAIT, which a previous test server leaves for a minute.
 port_busy() {
   local p=$1
   if command -v ss >/dev/null 2>&1; then
-    [ -n "$(ss -Hltnu "sport = :$p" 2>/dev/null)" ]
+    [ -n "$(ss -Hantu "sport = :$p" 2>/dev/null)" ]
   else
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null
   fi

@@ -18,7 +18,8 @@
 #     the files again (nginx -s reload with this instance's configuration).
 #
 #   scripts/nginx.sh install     install Debian's nginx if missing, without
-#                                letting the distro's service run
+#                                starting the distro's service; an nginx
+#                                already running (on port 80) is left alone
 #   scripts/nginx.sh start DIR   write DIR/nginx/nginx.conf, start nginx,
 #                                wait until it serves DIR/webroot and write
 #                                DIR/env (exported variables)
@@ -89,67 +90,24 @@ installed() {
     command -v openssl >/dev/null 2>&1
 }
 
-# pids_on_port80 prints the pids of nginx processes that listen on port 80:
-# the distro's own service, which the package may have started, and not
-# ours to keep.
-pids_on_port80() {
-  command -v ss >/dev/null 2>&1 || return 0
-  ss -Hltnp 'sport = :80' 2>/dev/null |
-    grep -oE '\("nginx",pid=[0-9]+' | grep -oE '[0-9]+$' | sort -u || true
-}
-
-stop_distro_service() {
-  local pid
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now nginx >/dev/null 2>&1 || true
-  elif command -v service >/dev/null 2>&1 && [ -x /etc/init.d/nginx ]; then
-    service nginx stop >/dev/null 2>&1 || true
-  fi
-  for pid in $(pids_on_port80); do
-    log "stopping the packaged nginx on port 80 (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-  done
-}
-
+# cmd_install installs only what is missing and starts, stops or restarts
+# no service: an nginx that already serves this machine's sites keeps
+# serving, and the test nginx takes other ports with its own pid file
+# (see lib-servers.sh).
 cmd_install() {
   if installed; then
     log "nginx already installed ($(nginx_bin))"
-    stop_distro_service
     return 0
   fi
-  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install nginx-light curl iproute2 openssl)"
-  # policy-rc.d exit 101 keeps the package's own service from starting
-  # during the install; an existing policy (as in containers) is left alone.
-  local policy=/usr/sbin/policy-rc.d ours=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    ours=1
-  fi
-  local rc=0 pkg
-  apt-get update -qq >/tmp/nginx-apt.log 2>&1 || rc=$?
-  if [ "$rc" -eq 0 ]; then
-    # nginx-light is the smallest build with the static and rewrite modules
-    # (Debian 12); newer releases only have nginx.
-    pkg=nginx
-    if apt-cache show --no-all-versions nginx-light >/dev/null 2>&1; then
-      pkg=nginx-light
-    fi
-    log "installing $pkg"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "$pkg" curl iproute2 openssl ca-certificates >>/tmp/nginx-apt.log 2>&1 || rc=$?
-  fi
-  [ -n "$ours" ] && rm -f "$policy"
-  if [ "$rc" -ne 0 ]; then
-    tail -n 40 /tmp/nginx-apt.log >&2
-    die "apt-get failed (exit $rc), full log in /tmp/nginx-apt.log"
-  fi
-  stop_distro_service
+  # nginx-light is the smallest build with the static and rewrite modules
+  # (Debian 12); newer releases only have nginx. Either one installed is
+  # enough.
+  apt_install /tmp/nginx-apt.log "nginx-light|nginx" curl iproute2 openssl ca-certificates
   installed || die "packages installed but nginx, curl, ss or openssl is still missing"
   log "installed $(nginx_bin)"
 }
 
-# port_busy, free_port, alive, stop_pid
+# port_busy, free_port, alive, stop_pid, apt_install
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 

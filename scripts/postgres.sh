@@ -74,47 +74,21 @@ installed() {
   pg_bindir >/dev/null && command -v psql >/dev/null 2>&1
 }
 
-# stop_distro_cluster stops the cluster the package may have created and
-# started on port 5432: it is not ours to keep running.
-stop_distro_cluster() {
-  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-    systemctl disable --now postgresql >/dev/null 2>&1 || true
-  elif [ -x /etc/init.d/postgresql ] && command -v service >/dev/null 2>&1; then
-    service postgresql stop >/dev/null 2>&1 || true
-  fi
-}
-
+# cmd_install installs only what is missing and starts, stops or restarts
+# no service: a PostgreSQL that already serves this machine (the distro's
+# cluster on 5432) keeps serving, and the test cluster takes another port
+# and its own socket directory (see lib-servers.sh).
 cmd_install() {
   if installed; then
     log "packages already installed ($(pg_bindir))"
     return 0
   fi
-  [ "$(id -u)" -eq 0 ] || die "installing packages needs root (apt-get install ${PACKAGES[*]})"
-  log "installing ${PACKAGES[*]}"
-  # policy-rc.d exit 101 keeps the package from starting its cluster during
-  # the install; an existing policy (as in containers) is left alone.
-  local policy=/usr/sbin/policy-rc.d ours=""
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    ours=1
-  fi
-  local rc=0
-  {
-    apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
-  } >/tmp/postgres-apt.log 2>&1 || rc=$?
-  [ -n "$ours" ] && rm -f "$policy"
-  if [ "$rc" -ne 0 ]; then
-    tail -n 40 /tmp/postgres-apt.log >&2
-    die "apt-get install failed (exit $rc), full log in /tmp/postgres-apt.log"
-  fi
-  stop_distro_cluster
+  apt_install /tmp/postgres-apt.log "${PACKAGES[@]}"
   installed || die "packages installed but initdb, pg_ctl or psql is still missing"
   log "installed ($(pg_bindir))"
 }
 
-# port_busy, free_port, alive, stop_pid
+# port_busy, free_port, alive, stop_pid, apt_install
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
