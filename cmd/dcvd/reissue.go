@@ -6,7 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
+	"io/fs"
+	"path/filepath"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -18,7 +19,7 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs, cfgPath := commandFlags("reissue", "reissue NAME|--all [--wait] [--dry-run] [--allow-domain-removal] [--timeout D] [--config FILE]", stdout)
 	wait := fs.Bool("wait", false, "drive the reissue until the certificate is deployed, in the foreground; gives up (the order stays in flight, exit status 75) on Ctrl-C, at --timeout, and after three identical failures that waiting cannot mend")
 	timeout := fs.Duration("timeout", 30*time.Minute, "with --wait: give up after this long, the request at work included (the order stays in flight for the daemon); with --all: bounds the whole run, 24h unless given")
-	dryRun := fs.Bool("dry-run", false, "say what would be reissued, and whether the domain-removal guard refuses, without contacting the CA")
+	dryRun := fs.Bool("dry-run", false, "rehearse the reissue, for free and leaving nothing behind: check the API credentials and the order with a signed read, publish and remove a probe DNS record and web root file (fetched as the CA fetches), run the pre-flight checks; print every check timed and the reissue it would send; exit 1 if the real run would fail")
 	allow := fs.Bool("allow-domain-removal", false, "confirm a reissue that drops names of the live certificate (the CA revokes it)")
 	all := fs.Bool("all", false, "reissue every configured certificate (an order in flight is resumed), daemon.max_concurrent at a time, with progress on stderr: for a CA's mass revocation; exits non-zero if any is not reissued")
 	every := fs.Duration("progress", reissueall.DefaultEvery, "with --all: interval of the summary lines on stderr")
@@ -34,11 +35,18 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case !*all && name == "":
 		fs.Usage()
 		return asUsage(errors.New("name the [[certificate]], or give --all for every one"))
+	case *all && *dryRun:
+		if given && *timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *timeout)
+			defer cancel()
+		}
+		return rehearse(ctx, *cfgPath, "", true, *allow, stdout, stderr)
 	case *all:
 		if !given {
 			*timeout = allTimeout
 		}
-		return reissueAll(ctx, allRun{cfgPath: *cfgPath, wait: *wait, dryRun: *dryRun, allow: *allow, timeout: *timeout,
+		return reissueAll(ctx, allRun{cfgPath: *cfgPath, wait: *wait, allow: *allow, timeout: *timeout,
 			every: *every, verbose: *verbose}, stdout, stderr)
 	}
 	// The bound holds for the whole command: finding the daemon, opening
@@ -48,14 +56,22 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	if !*dryRun {
-		c, err := dialRunning(*cfgPath)
-		if err != nil {
+	if *dryRun {
+		// In this process even when a daemon runs: the rehearsal writes
+		// nothing to the state, so it cannot disturb it.
+		return rehearse(ctx, *cfgPath, name, false, *allow, stdout, stderr)
+	}
+	c, err := dialRunning(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		defer c.Close()
+		return reissueViaControl(ctx, c, name, *allow, *wait, *timeout, stdout, stderr)
+	}
+	if !*wait {
+		if err := refuseUnattended(ctx, *cfgPath, name, stderr); err != nil {
 			return err
-		}
-		if c != nil {
-			defer c.Close()
-			return reissueViaControl(ctx, c, name, *allow, *wait, *timeout, stdout, stderr)
 		}
 	}
 	d, _, err := openDaemon(ctx, *cfgPath, stderr)
@@ -66,22 +82,55 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := checkName(d.Config(), *cfgPath, name); err != nil {
 		return err
 	}
-	if *dryRun {
-		o, err := d.Plan(ctx, name, *allow)
-		if err != nil {
-			return err
-		}
-		if o.UniqueID != "" {
-			fmt.Fprintf(stdout, "certificate %s has an order in flight: %s at step %s\n", name, o.UniqueID, o.Step)
-			return nil
-		}
-		fmt.Fprintf(stdout, "would reissue certificate %s (service %s, key %s):\n", name, o.ServiceID, o.KeyType)
-		for _, n := range o.Names {
-			fmt.Fprintf(stdout, "  %-40s %s\n", n, o.DomainDCV[n])
-		}
+	return driveHere(ctx, d, name, *allow, *wait, *timeout, stdout, stderr)
+}
+
+// errNoDaemon is the refusal of a reissue without --wait when no daemon
+// runs: such a command starts the order (the paid call included) and
+// returns at its first wait, for a daemon to carry it on; with none
+// running, the order would be paid for and left half done, DCV records
+// and files published, until someone started one.
+func errNoDaemon(what, again string) error {
+	return fmt.Errorf("%s: no dcvd daemon is running (nothing answers on its control socket), and without --wait this command only starts the reissue, paying for it, and leaves the order for the daemon to carry on; nothing was sent. "+
+		"Run %s --wait to drive it to the end in this process, or start the service (systemctl start dcvd) and run the command again", what, again)
+}
+
+// refuseUnattended refuses "dcvd reissue NAME" without --wait when no
+// daemon runs (see errNoDaemon), before anything is sent and before the
+// state is opened for writing. Two cases are let through, as they send
+// nothing unattended: an order in backoff (driveHere only says so and how
+// to try it now), and a cluster node ([store] driver = "postgres"), whose
+// order the other nodes' daemons carry on from the shared store.
+func refuseUnattended(ctx context.Context, cfgPath, name string, stderr io.Writer) error {
+	cfg, err := loadDaemonConfig(cfgPath, stderr)
+	if err != nil {
+		return err
+	}
+	if err := checkName(cfg, cfgPath, name); err != nil {
+		return err
+	}
+	if cfg.Store.Driver == daemon.StoreDriverPostgres {
 		return nil
 	}
-	return driveHere(ctx, d, name, *allow, *wait, *timeout, stdout, stderr)
+	refusal := errNoDaemon("certificate "+name, "dcvd reissue "+name)
+	// Read only: a state that does not exist is not created for a
+	// command that is refused.
+	s, err := daemon.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return refusal
+	}
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	o, err := s.ActiveOrder(ctx, name)
+	switch {
+	case err == nil && daemon.InBackoff(o, time.Now()):
+		return nil
+	case err != nil && !errors.Is(err, daemon.ErrNotFound):
+		return err
+	}
+	return refusal
 }
 
 // flagGiven reports whether the flag name was on the command line.
@@ -93,10 +142,10 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 
 // allRun is what "dcvd reissue --all" was asked.
 type allRun struct {
-	cfgPath             string
-	wait, dryRun, allow bool
-	verbose             bool
-	timeout, every      time.Duration
+	cfgPath        string
+	wait, allow    bool
+	verbose        bool
+	timeout, every time.Duration
 }
 
 // reissueAll reissues every configured certificate: through the running
@@ -119,10 +168,10 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 		fn    reissueall.Func
 	)
 	c, err := dialRunning(r.cfgPath)
-	if err != nil && !r.dryRun {
+	if err != nil {
 		return err
 	}
-	if c != nil && !r.dryRun {
+	if c != nil {
 		defer c.Close()
 		// The running daemon's configuration says which certificates
 		// there are; the file gives the bound, as it gave the daemon's.
@@ -141,6 +190,15 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "reissuing %s through the running daemon (control socket %s), %d at a time\n",
 			plural(len(names), "certificate"), c.Path(), opt.Concurrency)
 	} else {
+		if !r.wait {
+			// Refused before the state is opened: nothing is read or
+			// created for a command that will not run. A broken
+			// configuration is still reported as such.
+			if _, err := loadDaemonConfig(r.cfgPath, stderr); err != nil {
+				return err
+			}
+			return errNoDaemon("reissue --all", "dcvd reissue --all")
+		}
 		d, _, err := openDaemonWith(ctx, r.cfgPath, stderr, !r.verbose)
 		if err != nil {
 			return err
@@ -150,17 +208,10 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 		for _, cc := range cfg.Certificates {
 			names = append(names, cc.Name)
 		}
-		if r.dryRun {
-			return planAll(ctx, d, names, r.allow, stdout)
-		}
 		opt.Concurrency = cfg.Daemon.MaxConcurrent
 		fn = reissueall.InProcess(d, daemon.ReissueOptions{AllowDomainRemoval: r.allow, Wait: r.wait})
-		how := "until each order's first wait (dcvd run carries them on)"
-		if r.wait {
-			how = "until each is deployed"
-		}
-		fmt.Fprintf(stderr, "no daemon running: reissuing %s in this process, %d at a time, %s\n",
-			plural(len(names), "certificate"), opt.Concurrency, how)
+		fmt.Fprintf(stderr, "no daemon running: reissuing %s in this process, %d at a time, until each is deployed\n",
+			plural(len(names), "certificate"), opt.Concurrency)
 	}
 	if len(names) == 0 {
 		fmt.Fprintln(stdout, "reissue --all: no [[certificate]] is configured: nothing to reissue")
@@ -174,28 +225,6 @@ func reissueAll(ctx context.Context, r allRun, stdout, stderr io.Writer) error {
 		return asResumable(fmt.Errorf("%w (%s)", err, stopReason(ctx, r.timeout)))
 	}
 	return sum.Err()
-}
-
-// planAll is "dcvd reissue --all --dry-run": what each certificate's
-// reissue would do, and which ones the domain-removal guard refuses.
-func planAll(ctx context.Context, d *daemon.Daemon, names []string, allow bool, stdout io.Writer) error {
-	var refused []string
-	for _, name := range names {
-		o, err := d.Plan(ctx, name, allow)
-		switch {
-		case err != nil:
-			refused = append(refused, name)
-			fmt.Fprintf(stdout, "certificate %s: refused: %v\n", name, err)
-		case o.UniqueID != "":
-			fmt.Fprintf(stdout, "certificate %s: order %s in flight at step %s would be resumed\n", name, o.UniqueID, o.Step)
-		default:
-			fmt.Fprintf(stdout, "certificate %s: would reissue %s (service %s, key %s)\n", name, strings.Join(o.Names, ", "), o.ServiceID, o.KeyType)
-		}
-	}
-	if len(refused) > 0 {
-		return fmt.Errorf("%d of %d certificates would be refused: %s", len(refused), len(names), strings.Join(refused, ", "))
-	}
-	return nil
 }
 
 // maxConcurrentOf reads daemon.max_concurrent from the configuration file
