@@ -71,6 +71,16 @@ type Config struct {
 	Certificates []CertConfig
 	// Notify are the [notify.NAME] channels, by name order.
 	Notify []notify.Configured
+	// Include are the include patterns of the main file, made absolute
+	// (relative ones are relative to its directory); Fragments the files
+	// they matched, in the order read.
+	Include   []string
+	Fragments []string
+	// CertFile names the included file each certificate came from, by
+	// certificate name; a certificate of the main file is not in it. Kept
+	// out of CertConfig so that moving a certificate into a fragment does
+	// not count as a change on reload.
+	CertFile map[string]string
 }
 
 // APIConfig is the [api] section: how to reach and authenticate to the
@@ -322,17 +332,35 @@ type LoadOptions struct {
 	// Providers is given to providers.New for every [dns.NAME] section;
 	// its LookupEnv and ReadFile default to the ones above.
 	Providers providers.Options
+	// SkipIncludes loads the main file alone: the include patterns are
+	// kept in Config.Include but no file is read ("dcvd import" reaches
+	// the API even while a fragment it wrote waits to be completed).
+	SkipIncludes bool
 }
 
 // ConfigError is one problem of a configuration: the key concerned, such
 // as certificate[shop].deploy.dir, and what is wrong with it.
 type ConfigError struct {
+	// File is the included file (config include) the key is in; "" for
+	// the main configuration file, which the caller names.
+	File   string
 	Key    string
 	Reason string
 }
 
-// Error renders "KEY: reason".
-func (e *ConfigError) Error() string { return e.Key + ": " + e.Reason }
+// Error renders "KEY: reason", or "FILE: KEY: reason" for a key of an
+// included file (KEY is left out when the problem is the file's own, such
+// as a syntax error).
+func (e *ConfigError) Error() string {
+	msg := e.Reason
+	if e.Key != "" {
+		msg = e.Key + ": " + msg
+	}
+	if e.File != "" {
+		msg = e.File + ": " + msg
+	}
+	return msg
+}
 
 // LoadConfig reads, checks and completes the configuration at path. It
 // reports every problem at once: the error joins one *ConfigError per
@@ -381,6 +409,7 @@ func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string,
 		opts.Providers.ReadFile = opts.ReadFile
 	}
 	l := &loader{opts: opts}
+	l.include(path, raw)
 	cfg := l.load(path, raw)
 	cfgSortErrors(l.errs)
 	sort.Strings(l.warns)
@@ -482,17 +511,35 @@ type loader struct {
 	// or not), and dnsUsed those a certificate names.
 	dnsSections map[string]bool
 	dnsUsed     map[string]bool
+
+	// file is the included file being read, "" for the main one: every
+	// problem and warning names it (see config_include.go).
+	file string
+	// includes holds the include patterns, the fragments read and where
+	// each merged certificate and [dns.NAME] came from.
+	includes includeState
 }
 
 func (l *loader) fail(key, format string, args ...any) {
-	l.errs = append(l.errs, &ConfigError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	l.errs = append(l.errs, &ConfigError{File: l.file, Key: key, Reason: fmt.Sprintf(format, args...)})
 }
 
 func (l *loader) warn(key, format string, args ...any) {
-	l.warns = append(l.warns, key+": "+fmt.Sprintf(format, args...))
+	l.addWarns(key + ": " + fmt.Sprintf(format, args...))
 }
 
-var cfgTopLevel = []string{"api", "certificate", "daemon", "dns", "notify", "store"}
+// addWarns records warnings made elsewhere (providers, notify), naming the
+// included file being read.
+func (l *loader) addWarns(warns ...string) {
+	for _, w := range warns {
+		if l.file != "" {
+			w = l.file + ": " + w
+		}
+		l.warns = append(l.warns, w)
+	}
+}
+
+var cfgTopLevel = []string{"api", "certificate", "daemon", "dns", "include", "notify", "store"}
 
 func (l *loader) load(path string, raw map[string]any) *Config {
 	cfg := &Config{Path: path, DNS: map[string]*providers.DNS{}}
@@ -511,17 +558,20 @@ func (l *loader) load(path string, raw map[string]any) *Config {
 	cfg.Certificates = l.certificates(raw)
 	cfg.Notify = l.notify(raw)
 	for _, name := range cfgSortedKeys(rawDNS) {
+		l.file = l.includes.dnsFile[name]
 		d, warns, err := providers.New(name, rawDNS[name], l.opts.Providers)
-		l.warns = append(l.warns, warns...)
+		l.addWarns(warns...)
 		if err != nil {
 			l.providerErrors(name, err)
-			continue
+		} else {
+			cfg.DNS[name] = d
+			if !l.dnsUsed[name] {
+				l.warn("dns."+cfgKeyPart(name), "not used by any certificate")
+			}
 		}
-		cfg.DNS[name] = d
-		if !l.dnsUsed[name] {
-			l.warn("dns."+cfgKeyPart(name), "not used by any certificate")
-		}
+		l.file = ""
 	}
+	l.includes.complete(cfg)
 	return cfg
 }
 
@@ -545,7 +595,7 @@ func (l *loader) notify(raw map[string]any) []notify.Configured {
 			continue
 		}
 		c, warns, errs := notify.Parse(name, sec, l.opts.LookupEnv, l.opts.ReadFile)
-		l.warns = append(l.warns, warns...)
+		l.addWarns(warns...)
 		for _, e := range errs {
 			key, reason, found := strings.Cut(e.Error(), ": ")
 			if !found {
@@ -570,9 +620,9 @@ func (l *loader) providerErrors(name string, err error) {
 	for _, e := range errs {
 		msg := e.Error()
 		if i := strings.Index(msg, ": "); i > 0 && strings.HasPrefix(msg, "dns.") {
-			l.errs = append(l.errs, &ConfigError{Key: msg[:i], Reason: msg[i+2:]})
+			l.fail(msg[:i], "%s", msg[i+2:])
 		} else {
-			l.errs = append(l.errs, &ConfigError{Key: "dns." + cfgKeyPart(name), Reason: msg})
+			l.fail("dns."+cfgKeyPart(name), "%s", msg)
 		}
 	}
 }
@@ -1242,7 +1292,9 @@ func (l *loader) dnsTables(raw map[string]any) map[string]map[string]any {
 		l.dnsSections[name] = true
 		sec, ok := tables[name].(map[string]any)
 		if !ok {
+			l.file = l.includes.dnsFile[name]
 			l.fail("dns."+cfgKeyPart(name), "must be a table [dns.%s], not %s", name, cfgTypeName(tables[name]))
+			l.file = ""
 			continue
 		}
 		out[name] = sec
@@ -1287,51 +1339,57 @@ func (l *loader) certificates(raw map[string]any) []CertConfig {
 		return nil
 	}
 	var certs []CertConfig
-	byName := map[string][]int{}
-	byService := map[string][]string{}
-	byDir := map[string][]string{}
-	type served struct{ prefix, dir string }
-	var webroots []served
-	type deployed struct{ prefix, dir string }
-	var deploys []deployed
+	// Each certificate is known by its key prefix and the file it is in
+	// (certAt), so that a clash between two files names both.
+	byName := map[string][]certAt{}
+	byService := map[string][]certAt{}
+	byDir := map[string][]certAt{}
+	type served struct {
+		at  certAt
+		dir string
+	}
+	var webroots, deploys []served
 	for i, m := range tables {
-		c, prefix, ok := l.certificate(i, m)
+		l.file = l.includes.certFile(i)
+		c, prefix, ok := l.certificate(l.includes.certIndex(i), m)
+		at := certAt{prefix: prefix, file: l.file, n: l.includes.certIndex(i) + 1}
+		l.file = ""
 		for _, w := range c.Webroots {
-			webroots = append(webroots, served{prefix, w.Dir})
+			webroots = append(webroots, served{at, w.Dir})
 		}
 		if c.Deploy.Dir != "" {
-			deploys = append(deploys, deployed{prefix, c.Deploy.Dir})
+			deploys = append(deploys, served{at, c.Deploy.Dir})
 		}
 		if c.Name != "" {
-			byName[c.Name] = append(byName[c.Name], i+1)
+			byName[c.Name] = append(byName[c.Name], at)
 		}
 		if c.ServiceID != "" {
-			byService[c.ServiceID] = append(byService[c.ServiceID], prefix)
+			byService[c.ServiceID] = append(byService[c.ServiceID], at)
 		}
 		if c.Deploy.Dir != "" {
-			byDir[c.Deploy.Dir] = append(byDir[c.Deploy.Dir], prefix)
+			byDir[c.Deploy.Dir] = append(byDir[c.Deploy.Dir], at)
 		}
 		if ok {
 			certs = append(certs, c)
 		}
 	}
-	for name, idx := range byName {
-		if len(idx) > 1 {
-			pos := make([]string, len(idx))
-			for i, n := range idx {
-				pos[i] = "#" + strconv.Itoa(n)
+	for name, ats := range byName {
+		if len(ats) > 1 {
+			pos := make([]string, len(ats))
+			for i, at := range ats {
+				pos[i] = at.position(ats[0].file)
 			}
-			l.fail("certificate["+name+"].name", "%q names more than one [[certificate]] (%s): names must be unique", name, strings.Join(pos, ", "))
+			l.failAt(ats[len(ats)-1], "certificate["+name+"].name", "%q names more than one [[certificate]] (%s): names must be unique", name, strings.Join(pos, ", "))
 		}
 	}
-	for id, prefixes := range byService {
-		if len(prefixes) > 1 {
-			l.fail(prefixes[1]+".service_id", "service_id %q is also used by %s: two certificates reissuing one order would revoke each other", id, prefixes[0])
+	for id, ats := range byService {
+		if len(ats) > 1 {
+			l.failAt(ats[1], ats[1].prefix+".service_id", "service_id %q is also used by %s: two certificates reissuing one order would revoke each other", id, ats[0].describe(ats[1].file))
 		}
 	}
-	for dir, prefixes := range byDir {
-		if len(prefixes) > 1 {
-			l.fail(prefixes[1]+".deploy.dir", "%s is also the deploy directory of %s: each certificate needs its own", dir, prefixes[0])
+	for dir, ats := range byDir {
+		if len(ats) > 1 {
+			l.failAt(ats[1], ats[1].prefix+".deploy.dir", "%s is also the deploy directory of %s: each certificate needs its own", dir, ats[0].describe(ats[1].file))
 		}
 	}
 	// A deploy directory in a web root puts privkey.pem where the web
@@ -1339,8 +1397,8 @@ func (l *loader) certificates(raw map[string]any) []CertConfig {
 	for _, d := range deploys {
 		for _, w := range webroots {
 			if cfgWithin(w.dir, d.dir) {
-				l.fail(d.prefix+".deploy.dir", "%s is inside the web root %s of %s: the web server would serve privkey.pem to anyone who asks; deploy outside every web root (such as /etc/ssl/dcvd/NAME)",
-					d.dir, w.dir, w.prefix)
+				l.failAt(d.at, d.at.prefix+".deploy.dir", "%s is inside the web root %s of %s: the web server would serve privkey.pem to anyone who asks; deploy outside every web root (such as /etc/ssl/dcvd/NAME)",
+					d.dir, w.dir, w.at.describe(d.at.file))
 				break
 			}
 		}
@@ -1721,6 +1779,16 @@ func (c *Config) Check() []error {
 			errs = append(errs, p)
 		}
 	}
+	// A problem of an included certificate names its file, as LoadConfig's
+	// do.
+	for _, e := range errs {
+		var ce *ConfigError
+		if errors.As(e, &ce) && ce.File == "" {
+			if name, ok := cfgCertOfKey(ce.Key); ok {
+				ce.File = c.CertFile[name]
+			}
+		}
+	}
 	cfgSortErrors(errs)
 	return errs
 }
@@ -1768,18 +1836,22 @@ func cfgCheckWritableDir(dir string) error {
 	}
 }
 
-// cfgSortErrors sorts ConfigErrors by key, then reason.
+// cfgSortErrors sorts ConfigErrors by file (the main file's first), key,
+// then reason.
 func cfgSortErrors(errs []error) {
-	sortKey := func(e error) (string, string) {
+	sortKey := func(e error) (string, string, string) {
 		var ce *ConfigError
 		if errors.As(e, &ce) {
-			return ce.Key, ce.Reason
+			return ce.File, ce.Key, ce.Reason
 		}
-		return e.Error(), ""
+		return "", e.Error(), ""
 	}
 	sort.SliceStable(errs, func(i, j int) bool {
-		ki, ri := sortKey(errs[i])
-		kj, rj := sortKey(errs[j])
+		fi, ki, ri := sortKey(errs[i])
+		fj, kj, rj := sortKey(errs[j])
+		if fi != fj {
+			return fi < fj
+		}
 		if ki != kj {
 			return ki < kj
 		}

@@ -43,6 +43,7 @@ func testLoadOptions() LoadOptions {
 		"/etc/dcvd/tsig-dcvd.key":    "c2VjcmV0c2VjcmV0c2VjcmV0\n",
 		"/etc/dcvd/tsig-bad.key":     "secret secret\n",
 		"/etc/dcvd/cloudflare-token": "cf-token-value-0123456789\n",
+		"/etc/dcvd/aliyun-secret":    "aliyun-secret-value\n",
 	}
 	env := map[string]string{
 		"DCVD_API_SECRET":          testSecret,
