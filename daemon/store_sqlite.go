@@ -64,13 +64,31 @@ var sqlitePragmas = []string{
 // database whose schema is newer than this code knows, rather than write to
 // tables it does not understand.
 func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
+	return openSQLite(ctx, path, true)
+}
+
+// OpenSQLiteExisting is OpenSQLite for callers that only read, such as
+// "dcvd status": it never creates the database, and returns an error
+// matching fs.ErrNotExist when there is none, so that a command run before
+// the daemon ever ran creates nothing (a file created by root would lock
+// the daemon's user out). An existing database is opened as OpenSQLite
+// does, migrations included.
+func OpenSQLiteExisting(ctx context.Context, path string) (*SQLiteStore, error) {
+	return openSQLite(ctx, path, false)
+}
+
+func openSQLite(ctx context.Context, path string, create bool) (*SQLiteStore, error) {
 	if path == "" {
 		return nil, errors.New("open state database: no path")
 	}
 	// Create the file ourselves: SQLite would create it with 0644 less
 	// the umask, and it copies the database file's mode to its -wal and
 	// -shm files.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	flags := os.O_RDWR
+	if create {
+		flags |= os.O_CREATE
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open state database: %w", err)
 	}

@@ -215,18 +215,23 @@ cat <<EOF
 
 Next steps:
   1. Edit $config: the [api] key pair, your [dns.*] providers and [[certificate]]s.
-     Keep secrets in root-only files passed as credentials (systemd/README.md):
-       install -m 0600 /dev/stdin $confdir/api-secret    # paste the secret, then Ctrl-D
+     Secret files must be readable by dcvd, which runs as user dcvd: either group-readable
+       install -m 0640 -o root -g dcvd /dev/stdin $confdir/api-secret    # paste, then Ctrl-D
+     or root's alone, passed as a credential (systemd/README.md, "Credentials"):
+       install -m 0600 /dev/stdin $confdir/api-secret
        systemctl edit dcvd    # [Service] LoadCredential=api-secret:$confdir/api-secret
      and in config.toml: access_key_secret_file = "\${CREDENTIALS_DIRECTORY}/api-secret"
   2. Each webroot, and each deploy.dir outside /etc/ssl/dcvd, must be writable in the sandbox:
        systemctl edit dcvd    # [Service] ReadWritePaths=/var/www/shop
-  3. Reloading a web server needs privileges dcvd does not have: see $docdir/systemd.md
-     (recommended: systemctl enable --now dcvd-reload-nginx.path, after listing your cert.pem files in it).
-  4. Check, then start (the first check runs as dcvd; with credentials, check as root instead:
-     CREDENTIALS_DIRECTORY=$confdir makes "\${CREDENTIALS_DIRECTORY}/api-secret" read $confdir/api-secret):
-       runuser -u dcvd -- $bindir/dcvd check-config --config $config
-       CREDENTIALS_DIRECTORY=$confdir $bindir/dcvd check-config --config $config
+  3. Reloading a web server needs privileges dcvd does not have: leave "reload" unset and
+       systemctl edit dcvd-reload-nginx.path     # one PathChanged= per cert.pem
+       systemctl enable --now dcvd-reload-nginx.path
+     (or a polkit rule: see $docdir/systemd.md).
+  4. Check as the service will run (its user, ReadWritePaths=, capabilities, credentials,
+     reload command; each problem names its key and the fix), then start:
+       $bindir/dcvd check-config --as-service --config $config
        systemctl enable --now dcvd
        systemctl status dcvd; journalctl -u dcvd -f
+     Commands you run as root (dcvd status, dcvd reissue) act as user dcvd in /var/lib/dcvd:
+     they never leave files there the service cannot open.
 EOF

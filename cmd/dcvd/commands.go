@@ -6,8 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,7 +29,7 @@ func commandFlags(name, usage string, out io.Writer) (*flag.FlagSet, *string) {
 	cfg := fs.String("config", DefaultConfigPath, "configuration file")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dcvd %s\n\nFlags:\n", usage)
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 		fmt.Fprint(fs.Output(), "\n"+exitCodesHelp)
 	}
 	return fs, cfg
@@ -77,7 +79,9 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 // own process works in the foreground, so the step at work stops with it
 // (foregroundStopGrace). quiet logs only the daemon's warnings and
 // errors (unless log_level asks for less), for commands whose own output
-// would drown in its steps.
+// would drown in its steps. Run as root, the command acts as the state
+// directory's owner once the configuration and its secrets are read
+// (actAsStateOwner), and refuses to create a missing state directory.
 func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bool) (*daemon.Daemon, *zap.Logger, error) {
 	cfg, err := loadDaemonConfig(path, stderr)
 	if err != nil {
@@ -93,12 +97,85 @@ func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bo
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version,
-		StopGrace: foregroundStopGrace})
+	opts := daemon.Options{Log: log, AfterStep: afterStepHook, Version: version, StopGrace: foregroundStopGrace}
+	if err := dropRoot(cfg, stateWrites, &opts); err != nil {
+		return nil, nil, err
+	}
+	d, err := daemon.New(ctx, cfg, opts)
 	if err != nil {
 		return nil, nil, err
 	}
 	return d, log, nil
+}
+
+// dropRoot reads, when this runs as root, what only root may read and the
+// daemon would read later (the CA roots; LoadConfig has read the secret
+// files), then acts as the state directory's owner (actAsStateOwner).
+func dropRoot(cfg *daemon.Config, use stateUse, opts *daemon.Options) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if opts.Roots == nil {
+		roots, err := cfg.API.CARoots()
+		if err != nil {
+			return &daemon.ConfigError{Key: "api.ca_roots_file", Reason: err.Error()}
+		}
+		opts.Roots = roots
+	}
+	_, err := actAsStateOwner(cfg, use, opts.Log)
+	return err
+}
+
+// statusFromState is the status read from the state itself, when no
+// daemon runs. It never creates the state directory nor the database:
+// before anything has run it shows each configured certificate with no
+// state, and says so on stderr (stdout may be JSON).
+func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.CertStatus, error) {
+	cfg, err := loadDaemonConfig(cfgPath, stderr)
+	if err != nil {
+		return nil, err
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		return nil, err
+	}
+	opts := daemon.Options{Log: log, Version: version, StopGrace: foregroundStopGrace}
+	if err := dropRoot(cfg, stateReads, &opts); err != nil {
+		return nil, err
+	}
+	if cfg.Store.Driver != daemon.StoreDriverPostgres {
+		db := filepath.Join(cfg.Daemon.StateDir, "dcvd.db")
+		s, err := daemon.OpenSQLiteExisting(ctx, db)
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "no state yet: %s does not exist, nothing has run yet (the daemon creates it when it starts); each certificate below is configured, with no state\n", db)
+			return noState(cfg, time.Now()), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open state: %w", err)
+		}
+		defer s.Close()
+		opts.Store = s
+	}
+	d, err := daemon.New(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Status(ctx)
+}
+
+// noState is the status of cfg's certificates before anything has run:
+// each is due now, having no live certificate.
+func noState(cfg *daemon.Config, now time.Time) []daemon.CertStatus {
+	out := make([]daemon.CertStatus, 0, len(cfg.Certificates))
+	for i := range cfg.Certificates {
+		cc := &cfg.Certificates[i]
+		r := daemon.NextRenewal(cc, nil, nil, now)
+		out = append(out, daemon.CertStatus{Name: cc.Name, Names: cc.Names(), NextRenewal: r.At,
+			RenewalReason: "configured, no state: nothing has run yet (" + r.Reason + ")",
+			Service:       &daemon.ServiceStatus{ServiceID: cc.ServiceID}})
+	}
+	return out
 }
 
 // allTimeout is how long "dcvd reissue --all" runs when --timeout is not
@@ -150,9 +227,17 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := commandFlags("check-config", "check-config [--config FILE]", stdout)
+	fs, cfgPath := commandFlags("check-config", "check-config [--as-service [--unit FILE]] [--config FILE]", stdout)
+	asService := fs.Bool("as-service", false, "check as dcvd.service would run it: its user, read-write paths, capabilities, credentials, reload command")
+	unitFile := fs.String("unit", "", "with --as-service: the unit file to check against (default: the installed dcvd.service with its drop-ins, else the shipped one)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *unitFile != "" && !*asService {
+		return asUsage(errors.New("--unit goes with --as-service"))
+	}
+	if *asService {
+		return runCheckAsService(ctx, *cfgPath, *unitFile, stdout)
 	}
 	cfg, warnings, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
 	for _, w := range warnings {
@@ -161,7 +246,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if os.Geteuid() == 0 {
 		// Root writes everywhere: the writability checks prove nothing
 		// for the service's user.
-		fmt.Fprintln(stdout, "note: run as root, the checks of what dcvd may write prove nothing for the service's user; run: runuser -u dcvd -- dcvd check-config")
+		fmt.Fprintln(stdout, "note: run as root, the checks of what dcvd may write prove nothing for the service's user; run: dcvd check-config --as-service")
 	}
 	var problems []error
 	if err != nil {
@@ -212,9 +297,4 @@ func parseOptionalName(fs *flag.FlagSet, args []string) (string, error) {
 		return "", asUsage(fmt.Errorf("unexpected arguments %v", fs.Args()))
 	}
 	return name, nil
-}
-
-func runVersion(stdout io.Writer) error {
-	fmt.Fprintf(stdout, "dcvd %s\n", version)
-	return nil
 }

@@ -358,12 +358,8 @@ func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.C
 		defer c.Close()
 		return c.Status(ctx)
 	}
-	d, _, err := openDaemon(ctx, cfgPath, stderr)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	return d.Status(ctx)
+	// Without a daemon: read the state as it is, creating nothing.
+	return statusFromState(ctx, cfgPath, stderr)
 }
 
 // reissueViaControl has the running daemon reissue name (or finds its
