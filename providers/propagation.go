@@ -82,6 +82,45 @@ type Propagation struct {
 	Resolvers []string
 	// Port is the port of discovered nameservers; default 53.
 	Port int
+	// ProgressEvery is how often a Wait reports which nameservers still
+	// lag to the function set with WithProgress; default
+	// DefaultProgressEvery.
+	ProgressEvery time.Duration
+}
+
+// DefaultProgressEvery is Propagation.ProgressEvery's default: often
+// enough that an admin watching a wait of many minutes sees it is alive
+// and which server holds it up, rarely enough not to flood the log.
+const DefaultProgressEvery = 15 * time.Second
+
+// Progress is what a Wait reports while it lasts.
+type Progress struct {
+	// Zone is the zone waited on (FQDN with trailing dot).
+	Zone string
+	// Elapsed is the time since the Wait began.
+	Elapsed time.Duration
+	// Servers and Records are how many nameservers are asked and how many
+	// distinct records each must answer.
+	Servers, Records int
+	// Lagging are the nameservers that do not answer every record yet,
+	// each with its last answer, as "host:port: answered NXDOMAIN for
+	// NAME", sorted.
+	Lagging []string
+}
+
+type progressKey struct{}
+
+// WithProgress returns a context whose propagation Waits call report,
+// every ProgressEvery, with the nameservers that still lag. The context
+// carries it (rather than the Propagation) so that whoever runs the wait
+// decides where progress goes: the daemon's log, dcvd dns test's steps.
+func WithProgress(ctx context.Context, report func(Progress)) context.Context {
+	return context.WithValue(ctx, progressKey{}, report)
+}
+
+func progressOf(ctx context.Context) func(Progress) {
+	f, _ := ctx.Value(progressKey{}).(func(Progress))
+	return f
 }
 
 // Wait returns once every authoritative nameserver of zone answers each
@@ -123,6 +162,8 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 	last := make(map[pair]string, len(pending)) // what each pending pair answered last
 	sched := p.schedule()
 	begun := time.Now()
+	report := progressOf(ctx)
+	lastReport := begun
 	for {
 		roundStart := time.Now()
 		answers := make([]answer, len(pending))
@@ -164,6 +205,15 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 		pending = still
 		if len(pending) == 0 {
 			return nil
+		}
+		if report != nil && !ended && time.Since(lastReport) >= p.progressEvery() {
+			lastReport = time.Now()
+			lagging := make([]string, 0, len(pending))
+			for _, pr := range pending {
+				lagging = append(lagging, fmt.Sprintf("%s: %s for %s", servers[pr.server], last[pr], checks[pr.check].name))
+			}
+			sort.Strings(lagging)
+			report(Progress{Zone: zone, Elapsed: time.Since(begun), Servers: len(servers), Records: len(checks), Lagging: lagging})
 		}
 
 		// From the round's start: a slow server does not add its answer
@@ -283,6 +333,13 @@ func (p Propagation) timeout() time.Duration {
 		return p.Timeout
 	}
 	return DefaultPropagationTimeout
+}
+
+func (p Propagation) progressEvery() time.Duration {
+	if p.ProgressEvery > 0 {
+		return p.ProgressEvery
+	}
+	return DefaultProgressEvery
 }
 
 func (p Propagation) interval() time.Duration {

@@ -50,7 +50,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"key and CSR, signed reissue, DNS records and a validation file published to a local\n"+
 			"DNS server and web root, visibility proven, re-check requested, certificate polled,\n"+
 			"verified, deployed and reloaded, DCV cleaned up.\n\nFlags:\n")
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -600,7 +600,7 @@ type clusterNodeStatus struct {
 // caller poll through a moment when the command cannot answer.
 func clusterStatuses(ctx context.Context, bin, cfgPath string) (map[string]clusterStatus, error) {
 	r := runDcvd(ctx, bin, nil, "status", "--json", "--config", cfgPath)
-	if r.err != nil {
+	if statusFailed(r) {
 		return nil, fmt.Errorf("dcvd status --json: %w\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
 	}
 	var sts []clusterStatus

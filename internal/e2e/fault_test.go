@@ -669,7 +669,7 @@ func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string, env ...string) 
 func statusAll(ctx context.Context, t *testing.T, bin, cfgPath string) map[string]certStatus {
 	t.Helper()
 	r := runDcvd(ctx, bin, nil, "status", "--json", "--config", cfgPath)
-	if r.err != nil {
+	if statusFailed(r) {
 		t.Fatalf("dcvd status --json: %v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
 	}
 	var sts []certStatus
