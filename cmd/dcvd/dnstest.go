@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -127,12 +125,7 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 	}
 
 	s := &stepper{out: stdout, start: time.Now()}
-	token := make([]byte, 8)
-	rand.Read(token)
-	rec := reseller.CNAMEInstruction{
-		Name:   "_dcvd-test-" + hex.EncodeToString(token) + "." + base,
-		Target: hex.EncodeToString(token) + ".dcvd-test.invalid",
-	}
+	rec := providers.ProbeRecord(base) // the rehearsal's probe, too
 	s.step("provider %s (%s): test record %s → %s", d.Name, d.Kind, rec.Name, rec.Target)
 
 	records, err := d.Plan(ctx, []reseller.CNAMEInstruction{rec})
