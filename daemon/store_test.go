@@ -248,7 +248,7 @@ func fullOrder(uniqueID, cert string) *Order {
 			},
 		},
 		DNSRecords: []providers.Record{
-			{Provider: "main", Zone: "example.com.", Name: "_abc.example.com", Target: "x.dcv.example.net", TTL: 60 * time.Second},
+			{Provider: "main", Zone: "example.com.", Name: "_abc.example.com", Target: "x.dcv.example.net", TTL: 60 * time.Second, ID: "rec-1"},
 		},
 		Files: []httpchallenge.Written{
 			{Webroot: "/var/www/shop", Name: "g.txt", Content: "abc",

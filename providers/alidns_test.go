@@ -245,6 +245,10 @@ func (f *fakeAlidns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.describeDomains(w, p)
 	case "DescribeDomainRecords":
 		f.describeRecords(w, p)
+	case "DescribeSubDomainRecords":
+		f.describeSubDomain(w, p)
+	case "DescribeDomainRecordInfo":
+		f.describeRecordInfo(w, p)
 	case "AddDomainRecord":
 		f.addRecord(w, p)
 	case "UpdateDomainRecord", "DeleteDomainRecord":
@@ -278,14 +282,8 @@ func (f *fakeAlidns) describeRecords(w http.ResponseWriter, p url.Values) {
 		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
 		return
 	}
-	num, size := 1, 20
-	if v := p.Get("PageNumber"); v != "" {
-		num, _ = strconv.Atoi(v)
-	}
-	if v := p.Get("PageSize"); v != "" {
-		size, _ = strconv.Atoi(v)
-	}
-	if num < 1 || size < 1 || size > 500 {
+	num, size, ok := aliPage(p)
+	if !ok {
 		f.fail(w, http.StatusBadRequest, "InvalidParameter", "PageNumber or PageSize out of range")
 		return
 	}
@@ -321,6 +319,74 @@ func (f *fakeAlidns) describeRecords(w http.ResponseWriter, p url.Values) {
 	start := min((num-1)*size, len(list))
 	out := append([]aliRecord{}, list[start:min(start+size, len(list))]...)
 	f.reply(w, http.StatusOK, map[string]any{"TotalCount": len(list), "PageNumber": num, "PageSize": size, "DomainRecords": map[string]any{"Record": out}})
+}
+
+// aliPage reads PageNumber and PageSize as the API does: 1 and 20 by
+// default, at most 500 a page.
+func aliPage(p url.Values) (num, size int, ok bool) {
+	num, size = 1, 20
+	if v := p.Get("PageNumber"); v != "" {
+		num, _ = strconv.Atoi(v)
+	}
+	if v := p.Get("PageSize"); v != "" {
+		size, _ = strconv.Atoi(v)
+	}
+	return num, size, num >= 1 && size >= 1 && size <= 500
+}
+
+// describeSubDomain answers DescribeSubDomainRecords: the records whose
+// full name is SubDomain exactly (of the Type given, if any), newest first,
+// paged.
+func (f *fakeAlidns) describeSubDomain(w http.ResponseWriter, p url.Values) {
+	sub := strings.ToLower(p.Get("SubDomain"))
+	if sub == "" {
+		f.fail(w, http.StatusBadRequest, "MissingSubDomain", "SubDomain is mandatory for this action.")
+		return
+	}
+	d := f.domain(p.Get("DomainName"))
+	if d == nil || !strings.HasSuffix(sub, "."+d.name) && sub != d.name {
+		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
+		return
+	}
+	num, size, ok := aliPage(p)
+	if !ok {
+		f.fail(w, http.StatusBadRequest, "InvalidParameter", "PageNumber or PageSize out of range")
+		return
+	}
+	var list []aliRecord
+	for i := len(d.records) - 1; i >= 0; i-- {
+		r := d.records[i]
+		full := r.RR + "." + d.name
+		if r.RR == "@" {
+			full = d.name
+		}
+		if !strings.EqualFold(full, sub) {
+			continue
+		}
+		if t := p.Get("Type"); t != "" && !strings.EqualFold(r.Type, t) {
+			continue
+		}
+		list = append(list, r)
+	}
+	start := min((num-1)*size, len(list))
+	out := append([]aliRecord{}, list[start:min(start+size, len(list))]...)
+	f.reply(w, http.StatusOK, map[string]any{"TotalCount": len(list), "PageNumber": num, "PageSize": size, "DomainRecords": map[string]any{"Record": out}})
+}
+
+// describeRecordInfo answers DescribeDomainRecordInfo: one record by ID,
+// its fields at the top level of the answer.
+func (f *fakeAlidns) describeRecordInfo(w http.ResponseWriter, p url.Values) {
+	id := p.Get("RecordId")
+	for _, d := range f.domains {
+		for _, r := range d.records {
+			if r.RecordID == id {
+				f.reply(w, http.StatusOK, map[string]any{"RecordId": r.RecordID, "DomainName": r.DomainName, "DomainId": "dom-" + d.name,
+					"RR": r.RR, "Type": r.Type, "Value": r.Value, "TTL": r.TTL, "Line": r.Line, "Status": r.Status, "Locked": r.Locked})
+				return
+			}
+		}
+	}
+	f.fail(w, http.StatusBadRequest, "DomainRecordNotBelongToUser", "The DNS record does not exist or does not belong to you.")
 }
 
 // conflict says why a record cannot be added next to the records of d.
@@ -447,6 +513,16 @@ func checkAliAuth(t *testing.T, reqs []apiRequest) {
 	assertNoSecret(t, reqs, aliSecret, "")
 }
 
+// aliLookups are the reads with which dcvd finds what the names of recs
+// hold: one exact query per name.
+func aliLookups(recs []providers.Record) []string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, fmt.Sprintf("DescribeSubDomainRecords DomainName=%s PageNumber=1 PageSize=500 SubDomain=%s", strings.TrimSuffix(r.Zone, "."), r.Name))
+	}
+	return out
+}
+
 // aliPublishActions is what AppendRecords sends for each new record of
 // zone. dcvd does not use alidns's SetRecords (Kind.SetUnsafe): it finds
 // the record to replace by a substring search and can rewrite another one.
@@ -479,8 +555,10 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 	checkReport(t, rep, recs, nil, 1)
 	reqs := f.log.take()
 	checkAliAuth(t, reqs)
-	list := "DescribeDomainRecords DomainName=example.com"
-	want := []string{list}
+	// dcvd reads the names it publishes, not the zone's listing (which
+	// alidns cuts at 20 records).
+	lookups := aliLookups(recs)
+	want := slices.Clone(lookups)
 	for _, r := range recs {
 		want = append(want, aliPublishActions("example.com", 600, r)...)
 	}
@@ -506,8 +584,8 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 		t.Fatalf("second Publish: %v", err)
 	}
 	checkReport(t, rep, nil, recs, 0)
-	if got := aliActions(f.log.take()); !slices.Equal(got, []string{list}) {
-		t.Errorf("second Publish requests %q, want only %q", got, list)
+	if got := aliActions(f.log.take()); !slices.Equal(got, lookups) {
+		t.Errorf("second Publish requests %q, want only %q", got, lookups)
 	}
 
 	// Cleanup after a restart, by a new DNS from the same config.
@@ -571,10 +649,16 @@ func TestAlidnsPublishTwoZones(t *testing.T) {
 	checkReport(t, rep, recs, nil, 2)
 	reqs := f.log.take()
 	checkAliAuth(t, reqs)
-	// One AppendRecords per zone: a listing, then that zone's records.
+	// One AppendRecords per zone: a lookup of each name, then that zone's records.
 	var wantActions []string
 	for _, zone := range []string{"example.com.", "example.org."} {
-		wantActions = append(wantActions, "DescribeDomainRecords DomainName="+strings.TrimSuffix(zone, "."))
+		var inZone []providers.Record
+		for _, r := range recs {
+			if r.Zone == zone {
+				inZone = append(inZone, r)
+			}
+		}
+		wantActions = append(wantActions, aliLookups(inZone)...)
 		for _, r := range inZoneOrder(recs) {
 			if r.Zone == zone {
 				wantActions = append(wantActions, aliPublishActions(zone, 600, r)...)
@@ -694,5 +778,168 @@ func TestAlidnsNeverRewritesAnotherRecord(t *testing.T) {
 	}
 	if strings.Contains(snap, "stale.sectigo.com") {
 		t.Errorf("stale record kept:\n%s", snap)
+	}
+}
+
+// seedAliFiller adds n records to domain d, newer than what it holds: hosts,
+// and look-alikes of the DCV names of recs (same target, a name that
+// contains the DCV name or is contained in it) that a substring search
+// would match.
+func (f *fakeAlidns) seedAliFiller(d *aliDomain, prefix string, n int, recs []providers.Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range n {
+		if len(recs) > 0 && i%10 == 0 {
+			r := recs[(i/10)%len(recs)]
+			f.add(d, seedRR{Name: fmt.Sprintf("%s%dx%s", prefix, i, r.Name), Type: "CNAME", TTL: 600, Value: r.Target + "."})
+			continue
+		}
+		f.add(d, seedRR{Name: fmt.Sprintf("%s%d.%s", prefix, i, d.name), Type: "A", TTL: 600, Value: fmt.Sprintf("198.51.100.%d", i%250+1)})
+	}
+}
+
+// TestAlidnsBigZone: with 500 records in the zone and 30 more added while
+// the validation is pending, so that dcvd's records are far past the 20
+// that alidns's GetRecords sees, a republish finds its records unchanged
+// and Cleanup (after a restart) deletes exactly them, by ID or, for records
+// kept without one, by an exact query of their names. No request reads the
+// whole zone, and no other record is deleted, including the look-alikes
+// that hold dcvd's targets.
+func TestAlidnsBigZone(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// keep turns the records Publish left into the ones Cleanup gets.
+		keep func(f *fakeAlidns, recs []providers.Record) []providers.Record
+		// lookups are the reads Cleanup makes, given the IDs published.
+		lookups func(recs []providers.Record) []string
+	}{
+		{
+			name: "by ID",
+			keep: func(_ *fakeAlidns, recs []providers.Record) []providers.Record { return recs },
+			lookups: func(recs []providers.Record) []string {
+				var out []string
+				for _, r := range recs {
+					out = append(out, "DescribeDomainRecordInfo RecordId="+r.ID)
+				}
+				return out
+			},
+		},
+		{
+			name: "planned before IDs were kept",
+			keep: func(_ *fakeAlidns, recs []providers.Record) []providers.Record {
+				out := slices.Clone(recs)
+				for i := range out {
+					out[i].ID = ""
+				}
+				return out
+			},
+			lookups: aliLookups,
+		},
+		{
+			// Someone deleted dcvd's records and made them again by
+			// hand: the IDs kept name nothing, the names still hold
+			// dcvd's records.
+			name: "IDs stale",
+			keep: func(f *fakeAlidns, recs []providers.Record) []providers.Record {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				d := f.domains[0]
+				for _, r := range recs {
+					i := slices.IndexFunc(d.records, func(e aliRecord) bool { return e.RecordID == r.ID })
+					d.records = slices.Delete(d.records, i, i+1)
+					f.add(d, seedRR{Name: r.Name, Type: "CNAME", TTL: 600, Value: r.Target + "."})
+				}
+				return recs
+			},
+			lookups: func(recs []providers.Record) []string {
+				var out []string
+				for _, r := range recs {
+					out = append(out, "DescribeDomainRecordInfo RecordId="+r.ID, aliLookups([]providers.Record{r})[0])
+				}
+				return out
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFakeAlidns(t, "example.com")
+			d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("ali", time.Minute, "example.com", "www", "shop"))
+			f.seedAliFiller(f.domains[0], "old", 500-len(f.domains[0].records), recs)
+			before := f.snapshot()
+			if n := len(before); n != 500 {
+				t.Fatalf("zone holds %d records, want 500", n)
+			}
+
+			if _, err := d.Publish(ctx, recs); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			for _, r := range recs {
+				if id := f.recordID(r.Name); r.ID == "" || r.ID != id {
+					t.Errorf("Publish kept ID %q for %s; the API gave %q", r.ID, r.Name, id)
+				}
+			}
+			// The validation is pending; the zone's owner adds 30 more.
+			f.seedAliFiller(f.domains[0], "new", 30, recs)
+			during := f.snapshot()
+			f.log.take()
+
+			// A retry republishes: every record found, nothing written.
+			d = newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			rep, err := d.Publish(ctx, recs)
+			if err != nil {
+				t.Fatalf("republish: %v", err)
+			}
+			checkReport(t, rep, nil, recs, 0)
+			if got := aliActions(f.log.take()); !slices.Equal(got, aliLookups(recs)) {
+				t.Errorf("republish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(aliLookups(recs), "\n"))
+			}
+
+			kept := tt.keep(f, slices.Clone(recs))
+			var wantIDs []string
+			for _, r := range kept {
+				wantIDs = append(wantIDs, f.recordID(r.Name))
+			}
+			d = newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			if err := d.Cleanup(ctx, kept); err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			reqs := f.log.take()
+			checkAliAuth(t, reqs)
+			reads := aliActions(filterRequests(reqs, func(r apiRequest) bool {
+				return !isAliWrite(r) && r.Header.Get("X-Acs-Action") != "DescribeDomains"
+			}))
+			if want := tt.lookups(kept); !slices.Equal(reads, want) {
+				t.Errorf("Cleanup reads:\n%s\nwant:\n%s", strings.Join(reads, "\n"), strings.Join(want, "\n"))
+			}
+			var deleted []string
+			for _, w := range filterRequests(reqs, isAliWrite) {
+				id, ok := strings.CutPrefix(aliAction(w), "DeleteDomainRecord RecordId=")
+				if !ok {
+					t.Errorf("Cleanup wrote %q", aliAction(w))
+				}
+				deleted = append(deleted, id)
+			}
+			if !slices.Equal(deleted, wantIDs) {
+				t.Errorf("Cleanup deleted IDs %q, want exactly dcvd's %q", deleted, wantIDs)
+			}
+			wantAfter := slices.DeleteFunc(slices.Clone(during), func(line string) bool {
+				return strings.HasPrefix(line, "example.com "+dcvLabel+" ") || strings.HasPrefix(line, "example.com "+dcvLabel+".")
+			})
+			if after := f.snapshot(); !slices.Equal(after, wantAfter) {
+				t.Errorf("zone after Cleanup: %d records, want %d (the 530 others, untouched)", len(after), len(wantAfter))
+			}
+			if len(wantAfter) != 530 {
+				t.Errorf("test setup: %d other records, want 530", len(wantAfter))
+			}
+
+			// Again: everything is gone, nothing is written.
+			if err := d.Cleanup(ctx, kept); err != nil {
+				t.Errorf("second Cleanup: %v", err)
+			}
+			if writes := filterRequests(f.log.take(), isAliWrite); len(writes) != 0 {
+				t.Errorf("second Cleanup wrote: %q", aliActions(writes))
+			}
+		})
 	}
 }

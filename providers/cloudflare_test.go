@@ -712,3 +712,83 @@ func TestCloudflareErrorsKeepTheTokenOut(t *testing.T) {
 		})
 	}
 }
+
+// TestCloudflareSixtyZones: on an account with 60 zones the provider's
+// ListZones sees the first 20 only. dcvd still finds the zone of each name,
+// by an SOA lookup, whether the zone is simply past the first page or is a
+// delegated child of a zone on the first page (where the list alone would
+// choose the parent); publish and cleanup then work in that zone.
+func TestCloudflareSixtyZones(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		zones  func(i int) string // the account's zone i of 60
+		target string             // the zone published to: index 45
+	}{
+		{
+			name:   "past the first page",
+			zones:  func(i int) string { return fmt.Sprintf("customer%02d.com", i) },
+			target: "customer45.com",
+		},
+		{
+			name: "child of a zone on the first page",
+			zones: func(i int) string {
+				switch i {
+				case 3:
+					return "example.com"
+				case 45:
+					return "shop.example.com"
+				}
+				return fmt.Sprintf("customer%02d.com", i)
+			},
+			target: "shop.example.com",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			var zones []string
+			for i := range 60 {
+				zones = append(zones, tt.zones(i))
+			}
+			if zones[45] != tt.target {
+				t.Fatalf("test setup: zone 45 is %s", zones[45])
+			}
+			f := newFakeCloudflare(t, zones...)
+			before := f.snapshot()
+			d := newDNS(t, "cf", cfSection(t, map[string]any{"resolvers": []any{zoneResolver(t, zones...)}}), providers.Options{HTTPClient: f.client()})
+
+			recs := planDCV(t, d, dcvInstructions(tt.target, "www"), wantRecords("cf", time.Minute, tt.target, "www"))
+			if got := requestLines(f.log.take()); !slices.Equal(got, []string{"GET /client/v4/zones"}) {
+				t.Errorf("Plan requests %q, want one zone listing", got)
+			}
+			rep, err := d.Publish(ctx, recs)
+			if err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			checkReport(t, rep, recs, nil, 1)
+			reqs := f.log.take()
+			writes := filterRequests(reqs, isCloudflareWrite)
+			if len(writes) != len(recs) {
+				t.Fatalf("Publish made %d writes, want %d: %q", len(writes), len(recs), requestLines(reqs))
+			}
+			for i, w := range writes {
+				if w.Method != http.MethodPost || w.Path != cfPrefix+"/zones/"+f.zoneID(tt.target)+"/dns_records" {
+					t.Errorf("write %s, want a POST to zone %s", w, tt.target)
+				}
+				checkCloudflareWrite(t, w, tt.target, recs[i])
+			}
+
+			// Cleanup after a restart: a new DNS finds the zone again.
+			d = newDNS(t, "cf", cfSection(t, map[string]any{"resolvers": []any{zoneResolver(t, zones...)}}), providers.Options{HTTPClient: f.client()})
+			if err := d.Cleanup(ctx, recs); err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			deletes := filterRequests(f.log.take(), isCloudflareWrite)
+			if len(deletes) != len(recs) {
+				t.Errorf("Cleanup made %d writes, want %d deletes", len(deletes), len(recs))
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zones after Cleanup differ from before:\n%s", strings.Join(after, "\n"))
+			}
+		})
+	}
+}

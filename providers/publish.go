@@ -26,6 +26,13 @@ type Record struct {
 	Target string `json:"target"`
 	// TTL of the record.
 	TTL time.Duration `json:"ttl"`
+	// ID is the provider's ID of the record, as the provider gave it when
+	// the record was written or last seen by Publish, for providers whose
+	// listing may not show the record again (alidns lists only the newest
+	// 20 records of a zone): Cleanup deletes by it. Empty for records
+	// planned before dcvd kept IDs and for providers that give none;
+	// Cleanup then looks the record up by name.
+	ID string `json:"id,omitempty"`
 }
 
 // Report says what Publish did.
@@ -83,22 +90,24 @@ func (d *DNS) Plan(ctx context.Context, cnames []reseller.CNAMEInstruction) ([]R
 // For a provider whose SetRecords is unsafe (Kind.SetUnsafe), stale CNAMEs
 // at the names are deleted as listed and the records are added with one
 // AppendRecords call per zone instead.
+//
+// Publish sets the ID of each record in records itself (and in the report)
+// to the one the provider gave or showed, so that a caller that persists
+// records after Publish keeps what Cleanup needs to find them again.
 func (d *DNS) Publish(ctx context.Context, records []Record) (Report, error) {
 	var rep Report
+	reader := readerFor(d.Provider)
 	for _, zone := range zonesOf(records) {
-		recs := inZone(records, zone)
-		var existing []libdns.Record
-		err := safely("read zone", func() (err error) {
-			existing, err = d.Provider.GetRecords(ctx, zone)
-			return err
-		})
+		idx := indexesIn(records, zone)
+		existing, err := d.read(ctx, reader, zone, records, idx)
 		if err != nil {
 			return rep, fmt.Errorf("dns %s: read zone %s: %s", d.Name, zone, d.Redact(err.Error()))
 		}
 		var write, stale []libdns.Record
-		var set []Record
-		for _, r := range recs {
-			correct, other := false, ""
+		var set []int
+		for _, i := range idx {
+			r := records[i]
+			correct, other, id := false, "", ""
 			var old []libdns.Record
 			for _, e := range existing {
 				rr := e.RR()
@@ -107,7 +116,7 @@ func (d *DNS) Publish(ctx context.Context, records []Record) (Report, error) {
 				}
 				switch {
 				case rr.Type == "CNAME" && sameHost(rr.Data, r.Target):
-					correct = true
+					correct, id = true, recordID(e)
 				case rr.Type == "CNAME":
 					old = append(old, e)
 				default:
@@ -118,32 +127,73 @@ func (d *DNS) Publish(ctx context.Context, records []Record) (Report, error) {
 				return rep, fmt.Errorf("dns %s: %s already has a %s record in zone %s; dcvd does not replace records it did not create", d.Name, r.Name, other, zone)
 			}
 			if correct && len(old) == 0 {
-				rep.Unchanged = append(rep.Unchanged, r)
+				if id != "" {
+					records[i].ID = id
+				}
+				rep.Unchanged = append(rep.Unchanged, records[i])
 				continue
 			}
 			stale = append(stale, old...)
 			write = append(write, r.libdns())
-			set = append(set, r)
+			set = append(set, i)
 		}
 		if len(write) == 0 {
 			continue
 		}
-		if err := d.write(ctx, zone, write, stale, &rep); err != nil {
+		written, err := d.write(ctx, zone, write, stale, &rep)
+		if err != nil {
 			return rep, fmt.Errorf("dns %s: publish %d record(s) in zone %s: %s", d.Name, len(write), zone, d.Redact(err.Error()))
 		}
-		rep.Set = append(rep.Set, set...)
+		for _, i := range set {
+			// A new record has a new ID: an ID kept from before names
+			// a record that is gone or stale.
+			records[i].ID = ""
+			for _, w := range written {
+				rr := w.RR()
+				if rr.Type == "CNAME" && sameName(rr.Name, records[i].Name, zone) && sameHost(rr.Data, records[i].Target) {
+					records[i].ID = recordID(w)
+				}
+			}
+			rep.Set = append(rep.Set, records[i])
+		}
 	}
 	return rep, nil
 }
 
-// write puts records into zone, replacing the stale CNAMEs at their names.
-func (d *DNS) write(ctx context.Context, zone string, records, stale []libdns.Record, rep *Report) error {
-	if !d.setUnsafe {
-		rep.Calls++
-		return safely("SetRecords", func() error {
-			_, err := d.Provider.SetRecords(ctx, zone, records)
+// read returns what Publish must know of the zone: the records at the names
+// of records[idx], through the provider's recordReader when it has one,
+// else its whole listing.
+func (d *DNS) read(ctx context.Context, reader recordReader, zone string, records []Record, idx []int) ([]libdns.Record, error) {
+	if reader == nil {
+		var existing []libdns.Record
+		err := safely("read zone", func() (err error) {
+			existing, err = d.Provider.GetRecords(ctx, zone)
 			return err
 		})
+		return existing, err
+	}
+	var out []libdns.Record
+	for _, i := range idx {
+		recs, err := reader.atName(ctx, zone, records[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// write puts records into zone, replacing the stale CNAMEs at their names,
+// and returns the records as the provider says it wrote them.
+func (d *DNS) write(ctx context.Context, zone string, records, stale []libdns.Record, rep *Report) ([]libdns.Record, error) {
+	var written []libdns.Record
+	if !d.setUnsafe {
+		rep.Calls++
+		err := safely("SetRecords", func() (err error) {
+			written, err = d.Provider.SetRecords(ctx, zone, records)
+			return err
+		})
+		return written, err
 	}
 	if len(stale) > 0 {
 		rep.Calls++
@@ -151,14 +201,15 @@ func (d *DNS) write(ctx context.Context, zone string, records, stale []libdns.Re
 			_, err := d.Provider.DeleteRecords(ctx, zone, stale)
 			return err
 		}); err != nil {
-			return fmt.Errorf("remove stale records: %w", err)
+			return nil, fmt.Errorf("remove stale records: %w", err)
 		}
 	}
 	rep.Calls++
-	return safely("AppendRecords", func() error {
-		_, err := d.Provider.(libdns.RecordAppender).AppendRecords(ctx, zone, records)
+	err := safely("AppendRecords", func() (err error) {
+		written, err = d.Provider.(libdns.RecordAppender).AppendRecords(ctx, zone, records)
 		return err
 	})
+	return written, err
 }
 
 // WaitVisible returns once every authoritative nameserver of each record's
@@ -173,31 +224,25 @@ func (d *DNS) WaitVisible(ctx context.Context, records []Record) error {
 }
 
 // Cleanup removes exactly these records: for each zone, the CNAMEs at these
-// names with these targets, as the provider lists them, in one DeleteRecords
-// call. Records already gone are not an error, so it is safe to repeat.
+// names with these targets, in one DeleteRecords call. Records already gone
+// are not an error, so it is safe to repeat.
+//
+// Where the provider has a recordReader, each record is found by its ID,
+// else (no ID kept, or the ID no longer names this record) by a query for
+// its name; otherwise the provider's listing of the zone says.
 func (d *DNS) Cleanup(ctx context.Context, records []Record) error {
+	reader := readerFor(d.Provider)
 	for _, zone := range zonesOf(records) {
 		recs := inZone(records, zone)
-		var existing []libdns.Record
-		err := safely("read zone", func() (err error) {
-			existing, err = d.Provider.GetRecords(ctx, zone)
-			return err
-		})
+		var doomed []libdns.Record
+		var err error
+		if reader != nil {
+			doomed, err = findOwn(ctx, reader, zone, recs)
+		} else {
+			doomed, err = d.findListed(ctx, zone, recs)
+		}
 		if err != nil {
 			return fmt.Errorf("dns %s: read zone %s: %s", d.Name, zone, d.Redact(err.Error()))
-		}
-		var doomed []libdns.Record
-		for _, e := range existing {
-			rr := e.RR()
-			if rr.Type != "CNAME" {
-				continue
-			}
-			for _, r := range recs {
-				if sameName(rr.Name, r.Name, zone) && sameHost(rr.Data, r.Target) {
-					doomed = append(doomed, e)
-					break
-				}
-			}
 		}
 		if len(doomed) == 0 {
 			continue
@@ -210,6 +255,64 @@ func (d *DNS) Cleanup(ctx context.Context, records []Record) error {
 		}
 	}
 	return nil
+}
+
+// findListed returns the records of the provider's listing of zone that
+// are among recs.
+func (d *DNS) findListed(ctx context.Context, zone string, recs []Record) ([]libdns.Record, error) {
+	var existing []libdns.Record
+	if err := safely("read zone", func() (err error) {
+		existing, err = d.Provider.GetRecords(ctx, zone)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	var doomed []libdns.Record
+	for _, e := range existing {
+		for _, r := range recs {
+			if r.is(e, zone) {
+				doomed = append(doomed, e)
+				break
+			}
+		}
+	}
+	return doomed, nil
+}
+
+// findOwn returns, with their IDs, the records of zone that are among recs:
+// by each one's ID when it has one that still names it, else by its name.
+func findOwn(ctx context.Context, reader recordReader, zone string, recs []Record) ([]libdns.Record, error) {
+	var doomed []libdns.Record
+	for _, r := range recs {
+		if r.ID != "" {
+			e, err := reader.byID(ctx, zone, r.ID)
+			if err != nil {
+				return nil, err
+			}
+			if e != nil && r.is(e, zone) {
+				doomed = append(doomed, e)
+				continue
+			}
+			// Gone, or changed by hand since: only a record at the
+			// name with the target is still dcvd's.
+		}
+		at, err := reader.atName(ctx, zone, r.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range at {
+			if r.is(e, zone) {
+				doomed = append(doomed, e)
+			}
+		}
+	}
+	return doomed, nil
+}
+
+// is reports whether a provider's record e of zone is the CNAME r.
+func (r Record) is(e libdns.Record, zone string) bool {
+	rr := e.RR()
+	return rr.Type == "CNAME" && sameName(rr.Name, r.Name, zone) && sameHost(rr.Data, r.Target)
 }
 
 func (r Record) libdns() libdns.Record {
@@ -241,6 +344,17 @@ func zonesOf(records []Record) []string {
 	}
 	sort.Strings(zones)
 	return zones
+}
+
+// indexesIn returns the indexes of the records in zone.
+func indexesIn(records []Record, zone string) []int {
+	var out []int
+	for i, r := range records {
+		if r.Zone == zone {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 func inZone(records []Record, zone string) []Record {

@@ -16,9 +16,15 @@ import (
 // no timeout.
 const defaultZoneLookupTimeout = 30 * time.Second
 
+// zoneListPage is the smallest number of zones at which a provider's zone
+// list may be a first page only: Cloudflare's default page is 20 zones,
+// and libdns/cloudflare v0.2.2 asks for no other page.
+const zoneListPage = 20
+
 // zoneFinder finds the zone that holds a record name: the configured zone,
 // else the longest of the provider's zones that contains the name, else the
-// zone an SOA lookup names. Answers are cached for the finder's life (one
+// zone an SOA lookup names. When the provider's list may be cut at a page,
+// an SOA lookup also checks for a more specific zone than the list shows. Answers are cached for the finder's life (one
 // run), so that the names of one reissue cost one lookup each.
 //
 // A zoneFinder is safe for concurrent use.
@@ -118,6 +124,16 @@ func (z *zoneFinder) lookup(ctx context.Context, fqdn string) (string, error) {
 			return "", fmt.Errorf("none of the provider's zones holds %s (zones: %s), and %w", strings.TrimSuffix(fqdn, "."), summarize(zones, 10), werr)
 		}
 		return zone, nil
+	}
+	if len(zones) >= zoneListPage {
+		// The list may be one page of more (libdns/cloudflare lists the
+		// first 20 zones), so a zone below best, such as a delegated
+		// shop.example.com beside example.com, may be on a page not
+		// shown: writing into best would then publish a record nobody
+		// resolves. DNS tells; when it cannot, best is all there is.
+		if zone, werr := z.walk(ctx, fqdn); werr == nil && zone != best && dns.IsSubDomain(best, zone) {
+			return zone, nil
+		}
 	}
 	return best, nil
 }

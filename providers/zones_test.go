@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -384,5 +385,45 @@ func add(t *testing.T, srv *memdns.Server, zone string, recs ...libdns.Record) {
 	t.Helper()
 	if _, err := srv.AppendRecords(context.Background(), zone, recs); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestZoneForListMaybeCut: a list of zoneListPage zones or more may be the
+// first page of a longer one, so DNS is asked whether a zone below the
+// listed one holds the name; a shorter list is complete and trusted.
+func TestZoneForListMaybeCut(t *testing.T) {
+	resolver := startResolver(t, "example.com", "sub.example.com", "example.org")
+	page := []string{"example.com.", "example.org."}
+	for i := len(page); i < zoneListPage; i++ {
+		page = append(page, fmt.Sprintf("filler%02d.net.", i))
+	}
+	tests := []struct {
+		desc      string
+		zones     []string
+		resolvers []string // nil: a dead address
+		name      string
+		want      string
+	}{
+		{"full page, DNS knows a child zone", page, []string{resolver.Addr()}, "_x.www.sub.example.com", "sub.example.com."},
+		{"full page, DNS agrees", page, []string{resolver.Addr()}, "_x.www.example.org", "example.org."},
+		{"full page, DNS unreachable", page, nil, "_x.www.sub.example.com", "example.com."},
+		{"short list is complete", page[:5], []string{resolver.Addr()}, "_x.www.sub.example.com", "example.com."},
+		{"full page lists the child", append(slices.Clone(page), "sub.example.com."), nil, "_x.sub.example.com", "sub.example.com."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			resolvers := tt.resolvers
+			if resolvers == nil {
+				resolvers = []string{deadAddr(t)}
+			}
+			z := newZoneFinder("", &lister{zones: tt.zones}, resolvers, 2*time.Second)
+			got, err := z.zoneFor(context.Background(), tt.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("zoneFor(%s) = %q, want %q", tt.name, got, tt.want)
+			}
+		})
 	}
 }
