@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/libdns/cloudflare"
-	"github.com/libdns/tencentcloud"
 
 	"github.com/dcvd/dcvd/providers"
 )
@@ -191,22 +190,28 @@ func TestNewTencentCloudSnakeCaseKeys(t *testing.T) {
 		"provider":        "tencentcloud",
 		"secret_id":       "AKIDtencent0001",
 		"secret_key_file": secretFile(t, "tencent-secret-key"),
-		"region":          "ap-guangzhou",
+		"session_token":   "tencent-session-token",
 	}
 	d, warnings, err := providers.New("tc", section, providers.Options{})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if len(warnings) > 0 {
-		t.Errorf("warnings: %q", warnings)
+	if len(warnings) == 0 {
+		t.Errorf("no warning for session_token written inline")
 	}
-	p, ok := d.Provider.(*tencentcloud.Provider)
+	p, ok := d.Provider.(*providers.TencentCloud)
 	if !ok {
-		t.Fatalf("provider is %T, want *tencentcloud.Provider", d.Provider)
+		t.Fatalf("provider is %T, want *providers.TencentCloud", d.Provider)
 	}
-	if p.SecretId != "AKIDtencent0001" || p.SecretKey != "tencent-secret-key" || p.Region != "ap-guangzhou" {
+	if p.SecretId != "AKIDtencent0001" || p.SecretKey != "tencent-secret-key" || p.SessionToken != "tencent-session-token" {
 		t.Errorf("provider = %+v", *p)
 	}
+	// region is a key (upstream's field) but refused: see tencentcloud.go.
+	section["region"] = "ap-guangzhou"
+	if _, _, err := providers.New("tc", section, providers.Options{}); err == nil || !strings.Contains(err.Error(), "dns.tc.region") {
+		t.Errorf("New with region: %v; want a refusal of dns.tc.region", err)
+	}
+	delete(section, "region")
 	// The Go field names are not keys.
 	section["SecretId"] = "x"
 	if _, _, err := providers.New("tc", section, providers.Options{}); err == nil || !strings.Contains(err.Error(), "dns.tc.SecretId") {
@@ -334,7 +339,12 @@ func TestEveryKindBuilds(t *testing.T) {
 			if d.Kind != k.Name || d.Provider == nil {
 				t.Fatalf("New = kind %q, provider %v", d.Kind, d.Provider)
 			}
-			if pkg := reflect.TypeOf(d.Provider).Elem().PkgPath(); !strings.HasPrefix(pkg, "github.com/libdns/"+k.Name) {
+			typ := reflect.TypeOf(d.Provider).Elem()
+			// dcvd's wrappers of a libdns provider embed it first.
+			if typ.PkgPath() == "github.com/dcvd/dcvd/providers" && typ.Kind() == reflect.Struct && typ.NumField() > 0 && typ.Field(0).Anonymous {
+				typ = typ.Field(0).Type
+			}
+			if pkg := typ.PkgPath(); !strings.HasPrefix(pkg, "github.com/libdns/"+k.Name) {
 				t.Errorf("provider %s is %T from %s", k.Name, d.Provider, pkg)
 			}
 			values := stringFields(reflect.ValueOf(d.Provider).Elem())

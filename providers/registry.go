@@ -26,7 +26,6 @@ import (
 	"github.com/libdns/powerdns"
 	"github.com/libdns/rfc2136"
 	"github.com/libdns/route53"
-	"github.com/libdns/tencentcloud"
 	"github.com/libdns/vultr/v2"
 )
 
@@ -133,8 +132,11 @@ var kinds = []Kind{
 		Secret: []string{"secret_access_key", "session_token"},
 		Check:  checkRoute53,
 		About:  "Amazon Route 53 (keys, a profile, or the host's AWS credentials chain)"},
-	{Name: "tencentcloud", New: func() Provider { return new(tencentcloud.Provider) },
+	// TencentCloud wraps libdns/tencentcloud, whose record methods ignore
+	// the API's errors and read one page of a zone (tencentcloud.go).
+	{Name: "tencentcloud", New: func() Provider { return new(TencentCloud) },
 		Required: []string{"secret_id", "secret_key"}, Secret: []string{"secret_key", "session_token"},
+		Check: checkTencentCloud,
 		About: "Tencent Cloud DNSPod (腾讯云解析)"},
 	{Name: "vultr", New: func() Provider { return new(vultr.Provider) },
 		Required: []string{"api_token"}, Secret: []string{"api_token"},

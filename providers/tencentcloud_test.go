@@ -1,0 +1,1119 @@
+package providers_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libdns/libdns"
+
+	"github.com/dcvd/dcvd/providers"
+)
+
+// providers.TencentCloud (the registry's "tencentcloud": the config of
+// github.com/libdns/tencentcloud v1.4.3 with dcvd's own record methods,
+// providers/tencentcloud.go) against a fake Tencent Cloud DNSPod API 3.0
+// (version 2021-03-23, TC3-HMAC-SHA256 signatures, a JSON body POSTed to /,
+// the action in X-TC-Action, errors as HTTP 200 with Response.Error). The
+// provider has a constant URL and uses http.DefaultClient, so these tests
+// swap http.DefaultClient.Transport: they are process-global and must not
+// run in parallel (nor beside the alidns tests, which do the same). What
+// the provider does, checked here request by request:
+//   - GetRecords: DescribeRecordList with Domain, RecordLine=默认,
+//     Limit=3000 and Offset, page after page until TotalCount (upstream
+//     sends no Limit or Offset and so sees the first 100 records only);
+//   - SetRecords: for each name and type, DescribeRecordList with
+//     Subdomain, RecordType, RecordLine=默认 (paged the same way), then a
+//     ModifyRecord of a listed RecordId, or a CreateRecord, per record that
+//     is not already as given, and a DeleteRecord of each one left over:
+//     one HTTP write per record, so dcvd's one SetRecords call per zone is
+//     a contiguous run of writes per zone (the API has no batch write);
+//   - DeleteRecords: for each record, the same DescribeRecordList, then a
+//     DeleteRecord by RecordId of each listed record whose name, type and
+//     value (and TTL, when given) are the record's.
+//
+// Every request is signed by upstream's tencentcloud.SignRequest, whose
+// host is always dnspod.tencentcloudapi.com, and sent there; the region key
+// is refused. Every Response.Error is an error naming the API's code and
+// message (with the secret taken out), except ResourceNotFound.NoDataOfRecord
+// from a list, which is an empty list. Upstream read no Response.Error: a
+// refused list read as an empty zone and a refused ModifyRecord or
+// DeleteRecord as success.
+
+const (
+	tcHost      = "dnspod.tencentcloudapi.com"
+	tcSecretID  = "AKIDfakeDcvdTencentID0001"
+	tcSecretKey = "tc-secret-7Qm2xR9vK4pL8sWz"
+	tcLine      = "默认"
+	// tcDefaultLimit and tcMaxLimit are DescribeRecordList's page size
+	// when Limit is not given, and the largest Limit it accepts.
+	tcDefaultLimit = 100
+	tcMaxLimit     = 3000
+)
+
+// tcRecord is a DNS record as DescribeRecordList shows it.
+type tcRecord struct {
+	RecordID uint64 `json:"RecordId"`
+	Name     string `json:"Name"`
+	Type     string `json:"Type"`
+	Value    string `json:"Value"`
+	Line     string `json:"Line"`
+	LineID   string `json:"LineId"`
+	TTL      int64  `json:"TTL"`
+	MX       int64  `json:"MX"`
+	Status   string `json:"Status"`
+}
+
+type tcDomain struct {
+	name    string
+	records []tcRecord // listed in this order: by RecordId
+}
+
+// fakeTencent is a DNSPod API holding domains in memory. It checks the
+// signature of every request with the test's key, and the parameters of
+// every action against what the API accepts.
+type fakeTencent struct {
+	t   *testing.T
+	srv *httptest.Server
+	log apiLog
+
+	mu      sync.Mutex
+	domains []*tcDomain
+	nextID  uint64
+	// badSignatures counts requests whose signature did not verify. A test
+	// that expects some sets allowBadSignatures; otherwise each one fails
+	// the test.
+	badSignatures      int
+	allowBadSignatures bool
+	// deny, when it returns true for an action, makes the fake answer as
+	// the API does when a CAM policy refuses it, quoting the secret it
+	// knows: dcvd must keep it out of its errors even then.
+	deny func(action string) bool
+}
+
+// newFakeTencent starts a fake holding domains, each seeded with records
+// dcvd must not touch, and points http.DefaultClient at it until the test
+// ends.
+func newFakeTencent(t *testing.T, domains ...string) *fakeTencent {
+	t.Helper()
+	f := &fakeTencent{t: t, nextID: 100000}
+	for _, name := range domains {
+		d := &tcDomain{name: strings.TrimSuffix(name, ".")}
+		for _, s := range fakeUnrelated(d.name) {
+			f.add(d, s, tcLine)
+		}
+		f.domains = append(f.domains, d)
+	}
+	f.srv = httptest.NewServer(f)
+	t.Cleanup(f.srv.Close)
+	orig := http.DefaultClient.Transport
+	http.DefaultClient.Transport = newRewriteTransport(t, tcHost, f.srv)
+	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	return f
+}
+
+// add seeds a record on line. The API shows CNAME values with a final dot.
+func (f *fakeTencent) add(d *tcDomain, s seedRR, line string) tcRecord {
+	f.nextID++
+	name := strings.TrimSuffix(strings.TrimSuffix(s.Name, d.name), ".")
+	if name == "" {
+		name = "@"
+	}
+	value := s.Value
+	if s.Type == "CNAME" && !strings.HasSuffix(value, ".") {
+		value += "."
+	}
+	rec := tcRecord{RecordID: f.nextID, Name: name, Type: s.Type, Value: value, Line: line, LineID: "0",
+		TTL: int64(s.TTL), Status: "ENABLE"}
+	d.records = append(d.records, rec)
+	return rec
+}
+
+func (f *fakeTencent) domain(name string) *tcDomain {
+	for _, d := range f.domains {
+		if d.name == name {
+			return d
+		}
+	}
+	return nil
+}
+
+// snapshot lists every record of every domain, with its ID, so that a
+// record deleted and added again (or modified) shows as a change.
+func (f *fakeTencent) snapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, d := range f.domains {
+		for _, r := range d.records {
+			out = append(out, fmt.Sprintf("%s %d %s %s %d %s %s", d.name, r.RecordID, r.Name, r.Line, r.TTL, r.Type, r.Value))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cnameIDs returns the IDs of the default-line CNAMEs at name (FQDN).
+func (f *fakeTencent) cnameIDs(name string) []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var ids []uint64
+	for _, d := range f.domains {
+		for _, r := range d.records {
+			if r.Type == "CNAME" && r.Line == tcLine && r.Name+"."+d.name == name {
+				ids = append(ids, r.RecordID)
+			}
+		}
+	}
+	return ids
+}
+
+// verifyTC3 checks r's TC3-HMAC-SHA256 signature as Tencent Cloud does:
+// the canonical request is rebuilt from what was received (method, path,
+// query, the signed headers with the Host that was sent, the body's hash),
+// and the key derived from the secret, the credential's date and service.
+func verifyTC3(r *http.Request, body []byte, secretID, secretKey, service string, now time.Time) error {
+	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "TC3-HMAC-SHA256 ")
+	if !ok {
+		return fmt.Errorf("Authorization %q is not TC3-HMAC-SHA256", r.Header.Get("Authorization"))
+	}
+	fields := map[string]string{}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		fields[k] = v
+	}
+	cred := strings.Split(fields["Credential"], "/")
+	if len(cred) != 4 || cred[0] != secretID || cred[2] != service || cred[3] != "tc3_request" {
+		return fmt.Errorf("credential %q, want %s/<date>/%s/tc3_request", fields["Credential"], secretID, service)
+	}
+	ts, err := strconv.ParseInt(r.Header.Get("X-TC-Timestamp"), 10, 64)
+	if err != nil {
+		return fmt.Errorf("X-TC-Timestamp %q: %v", r.Header.Get("X-TC-Timestamp"), err)
+	}
+	// The API refuses a timestamp more than 5 minutes off, and a
+	// credential date that is not the timestamp's UTC date.
+	if d := now.Sub(time.Unix(ts, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return fmt.Errorf("X-TC-Timestamp %d is %v away from now", ts, d)
+	}
+	date := cred[1]
+	if want := time.Unix(ts, 0).UTC().Format("2006-01-02"); date != want {
+		return fmt.Errorf("credential date %s, want the timestamp's %s", date, want)
+	}
+	signed := strings.Split(fields["SignedHeaders"], ";")
+	for _, h := range []string{"content-type", "host"} {
+		if !slices.Contains(signed, h) {
+			return fmt.Errorf("SignedHeaders %q lack %s", fields["SignedHeaders"], h)
+		}
+	}
+	var headers strings.Builder
+	for _, h := range signed {
+		v := r.Header.Get(h)
+		if h == "host" {
+			v = r.Host
+		}
+		headers.WriteString(h + ":" + strings.ToLower(strings.TrimSpace(v)) + "\n")
+	}
+	sum := sha256.Sum256(body)
+	canonical := r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n" + headers.String() + "\n" +
+		fields["SignedHeaders"] + "\n" + hex.EncodeToString(sum[:])
+	creq := sha256.Sum256([]byte(canonical))
+	toSign := "TC3-HMAC-SHA256\n" + strconv.FormatInt(ts, 10) + "\n" + date + "/" + service + "/tc3_request\n" + hex.EncodeToString(creq[:])
+	mac := func(key []byte, msg string) []byte {
+		h := hmac.New(sha256.New, key)
+		h.Write([]byte(msg))
+		return h.Sum(nil)
+	}
+	signing := mac(mac(mac([]byte("TC3"+secretKey), date), service), "tc3_request")
+	if want := hex.EncodeToString(mac(signing, toSign)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+		return errors.New("signature does not match the request signed with the test's secret")
+	}
+	return nil
+}
+
+// tcParams is an action's JSON body; numbers stay json.Number.
+type tcParams map[string]any
+
+func (p tcParams) str(k string) string {
+	s, _ := p[k].(string)
+	return s
+}
+
+// num returns the integer parameter k; ok is false when it is absent or not
+// an integer.
+func (p tcParams) num(k string) (n int64, present, ok bool) {
+	v, present := p[k]
+	if !present {
+		return 0, false, false
+	}
+	jn, isNum := v.(json.Number)
+	if !isNum {
+		return 0, true, false
+	}
+	n, err := jn.Int64()
+	return n, true, err == nil
+}
+
+// tcAllowed are the parameters each action takes (from the API reference);
+// the API answers UnknownParameter to any other.
+var tcAllowed = map[string][]string{
+	"DescribeRecordList": {"Domain", "DomainId", "Subdomain", "RecordType", "RecordLine", "RecordLineId", "GroupId", "Keyword", "SortField", "SortType", "Offset", "Limit"},
+	"CreateRecord":       {"Domain", "DomainId", "SubDomain", "RecordType", "RecordLine", "RecordLineId", "Value", "MX", "TTL", "Weight", "Status", "Remark"},
+	"ModifyRecord":       {"Domain", "DomainId", "SubDomain", "RecordType", "RecordLine", "RecordLineId", "Value", "MX", "TTL", "Weight", "Status", "Remark", "RecordId"},
+	"DeleteRecord":       {"Domain", "DomainId", "RecordId"},
+}
+
+// tcRequired are the parameters without which each action fails.
+var tcRequired = map[string][]string{
+	"DescribeRecordList": {"Domain"},
+	"CreateRecord":       {"Domain", "RecordType", "RecordLine", "Value"},
+	"ModifyRecord":       {"Domain", "RecordType", "RecordLine", "Value", "RecordId"},
+	"DeleteRecord":       {"Domain", "RecordId"},
+}
+
+func (f *fakeTencent) reply(w http.ResponseWriter, resp map[string]any) {
+	resp["RequestId"] = "fake-request-id"
+	w.Header().Set("Content-Type", "application/json")
+	if err := json.NewEncoder(w).Encode(map[string]any{"Response": resp}); err != nil {
+		f.t.Errorf("fake tencentcloud: encode response: %v", err)
+	}
+}
+
+// fail answers as the API does: HTTP 200 and Response.Error.
+func (f *fakeTencent) fail(w http.ResponseWriter, code, msg string) {
+	f.reply(w, map[string]any{"Error": map[string]any{"Code": code, "Message": msg}})
+}
+
+// ServeHTTP implements the actions the provider uses.
+func (f *fakeTencent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := f.log.record(r)
+	if err != nil {
+		f.fail(w, "InvalidParameter", err.Error())
+		return
+	}
+	action := r.Header.Get("X-TC-Action")
+	if req.Method != http.MethodPost || req.Path != "/" || len(req.Query) != 0 ||
+		r.Header.Get("Content-Type") != "application/json" || r.Header.Get("X-TC-Version") != "2021-03-23" {
+		f.t.Errorf("fake tencentcloud: %s %s, Content-Type %q, version %q; want a JSON POST to / for version 2021-03-23",
+			req.Method, req, r.Header.Get("Content-Type"), r.Header.Get("X-TC-Version"))
+	}
+	if tok := r.Header.Get("X-TC-Token"); tok != "" {
+		f.t.Errorf("fake tencentcloud: %s carries X-TC-Token %q; no session token is configured", action, tok)
+	}
+	if err := verifyTC3(r, req.Body, tcSecretID, tcSecretKey, "dnspod", time.Now()); err != nil {
+		f.mu.Lock()
+		f.badSignatures++
+		allowed := f.allowBadSignatures
+		f.mu.Unlock()
+		if !allowed {
+			f.t.Errorf("fake tencentcloud: %s to %s: %v", action, req.Host, err)
+		}
+		f.fail(w, "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct.")
+		return
+	}
+	if req.Host != tcHost {
+		f.t.Errorf("fake tencentcloud: request for host %q, want %q", req.Host, tcHost)
+	}
+	if _, ok := tcAllowed[action]; !ok {
+		f.fail(w, "InvalidAction", "The action "+action+" is not found.")
+		return
+	}
+	if f.deny != nil && f.deny(action) {
+		f.fail(w, "UnauthorizedOperation", "you are not authorized to perform operation (dnspod:"+action+") (SecretKey "+tcSecretKey+")")
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(req.Body))
+	dec.UseNumber()
+	var p tcParams
+	if err := dec.Decode(&p); err != nil {
+		f.fail(w, "InvalidParameter", "malformed JSON body")
+		return
+	}
+	for k := range p {
+		if !slices.Contains(tcAllowed[action], k) {
+			f.t.Errorf("fake tencentcloud: %s sends unknown parameter %s", action, k)
+			f.fail(w, "UnknownParameter", "The parameter `"+k+"` is not recognized")
+			return
+		}
+	}
+	for _, k := range tcRequired[action] {
+		if _, ok := p[k]; !ok {
+			f.fail(w, "MissingParameter", "The request is missing a required parameter `"+k+"`.")
+			return
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := f.domain(p.str("Domain"))
+	if d == nil {
+		f.fail(w, "ResourceNotFound.NoDataOfDomain", "The domain does not exist.")
+		return
+	}
+	switch action {
+	case "DescribeRecordList":
+		f.describeRecords(w, d, p)
+	case "CreateRecord", "ModifyRecord":
+		f.writeRecord(w, d, action, p)
+	case "DeleteRecord":
+		f.deleteRecord(w, d, p)
+	}
+}
+
+func (f *fakeTencent) describeRecords(w http.ResponseWriter, d *tcDomain, p tcParams) {
+	offset, present, ok := p.num("Offset")
+	if present && (!ok || offset < 0) {
+		f.fail(w, "InvalidParameter", "Offset must be a non-negative integer")
+		return
+	}
+	limit, present, ok := p.num("Limit")
+	if !present {
+		limit = tcDefaultLimit
+	} else if !ok || limit < 1 || limit > tcMaxLimit {
+		f.fail(w, "InvalidParameter", "Limit must be an integer from 1 to 3000")
+		return
+	}
+	var list []tcRecord
+	for _, r := range d.records {
+		// Subdomain, RecordType and RecordLine select exactly; Keyword
+		// searches host and value.
+		if s := p.str("Subdomain"); s != "" && !strings.EqualFold(r.Name, s) {
+			continue
+		}
+		if s := p.str("RecordType"); s != "" && r.Type != s {
+			continue
+		}
+		if s := p.str("RecordLine"); s != "" && r.Line != s {
+			continue
+		}
+		if s := strings.ToLower(p.str("Keyword")); s != "" && !strings.Contains(strings.ToLower(r.Name), s) && !strings.Contains(strings.ToLower(r.Value), s) {
+			continue
+		}
+		list = append(list, r)
+	}
+	// With no match the API answers an error (ErrorOnEmpty defaults to
+	// yes), not an empty list.
+	if len(list) == 0 {
+		f.fail(w, "ResourceNotFound.NoDataOfRecord", "The record list is empty.")
+		return
+	}
+	start := min(int(offset), len(list))
+	page := slices.Clone(list[start:min(start+int(limit), len(list))])
+	f.reply(w, map[string]any{
+		"RecordCountInfo": map[string]any{"SubdomainCount": len(list), "ListCount": len(page), "TotalCount": len(list)},
+		"RecordList":      page,
+	})
+}
+
+func (f *fakeTencent) writeRecord(w http.ResponseWriter, d *tcDomain, action string, p tcParams) {
+	ttl, present, ok := p.num("TTL")
+	if !present {
+		ttl = 600
+	} else if !ok || ttl < 1 || ttl > 604800 {
+		f.fail(w, "InvalidParameter", "TTL must be an integer from 1 to 604800")
+		return
+	}
+	name := p.str("SubDomain")
+	if name == "" {
+		name = "@"
+	}
+	rec := tcRecord{Name: strings.ToLower(name), Type: p.str("RecordType"), Value: p.str("Value"), Line: p.str("RecordLine"),
+		LineID: "0", TTL: ttl, Status: "ENABLE"}
+	if rec.Type == "CNAME" && !strings.HasSuffix(rec.Value, ".") {
+		rec.Value += "."
+	}
+	if rec.Line != tcLine {
+		f.fail(w, "InvalidParameter.LineNotExist", "The line does not exist.")
+		return
+	}
+	i := -1
+	if action == "ModifyRecord" {
+		id, _, ok := p.num("RecordId")
+		i = slices.IndexFunc(d.records, func(r tcRecord) bool { return ok && r.RecordID == uint64(id) })
+		if i < 0 {
+			f.fail(w, "InvalidParameter.RecordIdInvalid", "The record ID is invalid.")
+			return
+		}
+		rec.RecordID = d.records[i].RecordID
+	}
+	for j, e := range d.records {
+		if j == i || e.Name != rec.Name || e.Line != rec.Line {
+			continue
+		}
+		if e.Type == rec.Type && e.Value == rec.Value {
+			f.fail(w, "InvalidParameter.DomainRecordExist", "The record already exists.")
+			return
+		}
+		if e.Type == "CNAME" || rec.Type == "CNAME" {
+			f.fail(w, "InvalidParameter.RecordConflict", "The record conflicts with another record (CNAME cannot share a name).")
+			return
+		}
+	}
+	if i >= 0 {
+		d.records[i] = rec
+	} else {
+		f.nextID++
+		rec.RecordID = f.nextID
+		d.records = append(d.records, rec)
+	}
+	f.reply(w, map[string]any{"RecordId": rec.RecordID})
+}
+
+func (f *fakeTencent) deleteRecord(w http.ResponseWriter, d *tcDomain, p tcParams) {
+	id, _, ok := p.num("RecordId")
+	// An ID is only found among the records of the Domain named.
+	i := slices.IndexFunc(d.records, func(r tcRecord) bool { return ok && r.RecordID == uint64(id) })
+	if i < 0 {
+		f.fail(w, "InvalidParameter.RecordIdInvalid", "The record ID is invalid.")
+		return
+	}
+	d.records = slices.Delete(d.records, i, i+1)
+	f.reply(w, map[string]any{})
+}
+
+// tcAction is a request's action and parameters, for comparisons.
+func tcAction(r apiRequest) string {
+	dec := json.NewDecoder(bytes.NewReader(r.Body))
+	dec.UseNumber()
+	var p map[string]any
+	if err := dec.Decode(&p); err != nil {
+		return r.Header.Get("X-TC-Action") + " (malformed body)"
+	}
+	var b strings.Builder
+	b.WriteString(r.Header.Get("X-TC-Action"))
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		fmt.Fprintf(&b, " %s=%v", k, p[k])
+	}
+	return b.String()
+}
+
+func tcActions(reqs []apiRequest) []string {
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = tcAction(r)
+	}
+	return out
+}
+
+func isTcWrite(r apiRequest) bool {
+	switch r.Header.Get("X-TC-Action") {
+	case "CreateRecord", "ModifyRecord", "DeleteRecord":
+		return true
+	}
+	return false
+}
+
+// tcSection is the [dns.tc] section: the SecretId inline (not a secret),
+// the SecretKey from a file.
+func tcSection(t *testing.T, extra map[string]any) map[string]any {
+	s := map[string]any{"provider": "tencentcloud", "secret_id": tcSecretID, "secret_key_file": secretFile(t, tcSecretKey)}
+	maps.Copy(s, extra)
+	return s
+}
+
+// checkTcAuth checks that every request names the SecretId and is signed,
+// and that the SecretKey appears nowhere in any request (the signature
+// verified by the fake is the only use of it).
+func checkTcAuth(t *testing.T, reqs []apiRequest) {
+	t.Helper()
+	for _, r := range reqs {
+		a := r.Header.Get("Authorization")
+		if !strings.HasPrefix(a, "TC3-HMAC-SHA256 Credential="+tcSecretID+"/") || !strings.Contains(a, ", Signature=") {
+			t.Errorf("%s: Authorization %q does not name %s with a signature", tcAction(r), a, tcSecretID)
+		}
+	}
+	assertNoSecret(t, reqs, tcSecretKey, "")
+}
+
+// The requests the provider sends, as tcAction shows them.
+func tcList(zone string) string {
+	return tcListPage(zone, 0)
+}
+
+// tcListPage is the request for the page of the zone listing at offset.
+func tcListPage(zone string, offset int) string {
+	return fmt.Sprintf("DescribeRecordList Domain=%s Limit=3000 Offset=%d RecordLine=%s", strings.TrimSuffix(zone, "."), offset, tcLine)
+}
+
+func tcFind(zone, name string) string {
+	zone = strings.TrimSuffix(zone, ".")
+	return fmt.Sprintf("DescribeRecordList Domain=%s Limit=3000 Offset=0 RecordLine=%s RecordType=CNAME Subdomain=%s",
+		zone, tcLine, strings.TrimSuffix(name, "."+zone))
+}
+
+func tcCreate(zone string, ttl int, r providers.Record) string {
+	zone = strings.TrimSuffix(zone, ".")
+	return fmt.Sprintf("CreateRecord Domain=%s RecordLine=%s RecordType=CNAME SubDomain=%s TTL=%d Value=%s.",
+		zone, tcLine, strings.TrimSuffix(r.Name, "."+zone), ttl, r.Target)
+}
+
+func tcDelete(zone string, id uint64) string {
+	return fmt.Sprintf("DeleteRecord Domain=%s RecordId=%d", strings.TrimSuffix(zone, "."), id)
+}
+
+// seedLookAlikes adds to the fake the records that sit next to the DCV
+// records of zone and that a search by substring, by value or by type, or
+// a mix-up of zones, would touch: x_c0ffee (same target as the apex
+// record), _c0ffee.wwwx, TXT and A records at _c0ffee names dcvd does not
+// publish, a CNAME at _c0ffee.www on another line, and in zone+".cn" the
+// same names as in zone, with the same targets.
+func (f *fakeTencent) seedLookAlikes(zone string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	apex := dcvLabel + "." + zone
+	d := f.domain(zone)
+	f.add(d, seedRR{Name: "x" + apex, Type: "CNAME", TTL: 600, Value: dcvTarget(apex)}, tcLine)
+	f.add(d, seedRR{Name: dcvLabel + ".wwwx." + zone, Type: "CNAME", TTL: 600, Value: dcvTarget(dcvLabel + ".www." + zone)}, tcLine)
+	f.add(d, seedRR{Name: dcvLabel + ".mail." + zone, Type: "TXT", TTL: 600, Value: "mail-validation-token"}, tcLine)
+	f.add(d, seedRR{Name: dcvLabel + ".ftp." + zone, Type: "A", TTL: 600, Value: "192.0.2.53"}, tcLine)
+	f.add(d, seedRR{Name: dcvLabel + ".www." + zone, Type: "CNAME", TTL: 600, Value: "telecom.dcv-target.example"}, "电信")
+	cn := f.domain(zone + ".cn")
+	f.add(cn, seedRR{Name: apex + ".cn", Type: "CNAME", TTL: 600, Value: dcvTarget(apex)}, tcLine)
+	f.add(cn, seedRR{Name: dcvLabel + ".www." + zone + ".cn", Type: "CNAME", TTL: 600, Value: dcvTarget(dcvLabel + ".www." + zone)}, tcLine)
+	f.add(cn, seedRR{Name: dcvLabel + ".shop." + zone + ".cn", Type: "TXT", TTL: 600, Value: "shop-cn-token"}, tcLine)
+}
+
+func TestTencentcloudPublishOneZone(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeTencent(t, "example.com", "example.com.cn")
+	f.seedLookAlikes("example.com")
+	before := f.snapshot()
+	d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("tc", time.Minute, "example.com", "www", "shop"))
+	if reqs := f.log.take(); len(reqs) != 0 {
+		t.Errorf("Plan with an explicit zone asked the API: %q", tcActions(reqs))
+	}
+
+	// One SetRecords call; the provider makes it a lookup and a
+	// CreateRecord per record, with dcvd's TTL (60 s) as given.
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	reqs := f.log.take()
+	checkTcAuth(t, reqs)
+	want := []string{tcList("example.com")}
+	for _, r := range recs {
+		want = append(want, tcFind("example.com", r.Name), tcCreate("example.com", 60, r))
+	}
+	if got := tcActions(reqs); !slices.Equal(got, want) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	published := f.snapshot()
+	var added []string
+	for _, line := range published {
+		if !slices.Contains(before, line) {
+			added = append(added, line)
+		}
+	}
+	var wantAdded []string
+	ids := map[uint64]bool{}
+	for _, r := range recs {
+		got := f.cnameIDs(r.Name)
+		if len(got) != 1 {
+			t.Fatalf("%s has %d default-line CNAMEs after Publish, want 1", r.Name, len(got))
+		}
+		ids[got[0]] = true
+		wantAdded = append(wantAdded, fmt.Sprintf("example.com %d %s %s 60 CNAME %s.", got[0], strings.TrimSuffix(r.Name, ".example.com"), tcLine, r.Target))
+	}
+	sort.Strings(wantAdded)
+	if len(published) != len(before)+len(recs) || !slices.Equal(added, wantAdded) {
+		t.Errorf("zones after Publish:\n%s\nwant those before plus:\n%s", strings.Join(published, "\n"), strings.Join(wantAdded, "\n"))
+	}
+
+	// Republishing reads the zone once and writes nothing.
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if got := tcActions(f.log.take()); !slices.Equal(got, []string{tcList("example.com")}) {
+		t.Errorf("second Publish requests %q, want only %q", got, tcList("example.com"))
+	}
+
+	// Cleanup after a restart, by a new DNS from the same config: the
+	// records are found again by name and value, and deleted by ID.
+	d2 := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	reqs = f.log.take()
+	checkTcAuth(t, reqs)
+	want = []string{tcList("example.com")}
+	for _, r := range recs { // listed by ID: in the order they were created
+		want = append(want, tcFind("example.com", r.Name), tcDelete("example.com", f.idIn(published, r)))
+	}
+	if got := tcActions(reqs); !slices.Equal(got, want) {
+		t.Errorf("Cleanup requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Errorf("second Cleanup: %v", err)
+	}
+	if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
+		t.Errorf("second Cleanup wrote: %q", tcActions(writes))
+	}
+	if len(ids) != len(recs) {
+		t.Errorf("published IDs %v are not one per record", ids)
+	}
+}
+
+// idIn returns the ID that snapshot lines shows for r's CNAME on the
+// default line.
+func (f *fakeTencent) idIn(lines []string, r providers.Record) uint64 {
+	zone := strings.TrimSuffix(r.Zone, ".")
+	for _, l := range lines {
+		fs := strings.Fields(l)
+		if len(fs) == 7 && fs[0] == zone && fs[2]+"."+zone == r.Name && fs[3] == tcLine && fs[5] == "CNAME" {
+			id, _ := strconv.ParseUint(fs[1], 10, 64)
+			return id
+		}
+	}
+	f.t.Fatalf("no CNAME for %s in\n%s", r.Name, strings.Join(lines, "\n"))
+	return 0
+}
+
+func TestTencentcloudPublishTwoZones(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeTencent(t, "example.com", "example.com.cn", "example.org")
+	f.seedLookAlikes("example.com")
+	before := f.snapshot()
+	// The provider cannot list zones: the SOA walk finds them, and must
+	// tell example.com from example.com.cn.
+	d := newDNS(t, "tc", tcSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.com.cn", "example.org")}}), providers.Options{})
+	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
+	want := append(wantRecords("tc", time.Minute, "example.com", "www"), wantRecords("tc", time.Minute, "example.org", "shop", "mail")...)
+	recs := planDCV(t, d, in, want)
+	f.log.take()
+
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 2)
+	reqs := f.log.take()
+	checkTcAuth(t, reqs)
+	// One SetRecords per zone: the API has no batch write, so each zone's
+	// writes are one contiguous run of one request per record.
+	var wantActions []string
+	for _, zone := range []string{"example.com.", "example.org."} {
+		wantActions = append(wantActions, tcList(zone))
+		for _, r := range inZoneOrder(recs) {
+			if r.Zone == zone {
+				wantActions = append(wantActions, tcFind(zone, r.Name), tcCreate(zone, 60, r))
+			}
+		}
+	}
+	if got := tcActions(reqs); !slices.Equal(got, wantActions) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantActions, "\n"))
+	}
+
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
+		t.Errorf("second Publish wrote: %q", tcActions(writes))
+	}
+
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if n := len(filterRequests(f.log.take(), isTcWrite)); n != len(recs) {
+		t.Errorf("Cleanup made %d writes, want %d", n, len(recs))
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// TestTencentcloudReplacesOnlyItsOwnStaleRecord: a stale CNAME at a DCV
+// name (an earlier order's target) is modified in place, by its own ID;
+// the look-alikes, including a CNAME at the same name on another line,
+// keep their IDs and values.
+func TestTencentcloudReplacesOnlyItsOwnStaleRecord(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeTencent(t, "example.com", "example.com.cn")
+	f.seedLookAlikes("example.com")
+	f.mu.Lock()
+	stale := f.add(f.domain("example.com"), seedRR{Name: dcvLabel + ".www.example.com", Type: "CNAME", TTL: 600, Value: "stale.dcv-target.example"}, tcLine)
+	f.mu.Unlock()
+	before := f.snapshot()
+	d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	www := recs[1]
+	writes := tcActions(filterRequests(f.log.take(), isTcWrite))
+	wantWrites := []string{
+		tcCreate("example.com", 60, recs[0]),
+		fmt.Sprintf("ModifyRecord Domain=example.com RecordId=%d RecordLine=%s RecordType=CNAME SubDomain=%s.www TTL=60 Value=%s.",
+			stale.RecordID, tcLine, dcvLabel, www.Target),
+	}
+	if !slices.Equal(writes, wantWrites) {
+		t.Fatalf("writes:\n%s\nwant:\n%s", strings.Join(writes, "\n"), strings.Join(wantWrites, "\n"))
+	}
+	after := f.snapshot()
+	for _, line := range before {
+		if !strings.Contains(line, " "+strconv.FormatUint(stale.RecordID, 10)+" ") && !slices.Contains(after, line) {
+			t.Errorf("record changed by Publish: %s", line)
+		}
+	}
+
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	after = f.snapshot()
+	for _, line := range before {
+		if !strings.Contains(line, " "+strconv.FormatUint(stale.RecordID, 10)+" ") && !slices.Contains(after, line) {
+			t.Errorf("record changed by Cleanup: %s", line)
+		}
+	}
+	if len(after) != len(before)-1 {
+		t.Errorf("zones after Cleanup:\n%s\nwant those before less the stale record", strings.Join(after, "\n"))
+	}
+}
+
+// TestTencentcloudRefusesNameWithOtherTypes: where a DCV name already holds
+// a TXT or an A record, dcvd publishes nothing, writes nothing and leaves
+// the zone as it was.
+func TestTencentcloudRefusesNameWithOtherTypes(t *testing.T) {
+	for _, typ := range []seedRR{{Type: "TXT", Value: "other-validation"}, {Type: "A", Value: "192.0.2.7"}} {
+		t.Run(typ.Type, func(t *testing.T) {
+			f := newFakeTencent(t, "example.com", "example.com.cn")
+			f.seedLookAlikes("example.com")
+			f.mu.Lock()
+			f.add(f.domain("example.com"), seedRR{Name: dcvLabel + ".www.example.com", Type: typ.Type, TTL: 600, Value: typ.Value}, tcLine)
+			f.mu.Unlock()
+			before := f.snapshot()
+			d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
+			_, err := d.Publish(context.Background(), recs)
+			if err == nil || !strings.Contains(err.Error(), "already has a "+typ.Type+" record") {
+				t.Errorf("Publish error %v, want a refusal naming the %s record", err, typ.Type)
+			}
+			if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
+				t.Errorf("refused Publish wrote: %q", tcActions(writes))
+			}
+			if err := d.Cleanup(context.Background(), recs); err != nil {
+				t.Errorf("Cleanup: %v", err)
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+		})
+	}
+}
+
+// TestTencentcloudBigZone: in a zone of more records than one page of
+// DescribeRecordList (3000), dcvd's records are listed after the others, on
+// the second page. The listing is paged (Limit=3000, Offset until
+// TotalCount), so republishing writes nothing and Cleanup removes exactly
+// what was published. Upstream listed the first 100 records only: it
+// rewrote the records on every publish and left them behind on Cleanup.
+func TestTencentcloudBigZone(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeTencent(t, "example.com")
+	f.mu.Lock()
+	d0 := f.domain("example.com")
+	// A hosting company's zone: one ACME TXT per customer host. They sort
+	// before _c0ffee by name and by creation, whichever order the API uses.
+	for i := range tcMaxLimit + 50 {
+		f.add(d0, seedRR{Name: fmt.Sprintf("_acme-challenge.host%04d.example.com", i), Type: "TXT", TTL: 600, Value: "token"}, tcLine)
+	}
+	f.mu.Unlock()
+	before := f.snapshot()
+	list := []string{tcListPage("example.com", 0), tcListPage("example.com", tcMaxLimit)}
+	d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
+	f.log.take()
+
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	reqs := f.log.take()
+	checkTcAuth(t, reqs)
+	want := slices.Clone(list)
+	for _, r := range recs {
+		want = append(want, tcFind("example.com", r.Name), tcCreate("example.com", 60, r))
+	}
+	if got := tcActions(reqs); !slices.Equal(got, want) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	published := f.snapshot()
+	if len(published) != len(before)+len(recs) {
+		t.Fatalf("zone has %d records after Publish, want %d", len(published), len(before)+len(recs))
+	}
+
+	// The records are on the second page: republishing sees them.
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if got := tcActions(f.log.take()); !slices.Equal(got, list) {
+		t.Errorf("second Publish requests:\n%s\nwant only the two pages of the listing", strings.Join(got, "\n"))
+	}
+
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	want = slices.Clone(list)
+	for _, r := range recs {
+		want = append(want, tcFind("example.com", r.Name), tcDelete("example.com", f.idIn(published, r)))
+	}
+	if got := tcActions(f.log.take()); !slices.Equal(got, want) {
+		t.Errorf("Cleanup requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zone after Cleanup has %d records, want the %d before, unchanged", len(after), len(before))
+	}
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Errorf("second Cleanup: %v", err)
+	}
+	if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
+		t.Errorf("second Cleanup wrote: %q", tcActions(writes))
+	}
+}
+
+// TestTencentcloudAPIErrors: the API answers its errors with HTTP 200 and
+// Response.Error. Each one is an error of Publish or Cleanup naming the
+// action, the API's code and its message, without the secret the fake's
+// refusals quote; the zone is left as it was. Upstream read none of them.
+func TestTencentcloudAPIErrors(t *testing.T) {
+	ctx := context.Background()
+	wantAPIError := func(t *testing.T, op string, err error, action string) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s succeeded against a refused %s", op, action)
+		}
+		msg := err.Error()
+		for _, s := range []string{action, "UnauthorizedOperation", "you are not authorized to perform operation (dnspod:" + action + ")"} {
+			if !strings.Contains(msg, s) {
+				t.Errorf("%s error %q does not name %q", op, msg, s)
+			}
+		}
+		if strings.Contains(msg, tcSecretKey) {
+			t.Errorf("%s error carries the secret key: %q", op, msg)
+		}
+	}
+	t.Run("DeleteRecord refused", func(t *testing.T) {
+		f := newFakeTencent(t, "example.com")
+		before := f.snapshot()
+		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+		recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
+		if _, err := d.Publish(ctx, recs); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		published := f.snapshot()
+		f.deny = func(action string) bool { return action == "DeleteRecord" }
+		wantAPIError(t, "Cleanup", d.Cleanup(ctx, recs), "DeleteRecord")
+		if after := f.snapshot(); !slices.Equal(after, published) {
+			t.Errorf("records deleted against a refusal:\n%s", strings.Join(after, "\n"))
+		}
+		// Once allowed, Cleanup finishes the job.
+		f.deny = nil
+		if err := d.Cleanup(ctx, recs); err != nil {
+			t.Fatalf("Cleanup once allowed: %v", err)
+		}
+		if after := f.snapshot(); !slices.Equal(after, before) {
+			t.Errorf("zone after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+		}
+	})
+	t.Run("ModifyRecord refused", func(t *testing.T) {
+		f := newFakeTencent(t, "example.com")
+		f.mu.Lock()
+		f.add(f.domain("example.com"), seedRR{Name: dcvLabel + ".example.com", Type: "CNAME", TTL: 600, Value: "stale.dcv-target.example"}, tcLine)
+		f.mu.Unlock()
+		before := f.snapshot()
+		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+		recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
+		f.deny = func(action string) bool { return action == "ModifyRecord" }
+		rep, err := d.Publish(ctx, recs)
+		wantAPIError(t, "Publish", err, "ModifyRecord")
+		if len(rep.Set) != 0 {
+			t.Errorf("Publish report %+v; want nothing reported as set", rep)
+		}
+		if after := f.snapshot(); !slices.Equal(after, before) {
+			t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
+		}
+	})
+	t.Run("CreateRecord refused", func(t *testing.T) {
+		f := newFakeTencent(t, "example.com")
+		before := f.snapshot()
+		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+		recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
+		f.deny = func(action string) bool { return action == "CreateRecord" }
+		rep, err := d.Publish(ctx, recs)
+		wantAPIError(t, "Publish", err, "CreateRecord")
+		if len(rep.Set) != 0 {
+			t.Errorf("Publish report %+v; want nothing reported as set", rep)
+		}
+		if after := f.snapshot(); !slices.Equal(after, before) {
+			t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
+		}
+	})
+	t.Run("every action refused", func(t *testing.T) {
+		f := newFakeTencent(t, "example.com")
+		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+		recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
+		if _, err := d.Publish(ctx, recs); err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		published := f.snapshot()
+		f.log.take()
+		f.deny = func(string) bool { return true }
+		// A refused list is an error, not an empty zone.
+		wantAPIError(t, "Cleanup", d.Cleanup(ctx, recs), "DescribeRecordList")
+		_, err := d.Publish(ctx, []providers.Record{{Provider: "tc", Zone: "example.com.", Name: dcvLabel + ".new.example.com", Target: "new.dcv-target.example", TTL: time.Minute}})
+		wantAPIError(t, "Publish", err, "DescribeRecordList")
+		if after := f.snapshot(); !slices.Equal(after, published) {
+			t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
+		}
+		reqs := f.log.take()
+		if writes := filterRequests(reqs, isTcWrite); len(writes) != 0 {
+			t.Errorf("wrote after a refused read: %q", tcActions(writes))
+		}
+		checkTcAuth(t, reqs)
+	})
+}
+
+// TestTencentcloudRefusesRegion: with region set, upstream sent to
+// dnspod.<region>.tencentcloudapi.com but signed for
+// dnspod.tencentcloudapi.com, so every request failed the signature check.
+// DNSPod is global: the key is refused when the config is read, with a
+// reason, before any request. The provider itself only ever uses the
+// global endpoint, for which it signs.
+func TestTencentcloudRefusesRegion(t *testing.T) {
+	f := newFakeTencent(t, "example.com")
+	_, _, err := providers.New("tc", tcSection(t, map[string]any{"zone": "example.com", "region": "ap-guangzhou"}), providers.Options{})
+	if err == nil {
+		t.Fatal("New accepted the region key")
+	}
+	for _, s := range []string{"dns.tc.region", "global", "dnspod.tencentcloudapi.com"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("New error %q does not say %q", err, s)
+		}
+	}
+	if reqs := f.log.take(); len(reqs) != 0 {
+		t.Errorf("New with a region asked the API: %q", requestLines(reqs))
+	}
+
+	// Set by hand past the check, the region changes nothing: the
+	// requests go to the global host, signed for it (the fake checks both).
+	p := &providers.TencentCloud{}
+	p.SecretId, p.SecretKey, p.Region = tcSecretID, tcSecretKey, "ap-guangzhou"
+	recs, err := p.GetRecords(context.Background(), "example.com.")
+	if err != nil {
+		t.Fatalf("GetRecords: %v", err)
+	}
+	if want := len(fakeUnrelated("example.com")); len(recs) != want {
+		t.Errorf("GetRecords returned %d records, want %d", len(recs), want)
+	}
+	reqs := f.log.take()
+	if len(reqs) != 1 || reqs[0].Host != tcHost {
+		t.Errorf("requests %q, want one to %s", requestLines(reqs), tcHost)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.badSignatures != 0 {
+		t.Errorf("%d requests failed the signature check", f.badSignatures)
+	}
+}
+
+// tcAt returns the default-line records at name (zone-relative) of type
+// typ, as "ID value" strings, sorted.
+func (f *fakeTencent) tcAt(zone, name, typ string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, r := range f.domain(zone).records {
+		if r.Name == name && r.Type == typ && r.Line == tcLine {
+			out = append(out, fmt.Sprintf("%d %s", r.RecordID, r.Value))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestTencentcloudLibdnsSemantics: SetRecords makes the given records the
+// whole RRset at their name and type (keeping what is already right,
+// modifying in place, deleting what is left over), and DeleteRecords
+// deletes by ID exactly the records that match, with empty Data as a
+// wildcard, ignoring those not there; records at look-alike names stay.
+func TestTencentcloudLibdnsSemantics(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeTencent(t, "example.com")
+	f.mu.Lock()
+	d := f.domain("example.com")
+	a := f.add(d, seedRR{Name: "multi.example.com", Type: "TXT", TTL: 600, Value: "a"}, tcLine)
+	b := f.add(d, seedRR{Name: "multi.example.com", Type: "TXT", TTL: 600, Value: "b"}, tcLine)
+	f.add(d, seedRR{Name: "multix.example.com", Type: "TXT", TTL: 600, Value: "a"}, tcLine)
+	f.add(d, seedRR{Name: "x.multi.example.com", Type: "TXT", TTL: 600, Value: "b"}, tcLine)
+	f.mu.Unlock()
+	others := func() []string {
+		return append(f.tcAt("example.com", "multix", "TXT"), f.tcAt("example.com", "x.multi", "TXT")...)
+	}
+	othersBefore := others()
+	p := &providers.TencentCloud{}
+	p.SecretId, p.SecretKey = tcSecretID, tcSecretKey
+	txt := func(text string) libdns.Record {
+		return libdns.TXT{Name: "multi", TTL: 600 * time.Second, Text: text}
+	}
+
+	if _, err := p.SetRecords(ctx, "example.com.", []libdns.Record{txt("b"), txt("c")}); err != nil {
+		t.Fatalf("SetRecords b, c: %v", err)
+	}
+	if got, want := f.tcAt("example.com", "multi", "TXT"), []string{fmt.Sprintf("%d c", a.RecordID), fmt.Sprintf("%d b", b.RecordID)}; !slices.Equal(got, want) {
+		t.Errorf("after SetRecords b, c: %q, want %q (b kept, a modified into c)", got, want)
+	}
+	if _, err := p.SetRecords(ctx, "example.com.", []libdns.Record{txt("c")}); err != nil {
+		t.Fatalf("SetRecords c: %v", err)
+	}
+	if got, want := f.tcAt("example.com", "multi", "TXT"), []string{fmt.Sprintf("%d c", a.RecordID)}; !slices.Equal(got, want) {
+		t.Errorf("after SetRecords c: %q, want %q", got, want)
+	}
+	checkTcAuth(t, f.log.take())
+
+	deleted, err := p.DeleteRecords(ctx, "example.com.", []libdns.Record{txt("nothere"), libdns.RR{Name: "gone", Type: "TXT"}})
+	if err != nil || len(deleted) != 0 {
+		t.Errorf("DeleteRecords of absent records = %v, %v; want none deleted, no error", deleted, err)
+	}
+	deleted, err = p.DeleteRecords(ctx, "example.com.", []libdns.Record{libdns.RR{Name: "multi", Type: "TXT"}})
+	if err != nil || len(deleted) != 1 || deleted[0].RR().Data != "c" {
+		t.Errorf("DeleteRecords multi TXT (any value) = %v, %v; want c deleted", deleted, err)
+	}
+	if got := f.tcAt("example.com", "multi", "TXT"); len(got) != 0 {
+		t.Errorf("after DeleteRecords: %q left", got)
+	}
+	for _, r := range filterRequests(f.log.take(), isTcWrite) {
+		if act := tcAction(r); !strings.HasPrefix(act, "DeleteRecord ") || !strings.Contains(act, fmt.Sprintf(" RecordId=%d", a.RecordID)) {
+			t.Errorf("DeleteRecords wrote %s; want only DeleteRecord of %d", act, a.RecordID)
+		}
+	}
+	if got := others(); !slices.Equal(got, othersBefore) {
+		t.Errorf("look-alike records changed: %q, were %q", got, othersBefore)
+	}
+}
