@@ -17,7 +17,6 @@ import (
 	"github.com/libdns/godaddy"
 	"github.com/libdns/googleclouddns"
 	"github.com/libdns/hetzner"
-	"github.com/libdns/huaweicloud"
 	"github.com/libdns/libdns"
 	"github.com/libdns/linode"
 	"github.com/libdns/namecheap"
@@ -106,7 +105,9 @@ var kinds = []Kind{
 	{Name: "hetzner", New: func() Provider { return new(hetzner.Provider) },
 		Required: []string{"auth_api_token"}, Secret: []string{"auth_api_token"},
 		About: "Hetzner DNS"},
-	{Name: "huaweicloud", New: func() Provider { return new(huaweicloud.Provider) },
+	// The wrapper pages the record sets, deletes only matching values and
+	// stops on a failed lookup (huaweicloud_fix.go).
+	{Name: "huaweicloud", New: func() Provider { return new(HuaweiCloud) },
 		Required: []string{"access_key_id", "secret_access_key"}, Secret: []string{"secret_access_key"},
 		About: "Huawei Cloud DNS (华为云解析)"},
 	{Name: "linode", New: func() Provider { return new(linode.Provider) },

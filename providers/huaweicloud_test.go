@@ -1,0 +1,1296 @@
+package providers_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libdns/huaweicloud"
+	"github.com/libdns/libdns"
+
+	"github.com/dcvd/dcvd/providers"
+	"github.com/dcvd/dcvd/reseller"
+)
+
+// The registered "huaweicloud" provider, providers.HuaweiCloud (the
+// wrapper of huaweicloud_fix.go over github.com/libdns/huaweicloud v1.0.1),
+// against a fake Huawei Cloud DNS API v2 (https://dns.REGION.myhuaweicloud.com/v2,
+// AK/SK "SDK-HMAC-SHA256" signatures). Neither has an endpoint or client
+// field (only region_id, which picks the host); both use http.DefaultClient,
+// so these tests swap http.DefaultClient.Transport: they are process-global
+// and must not run in parallel. What the wrapper sends, checked here request
+// by request:
+//   - every request is signed with upstream's signer over the headers it has
+//     when signed: X-Sdk-Date and, for a request with a JSON body (POST,
+//     PUT), Content-Type: application/json, set before signing; GET and
+//     DELETE carry no Content-Type. The canonical URI gets a trailing
+//     slash, the query is sorted and re-escaped and sent as signed;
+//   - zone ID: GET /v2/zones?name=ZONE&search_mode=equal (ZONE without its
+//     trailing dot), once at the start of each GetRecords, SetRecords or
+//     DeleteRecords call;
+//   - record sets are read page by page: GET /v2/zones/ID/recordsets?
+//     limit=500&offset=N (plus name=FQDN.&search_mode=equal&type=T for a
+//     lookup), until total_count is read;
+//   - GetRecords: zone ID, then every page of the zone's record sets;
+//   - SetRecords: zone ID, then for each name and type a lookup, then PUT
+//     .../recordsets/RSID (one set found, values or TTL differ; no "id" in
+//     the body), nothing (already so) or POST .../recordsets (none found);
+//     a failed lookup is an error. One HTTP write per record, so dcvd's one
+//     SetRecords call per zone is contiguous writes per zone (the API's
+//     batch calls, v2.1, are unused);
+//   - DeleteRecords: zone ID, then for each record the same lookup and a
+//     DELETE .../recordsets/RSID of a set holding only matching values (a
+//     PUT without them when it holds others too).
+//
+// The "upstream" subcases build huaweicloud.Provider itself (hwUpstream) to
+// show the defects the wrapper fixes: upstream signs over X-Sdk-Date only
+// and sends no Content-Type, looks the zone ID up before every request,
+// reads one page of record sets (no limit, offset or marker), takes any
+// lookup error for "no record set" and POSTs, sends "id" in PUT bodies and
+// deletes the whole record set whatever its values.
+//
+// The fake keeps record sets as the API does (a name and type with several
+// values), pages both lists (limit/offset/marker, with total_count and a
+// next link), and logs every write.
+
+const (
+	hwHost   = "dns.cn-south-1.myhuaweicloud.com"
+	hwKey    = "HWFAKEDCVDAK0000001Q"
+	hwSecret = "hw-secret-5b8e1f0c3a7d9"
+)
+
+// hwSet is a record set as the fake keeps it.
+type hwSet struct {
+	ID      string
+	Name    string // FQDN with its trailing dot
+	Type    string
+	TTL     int
+	Records []string
+	Default bool // SOA and NS, made with the zone, cannot be deleted
+	Version int  // bumped by every write, so a rewrite is seen
+}
+
+type hwZone struct {
+	id, name string // name with its trailing dot
+	sets     []*hwSet
+}
+
+// fakeHuawei is a Huawei Cloud DNS API holding public zones in memory.
+type fakeHuawei struct {
+	t   *testing.T
+	srv *httptest.Server
+	log apiLog
+
+	mu     sync.Mutex
+	zones  []*hwZone
+	nextID int
+	writes []string
+	// setLimit and zoneLimit are the page sizes applied when a request
+	// asks for none (500 on the real API).
+	setLimit, zoneLimit int
+	// now is the API's clock, for the signature's date.
+	now func() time.Time
+	// before, when set, runs (under the lock) before each request is
+	// served: a test changes the zone between two requests with it.
+	before func(r apiRequest)
+	// deny, when it returns true for a request, makes the fake answer 403
+	// quoting the secret it knows, as a careless API might.
+	deny func(r apiRequest) bool
+}
+
+// newFakeHuawei starts a fake holding zones, each with its SOA and NS sets
+// and the records of fakeUnrelated, and points http.DefaultClient at it.
+func newFakeHuawei(t *testing.T, zones ...string) *fakeHuawei {
+	t.Helper()
+	f := &fakeHuawei{t: t, setLimit: 500, zoneLimit: 500, now: time.Now}
+	for _, name := range zones {
+		f.addZone(name)
+	}
+	f.srv = httptest.NewServer(f)
+	t.Cleanup(f.srv.Close)
+	orig := http.DefaultClient.Transport
+	http.DefaultClient.Transport = newRewriteTransport(t, hwHost, f.srv)
+	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	return f
+}
+
+func (f *fakeHuawei) newID() string {
+	f.nextID++
+	return fmt.Sprintf("ff8080825b8fc86c01%014x", f.nextID) // 32 hex digits, as the API's
+}
+
+func (f *fakeHuawei) addZone(name string) *hwZone {
+	name = strings.TrimSuffix(name, ".")
+	z := &hwZone{id: f.newID(), name: name + "."}
+	f.zones = append(f.zones, z)
+	z.sets = append(z.sets,
+		&hwSet{ID: f.newID(), Name: z.name, Type: "SOA", TTL: 300, Default: true,
+			Records: []string{"ns1.huaweicloud-dns.com. hostmaster.huaweicloud.com. (1 7200 900 1209600 300)"}},
+		&hwSet{ID: f.newID(), Name: z.name, Type: "NS", TTL: 172800, Default: true,
+			Records: []string{"ns1.huaweicloud-dns.com.", "ns1.huaweicloud-dns.cn."}})
+	for _, s := range fakeUnrelated(name) {
+		f.seed(z, s.Name, s.Type, s.TTL, s.Value)
+	}
+	return z
+}
+
+// seed adds a record set; TXT values are quoted, as the API shows them.
+func (f *fakeHuawei) seed(z *hwZone, name, typ string, ttl int, values ...string) *hwSet {
+	s := &hwSet{ID: f.newID(), Name: strings.TrimSuffix(name, ".") + ".", Type: typ, TTL: ttl}
+	for _, v := range values {
+		if typ == "TXT" {
+			v = `"` + v + `"`
+		}
+		s.Records = append(s.Records, v)
+	}
+	z.sets = append(z.sets, s)
+	return s
+}
+
+func (f *fakeHuawei) zone(name string) *hwZone {
+	for _, z := range f.zones {
+		if strings.EqualFold(z.name, strings.TrimSuffix(name, ".")+".") {
+			return z
+		}
+	}
+	return nil
+}
+
+func (f *fakeHuawei) zoneByID(id string) *hwZone {
+	for _, z := range f.zones {
+		if z.id == id {
+			return z
+		}
+	}
+	return nil
+}
+
+// set returns the record set at name (FQDN, no dot) and typ, or nil.
+func (f *fakeHuawei) set(name, typ string) *hwSet {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, z := range f.zones {
+		for _, s := range z.sets {
+			if s.Name == name+"." && s.Type == typ {
+				c := *s
+				return &c
+			}
+		}
+	}
+	return nil
+}
+
+// snapshot lists every record set with its ID and version, so that a set
+// deleted and recreated, or rewritten with the same values, shows.
+func (f *fakeHuawei) snapshot() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, z := range f.zones {
+		for _, s := range z.sets {
+			out = append(out, fmt.Sprintf("%s %s %s %d %s id=%s v%d", z.name, s.Name, s.Type, s.TTL, strings.Join(s.Records, ","), s.ID, s.Version))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *fakeHuawei) takeWrites() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.writes
+	f.writes = nil
+	return out
+}
+
+// hwEscape is the signer's escaping: everything but A-Z a-z 0-9 - _ . ~.
+func hwEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte("-_.~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// verifySDKHMAC checks r's SDK-HMAC-SHA256 signature as the API gateway
+// does: the canonical request (method, URI with a trailing slash, sorted
+// escaped query, the signed headers, the body's hash) and the string to
+// sign (algorithm, X-Sdk-Date, hash of the canonical request), HMAC'd with
+// the secret. It returns the signed headers.
+func verifySDKHMAC(r *http.Request, body []byte, accessKey, secret string, now time.Time) ([]string, error) {
+	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "SDK-HMAC-SHA256 ")
+	if !ok {
+		return nil, fmt.Errorf("Authorization %q is not SDK-HMAC-SHA256", r.Header.Get("Authorization"))
+	}
+	fields := map[string]string{}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		fields[k] = v
+	}
+	if fields["Access"] != accessKey {
+		return nil, fmt.Errorf("Access %q, want the AK %s", fields["Access"], accessKey)
+	}
+	signed := strings.Split(fields["SignedHeaders"], ";")
+	if !slices.IsSorted(signed) || !slices.Contains(signed, "x-sdk-date") || slices.Contains(signed, "authorization") {
+		return nil, fmt.Errorf("SignedHeaders %q: want sorted, with x-sdk-date, without authorization", fields["SignedHeaders"])
+	}
+	date := r.Header.Get("X-Sdk-Date")
+	at, err := time.Parse("20060102T150405Z", date)
+	if err != nil {
+		return nil, fmt.Errorf("X-Sdk-Date %q: %v", date, err)
+	}
+	if d := now.Sub(at); d > 15*time.Minute || d < -15*time.Minute {
+		return nil, fmt.Errorf("X-Sdk-Date %s is %v off the API's clock", date, d)
+	}
+	var uri []string
+	for _, seg := range strings.Split(r.URL.Path, "/") {
+		uri = append(uri, hwEscape(seg))
+	}
+	canonURI := strings.Join(uri, "/")
+	if !strings.HasSuffix(canonURI, "/") {
+		canonURI += "/"
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %v", r.URL.RawQuery, err)
+	}
+	var query []string
+	for _, k := range slices.Sorted(func(yield func(string) bool) {
+		for k := range q {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		vs := slices.Clone(q[k])
+		sort.Strings(vs)
+		for _, v := range vs {
+			query = append(query, hwEscape(k)+"="+hwEscape(v))
+		}
+	}
+	var headers strings.Builder
+	for _, h := range signed {
+		vs := slices.Clone(r.Header.Values(h))
+		if h == "host" {
+			vs = []string{r.Host}
+		}
+		sort.Strings(vs)
+		for _, v := range vs {
+			headers.WriteString(h + ":" + strings.TrimSpace(v) + "\n")
+		}
+	}
+	sum := sha256.Sum256(body)
+	payload := hex.EncodeToString(sum[:])
+	if h := r.Header.Get("X-Sdk-Content-Sha256"); h != "" && h != payload {
+		return nil, fmt.Errorf("X-Sdk-Content-Sha256 %s is not the body's hash %s", h, payload)
+	}
+	canonical := r.Method + "\n" + canonURI + "\n" + strings.Join(query, "&") + "\n" + headers.String() + "\n" + fields["SignedHeaders"] + "\n" + payload
+	creq := sha256.Sum256([]byte(canonical))
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte("SDK-HMAC-SHA256\n" + date + "\n" + hex.EncodeToString(creq[:])))
+	if want := hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+		return nil, errors.New("signature does not match the request signed with the test's secret")
+	}
+	return signed, nil
+}
+
+func (f *fakeHuawei) reply(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(body); err != nil {
+		f.t.Errorf("fake huaweicloud: encode response: %v", err)
+	}
+}
+
+func (f *fakeHuawei) fail(w http.ResponseWriter, status int, code, msg string) {
+	f.reply(w, status, map[string]string{"code": code, "message": msg})
+}
+
+// ServeHTTP implements the calls the provider makes, and refuses others.
+func (f *fakeHuawei) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := f.log.record(r)
+	if err != nil {
+		f.fail(w, http.StatusBadRequest, "APIGW.0201", err.Error())
+		return
+	}
+	if req.Host != hwHost {
+		f.t.Errorf("fake huaweicloud: request for host %q, want %q", req.Host, hwHost)
+	}
+	if _, err := verifySDKHMAC(r, req.Body, hwKey, hwSecret, f.now()); err != nil {
+		f.t.Errorf("fake huaweicloud: %s: %v", req, err)
+		f.fail(w, http.StatusUnauthorized, "APIGW.0301", "Incorrect IAM authentication information: "+err.Error())
+		return
+	}
+	if f.deny != nil && f.deny(req) {
+		f.fail(w, http.StatusForbidden, "DNS.0030", "Policy doesn't allow dns:recordset:* to be performed (SK "+hwSecret+")")
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.before != nil {
+		f.before(req)
+	}
+	parts := strings.Split(strings.TrimPrefix(req.Path, "/v2/"), "/")
+	if !strings.HasPrefix(req.Path, "/v2/") || parts[0] != "zones" {
+		f.unexpected(w, req)
+		return
+	}
+	if (req.Method == http.MethodGet || req.Method == http.MethodDelete) && len(req.Body) > 0 {
+		f.t.Errorf("fake huaweicloud: %s has a body %q", req, req.Body)
+	}
+	switch {
+	case len(parts) == 1 && req.Method == http.MethodGet:
+		f.listZones(w, req)
+		return
+	case len(parts) < 3 || parts[2] != "recordsets":
+		f.unexpected(w, req)
+		return
+	}
+	z := f.zoneByID(parts[1])
+	if z == nil {
+		f.fail(w, http.StatusNotFound, "DNS.0101", "The zone does not exist.")
+		return
+	}
+	switch {
+	case len(parts) == 3 && req.Method == http.MethodGet:
+		f.listSets(w, req, z)
+	case len(parts) == 3 && req.Method == http.MethodPost && len(req.Query) == 0:
+		f.createSet(w, req, z)
+	case len(parts) == 4 && req.Method == http.MethodPut && len(req.Query) == 0:
+		f.updateSet(w, req, z, parts[3])
+	case len(parts) == 4 && req.Method == http.MethodDelete && len(req.Query) == 0:
+		f.deleteSet(w, z, parts[3])
+	default:
+		f.unexpected(w, req)
+	}
+}
+
+func (f *fakeHuawei) unexpected(w http.ResponseWriter, req apiRequest) {
+	f.t.Errorf("fake huaweicloud: unexpected request %s", req)
+	f.fail(w, http.StatusNotFound, "APIGW.0101", "The API does not exist or has not been published in the environment.")
+}
+
+// page applies limit, offset and marker (the ID after which to start) to
+// n items identified by id, answering the range or an error message.
+func page(q url.Values, n, defLimit int, id func(int) string) (start, end int, msg string) {
+	for k := range q {
+		if !slices.Contains([]string{"name", "type", "search_mode", "limit", "offset", "marker"}, k) {
+			return 0, 0, "unsupported parameter " + k // none the provider should send
+		}
+	}
+	limit := defLimit
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 0 || l > 500 {
+			return 0, 0, "limit must be 0 to 500"
+		}
+		if l > 0 {
+			limit = l
+		}
+	}
+	if v := q.Get("offset"); v != "" {
+		o, err := strconv.Atoi(v)
+		if err != nil || o < 0 {
+			return 0, 0, "offset must be 0 or more"
+		}
+		start = min(o, n)
+	}
+	if m := q.Get("marker"); m != "" {
+		i := 0
+		for i < n && id(i) != m {
+			i++
+		}
+		if i == n {
+			return 0, 0, "marker not found"
+		}
+		start = i + 1
+	}
+	return start, min(start+limit, n), ""
+}
+
+// match applies name (like by default, or equal) to an FQDN.
+func match(q url.Values, name string) bool {
+	want := strings.ToLower(strings.TrimSuffix(q.Get("name"), "."))
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	if want == "" {
+		return true
+	}
+	if q.Get("search_mode") == "equal" {
+		return name == want
+	}
+	return strings.Contains(name, want)
+}
+
+func (f *fakeHuawei) links(req apiRequest, next string, more bool) map[string]string {
+	self := "https://" + hwHost + req.Path
+	if len(req.Query) > 0 {
+		self += "?" + req.Query.Encode()
+	}
+	l := map[string]string{"self": self}
+	if more {
+		q := url.Values{}
+		for k, v := range req.Query {
+			q[k] = v
+		}
+		q.Del("offset")
+		q.Set("marker", next)
+		l["next"] = "https://" + hwHost + req.Path + "?" + q.Encode()
+	}
+	return l
+}
+
+func (f *fakeHuawei) listZones(w http.ResponseWriter, req apiRequest) {
+	if m := req.Query.Get("search_mode"); m != "" && m != "like" && m != "equal" {
+		f.fail(w, http.StatusBadRequest, "DNS.0303", "search_mode must be like or equal")
+		return
+	}
+	var list []*hwZone
+	for _, z := range f.zones {
+		if match(req.Query, z.name) {
+			list = append(list, z)
+		}
+	}
+	start, end, msg := page(req.Query, len(list), f.zoneLimit, func(i int) string { return list[i].id })
+	if msg != "" {
+		f.t.Errorf("fake huaweicloud: %s: %s", req, msg)
+		f.fail(w, http.StatusBadRequest, "DNS.0303", msg)
+		return
+	}
+	out := []map[string]any{}
+	for _, z := range list[start:end] {
+		out = append(out, map[string]any{"id": z.id, "name": z.name, "zone_type": "public", "status": "ACTIVE",
+			"ttl": 300, "email": "hostmaster@example.com", "record_num": len(z.sets), "description": ""})
+	}
+	next := ""
+	if end > start {
+		next = list[end-1].id
+	}
+	f.reply(w, http.StatusOK, map[string]any{"zones": out, "metadata": map[string]int{"total_count": len(list)},
+		"links": f.links(req, next, end < len(list))})
+}
+
+func (z *hwZone) setJSON(s *hwSet, status string) map[string]any {
+	return map[string]any{"id": s.ID, "name": s.Name, "type": s.Type, "ttl": s.TTL, "records": s.Records,
+		"status": status, "default": s.Default, "zone_id": z.id, "zone_name": z.name, "description": ""}
+}
+
+func (f *fakeHuawei) listSets(w http.ResponseWriter, req apiRequest, z *hwZone) {
+	if m := req.Query.Get("search_mode"); m != "" && m != "like" && m != "equal" {
+		f.fail(w, http.StatusBadRequest, "DNS.0303", "search_mode must be like or equal")
+		return
+	}
+	var list []*hwSet
+	for _, s := range z.sets { // oldest first: the API does not sort unless asked
+		if match(req.Query, s.Name) && (req.Query.Get("type") == "" || req.Query.Get("type") == s.Type) {
+			list = append(list, s)
+		}
+	}
+	start, end, msg := page(req.Query, len(list), f.setLimit, func(i int) string { return list[i].ID })
+	if msg != "" {
+		f.t.Errorf("fake huaweicloud: %s: %s", req, msg)
+		f.fail(w, http.StatusBadRequest, "DNS.0303", msg)
+		return
+	}
+	out := []map[string]any{}
+	for _, s := range list[start:end] {
+		out = append(out, z.setJSON(s, "ACTIVE"))
+	}
+	next := ""
+	if end > start {
+		next = list[end-1].ID
+	}
+	f.reply(w, http.StatusOK, map[string]any{"recordsets": out, "metadata": map[string]int{"total_count": len(list)},
+		"links": f.links(req, next, end < len(list))})
+}
+
+// hwBody is a create or update request's body. ID is not a documented
+// field of either: upstream's UpdateRecord sends it (equal to the path's);
+// the wrapper does not.
+type hwBody struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Type        string   `json:"type"`
+	TTL         *int     `json:"ttl"`
+	Records     []string `json:"records"`
+	Description string   `json:"description"`
+}
+
+func (f *fakeHuawei) body(w http.ResponseWriter, req apiRequest, z *hwZone) (hwBody, bool) {
+	var b hwBody
+	dec := json.NewDecoder(strings.NewReader(string(req.Body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		f.t.Errorf("fake huaweicloud: %s: body %s: %v", req, req.Body, err)
+		f.fail(w, http.StatusBadRequest, "DNS.0303", "invalid body")
+		return b, false
+	}
+	name := strings.ToLower(b.Name)
+	if !strings.HasSuffix(name, ".") || (name != z.name && !strings.HasSuffix(name, "."+z.name)) ||
+		!slices.Contains([]string{"A", "AAAA", "CNAME", "MX", "TXT", "SRV", "NS", "CAA"}, b.Type) ||
+		len(b.Records) == 0 || b.TTL != nil && (*b.TTL < 1 || *b.TTL > 2147483647) {
+		f.t.Errorf("fake huaweicloud: %s: bad record set %s", req, req.Body)
+		f.fail(w, http.StatusBadRequest, "DNS.0303", "invalid record set")
+		return b, false
+	}
+	if b.Type == "CNAME" && len(b.Records) != 1 {
+		f.fail(w, http.StatusBadRequest, "DNS.0308", "A CNAME record set holds one value.")
+		return b, false
+	}
+	return b, true
+}
+
+// conflict says why a set name/type cannot be added next to z's sets.
+func (z *hwZone) conflict(name, typ, except string) string {
+	for _, s := range z.sets {
+		if s.ID == except || !strings.EqualFold(s.Name, name) {
+			continue
+		}
+		if s.Type == typ {
+			return "The record set already exists."
+		}
+		if s.Type == "CNAME" || typ == "CNAME" {
+			return "The CNAME record set conflicts with other record sets."
+		}
+	}
+	return ""
+}
+
+func (f *fakeHuawei) createSet(w http.ResponseWriter, req apiRequest, z *hwZone) {
+	b, ok := f.body(w, req, z)
+	if !ok {
+		return
+	}
+	if b.ID != "" {
+		f.t.Errorf("fake huaweicloud: %s: create with an id", req)
+	}
+	if msg := z.conflict(b.Name, b.Type, ""); msg != "" {
+		f.fail(w, http.StatusBadRequest, "DNS.0312", msg)
+		return
+	}
+	ttl := 300
+	if b.TTL != nil {
+		ttl = *b.TTL
+	}
+	s := &hwSet{ID: f.newID(), Name: strings.ToLower(b.Name), Type: b.Type, TTL: ttl, Records: b.Records}
+	z.sets = append(z.sets, s)
+	f.writes = append(f.writes, fmt.Sprintf("POST %s %s %d %s", s.Name, s.Type, s.TTL, strings.Join(s.Records, ",")))
+	f.reply(w, http.StatusAccepted, z.setJSON(s, "PENDING_CREATE"))
+}
+
+func (f *fakeHuawei) updateSet(w http.ResponseWriter, req apiRequest, z *hwZone, id string) {
+	i := slices.IndexFunc(z.sets, func(s *hwSet) bool { return s.ID == id })
+	if i < 0 {
+		f.fail(w, http.StatusNotFound, "DNS.0313", "The record set does not exist.")
+		return
+	}
+	b, ok := f.body(w, req, z)
+	if !ok {
+		return
+	}
+	s := z.sets[i]
+	if b.ID != "" && b.ID != id || !strings.EqualFold(b.Name, s.Name) || b.Type != s.Type {
+		f.t.Errorf("fake huaweicloud: %s renames or retypes %s %s: %s", req, s.Name, s.Type, req.Body)
+		f.fail(w, http.StatusBadRequest, "DNS.0303", "name and type cannot change")
+		return
+	}
+	if b.TTL != nil {
+		s.TTL = *b.TTL
+	}
+	s.Records = b.Records
+	s.Version++
+	f.writes = append(f.writes, fmt.Sprintf("PUT %s %s %s %d %s", s.ID, s.Name, s.Type, s.TTL, strings.Join(s.Records, ",")))
+	f.reply(w, http.StatusAccepted, z.setJSON(s, "PENDING_UPDATE"))
+}
+
+func (f *fakeHuawei) deleteSet(w http.ResponseWriter, z *hwZone, id string) {
+	i := slices.IndexFunc(z.sets, func(s *hwSet) bool { return s.ID == id })
+	if i < 0 {
+		f.fail(w, http.StatusNotFound, "DNS.0313", "The record set does not exist.")
+		return
+	}
+	s := z.sets[i]
+	if s.Default {
+		f.fail(w, http.StatusBadRequest, "DNS.0316", "The default record set cannot be deleted.")
+		return
+	}
+	z.sets = slices.Delete(z.sets, i, i+1)
+	f.writes = append(f.writes, fmt.Sprintf("DELETE %s %s %s %s", s.ID, s.Name, s.Type, strings.Join(s.Records, ",")))
+	f.reply(w, http.StatusAccepted, z.setJSON(s, "PENDING_DELETE"))
+}
+
+// hwSection is the [dns.hw] section: the AK inline (not a secret), the SK
+// from a file.
+func hwSection(t *testing.T, extra map[string]any) map[string]any {
+	s := map[string]any{"provider": "huaweicloud", "access_key_id": hwKey, "secret_access_key_file": secretFile(t, hwSecret)}
+	for k, v := range extra {
+		s[k] = v
+	}
+	return s
+}
+
+// checkHwAuth checks that every request is signed with the AK (the fake
+// has recomputed each signature), over X-Sdk-Date and, for a request with
+// a body, the Content-Type: application/json it sends (what the wrapper
+// signs), and that the SK is nowhere.
+func checkHwAuth(t *testing.T, reqs []apiRequest) {
+	t.Helper()
+	for _, r := range reqs {
+		signed, wantCT := "x-sdk-date", ""
+		if len(r.Body) > 0 {
+			signed, wantCT = "content-type;x-sdk-date", "application/json"
+		}
+		a := r.Header.Get("Authorization")
+		if !strings.HasPrefix(a, "SDK-HMAC-SHA256 Access="+hwKey+", SignedHeaders="+signed+", Signature=") {
+			t.Errorf("%s: Authorization %q: want AK %s over %s", r, a, hwKey, signed)
+		}
+		if ct := r.Header.Get("Content-Type"); ct != wantCT {
+			t.Errorf("%s: Content-Type %q, want %q", r, ct, wantCT)
+		}
+	}
+	assertNoSecret(t, reqs, hwSecret, "")
+}
+
+// hwRequests is each request's line and, for writes, its body.
+func hwRequests(reqs []apiRequest) []string {
+	out := make([]string, len(reqs))
+	for i, r := range reqs {
+		out[i] = r.String()
+		if len(r.Body) > 0 {
+			out[i] += " " + string(r.Body)
+		}
+	}
+	return out
+}
+
+// hwLookAlikes seeds zone (example.com) and the account with records that
+// look like the DCV records of dcvInstructions(zone, "www", "shop") but are
+// not theirs: another zone whose name extends this one, a name with a
+// prefix, the same value at other names, a multi-value TXT holding the
+// apex target, and a multi-value A set.
+func (f *fakeHuawei) hwLookAlikes(zone string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	z := f.zone(zone)
+	apexTarget := dcvTarget(dcvLabel+"."+zone) + "."
+	cn := f.zone(zone + ".cn")
+	if cn == nil {
+		cn = f.addZone(zone + ".cn")
+	}
+	f.seed(cn, dcvLabel+"."+zone+".cn", "CNAME", 60, apexTarget)
+	f.seed(cn, dcvLabel+".www."+zone+".cn", "CNAME", 60, dcvTarget(dcvLabel+".www."+zone)+".")
+	f.seed(z, "x"+dcvLabel+"."+zone, "CNAME", 60, apexTarget)
+	f.seed(z, dcvLabel+".old."+zone, "CNAME", 60, apexTarget)
+	f.seed(z, dcvLabel+".mail."+zone, "TXT", 60, strings.TrimSuffix(apexTarget, "."), "v=other")
+	f.seed(z, dcvLabel+".mail."+zone, "A", 60, "192.0.2.20", "192.0.2.21")
+	f.seed(z, "shop."+zone, "A", 300, "192.0.2.30", "192.0.2.31")
+}
+
+// hwLookup is the wrapper's lookup of r's CNAME set in zone zid: the
+// first (and here only) page, by exact name and type.
+func hwLookup(zid string, r providers.Record) string {
+	return fmt.Sprintf("GET /v2/zones/%s/recordsets?limit=500&name=%s.&offset=0&search_mode=equal&type=CNAME", zid, r.Name)
+}
+
+// hwPublishRequests is what SetRecords sends, after its zone ID, for a
+// record that does not exist yet in zone zid.
+func hwPublishRequests(zid string, ttl int, r providers.Record) []string {
+	return []string{
+		hwLookup(zid, r),
+		fmt.Sprintf(`POST /v2/zones/%s/recordsets {"name":"%s.","type":"CNAME","ttl":%d,"records":["%s."]}`, zid, r.Name, ttl, r.Target),
+	}
+}
+
+// without returns snap without the lines of the DCV records recs.
+func without(snap []string, recs []providers.Record) []string {
+	return slices.DeleteFunc(slices.Clone(snap), func(line string) bool {
+		for _, r := range recs {
+			if strings.Contains(line, " "+r.Name+". CNAME ") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestHuaweicloudPublishOneZone(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeHuawei(t, "example.com", "example.org")
+	f.hwLookAlikes("example.com")
+	before := f.snapshot()
+	zid := f.zone("example.com").id
+	d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("hw", time.Minute, "example.com", "www", "shop"))
+	if reqs := f.log.take(); len(reqs) != 0 {
+		t.Errorf("Plan with an explicit zone asked the API: %q", requestLines(reqs))
+	}
+
+	// One SetRecords call; the provider makes it one zone ID, then a
+	// lookup and a POST per record, each lookup by exact name and type.
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	reqs := f.log.take()
+	checkHwAuth(t, reqs)
+	list := []string{"GET /v2/zones?name=example.com&search_mode=equal", "GET /v2/zones/" + zid + "/recordsets?limit=500&offset=0"}
+	want := append(slices.Clone(list), list[0])
+	for _, r := range recs {
+		want = append(want, hwPublishRequests(zid, 60, r)...)
+	}
+	if got := hwRequests(reqs); !slices.Equal(got, want) {
+		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var wantWrites []string
+	for _, r := range recs {
+		wantWrites = append(wantWrites, fmt.Sprintf("POST %s. CNAME 60 %s.", r.Name, r.Target))
+	}
+	if got := f.takeWrites(); !slices.Equal(got, wantWrites) {
+		t.Errorf("Publish writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantWrites, "\n"))
+	}
+	published := f.snapshot()
+	if others := without(published, recs); !slices.Equal(others, before) {
+		t.Errorf("Publish touched other record sets:\n%s\nwant as before:\n%s", strings.Join(others, "\n"), strings.Join(before, "\n"))
+	}
+	ids := map[string]string{}
+	for _, r := range recs {
+		s := f.set(r.Name, "CNAME")
+		if s == nil || !slices.Equal(s.Records, []string{r.Target + "."}) || s.TTL != 60 {
+			t.Fatalf("record set of %s: %+v", r.Name, s)
+		}
+		ids[s.ID] = r.Name
+	}
+
+	// Republish: a listing, nothing written.
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if got := requestLines(f.log.take()); !slices.Equal(got, list) {
+		t.Errorf("second Publish requests %q, want only %q", got, list)
+	}
+	if w := f.takeWrites(); len(w) != 0 {
+		t.Errorf("second Publish wrote %q", w)
+	}
+
+	// Cleanup after a restart, by a new DNS from the same config: one
+	// DeleteRecords call (one zone ID), then each record set is looked up
+	// by exact name and type and deleted by ID.
+	d2 := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	reqs = f.log.take()
+	checkHwAuth(t, reqs)
+	want = append(slices.Clone(list), list[0])
+	for _, r := range recs {
+		s := ""
+		for id, name := range ids {
+			if name == r.Name {
+				s = id
+			}
+		}
+		want = append(want, hwLookup(zid, r), fmt.Sprintf("DELETE /v2/zones/%s/recordsets/%s", zid, s))
+	}
+	if got := hwRequests(reqs); !slices.Equal(got, want) {
+		t.Errorf("Cleanup requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	writes := f.takeWrites()
+	if len(writes) != len(recs) {
+		t.Errorf("Cleanup writes %q, want %d deletes", writes, len(recs))
+	}
+	for _, w := range writes {
+		fields := strings.Fields(w)
+		if fields[0] != "DELETE" || ids[fields[1]] == "" {
+			t.Errorf("Cleanup wrote %q; want DELETE of the published sets %v", w, ids)
+		}
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	if err := d2.Cleanup(ctx, recs); err != nil {
+		t.Errorf("second Cleanup: %v", err)
+	}
+	if w := f.takeWrites(); len(w) != 0 {
+		t.Errorf("second Cleanup wrote %q", w)
+	}
+}
+
+func TestHuaweicloudPublishTwoZones(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeHuawei(t, "example.com", "example.org", "example.net")
+	f.hwLookAlikes("example.com")
+	before := f.snapshot()
+	// The provider cannot list zones: the SOA walk finds them.
+	d := newDNS(t, "hw", hwSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.org")}}), providers.Options{})
+	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
+	want := append(wantRecords("hw", time.Minute, "example.com", "www"), wantRecords("hw", time.Minute, "example.org", "shop", "mail")...)
+	recs := planDCV(t, d, in, want)
+
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 2)
+	checkHwAuth(t, f.log.take())
+	// One SetRecords call per zone: that zone's writes are contiguous.
+	var zones []string
+	for _, w := range f.takeWrites() {
+		name := strings.Fields(w)[1]
+		zones = append(zones, name[strings.Index(name, "example."):])
+	}
+	if len(zones) != len(recs) || interleaved(zones) {
+		t.Errorf("writes by zone %q: want %d, zone by zone", zones, len(recs))
+	}
+
+	rep, err = d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if w := f.takeWrites(); len(w) != 0 {
+		t.Errorf("second Publish wrote %q", w)
+	}
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if w := f.takeWrites(); len(w) != len(recs) {
+		t.Errorf("Cleanup writes %q, want %d", w, len(recs))
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// A stale CNAME at the name (an earlier order's) is rewritten in place by
+// its ID, with one PUT, and nothing else changes.
+func TestHuaweicloudReplacesStaleTarget(t *testing.T) {
+	f := newFakeHuawei(t, "example.com")
+	f.hwLookAlikes("example.com")
+	f.mu.Lock()
+	z := f.zone("example.com")
+	stale := f.seed(z, dcvLabel+".shop.example.com", "CNAME", 60, "stale.dcv-target.example.")
+	f.mu.Unlock()
+	before := f.snapshot()
+	d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs, err := d.Plan(context.Background(), []reseller.CNAMEInstruction{{Name: dcvLabel + ".shop.example.com", Target: "fresh.dcv-target.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := d.Publish(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	reqs := f.log.take()
+	checkHwAuth(t, reqs)
+	put := filterRequests(reqs, func(r apiRequest) bool { return r.Method != http.MethodGet })
+	wantPut := fmt.Sprintf(`PUT /v2/zones/%s/recordsets/%s {"name":"%s.shop.example.com.","type":"CNAME","ttl":60,"records":["fresh.dcv-target.example."]}`,
+		z.id, stale.ID, dcvLabel)
+	if got := hwRequests(put); !slices.Equal(got, []string{wantPut}) {
+		t.Errorf("writes:\n%s\nwant:\n%s", strings.Join(got, "\n"), wantPut)
+	}
+	after := f.snapshot()
+	wantAfter := slices.Clone(before)
+	for i, line := range wantAfter {
+		if strings.Contains(line, "id="+stale.ID) {
+			wantAfter[i] = fmt.Sprintf("example.com. %s.shop.example.com. CNAME 60 fresh.dcv-target.example. id=%s v1", dcvLabel, stale.ID)
+		}
+	}
+	sort.Strings(wantAfter)
+	if !slices.Equal(after, wantAfter) {
+		t.Errorf("zone after Publish:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(wantAfter, "\n"))
+	}
+}
+
+// A TXT or A record set at the DCV name itself: dcvd refuses, and writes
+// nothing (a CNAME cannot sit next to them).
+func TestHuaweicloudRefusesNameWithOtherTypes(t *testing.T) {
+	for _, typ := range []string{"TXT", "A"} {
+		t.Run(typ, func(t *testing.T) {
+			f := newFakeHuawei(t, "example.com")
+			f.mu.Lock()
+			values := map[string][]string{"TXT": {"t-example-com.dcv-target.example", "other"}, "A": {"192.0.2.40", "192.0.2.41"}}[typ]
+			f.seed(f.zone("example.com"), dcvLabel+".example.com", typ, 60, values...)
+			f.mu.Unlock()
+			before := f.snapshot()
+			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("hw", time.Minute, "example.com"))
+			_, err := d.Publish(context.Background(), recs)
+			if err == nil || !strings.Contains(err.Error(), "already has a "+typ+" record") {
+				t.Errorf("Publish: %v; want a refusal naming the %s record", err, typ)
+			}
+			if w := f.takeWrites(); len(w) != 0 {
+				t.Errorf("Publish wrote %q", w)
+			}
+			if err := d.Cleanup(context.Background(), recs); err != nil {
+				t.Errorf("Cleanup: %v", err)
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+		})
+	}
+}
+
+// The zone is found among 60 zones listed 5 to a page, and not confused
+// with example.com.cn: the provider asks for it by exact name.
+func TestHuaweicloudZonePastFirstPage(t *testing.T) {
+	f := newFakeHuawei(t)
+	f.mu.Lock()
+	for i := range 59 {
+		f.addZone(fmt.Sprintf("z%02d.example", i))
+	}
+	f.mu.Unlock()
+	f.mu.Lock()
+	f.addZone("example.com.cn") // listed before example.com
+	f.addZone("example.com")
+	f.zoneLimit = 5
+	f.mu.Unlock()
+	f.hwLookAlikes("example.com")
+	before := f.snapshot()
+	d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("hw", time.Minute, "example.com", "www"))
+	if _, err := d.Publish(context.Background(), recs); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	for _, r := range recs {
+		if f.set(r.Name, "CNAME") == nil {
+			t.Errorf("%s not published", r.Name)
+		}
+	}
+	if err := d.Cleanup(context.Background(), recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if after := f.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// hwUpstream is d with its provider, the registered providers.HuaweiCloud,
+// replaced by the upstream huaweicloud.Provider it wraps, with the same
+// keys: the "upstream" subcases show with it the defects the wrapper fixes.
+func hwUpstream(t *testing.T, d *providers.DNS) *providers.DNS {
+	t.Helper()
+	w, ok := d.Provider.(*providers.HuaweiCloud)
+	if !ok {
+		t.Fatalf("registered huaweicloud provider is %T, want *providers.HuaweiCloud", d.Provider)
+	}
+	d.Provider = &huaweicloud.Provider{AccessKeyId: w.AccessKeyId, SecretAccessKey: w.SecretAccessKey, RegionId: w.RegionId}
+	return d
+}
+
+// hwRegistered checks that d's provider is the registered wrapper, which
+// the "fixed" subcases exercise.
+func hwRegistered(t *testing.T, d *providers.DNS) *providers.DNS {
+	t.Helper()
+	if _, ok := d.Provider.(*providers.HuaweiCloud); !ok {
+		t.Fatalf("registered huaweicloud provider is %T, want *providers.HuaweiCloud", d.Provider)
+	}
+	return d
+}
+
+// TestHuaweicloudBigZone: a zone of 520 record sets, listed by the API's
+// default page of 500. Upstream's GetRecords reads one page, so dcvd does
+// not see the records it published: republishing rewrites them and Cleanup
+// leaves them in the zone (defect shown by the "upstream" case). The
+// "fixed" case is providers.HuaweiCloud, which pages.
+func TestHuaweicloudBigZone(t *testing.T) {
+	for _, fixed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "upstream", true: "fixed"}[fixed], func(t *testing.T) {
+			ctx := context.Background()
+			f := newFakeHuawei(t, "example.com")
+			f.mu.Lock()
+			for i := range 510 {
+				f.seed(f.zone("example.com"), fmt.Sprintf("h%03d.example.com", i), "A", 300, "192.0.2.1")
+			}
+			f.mu.Unlock()
+			f.hwLookAlikes("example.com")
+			before := f.snapshot()
+			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			if fixed {
+				d = hwRegistered(t, d)
+			} else {
+				d = hwUpstream(t, d)
+			}
+			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("hw", time.Minute, "example.com", "www"))
+			if _, err := d.Publish(ctx, recs); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			if w := f.takeWrites(); len(w) != len(recs) {
+				t.Errorf("Publish writes %q, want %d", w, len(recs))
+			}
+			rep, err := d.Publish(ctx, recs)
+			if err != nil {
+				t.Fatalf("second Publish: %v", err)
+			}
+			rewrites := f.takeWrites()
+			if err := d.Cleanup(ctx, recs); err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			after := f.snapshot()
+			reqs := f.log.take()
+			if fixed {
+				checkReport(t, rep, nil, recs, 0)
+				if len(rewrites) != 0 {
+					t.Errorf("second Publish wrote %q", rewrites)
+				}
+				if !slices.Equal(after, before) {
+					t.Errorf("zone after Cleanup differs from before:\n%s", strings.Join(after[len(after)-10:], "\n"))
+				}
+				assertNoSecret(t, reqs, hwSecret, "")
+				return
+			}
+			// Upstream: the published records are past the first page.
+			if len(rep.Unchanged) != 0 || len(rewrites) != len(recs) {
+				t.Errorf("upstream second Publish: report %+v, writes %q; the defect is gone? update this test", rep, rewrites)
+			}
+			left := 0
+			for _, r := range recs {
+				if f.set(r.Name, "CNAME") != nil {
+					left++
+				}
+			}
+			if left != len(recs) {
+				t.Errorf("upstream Cleanup removed %d of %d records past the first page; the defect is gone? update this test", len(recs)-left, len(recs))
+			}
+			t.Logf("upstream defect: Cleanup left %d DCV record(s) in a zone of %d record sets (GetRecords reads one page of 500)", left, len(before))
+		})
+	}
+}
+
+// TestHuaweicloudDeleteIgnoresValue: upstream DeleteRecords deletes the
+// record set at the name and type whatever its values. Shown through
+// dcvd: between Cleanup's listing and its delete, the record is changed to
+// another target (a newer order, published by another dcvd); upstream
+// deletes the new record. And directly: deleting one value of a TXT set
+// deletes them all, and a value not in the set deletes the set.
+// providers.HuaweiCloud deletes only what matches.
+func TestHuaweicloudDeleteIgnoresValue(t *testing.T) {
+	for _, fixed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "upstream", true: "fixed"}[fixed], func(t *testing.T) {
+			ctx := context.Background()
+			f := newFakeHuawei(t, "example.com")
+			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			if fixed {
+				d = hwRegistered(t, d)
+			} else {
+				d = hwUpstream(t, d)
+			}
+			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("hw", time.Minute, "example.com"))
+			if _, err := d.Publish(ctx, recs); err != nil {
+				t.Fatalf("Publish: %v", err)
+			}
+			name := recs[0].Name + "."
+			changed := false
+			f.mu.Lock()
+			f.before = func(r apiRequest) {
+				if !changed && r.Method == http.MethodGet && r.Query.Get("name") == name {
+					for _, s := range f.zone("example.com").sets {
+						if s.Name == name && s.Type == "CNAME" {
+							s.Records, s.Version, changed = []string{"newer-order.dcv-target.example."}, s.Version+1, true
+						}
+					}
+				}
+			}
+			f.mu.Unlock()
+			if err := d.Cleanup(ctx, recs); err != nil {
+				t.Fatalf("Cleanup: %v", err)
+			}
+			if !changed {
+				t.Fatal("the record was not changed between listing and delete")
+			}
+			s := f.set(recs[0].Name, "CNAME")
+			if fixed && s == nil {
+				t.Errorf("Cleanup deleted the newer record, which it did not publish")
+			}
+			if !fixed && s != nil {
+				t.Errorf("upstream Cleanup kept the newer record; the defect is gone? update this test")
+			}
+
+			// Directly, on a multi-value TXT set.
+			f.mu.Lock()
+			f.before = nil
+			txt := f.seed(f.zone("example.com"), "_multi.example.com", "TXT", 60, "one", "two")
+			f.mu.Unlock()
+			p := d.Provider.(libdns.RecordDeleter)
+			// Upstream's first delete, of a value the set lacks, removes
+			// the set already; the fixed one ignores it and then removes
+			// "one" alone.
+			values := []string{"absent"}
+			if fixed {
+				values = append(values, "one")
+			}
+			for _, value := range values {
+				if _, err := p.DeleteRecords(ctx, "example.com.", []libdns.Record{libdns.TXT{Name: "_multi", TTL: time.Minute, Text: value}}); err != nil {
+					t.Fatalf("DeleteRecords %q: %v", value, err)
+				}
+			}
+			got := f.set("_multi.example.com", "TXT")
+			if fixed && (got == nil || !slices.Equal(got.Records, []string{`"two"`})) {
+				t.Errorf("after deleting TXT \"one\": %+v; want the set %s holding \"two\"", got, txt.ID)
+			}
+			if !fixed && got != nil {
+				t.Errorf("upstream DeleteRecords of a value not in the set kept the set %+v; the defect is gone? update this test", got)
+			}
+		})
+	}
+}
+
+// Errors from the API keep the SK out, even when the API quotes it.
+func TestHuaweicloudErrorsKeepTheSecretOut(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		deny    func(apiRequest) bool
+		wantErr []string
+	}{
+		{"key refused", func(apiRequest) bool { return true }, []string{"read zone example.com.", "HTTP 403", "Policy doesn't allow"}},
+		{"writes refused", func(r apiRequest) bool { return r.Method != http.MethodGet }, []string{"publish 2 record(s) in zone example.com.", "HTTP 403"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeHuawei(t, "example.com")
+			before := f.snapshot()
+			f.deny = tt.deny
+			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("hw", time.Minute, "example.com", "www"))
+			_, err := d.Publish(context.Background(), recs)
+			if err == nil {
+				t.Fatal("Publish succeeded against an API that refuses it")
+			}
+			if strings.Contains(err.Error(), hwSecret) {
+				t.Errorf("error carries the SK: %v", err)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed by a refused Publish:\n%s", strings.Join(after, "\n"))
+			}
+		})
+	}
+}
+
+// The fake's paging, driven directly (the wrapper pages by limit and
+// offset only): limit and
+// offset, then marker as the next link gives it, over zones and sets.
+func TestHuaweicloudFakePaging(t *testing.T) {
+	f := newFakeHuawei(t, "a.example", "b.example", "c.example")
+	zid := f.zone("b.example").id
+	get := func(path string, q url.Values) (ids []string, total int, next string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "https://"+hwHost+path+"?"+q.Encode(), nil)
+		if err := (&huaweicloud.Signer{Key: hwKey, Secret: hwSecret}).Sign(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Z        []struct{ ID string } `json:"zones"`
+			R        []struct{ ID string } `json:"recordsets"`
+			Metadata struct {
+				TotalCount int `json:"total_count"`
+			} `json:"metadata"`
+			Links map[string]string `json:"links"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: HTTP %d, %v", path, resp.StatusCode, err)
+		}
+		for _, x := range append(body.Z, body.R...) {
+			ids = append(ids, x.ID)
+		}
+		return ids, body.Metadata.TotalCount, body.Links["next"]
+	}
+	all, total, _ := get("/v2/zones/"+zid+"/recordsets", url.Values{})
+	if total != 6 || len(all) != 6 { // SOA, NS and fakeUnrelated's four
+		t.Fatalf("record sets: %d of %d", len(all), total)
+	}
+	var paged []string
+	q := url.Values{"limit": {"4"}}
+	for range 3 {
+		ids, _, next := get("/v2/zones/"+zid+"/recordsets", q)
+		paged = append(paged, ids...)
+		if next == "" {
+			break
+		}
+		u, _ := url.Parse(next)
+		q = u.Query()
+	}
+	if !slices.Equal(paged, all) {
+		t.Errorf("paged by marker %q, want %q", paged, all)
+	}
+	ids, _, _ := get("/v2/zones/"+zid+"/recordsets", url.Values{"limit": {"2"}, "offset": {"5"}})
+	if !slices.Equal(ids, all[5:]) {
+		t.Errorf("offset 5: %q, want %q", ids, all[5:])
+	}
+	zones, total, next := get("/v2/zones", url.Values{"limit": {"2"}})
+	if total != 3 || len(zones) != 2 || next == "" {
+		t.Errorf("zones page: %q of %d, next %q", zones, total, next)
+	}
+	zones, _, _ = get("/v2/zones", url.Values{"name": {"example"}, "offset": {"2"}})
+	if len(zones) != 1 || zones[0] != f.zone("c.example").id {
+		t.Errorf("zones like example from offset 2: %q", zones)
+	}
+}
+
+// TestHuaweicloudSetAfterFailedLookup: upstream SetRecords takes any error
+// of its lookup (here a 403) for "no record set" and POSTs a new one, a
+// write decided on a read that failed. The API refuses it here (a CNAME
+// is there), so the zone survives; providers.HuaweiCloud stops at the
+// failed read and writes nothing.
+func TestHuaweicloudSetAfterFailedLookup(t *testing.T) {
+	for _, fixed := range []bool{false, true} {
+		t.Run(map[bool]string{false: "upstream", true: "fixed"}[fixed], func(t *testing.T) {
+			f := newFakeHuawei(t, "example.com")
+			f.mu.Lock()
+			f.seed(f.zone("example.com"), dcvLabel+".example.com", "CNAME", 60, "stale.dcv-target.example.")
+			f.mu.Unlock()
+			before := f.snapshot()
+			f.deny = func(r apiRequest) bool { return r.Query.Get("type") == "CNAME" }
+			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			if fixed {
+				d = hwRegistered(t, d)
+			} else {
+				d = hwUpstream(t, d)
+			}
+			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("hw", time.Minute, "example.com"))
+			if _, err := d.Publish(context.Background(), recs); err == nil {
+				t.Error("Publish succeeded")
+			}
+			posts := filterRequests(f.log.take(), func(r apiRequest) bool { return r.Method != http.MethodGet })
+			if fixed && len(posts) != 0 {
+				t.Errorf("wrote after a failed lookup: %q", hwRequests(posts))
+			}
+			if !fixed && len(posts) != 1 {
+				t.Errorf("upstream wrote %q after its failed lookup; want the one POST that shows the defect (gone? update this test)", hwRequests(posts))
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed:\n%s", strings.Join(after, "\n"))
+			}
+		})
+	}
+}
