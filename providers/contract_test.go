@@ -1,0 +1,696 @@
+package providers_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libdns/libdns"
+
+	"github.com/dcvd/dcvd/providers"
+)
+
+// The provider contract: one set of cases that every request-checking fake
+// runs, through contractFake. Adding a fake for another provider is one
+// adapter (a type with the four methods below and an entry in
+// contractProviders); the fake's own test file keeps the request-by-request
+// checks that are the provider's alone.
+//
+// Some fakes swap http.DefaultClient.Transport and route53's sets
+// environment variables (both process-global), so no case runs in parallel.
+
+// contractRR is one record of a fake zone, normalized across fakes: names
+// are FQDNs without the trailing dot, CNAME targets without it, TXT values
+// unquoted. ID is the API's record ID (with a version where the fake keeps
+// one), so that a record deleted and made again, or rewritten, shows as a
+// change; Route 53 has no record IDs.
+type contractRR struct {
+	Zone, Name, Type string
+	TTL              int
+	Value, ID        string
+}
+
+func (r contractRR) String() string {
+	return fmt.Sprintf("%s %s %d %s %s id=%s", r.Zone, r.Name, r.TTL, r.Type, r.Value, r.ID)
+}
+
+// contractFake is what a fake provides to the contract cases.
+type contractFake interface {
+	// DNS builds a providers.DNS as a config section does, with the
+	// fake's credentials and the given keys ("zone", "resolvers") added.
+	// Each call is a fresh one, as after a restart.
+	DNS(t *testing.T, extra map[string]any) *providers.DNS
+	// Seed adds records to a zone of the fake, bypassing the API.
+	Seed(zone string, rrs ...seedRR)
+	// Snapshot is every record of every zone of the fake.
+	Snapshot() []contractRR
+	// Writes counts the write requests the fake has received so far.
+	Writes() int
+	// ZonePage makes the fake's zone list as short a page as it can and
+	// returns its size.
+	ZonePage() int
+}
+
+// contractProvider is one faked provider in the contract.
+type contractProvider struct {
+	name string // the section name, as in Record.Provider
+	// newFake starts the fake with zones, each holding fakeUnrelated.
+	newFake func(t *testing.T, zones ...string) contractFake
+	// ttl is what the API keeps for dcvd's 60 s records.
+	ttl int
+	// batch: the API writes a zone's records in one request; else one
+	// write request per record.
+	batch bool
+	// listIncomplete, when not "", says why the provider's zone list alone
+	// cannot find a zone past its first page.
+	listIncomplete string
+}
+
+var contractProviders = []contractProvider{
+	{name: "cf", ttl: 60, newFake: newCfContract,
+		listIncomplete: "libdns/cloudflare v0.2.2 ListZones reads the first page (20 zones) only; dcvd finds such a zone by an SOA lookup (the \"with DNS\" variant)"},
+	{name: "r53", ttl: 60, newFake: newR53Contract},
+	// alidns raises TTLs below 600 s to 600 s on the free edition.
+	{name: "ali", ttl: 600, newFake: newAliContract},
+	{name: "tc", ttl: 60, newFake: newTcContract},
+	{name: "hw", ttl: 60, newFake: newHwContract},
+}
+
+func TestProviderContract(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func(t *testing.T, p contractProvider)
+	}{
+		{"publish", contractPublish},
+		{"republish", contractRepublish},
+		{"shared record", contractSharedRecord},
+		{"cleanup after restart", contractCleanupAfterRestart},
+		{"look-alike names", contractLookAlikes},
+		{"look-alike names/DCV name holds other types", contractOtherTypes},
+		{"500-record zone", contractBigZone},
+		{"zone list past first page/zone configured", contractZoneConfigured},
+		{"zone list past first page/with DNS", func(t *testing.T, p contractProvider) { contractZoneList(t, p, true) }},
+		{"zone list past first page/list alone", func(t *testing.T, p contractProvider) { contractZoneList(t, p, false) }},
+	}
+	for _, p := range contractProviders {
+		t.Run(p.name, func(t *testing.T) {
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) { c.run(t, p) })
+			}
+		})
+	}
+}
+
+const contractZone = "example.com"
+
+// contractSnapshot is f's snapshot as sorted lines.
+func contractSnapshot(f contractFake) []string {
+	var out []string
+	for _, r := range f.Snapshot() {
+		out = append(out, r.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// notDCV is snap without the CNAMEs at the names of recs.
+func notDCV(snap []contractRR, recs []providers.Record) []string {
+	var out []string
+	for _, r := range snap {
+		if r.Type == "CNAME" && slices.ContainsFunc(recs, func(rec providers.Record) bool { return rec.Name == r.Name }) {
+			continue
+		}
+		out = append(out, r.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkPublished checks that the zones hold exactly what they held before
+// and the CNAMEs of recs, each once, with their targets and the API's TTL.
+func checkPublished(t *testing.T, p contractProvider, f contractFake, before []string, recs []providers.Record) {
+	t.Helper()
+	snap := f.Snapshot()
+	if got := notDCV(snap, recs); !slices.Equal(got, before) {
+		t.Errorf("records other than dcvd's changed:\n%s\nwant as before:\n%s", strings.Join(got, "\n"), strings.Join(before, "\n"))
+	}
+	for _, r := range recs {
+		var at []contractRR
+		for _, s := range snap {
+			if s.Name == r.Name && s.Type == "CNAME" {
+				at = append(at, s)
+			}
+		}
+		if len(at) != 1 || at[0].Value != r.Target || at[0].TTL != p.ttl || at[0].Zone != strings.TrimSuffix(r.Zone, ".") {
+			t.Errorf("CNAMEs at %s: %v; want one, in zone %s, to %s, TTL %d", r.Name, at, r.Zone, r.Target, p.ttl)
+		}
+	}
+}
+
+// wantWrites is the number of write requests publishing (or removing) n
+// records of one zone takes.
+func (p contractProvider) wantWrites(n int) int {
+	if p.batch && n > 0 {
+		return 1
+	}
+	return n
+}
+
+// contractPublishOnce plans and publishes the DCV records of zone (apex,
+// wildcard, www, shop) with d and checks the result; it returns the
+// records as Publish left them (with IDs) and the snapshot before.
+func contractPublishOnce(t *testing.T, p contractProvider, f contractFake, d *providers.DNS, zone string) ([]providers.Record, []string) {
+	t.Helper()
+	before := contractSnapshot(f)
+	recs := planDCV(t, d, dcvInstructions(zone, "www", "shop"), wantRecords(p.name, time.Minute, zone, "www", "shop"))
+	w0 := f.Writes()
+	rep, err := d.Publish(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	if n := f.Writes() - w0; n != p.wantWrites(len(recs)) {
+		t.Errorf("Publish made %d write requests, want %d", n, p.wantWrites(len(recs)))
+	}
+	checkPublished(t, p, f, before, recs)
+	return recs, before
+}
+
+func contractPublish(t *testing.T, p contractProvider) {
+	f := p.newFake(t, contractZone)
+	d := f.DNS(t, map[string]any{"zone": contractZone})
+	contractPublishOnce(t, p, f, d, contractZone)
+}
+
+func contractRepublish(t *testing.T, p contractProvider) {
+	f := p.newFake(t, contractZone)
+	d := f.DNS(t, map[string]any{"zone": contractZone})
+	recs, _ := contractPublishOnce(t, p, f, d, contractZone)
+	published := contractSnapshot(f)
+	for _, d := range []*providers.DNS{d, f.DNS(t, map[string]any{"zone": contractZone})} {
+		w0 := f.Writes()
+		rep, err := d.Publish(context.Background(), recs)
+		if err != nil {
+			t.Fatalf("republish: %v", err)
+		}
+		checkReport(t, rep, nil, recs, 0)
+		if n := f.Writes() - w0; n != 0 {
+			t.Errorf("republish made %d write requests, want none", n)
+		}
+		if after := contractSnapshot(f); !slices.Equal(after, published) {
+			t.Errorf("zone changed by a republish:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(published, "\n"))
+		}
+	}
+}
+
+// contractSharedRecord: example.com and *.example.com need the same record;
+// it is planned, written and listed once.
+func contractSharedRecord(t *testing.T, p contractProvider) {
+	f := p.newFake(t, contractZone)
+	d := f.DNS(t, map[string]any{"zone": contractZone})
+	in := dcvInstructions(contractZone) // the apex record, for example.com and *.example.com
+	if len(in) != 2 || in[0] != in[1] {
+		t.Fatalf("test setup: %v is not one record asked twice", in)
+	}
+	before := contractSnapshot(f)
+	recs := planDCV(t, d, in, wantRecords(p.name, time.Minute, contractZone))
+	if len(recs) != 1 {
+		t.Fatalf("Plan made %d records of one shared record", len(recs))
+	}
+	w0 := f.Writes()
+	rep, err := d.Publish(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
+	checkReport(t, rep, recs, nil, 1)
+	if n := f.Writes() - w0; n != p.wantWrites(1) {
+		t.Errorf("Publish of one shared record made %d write requests, want %d", n, p.wantWrites(1))
+	}
+	checkPublished(t, p, f, before, recs)
+}
+
+func contractCleanupAfterRestart(t *testing.T, p contractProvider) {
+	f := p.newFake(t, contractZone)
+	recs, before := contractPublishOnce(t, p, f, f.DNS(t, map[string]any{"zone": contractZone}), contractZone)
+	contractCleanup(t, p, f, f.DNS(t, map[string]any{"zone": contractZone}), recs, before)
+}
+
+// contractCleanup removes recs with d (not the DNS that published them)
+// and checks that the zones are as before, and that a second Cleanup
+// writes nothing.
+func contractCleanup(t *testing.T, p contractProvider, f contractFake, d *providers.DNS, recs []providers.Record, before []string) {
+	t.Helper()
+	w0 := f.Writes()
+	if err := d.Cleanup(context.Background(), recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	if n := f.Writes() - w0; n != p.wantWrites(len(recs)) {
+		t.Errorf("Cleanup made %d write requests, want %d", n, p.wantWrites(len(recs)))
+	}
+	if after := contractSnapshot(f); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before Publish:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+	w0 = f.Writes()
+	if err := d.Cleanup(context.Background(), recs); err != nil {
+		t.Errorf("second Cleanup: %v", err)
+	}
+	if n := f.Writes() - w0; n != 0 {
+		t.Errorf("second Cleanup made %d write requests, want none", n)
+	}
+}
+
+// contractLookAlikes seeds records that a search by substring, by value or
+// by type, or a mix-up of zones, would take for dcvd's: the same names in
+// zone.cn (another zone whose name extends this one), x_ names holding
+// the same targets, _c0ffee names dcvd does not publish, and other types at
+// look-alike names. The zone is not configured: the zone of each name is
+// found as without a zone key (the provider's list, else DNS), so that
+// example.com.cn is a candidate.
+func contractLookAlikes(t *testing.T, p contractProvider) {
+	cn := contractZone + ".cn"
+	f := p.newFake(t, contractZone, cn)
+	apex := dcvLabel + "." + contractZone
+	www := dcvLabel + ".www." + contractZone
+	f.Seed(cn,
+		seedRR{Name: apex + ".cn", Type: "CNAME", TTL: 600, Value: dcvTarget(apex)},
+		seedRR{Name: www + ".cn", Type: "CNAME", TTL: 600, Value: dcvTarget(www)},
+		seedRR{Name: dcvLabel + ".shop." + cn, Type: "TXT", TTL: 600, Value: "shop-cn-token"},
+		seedRR{Name: dcvLabel + ".mail." + cn, Type: "A", TTL: 600, Value: "192.0.2.41"},
+	)
+	f.Seed(contractZone,
+		seedRR{Name: "x" + apex, Type: "CNAME", TTL: 600, Value: dcvTarget(apex)},
+		seedRR{Name: "x" + www, Type: "TXT", TTL: 600, Value: dcvTarget(www)},
+		seedRR{Name: "x" + dcvLabel + ".shop." + contractZone, Type: "A", TTL: 600, Value: "192.0.2.42"},
+		seedRR{Name: dcvLabel + ".wwwx." + contractZone, Type: "CNAME", TTL: 600, Value: dcvTarget(www)},
+		seedRR{Name: dcvLabel + ".mail." + contractZone, Type: "TXT", TTL: 600, Value: dcvTarget(apex)},
+		seedRR{Name: dcvLabel + ".ftp." + contractZone, Type: "A", TTL: 600, Value: "192.0.2.53"},
+	)
+	resolvers := []any{zoneResolver(t, contractZone, cn)}
+	recs, before := contractPublishOnce(t, p, f, f.DNS(t, map[string]any{"resolvers": resolvers}), contractZone)
+	contractCleanup(t, p, f, f.DNS(t, map[string]any{"resolvers": resolvers}), recs, before)
+}
+
+// contractOtherTypes: where a DCV name already holds a TXT or an A record,
+// Publish refuses (a CNAME write could delete them) and writes nothing.
+func contractOtherTypes(t *testing.T, p contractProvider) {
+	for _, typ := range []seedRR{
+		{Type: "TXT", TTL: 600, Value: "someone-elses-token"},
+		{Type: "A", TTL: 600, Value: "192.0.2.60"},
+	} {
+		t.Run(typ.Type, func(t *testing.T) {
+			f := p.newFake(t, contractZone)
+			typ.Name = dcvLabel + ".www." + contractZone
+			f.Seed(contractZone, typ)
+			before := contractSnapshot(f)
+			d := f.DNS(t, map[string]any{"zone": contractZone})
+			recs := planDCV(t, d, dcvInstructions(contractZone, "www", "shop"), wantRecords(p.name, time.Minute, contractZone, "www", "shop"))
+			w0 := f.Writes()
+			if _, err := d.Publish(context.Background(), recs); err == nil || !strings.Contains(err.Error(), "already has a "+typ.Type+" record") {
+				t.Errorf("Publish over a %s at %s: error %v, want a refusal", typ.Type, typ.Name, err)
+			}
+			if n := f.Writes() - w0; n != 0 {
+				t.Errorf("refused Publish made %d write requests", n)
+			}
+			if after := contractSnapshot(f); !slices.Equal(after, before) {
+				t.Errorf("zone changed by a refused Publish:\n%s\nwant:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+			}
+		})
+	}
+}
+
+// contractBigZone: dcvd's records among 500 others (hosts, and CNAMEs to
+// dcvd's targets at other names), then 30 more added after Publish: a
+// republish and a Cleanup after a restart find exactly dcvd's records,
+// past any first page of the zone.
+func contractBigZone(t *testing.T, p contractProvider) {
+	f := p.newFake(t, contractZone)
+	var seed []seedRR
+	for i := range 500 - len(f.Snapshot()) {
+		if i%25 == 0 {
+			name := fmt.Sprintf("%s.h%03d.%s", dcvLabel, i, contractZone)
+			seed = append(seed, seedRR{Name: name, Type: "CNAME", TTL: 600, Value: dcvTarget(dcvLabel + "." + contractZone)})
+			continue
+		}
+		seed = append(seed, seedRR{Name: fmt.Sprintf("h%03d.%s", i, contractZone), Type: "A", TTL: 600, Value: fmt.Sprintf("198.51.100.%d", i%250+1)})
+	}
+	f.Seed(contractZone, seed...)
+	if n := len(f.Snapshot()); n < 500 {
+		t.Fatalf("test setup: zone holds %d records, want 500", n)
+	}
+	recs, _ := contractPublishOnce(t, p, f, f.DNS(t, map[string]any{"zone": contractZone}), contractZone)
+	// While the validation is pending the zone's owner adds 30 records,
+	// so that dcvd's are no longer the newest.
+	seed = nil
+	for i := range 30 {
+		seed = append(seed, seedRR{Name: fmt.Sprintf("new%02d.%s", i, contractZone), Type: "A", TTL: 600, Value: fmt.Sprintf("203.0.113.%d", i+1)})
+	}
+	f.Seed(contractZone, seed...)
+	// What Cleanup must leave: everything but dcvd's records, untouched.
+	before := notDCV(f.Snapshot(), recs)
+	if n := len(before); n < 530 {
+		t.Fatalf("test setup: %d records besides dcvd's, want 530", n)
+	}
+	// A retry after a restart finds every record.
+	w0 := f.Writes()
+	rep, err := f.DNS(t, map[string]any{"zone": contractZone}).Publish(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("republish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if n := f.Writes() - w0; n != 0 {
+		t.Errorf("republish in a 500-record zone made %d write requests, want none", n)
+	}
+	contractCleanup(t, p, f, f.DNS(t, map[string]any{"zone": contractZone}), recs, before)
+}
+
+// contractZoneList: the target zone is on the last page of the provider's
+// zone list, no zone is configured. withDNS, the resolvers serve every zone
+// (as DNS does); else they serve none, so the provider's list alone must
+// find the zone.
+func contractZoneList(t *testing.T, p contractProvider, withDNS bool) {
+	probe := p.newFake(t)
+	if _, ok := probe.DNS(t, nil).Provider.(interface {
+		ListZones(context.Context) ([]libdns.Zone, error)
+	}); !ok {
+		t.Skipf("%s's provider does not list zones: dcvd finds zones by SOA lookup only, there is no list to page", p.name)
+	}
+	if !withDNS && p.listIncomplete != "" {
+		t.Skip(p.listIncomplete)
+	}
+	f, zones, target := contractManyZones(t, p)
+	resolvers := []any{zoneResolver(t)}
+	if withDNS {
+		resolvers = []any{zoneResolver(t, zones...)}
+	}
+	recs, before := contractPublishOnce(t, p, f, f.DNS(t, map[string]any{"resolvers": resolvers}), target)
+	contractCleanup(t, p, f, f.DNS(t, map[string]any{"resolvers": resolvers}), recs, before)
+}
+
+// contractManyZones starts a fake holding more than three pages of zones,
+// the target last.
+func contractManyZones(t *testing.T, p contractProvider) (contractFake, []string, string) {
+	size := p.newFake(t).ZonePage()
+	var zones []string
+	for i := range 3*size + 1 {
+		zones = append(zones, fmt.Sprintf("customer%03d.com", i))
+	}
+	f := p.newFake(t, zones...)
+	if got := f.ZonePage(); got != size {
+		t.Fatalf("test setup: zone page %d, then %d", size, got)
+	}
+	return f, zones, zones[len(zones)-1]
+}
+
+// contractZoneConfigured: with the zone configured, a provider that turns
+// the zone's name into an ID (Cloudflare, Route 53, Huawei Cloud) finds it
+// on an account whose zones fill more than three pages.
+func contractZoneConfigured(t *testing.T, p contractProvider) {
+	f, _, target := contractManyZones(t, p)
+	recs, before := contractPublishOnce(t, p, f, f.DNS(t, map[string]any{"zone": target}), target)
+	contractCleanup(t, p, f, f.DNS(t, map[string]any{"zone": target}), recs, before)
+}
+
+// contractName is name (relative to zone, "@" for the apex) as an FQDN.
+func contractName(rel, zone string) string {
+	if rel == "@" || rel == "" {
+		return zone
+	}
+	return rel + "." + zone
+}
+
+// contractValue normalizes a record's value as the API shows it.
+func contractValue(typ, v string) string {
+	if typ == "TXT" {
+		return strings.Trim(v, `"`)
+	}
+	return strings.TrimSuffix(v, ".")
+}
+
+// withDot is a seeded value as an API that shows CNAME targets absolute
+// keeps it.
+func withDot(s seedRR) seedRR {
+	if s.Type == "CNAME" && !strings.HasSuffix(s.Value, ".") {
+		s.Value += "."
+	}
+	return s
+}
+
+// Cloudflare.
+
+type cfContract struct {
+	f      *fakeCloudflare
+	writes int
+}
+
+func newCfContract(t *testing.T, zones ...string) contractFake {
+	return &cfContract{f: newFakeCloudflare(t, zones...)}
+}
+
+func (c *cfContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	return newDNS(t, "cf", cfSection(t, extra), providers.Options{HTTPClient: c.f.client()})
+}
+
+func (c *cfContract) Seed(zone string, rrs ...seedRR) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	for _, z := range c.f.zones {
+		if z.name == zone {
+			for _, s := range rrs {
+				c.f.add(z, s)
+			}
+			return
+		}
+	}
+	c.f.t.Fatalf("fake Cloudflare has no zone %s", zone)
+}
+
+func (c *cfContract) Snapshot() []contractRR {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var out []contractRR
+	for _, z := range c.f.zones {
+		for _, r := range z.records {
+			out = append(out, contractRR{Zone: z.name, Name: r.Name, Type: r.Type, TTL: r.TTL,
+				Value: contractValue(r.Type, r.Content), ID: fmt.Sprintf("%s proxied=%v", r.ID, r.Proxied)})
+		}
+	}
+	return out
+}
+
+func (c *cfContract) Writes() int {
+	c.writes += len(filterRequests(c.f.log.take(), isCloudflareWrite))
+	return c.writes
+}
+
+// ZonePage: Cloudflare's default page of zones, which the provider keeps.
+func (c *cfContract) ZonePage() int { return 20 }
+
+// Route 53.
+
+type r53Contract struct {
+	f      *fakeRoute53
+	writes int
+}
+
+func newR53Contract(t *testing.T, zones ...string) contractFake {
+	f := newFakeRoute53(t, zones...)
+	route53Env(t, f)
+	return &r53Contract{f: f}
+}
+
+func (c *r53Contract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	return newDNS(t, "r53", r53SectionFor(t, extra), providers.Options{})
+}
+
+func (c *r53Contract) Seed(zone string, rrs ...seedRR) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	for _, z := range c.f.zones {
+		if z.name == zone+"." {
+			for _, s := range rrs {
+				c.f.add(z, s)
+			}
+			return
+		}
+	}
+	c.f.t.Fatalf("fake Route 53 has no zone %s", zone)
+}
+
+// Snapshot: one entry per value of each record set; Route 53 has no IDs.
+func (c *r53Contract) Snapshot() []contractRR {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var out []contractRR
+	for _, z := range c.f.zones {
+		for _, s := range z.sets {
+			for _, v := range s.Values {
+				out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
+					Type: s.Type, TTL: int(s.TTL), Value: contractValue(s.Type, v)})
+			}
+		}
+	}
+	return out
+}
+
+func (c *r53Contract) Writes() int {
+	c.writes += len(filterRequests(c.f.log.take(), isR53Change))
+	return c.writes
+}
+
+func (c *r53Contract) ZonePage() int { return 100 }
+
+// Alibaba Cloud DNS.
+
+type aliContract struct {
+	f      *fakeAlidns
+	writes int
+}
+
+func newAliContract(t *testing.T, zones ...string) contractFake {
+	return &aliContract{f: newFakeAlidns(t, zones...)}
+}
+
+func (c *aliContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	return newDNS(t, "ali", aliSection(t, extra), providers.Options{})
+}
+
+func (c *aliContract) Seed(zone string, rrs ...seedRR) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	d := c.f.domain(zone)
+	if d == nil {
+		c.f.t.Fatalf("fake alidns has no domain %s", zone)
+	}
+	for _, s := range rrs {
+		c.f.add(d, withDot(s))
+	}
+}
+
+func (c *aliContract) Snapshot() []contractRR {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var out []contractRR
+	for _, d := range c.f.domains {
+		for _, r := range d.records {
+			out = append(out, contractRR{Zone: d.name, Name: contractName(r.RR, d.name), Type: r.Type, TTL: r.TTL,
+				Value: contractValue(r.Type, r.Value), ID: r.RecordID + " " + r.Line + " " + r.Status})
+		}
+	}
+	return out
+}
+
+func (c *aliContract) Writes() int {
+	c.writes += len(filterRequests(c.f.log.take(), isAliWrite))
+	return c.writes
+}
+
+func (c *aliContract) ZonePage() int { return 20 }
+
+// Tencent Cloud DNSPod.
+
+type tcContract struct {
+	f      *fakeTencent
+	writes int
+}
+
+func newTcContract(t *testing.T, zones ...string) contractFake {
+	return &tcContract{f: newFakeTencent(t, zones...)}
+}
+
+func (c *tcContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	return newDNS(t, "tc", tcSection(t, extra), providers.Options{})
+}
+
+func (c *tcContract) Seed(zone string, rrs ...seedRR) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	d := c.f.domain(zone)
+	if d == nil {
+		c.f.t.Fatalf("fake DNSPod has no domain %s", zone)
+	}
+	for _, s := range rrs {
+		c.f.add(d, s, tcLine)
+	}
+}
+
+func (c *tcContract) Snapshot() []contractRR {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var out []contractRR
+	for _, d := range c.f.domains {
+		for _, r := range d.records {
+			out = append(out, contractRR{Zone: d.name, Name: contractName(r.Name, d.name), Type: r.Type, TTL: int(r.TTL),
+				Value: contractValue(r.Type, r.Value), ID: fmt.Sprintf("%d %s %s", r.RecordID, r.Line, r.Status)})
+		}
+	}
+	return out
+}
+
+func (c *tcContract) Writes() int {
+	c.writes += len(filterRequests(c.f.log.take(), isTcWrite))
+	return c.writes
+}
+
+func (c *tcContract) ZonePage() int { return 20 }
+
+// Huawei Cloud DNS.
+
+type hwContract struct {
+	f      *fakeHuawei
+	writes int
+}
+
+func newHwContract(t *testing.T, zones ...string) contractFake {
+	return &hwContract{f: newFakeHuawei(t, zones...)}
+}
+
+func (c *hwContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	return newDNS(t, "hw", hwSection(t, extra), providers.Options{})
+}
+
+func (c *hwContract) Seed(zone string, rrs ...seedRR) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	z := c.f.zone(zone)
+	if z == nil {
+		c.f.t.Fatalf("fake huaweicloud has no zone %s", zone)
+	}
+	for _, s := range rrs {
+		s = withDot(s)
+		c.f.seed(z, s.Name, s.Type, s.TTL, s.Value)
+	}
+}
+
+// Snapshot: one entry per value of each record set, with the set's ID and
+// version.
+func (c *hwContract) Snapshot() []contractRR {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	var out []contractRR
+	for _, z := range c.f.zones {
+		for _, s := range z.sets {
+			for _, v := range s.Records {
+				out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
+					Type: s.Type, TTL: s.TTL, Value: contractValue(s.Type, v), ID: fmt.Sprintf("%s v%d", s.ID, s.Version)})
+			}
+		}
+	}
+	return out
+}
+
+func (c *hwContract) Writes() int {
+	c.writes += len(filterRequests(c.f.log.take(), func(r apiRequest) bool { return r.Method != "GET" }))
+	return c.writes
+}
+
+// ZonePage makes the fake list 5 zones a page.
+func (c *hwContract) ZonePage() int {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	c.f.zoneLimit = 5
+	return c.f.zoneLimit
+}
