@@ -150,6 +150,11 @@ func (f *fakeCloudflare) snapshot() []string {
 	return out
 }
 
+// view is f as checkRepublishThenCleanup sees it: the writes are its non-GET requests.
+func (f *fakeCloudflare) view() fakeView[apiRequest] {
+	return fakeView[apiRequest]{takeWrites: logWrites(&f.log, isCloudflareWrite), describe: requestLines, snapshot: f.snapshot}
+}
+
 type cfError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
@@ -606,31 +611,18 @@ func TestCloudflarePublishTwoZones(t *testing.T) {
 		t.Errorf("zone lookups %q, want one per zone", got)
 	}
 
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
-	if writes := filterRequests(f.log.take(), isCloudflareWrite); len(writes) != 0 {
-		t.Errorf("second Publish wrote: %q", requestLines(writes))
-	}
-
-	if err := d.Cleanup(ctx, recs); err != nil {
-		t.Fatalf("Cleanup: %v", err)
-	}
-	var zoneOfDelete []string
-	for _, del := range filterRequests(f.log.take(), isCloudflareWrite) {
-		if del.Method != http.MethodDelete {
-			t.Errorf("Cleanup sent %s", del)
+	checkRepublishThenCleanup(t, ctx, d, recs, f.view(), before, func(deletes []apiRequest) {
+		var zoneOfDelete []string
+		for _, del := range deletes {
+			if del.Method != http.MethodDelete {
+				t.Errorf("Cleanup sent %s", del)
+			}
+			zoneOfDelete = append(zoneOfDelete, strings.Split(del.Path, "/")[4])
 		}
-		zoneOfDelete = append(zoneOfDelete, strings.Split(del.Path, "/")[4])
-	}
-	if len(zoneOfDelete) != len(recs) || interleaved(zoneOfDelete) {
-		t.Errorf("Cleanup deleted in zones %q; want %d deletes, one run per zone", zoneOfDelete, len(recs))
-	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
+		if len(zoneOfDelete) != len(recs) || interleaved(zoneOfDelete) {
+			t.Errorf("Cleanup deleted in zones %q; want %d deletes, one run per zone", zoneOfDelete, len(recs))
+		}
+	})
 }
 
 func TestCloudflareReplacesStaleTarget(t *testing.T) {

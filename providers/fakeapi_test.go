@@ -304,3 +304,49 @@ func inZoneOrder(recs []providers.Record) []providers.Record {
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Zone < out[j].Zone })
 	return out
 }
+
+// fakeView is how checkRepublishThenCleanup sees a fake API. W is what the
+// fake records of one write: an apiRequest from its log, or a line.
+type fakeView[W any] struct {
+	takeWrites func() []W         // the writes since the last call, then forgets them
+	describe   func([]W) []string // the writes, for failure messages
+	snapshot   func() []string    // the fake's zones, one line a record
+}
+
+// logWrites returns a takeWrites for a fake whose writes are the requests
+// of its log for which isWrite is true. It takes the whole log.
+func logWrites(l *apiLog, isWrite func(apiRequest) bool) func() []apiRequest {
+	return func() []apiRequest { return filterRequests(l.take(), isWrite) }
+}
+
+// checkRepublishThenCleanup is the tail of a publish test, run after recs
+// were published: a second Publish reports every record unchanged, with no
+// SetRecords call, and writes nothing; then Cleanup succeeds with exactly
+// one write per record and leaves the zones as they were before publish
+// (the snapshot before). checkCleanup, if not nil, further checks
+// Cleanup's writes.
+func checkRepublishThenCleanup[W any](t *testing.T, ctx context.Context, d *providers.DNS, recs []providers.Record, v fakeView[W], before []string, checkCleanup func(writes []W)) {
+	t.Helper()
+	rep, err := d.Publish(ctx, recs)
+	if err != nil {
+		t.Fatalf("second Publish: %v", err)
+	}
+	checkReport(t, rep, nil, recs, 0)
+	if writes := v.takeWrites(); len(writes) != 0 {
+		t.Errorf("second Publish wrote: %q", v.describe(writes))
+	}
+
+	if err := d.Cleanup(ctx, recs); err != nil {
+		t.Fatalf("Cleanup: %v", err)
+	}
+	writes := v.takeWrites()
+	if len(writes) != len(recs) {
+		t.Errorf("Cleanup made %d writes, want %d: %q", len(writes), len(recs), v.describe(writes))
+	}
+	if checkCleanup != nil {
+		checkCleanup(writes)
+	}
+	if after := v.snapshot(); !slices.Equal(after, before) {
+		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
