@@ -10,8 +10,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -486,6 +488,47 @@ func tomlString(s string) string {
 
 // importWrite writes a fragment with mode 0640 through a temporary file,
 // so that a daemon reloading meanwhile never reads half of it.
+// importServiceOwner is, when import runs as root on a host where dcvd is
+// installed as a service (its user exists), that user's uid and gid: the
+// service reads the fragments (root:dcvd 0640, as the main config) and
+// replaces the adopted files at each renewal (its deploy directories are
+// its own, as the daemon would have made them). ok is false otherwise:
+// what import writes then belongs to whoever runs it.
+func importServiceOwner() (uid, gid int, ok bool) {
+	if os.Geteuid() != 0 {
+		return 0, 0, false
+	}
+	u, err := user.Lookup(serviceUser)
+	if err != nil {
+		return 0, 0, false
+	}
+	uid, errU := strconv.Atoi(u.Uid)
+	gid, errG := strconv.Atoi(u.Gid)
+	return uid, gid, errU == nil && errG == nil
+}
+
+// importGiveToService gives path, and everything under it, to the
+// service's user (importServiceOwner): owner and group when owner is true,
+// else the group alone (a fragment stays root's, readable by the group).
+func importGiveToService(path string, owner bool) error {
+	uid, gid, ok := importServiceOwner()
+	if !ok {
+		return nil
+	}
+	if !owner {
+		uid = -1
+	}
+	return filepath.WalkDir(path, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("give %s to the service's user %s: %w", p, serviceUser, err)
+		}
+		return nil
+	})
+}
+
 func importWrite(file, text string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(file), ".dcvd-import-*")
 	if err != nil {
@@ -497,6 +540,10 @@ func importWrite(file, text string) error {
 		return fmt.Errorf("write %s: %w", file, err)
 	}
 	if err := tmp.Chmod(importFragmentMode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := importGiveToService(tmp.Name(), false); err != nil {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", file, err)
 	}
@@ -642,6 +689,9 @@ func importAdopt(ctx context.Context, o importOptions, p importPlanned, single b
 	b := daemon.Bundle{Cert: p.name, CertPEM: f.certPEM, ChainPEM: f.chainPEM, KeyPEM: f.keyPEM,
 		Names: leaf.DNSNames, NotAfter: leaf.NotAfter}
 	if err := (&daemon.Deployer{}).Install(ctx, spec, b); err != nil {
+		return "", err
+	}
+	if err := importGiveToService(p.deployDir, true); err != nil {
 		return "", err
 	}
 	return "adopted " + what + " into " + p.deployDir + ": the first run takes it over without a reissue", nil

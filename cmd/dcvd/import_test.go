@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -217,4 +221,60 @@ func TestImportRefusals(t *testing.T) {
 	if n := len(w.sb.Ledger()); n != charged {
 		t.Errorf("import charged: the ledger went from %d to %d", charged, n)
 	}
+}
+
+// TestImportAsRootGivesTheServiceItsFiles: run as root where dcvd is
+// installed as a service, import leaves the fragments readable by the
+// service's group (root's, 0640) and the adopted deploy directories the
+// service's own, so that the daemon can read the first and renew into the
+// second.
+func TestImportAsRootGivesTheServiceItsFiles(t *testing.T) {
+	requireRoot(t)
+	old := serviceUser
+	serviceUser = "nobody" // installed as a service whose user is nobody
+	t.Cleanup(func() { serviceUser = old })
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip("no user nobody on this host")
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+
+	w := newImportWorld(t)
+	if out, errOut, err := w.importCmd("--all", "--adopt-from", w.adopt); err != nil {
+		t.Fatalf("import --all: %v\n%s\n%s", err, out, errOut)
+	}
+	frags, _ := filepath.Glob(filepath.Join(w.confd, "*.toml"))
+	if len(frags) != 3 {
+		t.Fatalf("fragments %v, want 3", frags)
+	}
+	for _, f := range frags {
+		st := statOwner(t, f)
+		if st.Uid != 0 || int(st.Gid) != gid {
+			t.Errorf("%s is %d:%d, want root's with the service's group %d", f, st.Uid, st.Gid, gid)
+		}
+	}
+	n := 0
+	filepath.WalkDir(w.deployRoot, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == w.deployRoot {
+			return err
+		}
+		n++
+		if st := statOwner(t, p); int(st.Uid) != uid || int(st.Gid) != gid {
+			t.Errorf("%s is %d:%d, want the service's %d:%d", p, st.Uid, st.Gid, uid, gid)
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Fatal("nothing was adopted into the deploy root")
+	}
+}
+
+func statOwner(t *testing.T, path string) *syscall.Stat_t {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t)
 }
