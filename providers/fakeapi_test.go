@@ -350,3 +350,24 @@ func checkRepublishThenCleanup[W any](t *testing.T, ctx context.Context, d *prov
 		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
 	}
 }
+
+// checkRefusedPublish checks a Publish against an API that refuses it:
+// it failed, its error says each of want and does not carry the secret,
+// and the zone (snapshot) is as it was before.
+func checkRefusedPublish(t *testing.T, err error, secret string, want []string, before, after []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("Publish succeeded against an API that refuses it")
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("error carries the secret: %v", err)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not say %q", err, w)
+		}
+	}
+	if !slices.Equal(after, before) {
+		t.Errorf("zone changed by a refused Publish:\n%s", strings.Join(after, "\n"))
+	}
+}

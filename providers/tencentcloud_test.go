@@ -930,39 +930,33 @@ func TestTencentcloudAPIErrors(t *testing.T) {
 			t.Errorf("zone after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
 		}
 	})
-	t.Run("ModifyRecord refused", func(t *testing.T) {
-		f := newFakeTencent(t, "example.com")
-		f.mu.Lock()
-		f.add(f.domain("example.com"), seedRR{Name: dcvLabel + ".example.com", Type: "CNAME", TTL: 600, Value: "stale.dcv-target.example"}, tcLine)
-		f.mu.Unlock()
-		before := f.snapshot()
-		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-		recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
-		f.deny = func(action string) bool { return action == "ModifyRecord" }
-		rep, err := d.Publish(ctx, recs)
-		wantAPIError(t, "Publish", err, "ModifyRecord")
-		if len(rep.Set) != 0 {
-			t.Errorf("Publish report %+v; want nothing reported as set", rep)
-		}
-		if after := f.snapshot(); !slices.Equal(after, before) {
-			t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
-		}
-	})
-	t.Run("CreateRecord refused", func(t *testing.T) {
-		f := newFakeTencent(t, "example.com")
-		before := f.snapshot()
-		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-		recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
-		f.deny = func(action string) bool { return action == "CreateRecord" }
-		rep, err := d.Publish(ctx, recs)
-		wantAPIError(t, "Publish", err, "CreateRecord")
-		if len(rep.Set) != 0 {
-			t.Errorf("Publish report %+v; want nothing reported as set", rep)
-		}
-		if after := f.snapshot(); !slices.Equal(after, before) {
-			t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
-		}
-	})
+	// A refused write is reported, nothing counts as set, and the zone is
+	// as it was: a stale record to modify, or none to create.
+	for _, tt := range []struct {
+		action string
+		stale  bool
+	}{{"ModifyRecord", true}, {"CreateRecord", false}} {
+		t.Run(tt.action+" refused", func(t *testing.T) {
+			f := newFakeTencent(t, "example.com")
+			if tt.stale {
+				f.mu.Lock()
+				f.add(f.domain("example.com"), seedRR{Name: dcvLabel + ".example.com", Type: "CNAME", TTL: 600, Value: "stale.dcv-target.example"}, tcLine)
+				f.mu.Unlock()
+			}
+			before := f.snapshot()
+			d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
+			f.deny = func(action string) bool { return action == tt.action }
+			rep, err := d.Publish(ctx, recs)
+			wantAPIError(t, "Publish", err, tt.action)
+			if len(rep.Set) != 0 {
+				t.Errorf("Publish report %+v; want nothing reported as set", rep)
+			}
+			if after := f.snapshot(); !slices.Equal(after, before) {
+				t.Errorf("zone changed against a refusal:\n%s", strings.Join(after, "\n"))
+			}
+		})
+	}
 	t.Run("every action refused", func(t *testing.T) {
 		f := newFakeTencent(t, "example.com")
 		d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
