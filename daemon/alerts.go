@@ -3,13 +3,13 @@ package daemon
 import (
 	"errors"
 	"fmt"
-
 	"strconv"
 	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
 
@@ -40,11 +40,11 @@ const (
 )
 
 // classOf is the class of a failure in step.
-func classOf(step Step) (failureClass, notify.Kind) {
+func classOf(step store.Step) (failureClass, notify.Kind) {
 	switch step {
-	case StepIssued:
+	case store.StepIssued:
 		return classDeploy, notify.DeployFailed
-	case StepDeployed:
+	case store.StepDeployed:
 		return classReload, notify.ReloadFailed
 	}
 	return classStep, notify.ReissueFailed
@@ -139,7 +139,7 @@ func (d *Daemon) alert(e notify.Event) {
 	n.Notify(e)
 }
 
-func (d *Daemon) alertOrderFailed(o *Order, cause error) {
+func (d *Daemon) alertOrderFailed(o *store.Order, cause error) {
 	d.alertFailure(o, classOrder, notify.ReissueFailed,
 		fmt.Sprintf("reissue of %s failed", o.Cert),
 		fmt.Sprintf("The order stopped at step %s and will not be retried; a new order follows after a backoff. Reason: %v", o.Step, cause),
@@ -149,7 +149,7 @@ func (d *Daemon) alertOrderFailed(o *Order, cause error) {
 // alertRetrying tells the admin that step keeps failing: once it has
 // failed retryAlertAt times (at once in the deploy phase), then as a
 // reminder at widening intervals while it goes on.
-func (d *Daemon) alertRetrying(o *Order, step Step, err error) {
+func (d *Daemon) alertRetrying(o *store.Order, step store.Step, err error) {
 	class, kind := classOf(step)
 	// A pre-flight refusal is a setup to mend, not a hiccup that may
 	// pass: it is told at once.
@@ -173,7 +173,7 @@ func (d *Daemon) alertRetrying(o *Order, step Step, err error) {
 
 // alertFailure sends the alert of a failure of o's certificate in class,
 // or a reminder of it, or nothing when the admin was told recently.
-func (d *Daemon) alertFailure(o *Order, class failureClass, kind notify.Kind, title, text string, fields map[string]string) {
+func (d *Daemon) alertFailure(o *store.Order, class failureClass, kind notify.Kind, title, text string, fields map[string]string) {
 	key := failureKey(o.Cert, class)
 	send, open := d.failures.failed(key, title, d.now())
 	if !send {
@@ -190,12 +190,12 @@ func (d *Daemon) alertFailure(o *Order, class failureClass, kind notify.Kind, ti
 // recovered follows a step of o that went through (from step): the
 // failures it ends are over, and the admin, who was told of them, is told
 // that too. An order done ends every failure of its certificate.
-func (d *Daemon) recovered(o *Order, step Step) {
+func (d *Daemon) recovered(o *store.Order, step store.Step) {
 	classes := []failureClass{}
 	switch {
-	case o.Step == StepDone:
+	case o.Step == store.StepDone:
 		classes = append(classes, classStep, classDeploy, classReload, classOrder)
-	case step == StepDeployed && o.Step == StepIssued:
+	case step == store.StepDeployed && o.Step == store.StepIssued:
 		return // a reload that failed, rolled back: not a recovery
 	default:
 		class, _ := classOf(step)
@@ -217,7 +217,7 @@ func (d *Daemon) recovered(o *Order, step Step) {
 	}
 }
 
-func (d *Daemon) alertEmailApproval(o *Order, domain, approver string) {
+func (d *Daemon) alertEmailApproval(o *store.Order, domain, approver string) {
 	d.alert(notify.Event{
 		Kind: notify.EmailApproval, Cert: o.Cert, UniqueID: o.UniqueID,
 		Title:  fmt.Sprintf("%s: approve the validation e-mail for %s", o.Cert, domain),
@@ -226,7 +226,7 @@ func (d *Daemon) alertEmailApproval(o *Order, domain, approver string) {
 	})
 }
 
-func (d *Daemon) alertRenewed(o *Order) {
+func (d *Daemon) alertRenewed(o *store.Order) {
 	d.alert(notify.Event{
 		Kind: notify.Renewed, Cert: o.Cert, UniqueID: o.UniqueID,
 		Title:  fmt.Sprintf("%s renewed", o.Cert),
@@ -238,7 +238,7 @@ func (d *Daemon) alertRenewed(o *Order) {
 // checkExpiry announces the live certificate of cc crossing each of the
 // configured days-before-expiry thresholds without having been renewed,
 // each once, the most urgent one reached.
-func (d *Daemon) checkExpiry(cc *CertConfig, live *Certificate) {
+func (d *Daemon) checkExpiry(cc *CertConfig, live *store.Certificate) {
 	if live == nil || live.NotAfter.IsZero() {
 		return
 	}

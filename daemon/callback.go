@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // maxCallbackBody bounds a callback's body, which is read only to be
@@ -79,7 +81,7 @@ func (d *Daemon) CallbackHandler() http.Handler {
 		}
 		log := d.orderLog(o).With(zap.String("remote", r.RemoteAddr), zap.String("step", string(o.Step)))
 		switch {
-		case o.Step != StepRechecked:
+		case o.Step != store.StepRechecked:
 			log.Info("callback received; the order is not waiting for the CA, nothing to do")
 		case !d.callbacks.allow(o.UniqueID, d.now()):
 			log.Info("callback received; the order was woken moments ago, not again", zap.Duration("interval", callbackWakeInterval))
@@ -87,7 +89,7 @@ func (d *Daemon) CallbackHandler() http.Handler {
 			log.Info("callback received")
 			d.wakeOrder(o.UniqueID, wakeCallback)
 			// In a cluster the order's driver may be another node.
-			d.announce(r.Context(), ClusterEvent{Kind: EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
+			d.announce(r.Context(), store.ClusterEvent{Kind: store.EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
 		}
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte("ok\n"))

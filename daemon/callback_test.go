@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // callback posts body to the daemon's callback handler and returns the
@@ -45,13 +47,13 @@ func TestCallbackRefusals(t *testing.T) {
 	d := h.daemon(h.config(hDomains()), nil)
 
 	const activeToken, doneToken, failedToken = "0123456789abcdef0123456789abcdef0123456789abcdef", "feedfacefeedfacefeedfacefeedfacefeedfacefeedface", "badbadbadbadbadbadbadbadbadbadbadbadbadbadbadbadb"
-	active := &Order{UniqueID: "dcvd-active", Cert: hCert, ServiceID: hService, Step: StepRechecked, Names: []string{"example.com"},
+	active := &store.Order{UniqueID: "dcvd-active", Cert: hCert, ServiceID: hService, Step: store.StepRechecked, Names: []string{"example.com"},
 		CallbackToken: activeToken, LastError: "none yet"}
-	done := &Order{UniqueID: "dcvd-done", Cert: hCert, ServiceID: hService, Step: StepDone, Names: []string{"example.com"},
+	done := &store.Order{UniqueID: "dcvd-done", Cert: hCert, ServiceID: hService, Step: store.StepDone, Names: []string{"example.com"},
 		CallbackToken: doneToken}
-	failed := &Order{UniqueID: "dcvd-failed", Cert: "other", ServiceID: hService, Step: StepFailed, Names: []string{"example.com"},
+	failed := &store.Order{UniqueID: "dcvd-failed", Cert: "other", ServiceID: hService, Step: store.StepFailed, Names: []string{"example.com"},
 		CallbackToken: failedToken}
-	for _, o := range []*Order{done, failed, active} {
+	for _, o := range []*store.Order{done, failed, active} {
 		if err := d.Store().PutOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -125,13 +127,13 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	type waiting struct{ token, uid string }
 	rechecked := make(chan waiting, 1)
 	d := h.daemon(h.config(hDomains()), func(opts *Options) {
-		opts.AfterStep = func(o *Order) {
+		opts.AfterStep = func(o *store.Order) {
 			switch o.Step {
-			case StepVisible:
+			case store.StepVisible:
 				// The re-check's first poll is scheduled half an hour
 				// ahead: only a callback can wake the order in time.
 				h.clock.set(30 * time.Minute)
-			case StepRechecked:
+			case store.StepRechecked:
 				h.clock.set(0)
 				rechecked <- waiting{o.CallbackToken, o.UniqueID}
 			}
@@ -139,7 +141,7 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	})
 
 	type result struct {
-		o   *Order
+		o   *store.Order
 		err error
 	}
 	done := make(chan result, 1)
@@ -180,7 +182,7 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	if r.err != nil {
 		t.Fatalf("the order did not complete after the callback: %v", r.err)
 	}
-	if r.o.Step != StepDone {
+	if r.o.Step != store.StepDone {
 		t.Fatalf("order in step %s", r.o.Step)
 	}
 	if n := h.events.count(evDetail); n < 1 {
@@ -202,7 +204,7 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	}
 }
 
-func mustOrder(t *testing.T, d *Daemon, uid string) *Order {
+func mustOrder(t *testing.T, d *Daemon, uid string) *store.Order {
 	t.Helper()
 	o, err := d.Store().Order(context.Background(), uid)
 	if err != nil {

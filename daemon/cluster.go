@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -42,7 +43,7 @@ import (
 // cluster is the state of a process that is a node of a cluster; a
 // Daemon's cluster is nil otherwise.
 type cluster struct {
-	store    ClusterStore
+	store    store.ClusterStore
 	node     string
 	instance string
 	lease    time.Duration
@@ -69,7 +70,7 @@ type cluster struct {
 	acked     map[string]bool
 	// recorded is the NodeCert last written per certificate, so that a
 	// sync writes only what changed.
-	recorded map[string]NodeCert
+	recorded map[string]store.NodeCert
 	beats    int
 	// deployFailures and deployRetry space the retries of a deployment
 	// that failed on this node (a broken reload), by certificate.
@@ -77,9 +78,9 @@ type cluster struct {
 	deployRetry    map[string]time.Time
 }
 
-func newCluster(store ClusterStore, node string, lease time.Duration) *cluster {
+func newCluster(db store.ClusterStore, node string, lease time.Duration) *cluster {
 	return &cluster{
-		store:     store,
+		store:     db,
 		node:      node,
 		instance:  randomHex(8),
 		lease:     lease,
@@ -91,7 +92,7 @@ func newCluster(store ClusterStore, node string, lease time.Duration) *cluster {
 		served:    map[string][]reseller.FileInstruction{},
 		fileCerts: map[string]string{},
 		acked:     map[string]bool{},
-		recorded:  map[string]NodeCert{},
+		recorded:  map[string]store.NodeCert{},
 
 		deployFailures: map[string]int{},
 		deployRetry:    map[string]time.Time{},
@@ -104,7 +105,7 @@ type heldLease struct {
 	// taken under ends; context.Cause tells which (errLeaseLost).
 	ctx context.Context
 	// fenced is the store through which the holder writes.
-	fenced Store
+	fenced store.Store
 	// release gives the lease up (idempotent).
 	release func()
 }
@@ -127,7 +128,7 @@ func (c *cluster) hold(ctx context.Context, cert string, log *zap.Logger) (*held
 	_, mine := c.held[cert]
 	c.mu.Unlock()
 	if mine {
-		return nil, fmt.Errorf("certificate %s: this process holds its lease already: %w", cert, ErrLeaseHeld)
+		return nil, fmt.Errorf("certificate %s: this process holds its lease already: %w", cert, store.ErrLeaseHeld)
 	}
 	// The local deadline counts from before the request: the database's
 	// expiry is later than that, never earlier.
@@ -181,7 +182,7 @@ func (c *cluster) hold(ctx context.Context, cert string, log *zap.Logger) (*held
 			switch {
 			case err == nil:
 				lease, deadline = nl, t0.Add(c.lease)
-			case errors.Is(err, ErrLeaseLost):
+			case errors.Is(err, store.ErrLeaseLost):
 				log.Error("lease lost; stopping work on the certificate", zap.String("cert", cert), zap.Error(err))
 				cancel(&leaseLostError{err})
 				return
@@ -214,7 +215,7 @@ func (c *cluster) heldFor(cert string) *heldLease {
 // fenced view of its lease in a cluster. Without the lease, a cluster
 // node's writes of that certificate are refused: only the lease holder
 // writes an order or a live certificate.
-func (d *Daemon) storeFor(cert string) Store {
+func (d *Daemon) storeFor(cert string) store.Store {
 	if d.cluster == nil {
 		return d.store
 	}
@@ -225,16 +226,16 @@ func (d *Daemon) storeFor(cert string) Store {
 }
 
 // unleasedStore refuses the writes of a node that does not hold the lease.
-type unleasedStore struct{ Store }
+type unleasedStore struct{ store.Store }
 
 func (s unleasedStore) err(cert string) error {
-	return fmt.Errorf("certificate %s: this node does not hold its lease: %w", cert, ErrLeaseLost)
+	return fmt.Errorf("certificate %s: this node does not hold its lease: %w", cert, store.ErrLeaseLost)
 }
-func (s unleasedStore) PutOrder(_ context.Context, o *Order) error { return s.err(o.Cert) }
-func (s unleasedStore) PutCertificate(_ context.Context, c *Certificate) error {
+func (s unleasedStore) PutOrder(_ context.Context, o *store.Order) error { return s.err(o.Cert) }
+func (s unleasedStore) PutCertificate(_ context.Context, c *store.Certificate) error {
 	return s.err(c.Name)
 }
-func (s unleasedStore) AddAttempt(_ context.Context, a Attempt) error { return s.err(a.Cert) }
+func (s unleasedStore) AddAttempt(_ context.Context, a store.Attempt) error { return s.err(a.Cert) }
 
 // lease takes the lease of cert for a driver (cluster mode); release is
 // a no-op for a single process, and ctx is returned as it is.
@@ -265,7 +266,7 @@ func (d *Daemon) leaseLost(cert string) context.Context {
 // announce tells the other nodes of a cluster about ev, so that they act
 // on it now rather than at their next sync. Best effort: the sync catches
 // up with a lost notification.
-func (d *Daemon) announce(ctx context.Context, ev ClusterEvent) {
+func (d *Daemon) announce(ctx context.Context, ev store.ClusterEvent) {
 	if d.cluster == nil {
 		return
 	}
@@ -321,8 +322,8 @@ func (d *Daemon) runCluster(ctx context.Context, wg *sync.WaitGroup) {
 		defer wg.Done()
 		backoff := time.Second
 		for ctx.Err() == nil {
-			err := c.store.Listen(ctx, func(ev ClusterEvent) {
-				if ev.Kind == EventCallback && ev.UniqueID != "" {
+			err := c.store.Listen(ctx, func(ev store.ClusterEvent) {
+				if ev.Kind == store.EventCallback && ev.UniqueID != "" {
 					d.wakeOrder(ev.UniqueID, wakeCallback)
 				}
 				c.wake()
@@ -382,7 +383,7 @@ func (d *Daemon) syncNode(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		return
 	}
-	byName := map[string]*Certificate{}
+	byName := map[string]*store.Certificate{}
 	for _, l := range lives {
 		byName[l.Name] = l
 	}
@@ -403,7 +404,7 @@ func (d *Daemon) syncNode(ctx context.Context, wg *sync.WaitGroup) {
 // returns the orders in flight. The error is the store's, when it cannot
 // say which orders are in flight; a file that cannot be written is logged
 // (the driver names this node when it waits for it in vain).
-func (d *Daemon) syncFiles(ctx context.Context) ([]*Order, error) {
+func (d *Daemon) syncFiles(ctx context.Context) ([]*store.Order, error) {
 	c := d.cluster
 	active, err := d.store.ActiveOrders(ctx)
 	if err != nil {
@@ -442,7 +443,7 @@ func (d *Daemon) syncFiles(ctx context.Context) ([]*Order, error) {
 // each other's leases.
 func (d *Daemon) heartbeat(ctx context.Context) error {
 	c := d.cluster
-	prev, err := c.store.Heartbeat(ctx, Node{Name: c.node, Instance: c.instance, Version: d.version, Started: c.started})
+	prev, err := c.store.Heartbeat(ctx, store.Node{Name: c.node, Instance: c.instance, Version: d.version, Started: c.started})
 	if err != nil {
 		return err
 	}
@@ -464,9 +465,9 @@ func (d *Daemon) heartbeat(ctx context.Context) error {
 }
 
 // filesPending reports whether o's validation files must be served now.
-func filesPending(o *Order) bool {
+func filesPending(o *store.Order) bool {
 	switch o.Step {
-	case StepPublishing, StepPublished, StepVisible, StepRechecked:
+	case store.StepPublishing, store.StepPublished, store.StepVisible, store.StepRechecked:
 	default:
 		return false
 	}
@@ -480,7 +481,7 @@ func filesPending(o *Order) bool {
 
 // clusterFiles writes o's validation files into this node's web roots and
 // responder, and tells the cluster this node serves them. Safe to repeat.
-func (d *Daemon) clusterFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+func (d *Daemon) clusterFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
 	c := d.cluster
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -524,7 +525,7 @@ func (d *Daemon) clusterFiles(ctx context.Context, cc *CertConfig, o *Order) err
 	c.mu.Lock()
 	c.acked[o.UniqueID] = true
 	c.mu.Unlock()
-	d.announce(ctx, ClusterEvent{Kind: EventOrder, Cert: o.Cert, UniqueID: o.UniqueID})
+	d.announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: o.Cert, UniqueID: o.UniqueID})
 	return nil
 }
 
@@ -605,7 +606,7 @@ const fileAckWait = 30 * time.Second
 // longer than that. One that stays alive without acknowledging fails the
 // step after c.ackWait, named, and the step is retried. Outside a cluster,
 // and for orders without files, it returns at once.
-func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
+func (d *Daemon) waitFileAcks(ctx context.Context, o *store.Order) error {
 	if d.cluster == nil || !filesPending(o) {
 		return nil
 	}
@@ -623,7 +624,7 @@ func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
 		if err != nil {
 			return fmt.Errorf("the nodes that serve the validation files: %w", err)
 		}
-		var missing []Node
+		var missing []store.Node
 		for _, n := range nodes {
 			if n.Alive && !slices.Contains(acks, n.Name) {
 				missing = append(missing, n)
@@ -658,7 +659,7 @@ func (d *Daemon) waitFileAcks(ctx context.Context, o *Order) error {
 
 // describeNodes names nodes for an error, each with its last heartbeat
 // (on the database's clock): "node n2 (last heartbeat …)".
-func describeNodes(nodes []Node) string {
+func describeNodes(nodes []store.Node) string {
 	var b strings.Builder
 	b.WriteString("node")
 	if len(nodes) > 1 {
@@ -676,7 +677,7 @@ func describeNodes(nodes []Node) string {
 // resumeOrders drives the orders in flight that no node drives: their
 // lease is free or expired (the node that drove them died or lost the
 // database).
-func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []*Order) {
+func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []*store.Order) {
 	if len(active) == 0 {
 		return
 	}
@@ -708,7 +709,7 @@ func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []
 
 // followLive deploys cc's live certificate on this node when its deploy
 // directory holds another one, and records what the directory holds.
-func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *Certificate, active []*Order) {
+func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *store.Certificate, active []*store.Order) {
 	c := d.cluster
 	c.mu.Lock()
 	last, known := c.recorded[cc.Name]
@@ -720,7 +721,7 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *Certifica
 		return // the driver deploys, and records, itself
 	}
 	for _, o := range active {
-		if o.Cert == cc.Name && (o.Step == StepIssued || o.Step == StepDeployed) {
+		if o.Cert == cc.Name && (o.Step == store.StepIssued || o.Step == store.StepDeployed) {
 			// The live certificate is about to change; this node's
 			// directory may already hold the new one (a driver that
 			// died after installing): wait until it is recorded.
@@ -767,8 +768,8 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *Certifica
 
 // deployLive verifies the live certificate read from the database against
 // its key and the configured names, then installs it and reloads.
-func (d *Daemon) deployLive(ctx context.Context, cc *CertConfig, live *Certificate) error {
-	o := &Order{Cert: live.Name, UniqueID: live.UniqueID, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
+func (d *Daemon) deployLive(ctx context.Context, cc *CertConfig, live *store.Certificate) error {
+	o := &store.Order{Cert: live.Name, UniqueID: live.UniqueID, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
 		ChainPEM: live.ChainPEM, Names: live.Names, Serial: live.Serial, NotAfter: live.NotAfter}
 	key, _, err := d.orderKey(o)
 	if err != nil {
@@ -792,7 +793,7 @@ func (d *Daemon) clusterDeployed(ctx context.Context, cc *CertConfig, serial str
 		return
 	}
 	c := d.cluster
-	nc := NodeCert{Node: c.node, Cert: cc.Name, Serial: serial}
+	nc := store.NodeCert{Node: c.node, Cert: cc.Name, Serial: serial}
 	if deployErr != nil {
 		nc.Error = deployErr.Error()
 	}

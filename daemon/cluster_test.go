@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/internal/pgtest"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -64,12 +66,12 @@ func startClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
 func newClusterNode(t *testing.T, h *harness, dsn, name string) *clusterNode {
 	t.Helper()
 	cfg, webroot, deployDir := clusterNodeConfig(t, h, name)
-	store, err := OpenPostgres(context.Background(), dsn)
+	st, err := store.OpenPostgres(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
-	d := h.daemon(cfg, func(o *Options) { o.Store = store })
+	t.Cleanup(func() { st.Close() })
+	d := h.daemon(cfg, func(o *Options) { o.Store = st })
 	return &clusterNode{name: name, d: d, cfg: cfg, webroot: webroot, deployDir: deployDir, stop: func() {}}
 }
 
@@ -114,7 +116,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestClusterTwoNodesOneOrder(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	// Two members of a cluster, then an order: both nodes are registered
 	// before either runs. A node that only joins once the order has gone
@@ -127,11 +129,11 @@ func TestClusterTwoNodesOneOrder(t *testing.T) {
 	n2.register(t)
 	n1.run(t)
 	n2.run(t)
-	store := n1.d.Store()
+	st := n1.d.Store()
 
-	var live *Certificate
+	var live *store.Certificate
 	waitFor(t, "a live certificate on both nodes", func() bool {
-		c, err := store.Certificate(context.Background(), hCert)
+		c, err := st.Certificate(context.Background(), hCert)
 		if err != nil {
 			return false
 		}
@@ -162,7 +164,7 @@ func TestClusterTwoNodesOneOrder(t *testing.T) {
 		f2, _ := filepath.Glob(filepath.Join(n2.webroot, ".well-known", "pki-validation", "*"))
 		return len(f1) == 0 && len(f2) == 0
 	})
-	cs := store.(ClusterStore)
+	cs := st.(store.ClusterStore)
 	acks, err := cs.FileAcks(context.Background(), live.UniqueID)
 	if err != nil {
 		t.Fatal(err)
@@ -200,13 +202,13 @@ func TestClusterTwoNodesOneOrder(t *testing.T) {
 // certificate whose row was tampered with (another certificate, not for
 // the sealed key) is refused and the error recorded.
 func TestClusterRefusesTamperedLiveCertificate(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	n1 := startClusterNode(t, h, dsn, "n1")
-	store := n1.d.Store()
-	var live *Certificate
+	st := n1.d.Store()
+	var live *store.Certificate
 	waitFor(t, "a live certificate", func() bool {
-		c, err := store.Certificate(context.Background(), hCert)
+		c, err := st.Certificate(context.Background(), hCert)
 		live = c
 		return err == nil && len(n1.certPEM()) > 0
 	})
@@ -218,7 +220,7 @@ func TestClusterRefusesTamperedLiveCertificate(t *testing.T) {
 	forged := *live
 	forged.Serial = "abcdef"
 	forged.CertPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ic.Raw}))
-	cs := store.(ClusterStore)
+	cs := st.(store.ClusterStore)
 	l, err := cs.AcquireLease(context.Background(), hCert, "forger", time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -247,30 +249,30 @@ func TestClusterRefusesTamperedLiveCertificate(t *testing.T) {
 // Without the lease, a cluster node's writes of a certificate are refused
 // before they reach the database.
 func TestClusterWritesNeedTheLease(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	cfg, _, _ := clusterNodeConfig(t, h, "n1")
-	store, err := OpenPostgres(context.Background(), dsn)
+	st, err := store.OpenPostgres(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
-	d := h.daemon(cfg, func(o *Options) { o.Store = store })
+	t.Cleanup(func() { st.Close() })
+	d := h.daemon(cfg, func(o *Options) { o.Store = st })
 	ctx := hCtx(t)
-	err = d.storeFor(hCert).PutOrder(ctx, &Order{UniqueID: "x", Cert: hCert, Step: StepNew})
-	if !errors.Is(err, ErrLeaseLost) {
+	err = d.storeFor(hCert).PutOrder(ctx, &store.Order{UniqueID: "x", Cert: hCert, Step: store.StepNew})
+	if !errors.Is(err, store.ErrLeaseLost) {
 		t.Fatalf("PutOrder without the lease: %v, want ErrLeaseLost", err)
 	}
-	if _, err := store.Order(ctx, "x"); !errors.Is(err, ErrNotFound) {
+	if _, err := st.Order(ctx, "x"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the order was written anyway: %v", err)
 	}
 
 	// Another node holds the lease: a reissue here is refused, naming it.
-	if _, err := store.AcquireLease(ctx, hCert, "n2", time.Minute); err != nil {
+	if _, err := st.AcquireLease(ctx, hCert, "n2", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	_, err = d.Reissue(ctx, hCert, ReissueOptions{})
-	if !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), "n2") {
+	if !errors.Is(err, store.ErrLeaseHeld) || !strings.Contains(err.Error(), "n2") {
 		t.Fatalf("Reissue while n2 holds the lease: %v", err)
 	}
 	if len(h.sb.Ledger()) != 0 {
@@ -299,9 +301,9 @@ func TestMergeWrittenUnionsCreatedDirs(t *testing.T) {
 
 // pendingFileOrder is an order of hCert waiting for the CA's look at its
 // validation file (step published), as its driver records it.
-func pendingFileOrder(uniqueID string) *Order {
+func pendingFileOrder(uniqueID string) *store.Order {
 	const name = "pending-0123456789abcdef.txt"
-	return &Order{UniqueID: uniqueID, Cert: hCert, Step: StepPublished, Instructions: []reseller.Instruction{{
+	return &store.Order{UniqueID: uniqueID, Cert: hCert, Step: store.StepPublished, Instructions: []reseller.Instruction{{
 		Domain: "www.example.com", Method: reseller.MethodHTTP, File: &reseller.FileInstruction{
 			Scheme: "http", Host: "www.example.com", Path: reseller.PKIValidationPath + name, FileName: name,
 			Content: "pending-content", URL: "http://www.example.com" + reseller.PKIValidationPath + name,
@@ -314,22 +316,22 @@ func pendingFileOrder(uniqueID string) *Order {
 // server at any moment, and a driver that found the node registered waits
 // for them.
 func TestClusterStartingNodeWritesPendingFiles(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	ctx := hCtx(t)
-	store, err := OpenPostgres(ctx, dsn)
+	st, err := store.OpenPostgres(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
+	t.Cleanup(func() { st.Close() })
 	// The order's driver is another node, alive and holding the lease for
 	// longer than the test: the new node only serves the files.
-	l, err := store.AcquireLease(ctx, hCert, "n1", time.Hour)
+	l, err := st.AcquireLease(ctx, hCert, "n1", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := pendingFileOrder("dcvd-pending-1")
-	if err := store.Fenced(l).PutOrder(ctx, o); err != nil {
+	if err := st.Fenced(l).PutOrder(ctx, o); err != nil {
 		t.Fatal(err)
 	}
 
@@ -346,7 +348,7 @@ func TestClusterStartingNodeWritesPendingFiles(t *testing.T) {
 	if err != nil || string(got) != f.Content {
 		t.Fatalf("node n2 runs, and its web root holds %q (%v), want the pending validation file %q", got, err, f.Content)
 	}
-	acks, err := store.FileAcks(ctx, o.UniqueID)
+	acks, err := st.FileAcks(ctx, o.UniqueID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +362,7 @@ func TestClusterStartingNodeWritesPendingFiles(t *testing.T) {
 // that stops heartbeating is waited for only until it drops out of the
 // liveness window.
 func TestClusterWaitFileAcks(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	ctx := hCtx(t)
 	n1 := newClusterNode(t, h, dsn, "n1")
@@ -375,7 +377,7 @@ func TestClusterWaitFileAcks(t *testing.T) {
 	}
 
 	// n2 registered, and has not acknowledged: waited for, then named.
-	if _, err := c.store.Heartbeat(ctx, Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
+	if _, err := c.store.Heartbeat(ctx, store.Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	c.ackWait = 300 * time.Millisecond
@@ -392,7 +394,7 @@ func TestClusterWaitFileAcks(t *testing.T) {
 
 	// n3 heartbeats once and is gone: waited for until its heartbeat is
 	// older than the liveness window (the lease), long before the bound.
-	if _, err := c.store.Heartbeat(ctx, Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
+	if _, err := c.store.Heartbeat(ctx, store.Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
 	c.ackWait = time.Hour

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // This file is the control socket: the running daemon answers "dcvd
@@ -320,7 +322,7 @@ func replyStatus(err error) (int, string) {
 		return http.StatusNotFound, ControlNoOrder
 	case errors.As(err, &be):
 		return http.StatusConflict, ControlBusy
-	case errors.Is(err, ErrLeaseHeld):
+	case errors.Is(err, store.ErrLeaseHeld):
 		return http.StatusConflict, ControlLeaseHeld
 	}
 	return http.StatusInternalServerError, ""
@@ -331,7 +333,7 @@ func replyStatus(err error) (int, string) {
 type orderJSON struct {
 	UniqueID    string     `json:"unique_id"`
 	Cert        string     `json:"cert"`
-	Step        Step       `json:"step"`
+	Step        store.Step `json:"step"`
 	Names       []string   `json:"names,omitempty"`
 	Serial      string     `json:"serial,omitempty"`
 	NotAfter    *time.Time `json:"not_after,omitempty"`
@@ -342,7 +344,7 @@ type orderJSON struct {
 	Created     time.Time  `json:"created"`
 }
 
-func toOrderJSON(o *Order) orderJSON {
+func toOrderJSON(o *store.Order) orderJSON {
 	j := orderJSON{UniqueID: o.UniqueID, Cert: o.Cert, Step: o.Step, Names: append([]string(nil), o.Names...),
 		Serial: o.Serial, Cost: o.Cost, Attempts: o.Attempts, LastError: o.LastError, Created: o.Created}
 	if !o.NotAfter.IsZero() {
@@ -356,8 +358,8 @@ func toOrderJSON(o *Order) orderJSON {
 	return j
 }
 
-func (j orderJSON) order() *Order {
-	o := &Order{UniqueID: j.UniqueID, Cert: j.Cert, Step: j.Step, Names: j.Names, Serial: j.Serial, Cost: j.Cost,
+func (j orderJSON) order() *store.Order {
+	o := &store.Order{UniqueID: j.UniqueID, Cert: j.Cert, Step: j.Step, Names: j.Names, Serial: j.Serial, Cost: j.Cost,
 		Attempts: j.Attempts, LastError: j.LastError, Created: j.Created}
 	if j.NotAfter != nil {
 		o.NotAfter = *j.NotAfter
@@ -383,7 +385,7 @@ func (c *controlServer) handler() http.Handler {
 			return nil, 0, statusError(http.StatusBadRequest, "name the order: ?unique_id=")
 		}
 		o, err := c.d.store.Order(r.Context(), id)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return nil, 0, statusError(http.StatusNotFound, "no order %q", id)
 		}
 		if err != nil {
@@ -505,7 +507,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	if !d.claim(name) {
 		// A driver is at work on it: that order is the answer.
 		o, err := d.store.ActiveOrder(ctx, name)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, store.ErrNotFound) {
 			return orderJSON{}, &busyError{cert: name}
 		}
 		if err != nil {
@@ -516,7 +518,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 	lctx, release, err := d.lease(ctx, name)
 	if err != nil {
 		d.release(name)
-		if errors.Is(err, ErrLeaseHeld) {
+		if errors.Is(err, store.ErrLeaseHeld) {
 			// Another node of the cluster drives it: its order is the
 			// answer, if it has one.
 			if o, oerr := d.store.ActiveOrder(ctx, name); oerr == nil {
@@ -527,7 +529,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 		return orderJSON{}, err
 	}
 	o, err := d.store.ActiveOrder(lctx, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		o, err = d.newOrder(lctx, cc, allow)
 	}
 	if err != nil {
@@ -545,7 +547,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 // goDrive drives o in a driver of the daemon, which stops with the
 // daemon; the caller has claimed o.Cert and taken its lease, which
 // release gives back.
-func (c *controlServer) goDrive(lctx context.Context, cc *CertConfig, o *Order, release func()) {
+func (c *controlServer) goDrive(lctx context.Context, cc *CertConfig, o *store.Order, release func()) {
 	log := c.d.orderLog(o)
 	c.drivers.Add(1)
 	go func() {
@@ -581,7 +583,7 @@ func (c *controlServer) retry(name string) (retryJSON, error) {
 	}
 	d.life.startMu.Lock() // a driver started here is one a reload sees
 	defer d.life.startMu.Unlock()
-	res, err := d.retry(c.ctx, name, func(lctx context.Context, cc *CertConfig, o *Order, release func()) {
+	res, err := d.retry(c.ctx, name, func(lctx context.Context, cc *CertConfig, o *store.Order, release func()) {
 		c.goDrive(lctx, cc, o, release)
 	})
 	if err != nil {
@@ -711,7 +713,7 @@ func (c *ControlClient) Status(ctx context.Context) ([]CertStatus, error) {
 // Reissue has the daemon reissue name now, or finds its order in flight,
 // and returns at once with the order as it stands: the daemon drives it.
 // The order holds no key path, CSR or callback token.
-func (c *ControlClient) Reissue(ctx context.Context, name string, allowDomainRemoval bool) (*Order, error) {
+func (c *ControlClient) Reissue(ctx context.Context, name string, allowDomainRemoval bool) (*store.Order, error) {
 	q := url.Values{"name": {name}}
 	if allowDomainRemoval {
 		q.Set("allow_domain_removal", "1")
@@ -745,7 +747,7 @@ func (c *ControlClient) Redeploy(ctx context.Context, name string) error {
 
 // Order returns the order uniqueID as it stands (without key path, CSR or
 // callback token).
-func (c *ControlClient) Order(ctx context.Context, uniqueID string) (*Order, error) {
+func (c *ControlClient) Order(ctx context.Context, uniqueID string) (*store.Order, error) {
 	var j orderJSON
 	if err := c.call(ctx, http.MethodGet, "/order", url.Values{"unique_id": {uniqueID}}, &j); err != nil {
 		return nil, err
@@ -758,8 +760,8 @@ func (c *ControlClient) Order(ctx context.Context, uniqueID string) (*Order, err
 // progress, when set, is called with each step the order is seen at.
 // When ctx ends first, the order is returned as last seen, with ctx's
 // error; the daemon carries it on.
-func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll time.Duration, progress func(Step)) (*Order, error) {
-	var last Step
+func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll time.Duration, progress func(store.Step)) (*store.Order, error) {
+	var last store.Step
 	return c.Follow(ctx, name, uniqueID, poll, func(o *OrderStatus) error {
 		if o.Step != last {
 			last = o.Step
@@ -776,7 +778,7 @@ func (c *ControlClient) Wait(ctx context.Context, name, uniqueID string, poll ti
 // failed tries, next attempt and last error). An error observe returns
 // ends the follow: the order is returned as last seen, with that error;
 // the daemon carries it on.
-func (c *ControlClient) Follow(ctx context.Context, name, uniqueID string, poll time.Duration, observe func(*OrderStatus) error) (*Order, error) {
+func (c *ControlClient) Follow(ctx context.Context, name, uniqueID string, poll time.Duration, observe func(*OrderStatus) error) (*store.Order, error) {
 	for {
 		sts, err := c.Status(ctx)
 		if err != nil {
@@ -810,7 +812,7 @@ const lastSeenWait = 2 * time.Second
 
 // lastSeen returns the order as it stands with err, for a wait that ends
 // before the order does.
-func (c *ControlClient) lastSeen(uniqueID string, err error) (*Order, error) {
+func (c *ControlClient) lastSeen(uniqueID string, err error) (*store.Order, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), lastSeenWait)
 	defer cancel()
 	o, oerr := c.Order(ctx, uniqueID)

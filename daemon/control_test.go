@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -266,7 +267,7 @@ type controlWorld struct {
 func newControlWorld(t *testing.T) *controlWorld {
 	t.Helper()
 	h := newHarness(t)
-	w := &controlWorld{h: h, cfg: h.config(hDomains()), watch: newStepWatch(StepPublished), served: make(chan error, 1)}
+	w := &controlWorld{h: h, cfg: h.config(hDomains()), watch: newStepWatch(store.StepPublished), served: make(chan error, 1)}
 	w.d = h.daemon(w.cfg, func(o *Options) { o.AfterStep = w.watch.afterStep })
 	w.path = filepath.Join(shortDir(t), ControlSocketName)
 	ln, err := ListenControl(w.path, "")
@@ -345,7 +346,7 @@ func TestControlReissueStatusRedeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(o.UniqueID, "dcvd-") || o.Cert != hCert || o.Step != StepNew {
+	if !strings.HasPrefix(o.UniqueID, "dcvd-") || o.Cert != hCert || o.Step != store.StepNew {
 		t.Fatalf("reissue returned %+v, want a new order of %s", o, hCert)
 	}
 	if uid := w.watch.waitHeld(t); uid != o.UniqueID {
@@ -354,22 +355,22 @@ func TestControlReissueStatusRedeploy(t *testing.T) {
 	// While the daemon's driver works on it: the same order, no second
 	// one; no redeploy under its feet.
 	again, err := w.c.Reissue(ctx, hCert, false)
-	if err != nil || again.UniqueID != o.UniqueID || again.Step != StepPublished {
-		t.Fatalf("a second reissue while in flight: %+v, %v; want order %s at %s", again, err, o.UniqueID, StepPublished)
+	if err != nil || again.UniqueID != o.UniqueID || again.Step != store.StepPublished {
+		t.Fatalf("a second reissue while in flight: %+v, %v; want order %s at %s", again, err, o.UniqueID, store.StepPublished)
 	}
-	wantControlError(t, w.c.Redeploy(ctx, hCert), http.StatusConflict, o.UniqueID, string(StepPublished))
+	wantControlError(t, w.c.Redeploy(ctx, hCert), http.StatusConflict, o.UniqueID, string(store.StepPublished))
 	sts, err = w.c.Status(ctx)
 	if err != nil || sts[0].Order == nil || sts[0].Order.UniqueID != o.UniqueID {
 		t.Fatalf("status while in flight: %+v, %v", sts, err)
 	}
 
-	var seen []Step
+	var seen []store.Step
 	close(w.watch.release)
-	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(s Step) { seen = append(seen, s) })
+	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(s store.Step) { seen = append(seen, s) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done.UniqueID != o.UniqueID || done.Step != StepDone || done.Serial == "" || done.NotAfter.IsZero() || done.Cost == 0 {
+	if done.UniqueID != o.UniqueID || done.Step != store.StepDone || done.Serial == "" || done.NotAfter.IsZero() || done.Cost == 0 {
 		t.Fatalf("the order as it ended: %+v", done)
 	}
 	if len(seen) == 0 {
@@ -469,7 +470,7 @@ func TestControlReissueResumesOrderNobodyDrives(t *testing.T) {
 		t.Fatalf("the socket started order %s, want the one in flight %s", o.UniqueID, left.UniqueID)
 	}
 	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil)
-	if err != nil || done.Step != StepDone {
+	if err != nil || done.Step != store.StepDone {
 		t.Fatalf("the order in flight ended %+v, %v; want done", done, err)
 	}
 	if n := len(w.h.sb.Ledger()); n != 1 {
@@ -494,7 +495,7 @@ func TestControlReissueDomainRemovalGuard(t *testing.T) {
 	}
 	_, err := w.c.Reissue(ctx, hCert, false)
 	wantControlError(t, err, http.StatusConflict, "www.example.com", first.Serial, "--allow-domain-removal")
-	if o, err := w.d.store.ActiveOrder(ctx, hCert); !errors.Is(err, ErrNotFound) {
+	if o, err := w.d.store.ActiveOrder(ctx, hCert); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the refused reissue left order %v in flight (%v)", o, err)
 	}
 
@@ -503,7 +504,7 @@ func TestControlReissueDomainRemovalGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil)
-	if err != nil || done.Step != StepDone {
+	if err != nil || done.Step != store.StepDone {
 		t.Fatalf("the confirmed reissue ended %+v, %v; want done", done, err)
 	}
 	if strings.Join(done.Names, " ") != "*.example.com example.com" {
@@ -527,7 +528,7 @@ func TestControlStoppingRefusesReissue(t *testing.T) {
 			t.Errorf("got %v, want 503", err)
 		}
 	}
-	if _, err := d.store.ActiveOrder(context.Background(), hCert); !errors.Is(err, ErrNotFound) {
+	if _, err := d.store.ActiveOrder(context.Background(), hCert); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a stopping daemon created an order: %v", err)
 	}
 }
@@ -604,7 +605,7 @@ func TestControlRetry(t *testing.T) {
 		t.Fatalf("retry of an order nobody drives: %+v (order %+v), want a driver started on %s", res, res.Order, stuck.UniqueID)
 	}
 	done, err := w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
-	if err != nil || done.Step != StepDone {
+	if err != nil || done.Step != store.StepDone {
 		t.Fatalf("the retried order ended %+v, %v; want done", done, err)
 	}
 	waitNotDriving(t, w.d, hCert)
@@ -620,7 +621,7 @@ func TestControlRetry(t *testing.T) {
 		t.Fatalf("retry of an order whose driver waits: %+v, %v; want it woken", res, err)
 	}
 	done, err = w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
-	if err != nil || done.Step != StepDone {
+	if err != nil || done.Step != store.StepDone {
 		t.Fatalf("the woken order ended %+v, %v; want done", done, err)
 	}
 	if n := len(w.h.sb.Ledger()); n != 2 {
@@ -654,19 +655,19 @@ func TestControlFollowStopsOnObserve(t *testing.T) {
 	}
 	w.watch.waitHeld(t)
 	stop := errors.New("enough")
-	var seen []Step
+	var seen []store.Step
 	got, err := w.c.Follow(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(st *OrderStatus) error {
 		seen = append(seen, st.Step)
 		return stop
 	})
-	if !errors.Is(err, stop) || got == nil || got.UniqueID != o.UniqueID || got.Step != StepPublished {
-		t.Fatalf("Follow: %+v, %v; want order %s at %s with the observer's error", got, err, o.UniqueID, StepPublished)
+	if !errors.Is(err, stop) || got == nil || got.UniqueID != o.UniqueID || got.Step != store.StepPublished {
+		t.Fatalf("Follow: %+v, %v; want order %s at %s with the observer's error", got, err, o.UniqueID, store.StepPublished)
 	}
-	if len(seen) != 1 || seen[0] != StepPublished {
-		t.Errorf("observe saw %v, want one look at %s", seen, StepPublished)
+	if len(seen) != 1 || seen[0] != store.StepPublished {
+		t.Errorf("observe saw %v, want one look at %s", seen, store.StepPublished)
 	}
 	close(w.watch.release)
-	if done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil); err != nil || done.Step != StepDone {
+	if done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil); err != nil || done.Step != store.StepDone {
 		t.Fatalf("the order ended %+v, %v; want done", done, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
@@ -22,7 +23,7 @@ import (
 // mostly for the demo and tests, which run everything in one process.
 type Options struct {
 	// Store, when nil, is the SQLite database in the state directory.
-	Store Store
+	Store store.Store
 	// Log, when nil, logs nowhere.
 	Log *zap.Logger
 	// DNS replaces or adds DNS providers by [dns.NAME] name (in-process
@@ -36,7 +37,7 @@ type Options struct {
 	// AfterStep, when set, is called after each step of an order is
 	// persisted, before the next side effect: the crash tests kill the
 	// process there.
-	AfterStep func(o *Order)
+	AfterStep func(o *store.Order)
 	// Deployer, when nil, is a Deployer running reload commands with
 	// /bin/sh.
 	Deployer *Deployer
@@ -55,7 +56,7 @@ type Daemon struct {
 	// cfg, api, dns, roots and sem are swapped by Reload under mu: read
 	// them through config, apiClient, dnsProvider, rootPool and semaphore.
 	cfg       *Config
-	store     Store
+	store     store.Store
 	ownStore  bool
 	api       *reseller.Client
 	dns       map[string]*providers.DNS
@@ -63,7 +64,7 @@ type Daemon struct {
 	log       *zap.Logger
 	roots     *x509.CertPool
 	now       func() time.Time
-	afterStep func(o *Order)
+	afterStep func(o *store.Order)
 	metrics   *Metrics
 
 	responder   *httpchallenge.Responder
@@ -158,7 +159,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		if err := os.MkdirAll(cfg.Daemon.StateDir, 0o700); err != nil {
 			return nil, fmt.Errorf("daemon.state_dir: %w", err)
 		}
-		s, err := OpenSQLite(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
+		s, err := store.OpenSQLite(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
 		if err != nil {
 			return nil, fmt.Errorf("open state: %w", err)
 		}
@@ -175,13 +176,13 @@ func (d *Daemon) openCluster(ctx context.Context, cfg *Config) error {
 		return &ConfigError{Key: "store.encryption_key", Reason: err.Error()}
 	}
 	if d.store == nil {
-		s, err := OpenPostgres(ctx, cfg.Store.DSN)
+		s, err := store.OpenPostgres(ctx, cfg.Store.DSN)
 		if err != nil {
 			return err
 		}
 		d.store, d.ownStore = s, true
 	}
-	cs, ok := d.store.(ClusterStore)
+	cs, ok := d.store.(store.ClusterStore)
 	if !ok {
 		return fmt.Errorf("store.driver = %q: the store given (%T) cannot be shared by a cluster", cfg.Store.Driver, d.store)
 	}
@@ -223,7 +224,7 @@ func (d *Daemon) Close() error {
 func (d *Daemon) Responder() *httpchallenge.Responder { return d.responder }
 
 // Store is the daemon's state.
-func (d *Daemon) Store() Store { return d.store }
+func (d *Daemon) Store() store.Store { return d.store }
 
 func (d *Daemon) certConfig(name string) (*CertConfig, error) {
 	cfg := d.config()
@@ -237,7 +238,7 @@ func (d *Daemon) certConfig(name string) (*CertConfig, error) {
 
 // orderLog is the logger of one order: every line names the certificate
 // and the order.
-func (d *Daemon) orderLog(o *Order) *zap.Logger {
+func (d *Daemon) orderLog(o *store.Order) *zap.Logger {
 	return d.log.With(zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID))
 }
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -687,7 +688,7 @@ func newFzCallbackWorld(f *testing.F) *fzCallbackWorld {
 	ctx := context.Background()
 	dir := f.TempDir()
 	dbPath := filepath.Join(dir, "dcvd.db")
-	st, err := OpenSQLite(ctx, dbPath)
+	st, err := store.OpenSQLite(ctx, dbPath)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -706,13 +707,13 @@ func newFzCallbackWorld(f *testing.F) *fzCallbackWorld {
 
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	names := []string{"example.com", "www.example.com"}
-	orders := []*Order{
-		{UniqueID: "fz-active", Cert: "shop", ServiceID: "o91bZ", Step: StepRechecked, Names: names, CallbackToken: fzTokenActive,
+	orders := []*store.Order{
+		{UniqueID: "fz-active", Cert: "shop", ServiceID: "o91bZ", Step: store.StepRechecked, Names: names, CallbackToken: fzTokenActive,
 			DomainDCV: map[string]reseller.Method{"example.com": "dns", "www.example.com": "http"}, LastError: "none yet"},
-		{UniqueID: "fz-active-2", Cert: "mail", ServiceID: "x7Kp2", Step: StepPublished, Names: names, CallbackToken: fzTokenActive2},
-		{UniqueID: "fz-done", Cert: "shop", ServiceID: "o91bZ", Step: StepDone, Names: names, CallbackToken: fzTokenDone},
-		{UniqueID: "fz-failed", Cert: "mail", ServiceID: "x7Kp2", Step: StepFailed, Names: names, CallbackToken: fzTokenFailed},
-		{UniqueID: "fz-no-token", Cert: "web", ServiceID: "w1", Step: StepSubmitted, Names: names},
+		{UniqueID: "fz-active-2", Cert: "mail", ServiceID: "x7Kp2", Step: store.StepPublished, Names: names, CallbackToken: fzTokenActive2},
+		{UniqueID: "fz-done", Cert: "shop", ServiceID: "o91bZ", Step: store.StepDone, Names: names, CallbackToken: fzTokenDone},
+		{UniqueID: "fz-failed", Cert: "mail", ServiceID: "x7Kp2", Step: store.StepFailed, Names: names, CallbackToken: fzTokenFailed},
+		{UniqueID: "fz-no-token", Cert: "web", ServiceID: "w1", Step: store.StepSubmitted, Names: names},
 	}
 	w := &fzCallbackWorld{d: d, handler: d.CallbackHandler(), inFlight: map[string]string{}, waiting: map[string]bool{},
 		wake: map[string]chan wakeReason{}}
@@ -725,14 +726,14 @@ func newFzCallbackWorld(f *testing.F) *fzCallbackWorld {
 		w.wake[o.UniqueID] = ch
 		if o.CallbackToken != "" && !o.Step.Terminal() {
 			w.inFlight[o.CallbackToken] = o.UniqueID
-			w.waiting[o.CallbackToken] = o.Step == StepRechecked
+			w.waiting[o.CallbackToken] = o.Step == store.StepRechecked
 		}
 	}
-	if err := st.PutCertificate(ctx, &Certificate{Name: "shop", Serial: "01", Names: names, NotBefore: now, NotAfter: now.Add(90 * 24 * time.Hour),
+	if err := st.PutCertificate(ctx, &store.Certificate{Name: "shop", Serial: "01", Names: names, NotBefore: now, NotAfter: now.Add(90 * 24 * time.Hour),
 		CertPEM: "cert", ChainPEM: "chain", KeyFile: filepath.Join(dir, "key.pem"), UniqueID: "fz-done", DeployedAt: now}); err != nil {
 		f.Fatal(err)
 	}
-	if err := st.AddAttempt(ctx, Attempt{Cert: "shop", UniqueID: "fz-done", Started: now, Finished: now, Outcome: StepDone, Cost: 50, Serial: "01"}); err != nil {
+	if err := st.AddAttempt(ctx, store.Attempt{Cert: "shop", UniqueID: "fz-done", Started: now, Finished: now, Outcome: store.StepDone, Cost: 50, Serial: "01"}); err != nil {
 		f.Fatal(err)
 	}
 	// A second, read-only connection sees every table as it is on disk.

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/providers"
@@ -528,7 +529,7 @@ func (h *harness) deployed() map[string][]byte {
 // assertDeployedIs checks that the deploy directory holds exactly o's
 // certificate, complete: all four files, the key pair matching, the chain
 // verifying to the sandbox's root for every name.
-func (h *harness) assertDeployedIs(o *Order) {
+func (h *harness) assertDeployedIs(o *store.Order) {
 	h.t.Helper()
 	files := h.deployed()
 	for _, f := range hDeployFiles {
@@ -621,10 +622,10 @@ func (h *harness) sandboxIntermediate() (*x509.Certificate, crypto.Signer) {
 
 // hCrash is what AfterStep panics with to stop a daemon dead at a step, as
 // a SIGKILL would: nothing after the step's persistence runs.
-type hCrash struct{ step Step }
+type hCrash struct{ step store.Step }
 
 // untilCrash runs drive and reports whether it was stopped by an hCrash.
-func untilCrash(drive func() (*Order, error)) (o *Order, err error, crashed bool) {
+func untilCrash(drive func() (*store.Order, error)) (o *store.Order, err error, crashed bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			if _, ok := r.(hCrash); !ok {
@@ -641,7 +642,7 @@ func untilCrash(drive func() (*Order, error)) (o *Order, err error, crashed bool
 // ticks would: Reissue(Wait: false) again each time the order only waits
 // for the CA, with the clock moved past the wait. It returns at the first
 // error or when the order ends.
-func (h *harness) step(ctx context.Context, d *Daemon) (*Order, error) {
+func (h *harness) step(ctx context.Context, d *Daemon) (*store.Order, error) {
 	h.t.Helper()
 	for range 50 {
 		o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
@@ -658,13 +659,13 @@ func (h *harness) step(ctx context.Context, d *Daemon) (*Order, error) {
 }
 
 // issue drives a first order of cfg to done.
-func (h *harness) issue(ctx context.Context, d *Daemon) *Order {
+func (h *harness) issue(ctx context.Context, d *Daemon) *store.Order {
 	h.t.Helper()
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
 	if err != nil {
 		h.t.Fatalf("reissue: %v", err)
 	}
-	if o.Step != StepDone {
+	if o.Step != store.StepDone {
 		h.t.Fatalf("order ended in step %s", o.Step)
 	}
 	return o

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // Housekeeping deletes what dcvd keeps and no longer needs: the private
@@ -74,7 +76,7 @@ func (d *Daemon) housekeep(ctx context.Context) {
 	// garbage now, for an hour: handed back to the system as the sweep's
 	// is, so that an idle daemon's memory stays what it uses.
 	defer debug.FreeOSMemory()
-	if keys == 0 && pruned == (Pruned{}) {
+	if keys == 0 && pruned == (store.Pruned{}) {
 		d.log.Debug("housekeeping: nothing to delete", zap.Duration("took", time.Since(start)))
 		return
 	}
@@ -85,7 +87,7 @@ func (d *Daemon) housekeep(ctx context.Context) {
 // historyPolicy is what [daemon] history_retention and
 // history_per_certificate allow to delete now; their defaults when unset
 // (a Config built by hand).
-func (d *Daemon) historyPolicy() HistoryPolicy {
+func (d *Daemon) historyPolicy() store.HistoryPolicy {
 	cfg := d.config().Daemon
 	retention := cfg.HistoryRetention
 	if retention <= 0 {
@@ -95,14 +97,14 @@ func (d *Daemon) historyPolicy() HistoryPolicy {
 	if per <= 0 {
 		per = DefaultHistoryPerCertificate
 	}
-	return HistoryPolicy{Before: d.now().Add(-retention), PerCertificate: per, Limit: DefaultPruneLimit}
+	return store.HistoryPolicy{Before: d.now().Add(-retention), PerCertificate: per, Limit: store.DefaultPruneLimit}
 }
 
 // pruneHistory deletes the history historyPolicy allows, a batch at a time
 // until none is full, ctx ends, or maxPruneBatches were deleted.
-func (d *Daemon) pruneHistory(ctx context.Context) (Pruned, error) {
+func (d *Daemon) pruneHistory(ctx context.Context) (store.Pruned, error) {
 	p := d.historyPolicy()
-	var total Pruned
+	var total store.Pruned
 	for range maxPruneBatches {
 		n, err := d.store.PruneHistory(ctx, p)
 		total.Attempts += n.Attempts

@@ -13,7 +13,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
+	"github.com/dcvd/dcvd/internal/pgtest"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -32,7 +34,7 @@ func TestHousekeepKeys(t *testing.T) {
 			cc := &cfg.Certificates[0]
 
 			const renewals = 4
-			var done []*Order
+			var done []*store.Order
 			for range renewals {
 				done = append(done, h.issue(ctx, d))
 			}
@@ -40,7 +42,7 @@ func TestHousekeepKeys(t *testing.T) {
 			cc.ServiceID = "no-such-service"
 			failed, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
 			cc.ServiceID = hService
-			if err == nil || failed == nil || failed.Step != StepFailed {
+			if err == nil || failed == nil || failed.Step != store.StepFailed {
 				t.Fatalf("the refused reissue: %+v, %v; want a failed order", failed, err)
 			}
 			inFlight, err := d.newOrder(ctx, cc, false)
@@ -118,19 +120,19 @@ func TestRemoveEndedKeys(t *testing.T) {
 	file := func(uid string) string { return filepath.Join(dir, uid+".key") }
 	day := 24 * time.Hour
 	at := time.Now().Add(-100 * day)
-	put := func(o *Order) {
+	put := func(o *store.Order) {
 		t.Helper()
 		o.Cert = hCert
 		if o.Step == "" {
-			o.Step = StepDone
+			o.Step = store.StepDone
 		}
 		if err := d.store.PutOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 		at = at.Add(day) // the next order is newer
 	}
-	sq := d.store.(*SQLiteStore)
-	sq.setClock(func() time.Time { return at })
+	sq := d.store.(*store.SQLiteStore)
+	sq.SetClock(func() time.Time { return at })
 
 	keys := map[string]bool{} // the files, and whether they must stay
 	write := func(uid string, stays bool) {
@@ -142,30 +144,30 @@ func TestRemoveEndedKeys(t *testing.T) {
 	}
 	// Oldest first.
 	write("failed", false)
-	put(&Order{UniqueID: "failed", Step: StepFailed, KeyFile: file("failed")})
+	put(&store.Order{UniqueID: "failed", Step: store.StepFailed, KeyFile: file("failed")})
 	write("superseded", false)
-	put(&Order{UniqueID: "superseded", KeyFile: file("superseded")})
+	put(&store.Order{UniqueID: "superseded", KeyFile: file("superseded")})
 	// A superseded generation whose key the previous one reused.
 	write("reused", true)
-	put(&Order{UniqueID: "reused", KeyFile: file("reused")})
-	put(&Order{UniqueID: "previous", KeyFile: file("reused")})
+	put(&store.Order{UniqueID: "reused", KeyFile: file("reused")})
+	put(&store.Order{UniqueID: "previous", KeyFile: file("reused")})
 	// The live generation, recorded under the state directory's old
 	// path: its file is known by its name.
 	write("live", true)
-	put(&Order{UniqueID: "live", KeyFile: "/old/state/keys/shop/live.key"})
-	if err := d.store.PutCertificate(ctx, &Certificate{Name: hCert, Serial: "1", KeyFile: "/old/state/keys/shop/live.key",
+	put(&store.Order{UniqueID: "live", KeyFile: "/old/state/keys/shop/live.key"})
+	if err := d.store.PutCertificate(ctx, &store.Certificate{Name: hCert, Serial: "1", KeyFile: "/old/state/keys/shop/live.key",
 		UniqueID: "live"}); err != nil {
 		t.Fatal(err)
 	}
 	write("inflight", true)
-	put(&Order{UniqueID: "inflight", Step: StepPublished, KeyFile: file("inflight")})
+	put(&store.Order{UniqueID: "inflight", Step: store.StepPublished, KeyFile: file("inflight")})
 	// Failed, but its key was another file (reused): this file is not
 	// provably its.
 	write("mismatch", true)
-	put(&Order{UniqueID: "mismatch", Step: StepFailed, KeyFile: file("live")})
+	put(&store.Order{UniqueID: "mismatch", Step: store.StepFailed, KeyFile: file("live")})
 	// Failed, but recorded as another certificate's.
 	write("blog-order", true)
-	if err := d.store.PutOrder(ctx, &Order{UniqueID: "blog-order", Cert: "blog", Step: StepFailed,
+	if err := d.store.PutOrder(ctx, &store.Order{UniqueID: "blog-order", Cert: "blog", Step: store.StepFailed,
 		KeyFile: file("blog-order")}); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +211,7 @@ func TestHousekeepHistory(t *testing.T) {
 		{"defaults keep a year of a hundred", 0, 0, 120, 100, 100},
 		{"defaults, old history", 0, 0, 500, 100, 100},
 		{"thirty days", 30 * day, 0, 60, 29, 29},
-		{"ten per certificate", 0, 10, 60, KeptAttempts, 10},
+		{"ten per certificate", 0, 10, 60, store.KeptAttempts, 10},
 		{"nothing to delete", 30 * day, 100, 15, 15, 15},
 	}
 	for _, tt := range tests {
@@ -220,17 +222,17 @@ func TestHousekeepHistory(t *testing.T) {
 			core, logs := observer.New(zap.DebugLevel)
 			d := h.daemon(cfg, func(o *Options) { o.Log = zap.New(core) })
 			ctx := hCtx(t)
-			sq := d.store.(*SQLiteStore)
+			sq := d.store.(*store.SQLiteStore)
 			now := h.clock.Now()
 			for i := range tt.n {
 				age := time.Duration(tt.n-i)*day + time.Hour
-				a := Attempt{Cert: hCert, UniqueID: fmt.Sprintf("u%04d", i), Started: now.Add(-age - time.Minute),
-					Finished: now.Add(-age), Outcome: StepFailed, Error: "refused"}
+				a := store.Attempt{Cert: hCert, UniqueID: fmt.Sprintf("u%04d", i), Started: now.Add(-age - time.Minute),
+					Finished: now.Add(-age), Outcome: store.StepFailed, Error: "refused"}
 				if err := sq.AddAttempt(ctx, a); err != nil {
 					t.Fatal(err)
 				}
-				sq.setClock(func() time.Time { return now.Add(-age) })
-				if err := sq.PutOrder(ctx, &Order{UniqueID: a.UniqueID, Cert: hCert, Step: StepFailed}); err != nil {
+				sq.SetClock(func() time.Time { return now.Add(-age) })
+				if err := sq.PutOrder(ctx, &store.Order{UniqueID: a.UniqueID, Cert: hCert, Step: store.StepFailed}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -280,7 +282,7 @@ func TestHousekeepIfDue(t *testing.T) {
 		if err := os.WriteFile(p, []byte("key"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.store.PutOrder(ctx, &Order{UniqueID: uid, Cert: hCert, Step: StepFailed, KeyFile: p}); err != nil {
+		if err := d.store.PutOrder(ctx, &store.Order{UniqueID: uid, Cert: hCert, Step: store.StepFailed, KeyFile: p}); err != nil {
 			t.Fatal(err)
 		}
 		return p
@@ -335,10 +337,10 @@ func TestCleanupSharedWebroot(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			order := func(cc *CertConfig, file string) *Order {
+			order := func(cc *CertConfig, file string) *store.Order {
 				f := reseller.FileInstruction{Scheme: "http", Host: cc.Names()[0], Path: reseller.PKIValidationPath + file,
 					FileName: file, Content: "token of " + cc.Name, URL: "http://" + cc.Names()[0] + reseller.PKIValidationPath + file}
-				o := &Order{UniqueID: "u-" + cc.Name, Cert: cc.Name, Step: StepPublishing,
+				o := &store.Order{UniqueID: "u-" + cc.Name, Cert: cc.Name, Step: store.StepPublishing,
 					Instructions: []reseller.Instruction{{Domain: cc.Names()[0], Method: reseller.MethodHTTP, File: &f}}}
 				if err := d.writeFiles(ctx, cc, o); err != nil {
 					t.Fatal(err)
@@ -388,24 +390,24 @@ func TestCleanupSharedWebroot(t *testing.T) {
 // their sealed keys, and no key file is touched (keys are sealed in the
 // database there).
 func TestHousekeepCluster(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	n1, n2 := newClusterNode(t, h, dsn, "n1"), newClusterNode(t, h, dsn, "n2")
 	ctx := hCtx(t)
-	store := n1.d.store
+	st := n1.d.store
 	day := 24 * time.Hour
 	now := h.clock.Now()
 	const n = 60
 	var cost float64
 	for i := range n {
 		age := time.Duration(n-i) * day
-		a := Attempt{Cert: hCert, UniqueID: fmt.Sprintf("u%03d", i), Started: now.Add(-age - time.Minute),
-			Finished: now.Add(-age), Outcome: StepFailed, Cost: 1.5, Error: "refused"}
-		if err := store.AddAttempt(ctx, a); err != nil {
+		a := store.Attempt{Cert: hCert, UniqueID: fmt.Sprintf("u%03d", i), Started: now.Add(-age - time.Minute),
+			Finished: now.Add(-age), Outcome: store.StepFailed, Cost: 1.5, Error: "refused"}
+		if err := st.AddAttempt(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 		cost += a.Cost
-		if err := store.PutOrder(ctx, &Order{UniqueID: a.UniqueID, Cert: hCert, Step: StepFailed, KeySealed: "v1:sealed"}); err != nil {
+		if err := st.PutOrder(ctx, &store.Order{UniqueID: a.UniqueID, Cert: hCert, Step: store.StepFailed, KeySealed: "v1:sealed"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -429,19 +431,19 @@ func TestHousekeepCluster(t *testing.T) {
 	n1.d.housekeep(ctx)
 	<-done
 	// The orders were written "now": only the count applies to them.
-	if got, err := store.Attempts(ctx, hCert, 0); err != nil || len(got) != 25 {
+	if got, err := st.Attempts(ctx, hCert, 0); err != nil || len(got) != 25 {
 		t.Errorf("%d attempts kept (%v), want 25", len(got), err)
 	}
 	kept := 0
 	for i := range n {
-		if _, err := store.Order(ctx, fmt.Sprintf("u%03d", i)); err == nil {
+		if _, err := st.Order(ctx, fmt.Sprintf("u%03d", i)); err == nil {
 			kept++
 		}
 	}
 	if kept != 25 {
 		t.Errorf("%d orders kept, want 25", kept)
 	}
-	if got, err := store.TotalCost(ctx, hCert); err != nil || got != cost {
+	if got, err := st.TotalCost(ctx, hCert); err != nil || got != cost {
 		t.Errorf("TotalCost = %v, %v; want %v", got, err, cost)
 	}
 	if _, err := os.Stat(keyFile); err != nil {

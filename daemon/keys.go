@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
@@ -177,7 +178,7 @@ func (r keyRefs) holds(path string) bool {
 
 // neededKeys reads which key files must stay: the live certificates' (which
 // a reuse_key order also uses), those of the orders in flight, and those of
-// the last keptGenerations done orders of every certificate: the live
+// the last KeptGenerations done orders of every certificate: the live
 // generation and the one before it, which deploy.dir/previous/ holds. A key
 // is deleted only when none of these reads failed.
 func (d *Daemon) neededKeys(ctx context.Context) (keyRefs, error) {
@@ -196,7 +197,7 @@ func (d *Daemon) neededKeys(ctx context.Context) (keyRefs, error) {
 	for _, o := range active {
 		refs.add(o.KeyFile, o.UniqueID)
 	}
-	gens, err := d.store.Generations(ctx, keptGenerations)
+	gens, err := d.store.Generations(ctx, store.KeptGenerations)
 	if err != nil {
 		return refs, fmt.Errorf("read the last generations: %w", err)
 	}
@@ -278,7 +279,7 @@ func (d *Daemon) removeOrphanKeys(ctx context.Context) {
 		if info, err := os.Lstat(f.path); err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < orphanKeyAge {
 			continue
 		}
-		if _, err := d.store.Order(ctx, f.uid); !errors.Is(err, ErrNotFound) {
+		if _, err := d.store.Order(ctx, f.uid); !errors.Is(err, store.ErrNotFound) {
 			continue // recorded (or the store cannot say): keep it
 		}
 		if err := os.Remove(f.path); err != nil {
@@ -323,7 +324,7 @@ func (d *Daemon) removeEndedKeys(ctx context.Context) (int, error) {
 		}
 		o, err := d.store.Order(ctx, f.uid)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, store.ErrNotFound):
 			continue
 		case err != nil:
 			errs = append(errs, err)

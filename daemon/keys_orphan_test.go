@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // A crash between writing an order's key and recording the order leaves a
@@ -43,16 +45,16 @@ func TestRemoveOrphanKeys(t *testing.T) {
 	other := write("notes.txt", true)
 	previousKey := write("dcvd-pruned.key", true)
 	inFlightKey := write("dcvd-pruned2.key", true)
-	for _, o := range []*Order{
-		{UniqueID: "dcvd-recorded", Cert: hCert, Step: StepDone},
-		{UniqueID: "dcvd-previous", Cert: hCert, Step: StepDone, KeyFile: previousKey},
-		{UniqueID: "dcvd-inflight", Cert: hCert, Step: StepPublished, KeyFile: inFlightKey},
+	for _, o := range []*store.Order{
+		{UniqueID: "dcvd-recorded", Cert: hCert, Step: store.StepDone},
+		{UniqueID: "dcvd-previous", Cert: hCert, Step: store.StepDone, KeyFile: previousKey},
+		{UniqueID: "dcvd-inflight", Cert: hCert, Step: store.StepPublished, KeyFile: inFlightKey},
 	} {
 		if err := d.store.PutOrder(ctx, o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := d.store.PutCertificate(ctx, &Certificate{Name: hCert, Serial: "1", KeyFile: liveKey}); err != nil {
+	if err := d.store.PutCertificate(ctx, &store.Certificate{Name: hCert, Serial: "1", KeyFile: liveKey}); err != nil {
 		t.Fatal(err)
 	}
 	d.removeOrphanKeys(ctx)

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/providers"
@@ -288,7 +289,7 @@ func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string
 // each name's zone from its zone list. The propagation check asks every
 // memdns server, with prop's other settings (zero: the defaults of a
 // [dns.NAME] section).
-func (w *latWorld) daemon(cfg *Config, zone string, prop providers.Propagation, afterStep func(*Order)) *Daemon {
+func (w *latWorld) daemon(cfg *Config, zone string, prop providers.Propagation, afterStep func(*store.Order)) *Daemon {
 	w.tb.Helper()
 	// Info level, encoded and discarded: the daemon's logging is part of
 	// what is measured, as in production.
@@ -317,7 +318,7 @@ func (w *latWorld) daemon(cfg *Config, zone string, prop providers.Propagation, 
 }
 
 // reissue drives one order of hCert to done.
-func (w *latWorld) reissue(d *Daemon) *Order {
+func (w *latWorld) reissue(d *Daemon) *store.Order {
 	w.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -325,7 +326,7 @@ func (w *latWorld) reissue(d *Daemon) *Order {
 	if err != nil {
 		w.tb.Fatalf("reissue: %v", err)
 	}
-	if o.Step != StepDone {
+	if o.Step != store.StepDone {
 		w.tb.Fatalf("order %s ended in step %s: %s", o.UniqueID, o.Step, o.LastError)
 	}
 	return o
@@ -486,7 +487,7 @@ func BenchmarkCallbackToDeploy(b *testing.B) {
 	})
 
 	cfg := w.config(hDomains(), cbSrv.URL)
-	d := w.daemon(cfg, hZone, providers.Propagation{Interval: 20 * time.Millisecond}, func(o *Order) {
+	d := w.daemon(cfg, hZone, providers.Propagation{Interval: 20 * time.Millisecond}, func(o *store.Order) {
 		now := time.Now()
 		mu.Lock()
 		defer mu.Unlock()
@@ -495,18 +496,18 @@ func BenchmarkCallbackToDeploy(b *testing.B) {
 			return
 		}
 		switch o.Step {
-		case StepNew:
+		case store.StepNew:
 			it.token = o.CallbackToken
-		case StepVisible:
+		case store.StepVisible:
 			// The first detail poll is scheduled half an hour ahead.
 			w.clock.set(30 * time.Minute)
-		case StepRechecked:
+		case store.StepRechecked:
 			w.clock.set(0)
 			it.recheckAt = now
 			close(it.rechecked)
-		case StepIssued:
+		case store.StepIssued:
 			it.issuedAt = now
-		case StepDeployed:
+		case store.StepDeployed:
 			it.deployedAt = now
 		}
 	})

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -39,7 +40,7 @@ type ReissueOptions struct {
 	// drive with that error; the order stays in flight, resumable.
 	// dcvd reissue --wait gives up with it on repeated failures that
 	// waiting cannot mend.
-	Retrying func(o *Order, err error) error
+	Retrying func(o *store.Order, err error) error
 }
 
 // errWaiting says the order waits for the CA (NextAttempt is set): not a
@@ -71,7 +72,7 @@ func (e *DomainRemovalError) Error() string {
 
 // Reissue reissues the certificate name now, or resumes its order in
 // flight, and drives the order (see ReissueOptions).
-func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (*Order, error) {
+func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (*store.Order, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err
@@ -88,7 +89,7 @@ func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (
 	defer release()
 	o, err := d.store.ActiveOrder(lctx, name)
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 		if o, err = d.newOrder(lctx, cc, opt.AllowDomainRemoval); err != nil {
 			d.release(name)
 			return nil, err
@@ -102,7 +103,7 @@ func (d *Daemon) Reissue(ctx context.Context, name string, opt ReissueOptions) (
 
 // Plan says what Reissue would do, without doing it: the names and their
 // methods, and whether the domain-removal guard would refuse.
-func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool) (*Order, error) {
+func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool) (*store.Order, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err
@@ -116,12 +117,12 @@ func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool)
 	if err := d.guardServiceEnded(cc); err != nil {
 		return nil, err
 	}
-	return &Order{Cert: cc.Name, ServiceID: cc.ServiceID, Names: cc.Names(), DomainDCV: cc.Domains, KeyType: cc.KeyType}, nil
+	return &store.Order{Cert: cc.Name, ServiceID: cc.ServiceID, Names: cc.Names(), DomainDCV: cc.Domains, KeyType: cc.KeyType}, nil
 }
 
 func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow bool) error {
 	live, err := d.store.Certificate(ctx, cc.Name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -142,18 +143,18 @@ func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow b
 // newOrder persists the intent of a reissue: unique_id, key, CSR. The key
 // is on disk before the order row names it, and both before anything is
 // sent.
-func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemoval bool) (*Order, error) {
+func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemoval bool) (*store.Order, error) {
 	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
 		return nil, err
 	}
 	if err := d.guardServiceEnded(cc); err != nil {
 		return nil, err
 	}
-	o := &Order{
+	o := &store.Order{
 		UniqueID:           "dcvd-" + randomHex(16),
 		Cert:               cc.Name,
 		ServiceID:          cc.ServiceID,
-		Step:               StepNew,
+		Step:               store.StepNew,
 		Names:              cc.Names(),
 		DomainDCV:          cc.Domains,
 		KeyType:            cc.KeyType,
@@ -165,7 +166,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 	var reused bool
 	if cc.ReuseKey {
 		if live, err := d.store.Certificate(ctx, cc.Name); err == nil {
-			held := &Order{Cert: cc.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed}
+			held := &store.Order{Cert: cc.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed}
 			// A key is reused only in the form this mode keeps keys in.
 			if (d.sealer != nil) == (live.KeySealed != "") && (live.KeyFile != "" || live.KeySealed != "") {
 				if _, _, err := d.orderKey(held); err == nil {
@@ -215,7 +216,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemova
 
 // orderKey returns o's private key and its PEM: opened from the database
 // in cluster mode, else read from its file.
-func (d *Daemon) orderKey(o *Order) (crypto.Signer, []byte, error) {
+func (d *Daemon) orderKey(o *store.Order) (crypto.Signer, []byte, error) {
 	if o.KeySealed == "" {
 		return loadKey(o.KeyFile)
 	}
@@ -234,7 +235,7 @@ func (d *Daemon) orderKey(o *Order) (crypto.Signer, []byte, error) {
 }
 
 // drive advances o until it ends or, unless opt.Wait, until it must wait.
-func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, opt ReissueOptions) error {
+func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *store.Order, opt ReissueOptions) error {
 	if !d.claim(o.Cert) {
 		return fmt.Errorf("certificate %s: its order %s is already being driven", o.Cert, o.UniqueID)
 	}
@@ -243,7 +244,7 @@ func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *Order, opt Reissu
 
 // driveClaimed is drive for a caller that has claimed o.Cert; it releases
 // the claim when it returns.
-func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, opt ReissueOptions) error {
+func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *store.Order, opt ReissueOptions) error {
 	wait := opt.Wait
 	defer d.release(o.Cert)
 	wake, unwake := d.wakeChan(o.UniqueID)
@@ -345,7 +346,7 @@ func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *Order, opt
 			}
 		}
 	}
-	if o.Step == StepFailed {
+	if o.Step == store.StepFailed {
 		return fmt.Errorf("certificate %s: order %s failed: %s", o.Cert, o.UniqueID, o.LastError)
 	}
 	return nil
@@ -372,9 +373,9 @@ const reloadBackoffStart = 3
 // failedTryBackoff is how long o waits after try o.Attempts failed in
 // step with err: retryBackoff, later for a failed reload, and never sooner
 // than a CA that said when to come back (429, 503) asked.
-func failedTryBackoff(o *Order, step Step, err error) time.Duration {
+func failedTryBackoff(o *store.Order, step store.Step, err error) time.Duration {
 	n := o.Attempts
-	if step == StepDeployed {
+	if step == store.StepDeployed {
 		n += reloadBackoffStart - 1
 	}
 	wait := retryBackoff(n)
@@ -385,10 +386,10 @@ func failedTryBackoff(o *Order, step Step, err error) time.Duration {
 }
 
 // advance performs the current step's work and records the next step.
-func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *time.Duration) error {
+func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *store.Order, poll *time.Duration) error {
 	log := d.orderLog(o)
 	switch o.Step {
-	case StepNew:
+	case store.StepNew:
 		// Before the paid call: what would fail only after it (a web
 		// root dcvd cannot write, a deploy directory it cannot use) is
 		// refused now, while refusing costs nothing. Not fatal: the order
@@ -432,9 +433,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 				d.alertEmailApproval(o, in.Domain, in.Email.Address)
 			}
 		}
-		return d.next(ctx, o, StepSubmitted)
+		return d.next(ctx, o, store.StepSubmitted)
 
-	case StepSubmitted:
+	case store.StepSubmitted:
 		var cnames []reseller.CNAMEInstruction
 		for _, in := range o.Instructions {
 			if in.CNAME != nil {
@@ -450,9 +451,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 				return err
 			}
 		}
-		return d.next(ctx, o, StepPublishing)
+		return d.next(ctx, o, store.StepPublishing)
 
-	case StepPublishing:
+	case store.StepPublishing:
 		if len(o.DNSRecords) > 0 {
 			p, err := d.dnsFor(cc)
 			if err != nil {
@@ -467,9 +468,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		if err := d.writeFiles(ctx, cc, o); err != nil {
 			return err
 		}
-		return d.next(ctx, o, StepPublished)
+		return d.next(ctx, o, store.StepPublished)
 
-	case StepPublished:
+	case store.StepPublished:
 		start := d.now()
 		var p dnsPublisher
 		if len(o.DNSRecords) > 0 {
@@ -511,18 +512,18 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			}
 		}
 		log.Info("every record and file is visible", zap.Duration("took", d.now().Sub(start)))
-		return d.next(ctx, o, StepVisible)
+		return d.next(ctx, o, store.StepVisible)
 
-	case StepVisible:
+	case store.StepVisible:
 		// Only now: a CA that looks too early caches its failure.
 		if err := d.apiClient().UpdateDCV(ctx, o.ServiceID, o.DomainDCV); err != nil {
 			return err
 		}
 		log.Info("re-check requested")
 		o.NextAttempt = d.now().Add(min(*poll, 2*time.Second))
-		return d.next(ctx, o, StepRechecked)
+		return d.next(ctx, o, store.StepRechecked)
 
-	case StepRechecked:
+	case store.StepRechecked:
 		res, err := d.apiClient().Detail(ctx, o.ServiceID)
 		if err != nil {
 			return err
@@ -551,9 +552,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		o.CertPEM, o.ChainPEM = got.leafPEM, got.chainPEM
 		o.Serial, o.NotBefore, o.NotAfter = serialHex(got.leaf), got.leaf.NotBefore, got.leaf.NotAfter
 		log.Info("certificate issued and verified", zap.String("serial", o.Serial), zap.String("not_after", o.NotAfter.UTC().Format(time.RFC3339)))
-		return d.next(ctx, o, StepIssued)
+		return d.next(ctx, o, store.StepIssued)
 
-	case StepIssued:
+	case store.StepIssued:
 		b, err := d.bundle(o)
 		if err != nil {
 			return &fatalError{err}
@@ -562,9 +563,9 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			return err
 		}
 		log.Info("deployed", zap.String("dir", cc.Deploy.Dir))
-		return d.next(ctx, o, StepDeployed)
+		return d.next(ctx, o, store.StepDeployed)
 
-	case StepDeployed:
+	case store.StepDeployed:
 		b, err := d.bundle(o)
 		if err != nil {
 			return &fatalError{err}
@@ -578,7 +579,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			// The next attempt installs again. Recorded before the files
 			// are rolled back: a crash after the rollback must not resume
 			// at deployed and take the restored files for the new ones.
-			o.Step = StepIssued
+			o.Step = store.StepIssued
 			if perr := d.storeFor(o.Cert).PutOrder(ctx, o); perr != nil {
 				return errors.Join(err, perr)
 			}
@@ -595,7 +596,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 			}
 			return fmt.Errorf("reload failed, previous files restored and reloaded: %w", err)
 		}
-		live := &Certificate{
+		live := &store.Certificate{
 			Name: o.Cert, Serial: o.Serial, Names: o.Names, NotBefore: o.NotBefore, NotAfter: o.NotAfter,
 			CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyFile: o.KeyFile, KeySealed: o.KeySealed, UniqueID: o.UniqueID,
 			DeployedAt: d.now(),
@@ -609,19 +610,19 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 		log.Info("reloaded; the new certificate is live", zap.String("serial", o.Serial))
 		d.clusterDeployed(ctx, cc, o.Serial, nil)
 		d.updateCertMetrics(ctx, cc)
-		return d.next(ctx, o, StepReloaded)
+		return d.next(ctx, o, store.StepReloaded)
 
-	case StepReloaded:
+	case store.StepReloaded:
 		if err := d.cleanup(ctx, cc, o); err != nil {
 			return err
 		}
 		// History first: a crash before the order is marked done repeats
 		// this step, and AddAttempt replaces its entry for the unique_id.
-		if err := d.storeFor(o.Cert).AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
-			Outcome: StepDone, Cost: o.Cost, Serial: o.Serial}); err != nil {
+		if err := d.storeFor(o.Cert).AddAttempt(ctx, store.Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+			Outcome: store.StepDone, Cost: o.Cost, Serial: o.Serial}); err != nil {
 			return err
 		}
-		if err := d.next(ctx, o, StepDone); err != nil {
+		if err := d.next(ctx, o, store.StepDone); err != nil {
 			return err
 		}
 		log.Info("order done", zap.Float64("cost", o.Cost))
@@ -636,12 +637,12 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *Order, poll *ti
 // deployed) is no progress while the reload that follows keeps failing
 // and rolls them back, so the tries count on, and the backoff grows,
 // until the reload succeeds.
-func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
+func (d *Daemon) next(ctx context.Context, o *store.Order, step store.Step) error {
 	o.Step = step
-	if step != StepDeployed {
+	if step != store.StepDeployed {
 		o.Attempts, o.LastError = 0, ""
 	}
-	if step != StepRechecked {
+	if step != store.StepRechecked {
 		o.NextAttempt = time.Time{}
 	}
 	if err := d.storeFor(o.Cert).PutOrder(ctx, o); err != nil {
@@ -653,21 +654,21 @@ func (d *Daemon) next(ctx context.Context, o *Order, step Step) error {
 
 // stepped follows a persisted step: log, metrics, the other nodes of a
 // cluster, and the crash tests' hook.
-func (d *Daemon) stepped(ctx context.Context, o *Order) {
+func (d *Daemon) stepped(ctx context.Context, o *store.Order) {
 	d.orderLog(o).Info("step", zap.String("step", string(o.Step)))
 	if o.Step.Terminal() {
 		d.metrics.SetStep(o.Cert, "")
 	} else {
 		d.metrics.SetStep(o.Cert, string(o.Step))
 	}
-	d.announce(ctx, ClusterEvent{Kind: EventOrder, Cert: o.Cert, UniqueID: o.UniqueID})
+	d.announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: o.Cert, UniqueID: o.UniqueID})
 	if d.afterStep != nil {
 		d.afterStep(o)
 	}
 }
 
 // fail ends o: its DCV is cleaned up and the attempt recorded.
-func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error) {
+func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *store.Order, cause error) {
 	log := d.orderLog(o)
 	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
 	d.metrics.Failure(o.Cert, failureReason(o.Step, cause))
@@ -679,12 +680,12 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *Order, cause error
 	if err := d.cleanup(ctx, cc, o); err != nil {
 		log.Warn("cleaning up after the failure", zap.Error(err))
 	}
-	if err := d.storeFor(o.Cert).AddAttempt(ctx, Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
-		Outcome: StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
+	if err := d.storeFor(o.Cert).AddAttempt(ctx, store.Attempt{Cert: o.Cert, UniqueID: o.UniqueID, Started: o.Created, Finished: d.now(),
+		Outcome: store.StepFailed, Cost: o.Cost, Error: cause.Error()}); err != nil {
 		log.Error("recording the failure", zap.Error(err))
 	}
 	o.LastError = cause.Error()
-	o.Step = StepFailed
+	o.Step = store.StepFailed
 	if err := d.storeFor(o.Cert).PutOrder(ctx, o); err != nil {
 		log.Error("recording the failure", zap.Error(err))
 	}
@@ -701,7 +702,7 @@ func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
 
 // writeFiles publishes the HTTP validation files: into every web root, and
 // into the responder when the daemon serves them itself.
-func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
 	if d.cluster != nil {
 		// Every node writes its own web roots (clusterFiles); the
 		// written files are this node's, not the order's.
@@ -725,9 +726,9 @@ func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *Order) error
 // serveFiles puts the order's pending files into the in-memory responder
 // (and a standalone listener when configured). It is repeated when an
 // order resumes after a restart, since the responder is in memory.
-func (d *Daemon) serveFiles(ctx context.Context, cc *CertConfig, o *Order) error {
+func (d *Daemon) serveFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
 	switch o.Step {
-	case StepPublishing, StepPublished, StepVisible, StepRechecked:
+	case store.StepPublishing, store.StepPublished, store.StepVisible, store.StepRechecked:
 	default:
 		return nil
 	}
@@ -758,7 +759,7 @@ func (d *Daemon) standalone(addr string) *httpchallenge.Standalone {
 
 // cleanup removes the order's DCV records and files: exactly what was
 // planned or written. Safe to repeat.
-func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *Order) error {
+func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *store.Order) error {
 	var errs []error
 	if len(o.DNSRecords) > 0 {
 		if p, err := d.dnsFor(cc); err != nil {
@@ -832,7 +833,7 @@ func mergeWritten(have, ws []httpchallenge.Written) []httpchallenge.Written {
 	return have
 }
 
-func (d *Daemon) bundle(o *Order) (Bundle, error) {
+func (d *Daemon) bundle(o *store.Order) (Bundle, error) {
 	_, keyPEM, err := d.orderKey(o)
 	if err != nil {
 		return Bundle{}, fmt.Errorf("the key of order %s: %w", o.UniqueID, err)
@@ -842,7 +843,7 @@ func (d *Daemon) bundle(o *Order) (Bundle, error) {
 }
 
 // notifyURL is where the CA calls back for o, or "" without callbacks.
-func (d *Daemon) notifyURL(o *Order) string {
+func (d *Daemon) notifyURL(o *store.Order) string {
 	base := strings.TrimSuffix(d.config().Daemon.CallbackURL, "/")
 	if base == "" {
 		return ""
@@ -874,25 +875,25 @@ func randomHex(n int) string {
 
 // failureReason sorts a failure for dcvd_failures_total by the step it
 // happened in.
-func failureReason(step Step, err error) string {
+func failureReason(step store.Step, err error) string {
 	var pe *PreflightError
 	if errors.As(err, &pe) {
 		return FailurePreflight
 	}
 	switch step {
-	case StepNew, StepVisible:
+	case store.StepNew, store.StepVisible:
 		return FailureAPI
-	case StepSubmitted, StepPublishing, StepPublished:
+	case store.StepSubmitted, store.StepPublishing, store.StepPublished:
 		return FailureDCV
-	case StepRechecked:
+	case store.StepRechecked:
 		var fe *fatalError
 		if errors.As(err, &fe) {
 			return FailureVerify
 		}
 		return FailureAPI
-	case StepIssued:
+	case store.StepIssued:
 		return FailureDeploy
-	case StepDeployed:
+	case store.StepDeployed:
 		return FailureReload
 	}
 	return FailureOther
@@ -910,7 +911,7 @@ func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
 }
 
 // publishCertMetrics publishes what the caller already read.
-func (d *Daemon) publishCertMetrics(cc *CertConfig, live *Certificate, r Renewal) {
+func (d *Daemon) publishCertMetrics(cc *CertConfig, live *store.Certificate, r Renewal) {
 	var notAfter time.Time
 	ready := false
 	if live != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/libdns/libdns"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -81,7 +82,7 @@ func TestDomainRemovalGuard(t *testing.T) {
 	if n := len(h.sb.Ledger()); n != ledger {
 		t.Errorf("ledger grew from %d to %d entries", ledger, n)
 	}
-	if _, err := d.Store().ActiveOrder(ctx, hCert); !errors.Is(err, ErrNotFound) {
+	if _, err := d.Store().ActiveOrder(ctx, hCert); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("an order was stored despite the refusal: %v", err)
 	}
 	if got := h.keyFiles(); !slices.Equal(got, keys) {
@@ -122,7 +123,7 @@ func TestDomainRemovalGuard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("confirmed reissue: %v", err)
 	}
-	if o.Step != StepDone || !o.AllowDomainRemoval || o.UniqueID == first.UniqueID {
+	if o.Step != store.StepDone || !o.AllowDomainRemoval || o.UniqueID == first.UniqueID {
 		t.Errorf("confirmed order: step %s, allow %v, unique_id %s", o.Step, o.AllowDomainRemoval, o.UniqueID)
 	}
 	stored, err := d.Store().Order(ctx, o.UniqueID)
@@ -190,7 +191,7 @@ func TestFailingReloadRestoresPreviousFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.Step != StepIssued || stored.Attempts != 1 || !strings.Contains(stored.LastError, "reload") ||
+	if stored.Step != store.StepIssued || stored.Attempts != 1 || !strings.Contains(stored.LastError, "reload") ||
 		!stored.NextAttempt.After(h.clock.Now()) {
 		t.Errorf("order after the failed reload: step %s, attempts %d, next %s, last error %q; want issued, 1, later, a reload error",
 			stored.Step, stored.Attempts, stored.NextAttempt, stored.LastError)
@@ -220,7 +221,7 @@ func TestFailingReloadRestoresPreviousFiles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("resumed order: %v", err)
 	}
-	if o2.UniqueID != o.UniqueID || o2.Step != StepDone {
+	if o2.UniqueID != o.UniqueID || o2.Step != store.StepDone {
 		t.Fatalf("resumed order %s in step %s, want %s done", o2.UniqueID, o2.Step, o.UniqueID)
 	}
 	if h.charges(o.UniqueID) != 1 {
@@ -252,7 +253,7 @@ func TestFirstReloadFailureKeepsNewFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.Step != StepDeployed && stored.Step != StepIssued {
+	if stored.Step != store.StepDeployed && stored.Step != store.StepIssued {
 		t.Errorf("order in step %s after the failed first reload", stored.Step)
 	}
 	if !strings.Contains(stored.LastError, "reload") {
@@ -261,13 +262,13 @@ func TestFirstReloadFailureKeepsNewFiles(t *testing.T) {
 	if got := h.deployed()["cert.pem"]; string(got) != stored.CertPEM {
 		t.Errorf("the new files were not left in place")
 	}
-	if _, err := d.Store().Certificate(ctx, hCert); !errors.Is(err, ErrNotFound) {
+	if _, err := d.Store().Certificate(ctx, hCert); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a live certificate was recorded although its reload failed: %v", err)
 	}
 	h.reload.setFail(nil)
 	h.clock.advance(time.Minute)
 	o2, err := h.step(ctx, d)
-	if err != nil || o2.Step != StepDone || o2.UniqueID != o.UniqueID {
+	if err != nil || o2.Step != store.StepDone || o2.UniqueID != o.UniqueID {
 		t.Fatalf("retried order: %v, %+v", err, o2)
 	}
 	h.assertDeployedIs(o2)
@@ -296,7 +297,7 @@ func TestCrashDuringRestoringReload(t *testing.T) {
 		}
 		return nil
 	})
-	_, _, crashed := untilCrash(func() (*Order, error) { return h.step(ctx, d) })
+	_, _, crashed := untilCrash(func() (*store.Order, error) { return h.step(ctx, d) })
 	if !crashed {
 		t.Fatal("the restoring reload was not reached")
 	}
@@ -331,7 +332,7 @@ func TestRecheckOnlyAfterRecordsVisible(t *testing.T) {
 	ctx := hCtx(t)
 	h.provider.setMode(dnsLag, 300*time.Millisecond)
 	d := h.daemon(h.config(hDomains()), func(opts *Options) {
-		opts.AfterStep = func(o *Order) { h.events.add("step " + string(o.Step)) }
+		opts.AfterStep = func(o *store.Order) { h.events.add("step " + string(o.Step)) }
 	})
 	// An early re-check poisons the CA's negative cache and the order
 	// stalls: bound it, and look at the order of events first.
@@ -347,7 +348,7 @@ func TestRecheckOnlyAfterRecordsVisible(t *testing.T) {
 	if n := h.events.count(evValidate); n != 0 {
 		t.Errorf("%d validate-dcv calls", n)
 	}
-	published, visible := h.events.first("step "+string(StepPublished)), h.events.first("step "+string(StepVisible))
+	published, visible := h.events.first("step "+string(store.StepPublished)), h.events.first("step "+string(store.StepVisible))
 	written := h.events.last("dns written")
 	switch {
 	case published < 0 || visible < 0 || written < 0:
@@ -364,7 +365,7 @@ func TestRecheckOnlyAfterRecordsVisible(t *testing.T) {
 	if selfCheck < 0 || selfCheck > update {
 		t.Errorf("the validation file was not served before update-dcv: %q", ev)
 	}
-	if err != nil || o.Step != StepDone {
+	if err != nil || o.Step != store.StepDone {
 		t.Fatalf("order: %v", err)
 	}
 	if h.charges(o.UniqueID) != 1 {
@@ -395,7 +396,7 @@ func TestRecheckNeverSentWhileRecordsInvisible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Step != StepPublished || o.Attempts != 1 || !strings.Contains(o.LastError, h.dns.Addr()) {
+	if o.Step != store.StepPublished || o.Attempts != 1 || !strings.Contains(o.LastError, h.dns.Addr()) {
 		t.Errorf("order: step %s, attempts %d, last error %q; want published, 1, naming %s", o.Step, o.Attempts, o.LastError, h.dns.Addr())
 	}
 
@@ -404,7 +405,7 @@ func TestRecheckNeverSentWhileRecordsInvisible(t *testing.T) {
 	if _, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: false}); err == nil {
 		t.Fatal("second try succeeded")
 	}
-	if o, err = d.Store().ActiveOrder(ctx, hCert); err != nil || o.Step != StepPublished || o.Attempts != 2 {
+	if o, err = d.Store().ActiveOrder(ctx, hCert); err != nil || o.Step != store.StepPublished || o.Attempts != 2 {
 		t.Errorf("order after the second try: %+v, %v", o, err)
 	}
 	if n := h.events.count(evUpdateDCV) + h.events.count(evValidate); n != 0 {
@@ -442,8 +443,8 @@ func TestRecheckNeverSentWhileRecordsInvisible(t *testing.T) {
 }
 
 // crashSteps are the steps after which the crash tests stop the daemon.
-var crashSteps = []Step{StepNew, StepSubmitted, StepPublishing, StepPublished, StepVisible, StepRechecked,
-	StepIssued, StepDeployed, StepReloaded}
+var crashSteps = []store.Step{store.StepNew, store.StepSubmitted, store.StepPublishing, store.StepPublished, store.StepVisible, store.StepRechecked,
+	store.StepIssued, store.StepDeployed, store.StepReloaded}
 
 // TestResumeAfterCrashAtEveryStep: a daemon stopped right after any step
 // is recorded — dead (a panic out of AfterStep: nothing more runs) or
@@ -464,8 +465,8 @@ func TestResumeAfterCrashAtEveryStep(t *testing.T) {
 				cctx, cancel := context.WithCancel(ctx)
 				defer cancel()
 				d1 := h.daemon(cfg, func(opts *Options) {
-					opts.AfterStep = func(o *Order) {
-						if o.Step == StepNew {
+					opts.AfterStep = func(o *store.Order) {
+						if o.Step == store.StepNew {
 							uid, keyFile = o.UniqueID, o.KeyFile
 							var err error
 							if keyPEM, err = os.ReadFile(o.KeyFile); err != nil {
@@ -482,7 +483,7 @@ func TestResumeAfterCrashAtEveryStep(t *testing.T) {
 						cancel()
 					}
 				})
-				_, err, crashed := untilCrash(func() (*Order, error) {
+				_, err, crashed := untilCrash(func() (*store.Order, error) {
 					return d1.Reissue(cctx, hCert, ReissueOptions{Wait: true})
 				})
 				if !stopped {
@@ -494,12 +495,12 @@ func TestResumeAfterCrashAtEveryStep(t *testing.T) {
 				h.closeDaemon(d1)
 
 				d2 := h.daemon(cfg, nil)
-				var o *Order
+				var o *store.Order
 				if _, aerr := d2.Store().ActiveOrder(ctx, hCert); aerr == nil {
 					if o, err = d2.Reissue(ctx, hCert, ReissueOptions{Wait: true}); err != nil {
 						t.Fatalf("resume after %s %s: %v", how, step, err)
 					}
-				} else if how == "cancel" && errors.Is(aerr, ErrNotFound) {
+				} else if how == "cancel" && errors.Is(aerr, store.ErrNotFound) {
 					// Cancelled at the last step, the first daemon may have
 					// finished before it noticed.
 					if o, err = d2.Store().Order(ctx, uid); err != nil {
@@ -509,7 +510,7 @@ func TestResumeAfterCrashAtEveryStep(t *testing.T) {
 					t.Fatalf("no order in flight after %s at %s: %v", how, step, aerr)
 				}
 
-				if o.UniqueID != uid || o.Step != StepDone {
+				if o.UniqueID != uid || o.Step != store.StepDone {
 					t.Fatalf("order %s in step %s, want %s done", o.UniqueID, o.Step, uid)
 				}
 				if n := h.charges(uid); n != 1 || len(h.sb.Ledger()) != 1 {
@@ -530,7 +531,7 @@ func TestResumeAfterCrashAtEveryStep(t *testing.T) {
 					t.Errorf("live certificate %+v, %v", live, err)
 				}
 				history, err := d2.Store().Attempts(ctx, hCert, 0)
-				if err != nil || len(history) != 1 || history[0].Outcome != StepDone || history[0].UniqueID != uid {
+				if err != nil || len(history) != 1 || history[0].Outcome != store.StepDone || history[0].UniqueID != uid {
 					t.Errorf("history %+v, %v; want one done attempt", history, err)
 				}
 				if calls := h.reload.calls(); len(calls) == 0 || calls[len(calls)-1] != o.Serial {
@@ -564,13 +565,13 @@ func TestLostReissueReplyChargesOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if o.Step != StepNew || o.Attempts != try || !o.NextAttempt.After(h.clock.Now()) {
+		if o.Step != store.StepNew || o.Attempts != try || !o.NextAttempt.After(h.clock.Now()) {
 			t.Fatalf("after lost reply %d: step %s, attempts %d, next %s", try, o.Step, o.Attempts, o.NextAttempt)
 		}
 		h.clock.advance(time.Hour)
 	}
 	o, err := h.step(ctx, d)
-	if err != nil || o.Step != StepDone {
+	if err != nil || o.Step != store.StepDone {
 		t.Fatalf("order after the replies came back: %v", err)
 	}
 	if n := h.events.count(evReissue); n != 3 {
@@ -597,7 +598,7 @@ func TestRetryPublishesAgain(t *testing.T) {
 		t.Fatal("Reissue succeeded with a lost DNS write")
 	}
 	o, err := d.Store().ActiveOrder(ctx, hCert)
-	if err != nil || o.Step != StepPublished || o.Attempts != 1 {
+	if err != nil || o.Step != store.StepPublished || o.Attempts != 1 {
 		t.Fatalf("after the lost write: %+v, %v; want step published, attempt 1", o, err)
 	}
 	h.provider.setMode(dnsNormal, 0)

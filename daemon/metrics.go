@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // The reasons Failure counts under. Anything else is counted as
@@ -35,9 +37,9 @@ func failureReasons() []string {
 // orderSteps are the steps dcvd_order_step always has a series for, so that
 // a query on one step (dcvd_order_step{step="publishing"} == 1) does not
 // depend on which steps a certificate happened to go through.
-func orderSteps() []Step {
-	return []Step{StepNew, StepSubmitted, StepPublishing, StepPublished, StepVisible,
-		StepRechecked, StepIssued, StepDeployed, StepReloaded, StepDone, StepFailed}
+func orderSteps() []store.Step {
+	return []store.Step{store.StepNew, store.StepSubmitted, store.StepPublishing, store.StepPublished, store.StepVisible,
+		store.StepRechecked, store.StepIssued, store.StepDeployed, store.StepReloaded, store.StepDone, store.StepFailed}
 }
 
 // Ready conditions of dcvd_certificate_ready_status, as cert-manager names them.

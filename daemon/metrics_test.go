@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // metricsSnapshot gathers every dcvd_ series of m as "name{l="v",…}" →
@@ -404,7 +406,7 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 // is left alone.
 func TestMetricsStepOneHot(t *testing.T) {
 	m := NewMetrics()
-	m.SetStep("other", string(StepRechecked))
+	m.SetStep("other", string(store.StepRechecked))
 	seq := append([]string{""}, func() []string {
 		var s []string
 		for _, st := range orderSteps() {
@@ -412,7 +414,7 @@ func TestMetricsStepOneHot(t *testing.T) {
 		}
 		return s
 	}()...)
-	seq = append(seq, "future", "", string(StepNew))
+	seq = append(seq, "future", "", string(store.StepNew))
 	for _, cur := range seq {
 		m.SetStep("www", cur)
 		ones, series := 0, 0
@@ -442,7 +444,7 @@ func TestMetricsStepOneHot(t *testing.T) {
 		if ones != wantOnes || series != wantSeries {
 			t.Errorf("step %q: %d series at 1 of %d, want %d of %d", cur, ones, series, wantOnes, wantSeries)
 		}
-		if got := testutil.ToFloat64(m.step.WithLabelValues("other", string(StepRechecked))); got != 1 {
+		if got := testutil.ToFloat64(m.step.WithLabelValues("other", string(store.StepRechecked))); got != 1 {
 			t.Errorf("step %q: other certificate's step = %v, want 1", cur, got)
 		}
 	}
@@ -451,7 +453,7 @@ func TestMetricsStepOneHot(t *testing.T) {
 func TestMetricsExposition(t *testing.T) {
 	m := NewMetrics()
 	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), false)
-	m.SetStep("www", string(StepVisible))
+	m.SetStep("www", string(store.StepVisible))
 	const want = `
 # HELP dcvd_certificate_ready_status Whether the certificate is ready: a valid certificate is deployed and not due for renewal. 1 on the condition that holds, 0 on the other.
 # TYPE dcvd_certificate_ready_status gauge
@@ -475,7 +477,7 @@ dcvd_certificate_expiration_timestamp_seconds{name="www"} 1.8e+09
 func TestMetricsFamilies(t *testing.T) {
 	m := NewMetrics()
 	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), true)
-	m.SetStep("www", string(StepNew))
+	m.SetStep("www", string(store.StepNew))
 	m.ReissueStarted("www")
 	m.Failure("www", FailureDeploy)
 	m.Charge("www", 1)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/testfs"
 )
 
@@ -190,7 +191,7 @@ func TestPreflightStopsThePaidReissue(t *testing.T) {
 	if n := len(h.sb.Ledger()); n != 0 {
 		t.Errorf("%d charge(s) in the ledger", n)
 	}
-	if o == nil || o.Step != StepNew {
+	if o == nil || o.Step != store.StepNew {
 		t.Fatalf("order %+v, want it waiting at step new", o)
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) > 0 {

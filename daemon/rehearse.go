@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
@@ -57,7 +58,7 @@ type Rehearsal struct {
 	// Plan is the reissue the real run would send (see Daemon.Plan); an
 	// order in flight when it has a UniqueID. Nil when the plan itself
 	// was refused.
-	Plan  *Order
+	Plan  *store.Order
 	Steps []RehearsalStep
 }
 

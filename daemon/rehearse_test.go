@@ -10,6 +10,7 @@ import (
 
 	"github.com/libdns/libdns"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/providers"
 )
 
@@ -112,7 +113,7 @@ func TestRehearse(t *testing.T) {
 			if n := h.events.count(evReissue); n != 0 {
 				t.Errorf("the rehearsal sent %d reissue(s)", n)
 			}
-			if o, err := d.Store().ActiveOrder(context.Background(), hCert); !errors.Is(err, ErrNotFound) {
+			if o, err := d.Store().ActiveOrder(context.Background(), hCert); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("the rehearsal left an order: %+v, %v", o, err)
 			}
 			if keys := h.keyFiles(); len(keys) != 0 {

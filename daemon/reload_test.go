@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -49,18 +50,18 @@ func runInBackground(t *testing.T, d *Daemon) (stop func()) {
 // stepWatch is an AfterStep hook that reports the steps each order
 // persists, and can hold a driver at one step until released.
 type stepWatch struct {
-	holdAt  Step
-	held    chan string   // the unique_id of an order held at holdAt
-	release chan struct{} // closed to let it go on
-	ended   chan *Order   // a copy of each order that ended
+	holdAt  store.Step
+	held    chan string       // the unique_id of an order held at holdAt
+	release chan struct{}     // closed to let it go on
+	ended   chan *store.Order // a copy of each order that ended
 	once    sync.Once
 }
 
-func newStepWatch(holdAt Step) *stepWatch {
-	return &stepWatch{holdAt: holdAt, held: make(chan string, 1), release: make(chan struct{}), ended: make(chan *Order, 16)}
+func newStepWatch(holdAt store.Step) *stepWatch {
+	return &stepWatch{holdAt: holdAt, held: make(chan string, 1), release: make(chan struct{}), ended: make(chan *store.Order, 16)}
 }
 
-func (w *stepWatch) afterStep(o *Order) {
+func (w *stepWatch) afterStep(o *store.Order) {
 	if o.Step.Terminal() {
 		c := *o
 		w.ended <- &c
@@ -85,7 +86,7 @@ func (w *stepWatch) waitHeld(t *testing.T) string {
 	}
 }
 
-func (w *stepWatch) waitEnded(t *testing.T) *Order {
+func (w *stepWatch) waitEnded(t *testing.T) *store.Order {
 	t.Helper()
 	select {
 	case o := <-w.ended:
@@ -144,7 +145,7 @@ func TestDaemonReloadKeepsOrdersInFlight(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			cfg := h.config(hDomains())
-			w := newStepWatch(StepPublished)
+			w := newStepWatch(store.StepPublished)
 			var zone *providers.DNS
 			d := h.daemon(cfg, func(o *Options) {
 				o.AfterStep = w.afterStep
@@ -177,7 +178,7 @@ func TestDaemonReloadKeepsOrdersInFlight(t *testing.T) {
 			close(w.release)
 
 			o := w.waitEnded(t)
-			if o.UniqueID != uid || o.Step != StepDone {
+			if o.UniqueID != uid || o.Step != store.StepDone {
 				t.Fatalf("order %s ended at %s (%s), want %s done", o.UniqueID, o.Step, o.LastError, uid)
 			}
 			if n := h.charges(uid); n != 1 {
@@ -239,7 +240,7 @@ func TestDaemonReloadAddsCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := w.waitEnded(t)
-	if o.Cert != hCert || o.Step != StepDone {
+	if o.Cert != hCert || o.Step != store.StepDone {
 		t.Fatalf("order of %s ended at %s (%s), want %s done", o.Cert, o.Step, o.LastError, hCert)
 	}
 	h.assertDeployedIs(o)
@@ -284,7 +285,7 @@ func TestDaemonReloadWhileDriving(t *testing.T) {
 	o := w.waitEnded(t)
 	close(stopReloads)
 	n := <-reloaded
-	if o.Step != StepDone {
+	if o.Step != store.StepDone {
 		t.Fatalf("order ended at %s (%s) under reloads", o.Step, o.LastError)
 	}
 	if n == 0 {
@@ -416,7 +417,7 @@ func TestDaemonReloadReplacesAPIClient(t *testing.T) {
 	if err := d.Reload(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if o = h.issue(ctx, d); o.Step != StepDone {
+	if o = h.issue(ctx, d); o.Step != store.StepDone {
 		t.Fatalf("after the secret was put right the order ended at %s", o.Step)
 	}
 }
@@ -462,9 +463,9 @@ func TestStopFinishesTheStepAtWork(t *testing.T) {
 	if err != nil {
 		t.Fatalf("after the stop: %v, want the order in flight", err)
 	}
-	if o.Step != StepReloaded {
+	if o.Step != store.StepReloaded {
 		t.Fatalf("after the stop the order is at %s (%s), want %s: the reload at work finished and was recorded, nothing after it ran",
-			o.Step, o.LastError, StepReloaded)
+			o.Step, o.LastError, store.StepReloaded)
 	}
 	if live, err := d.store.Certificate(hCtx(t), hCert); err != nil || live.Serial != o.Serial {
 		t.Fatalf("the live certificate after the stop: %v, %v; want serial %s", live, err, o.Serial)
@@ -477,7 +478,7 @@ func TestStopFinishesTheStepAtWork(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the restart could not finish the order: %v", err)
 	}
-	if done.UniqueID != o.UniqueID || done.Step != StepDone {
+	if done.UniqueID != o.UniqueID || done.Step != store.StepDone {
 		t.Fatalf("the restart ended order %s at %s, want %s done", done.UniqueID, done.Step, o.UniqueID)
 	}
 	if n := len(h.reload.calls()); n != 1 {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // This file is "dcvd retry NAME": the admin's way to have an order in
@@ -43,7 +45,7 @@ type RetryResult struct {
 	// Order is the order in flight as it stood when Retry looked at it
 	// (with RetryRecorded and RetryStarted, NextAttempt is the time it was
 	// made due). It is Retry's own copy.
-	Order *Order
+	Order *store.Order
 	How   RetryHow
 	// Holder is the node that drives the order, with RetryElsewhere.
 	Holder string
@@ -57,7 +59,7 @@ func (e *NoOrderError) Error() string {
 	return fmt.Sprintf("certificate %s has no order in flight; dcvd reissue %s starts one", e.Cert, e.Cert)
 }
 
-func (e *NoOrderError) Unwrap() error { return ErrNotFound }
+func (e *NoOrderError) Unwrap() error { return store.ErrNotFound }
 
 // busyError says that the certificate is claimed in this process by
 // something that is not a driver waiting on its order (a redeploy, or a
@@ -72,7 +74,7 @@ func (e *busyError) Error() string {
 // InBackoff reports whether o waits out the backoff of failed tries at
 // now: its last try failed and the next one is not due yet. Nothing tries
 // it before NextAttempt unless someone asks (Retry).
-func InBackoff(o *Order, now time.Time) bool {
+func InBackoff(o *store.Order, now time.Time) bool {
 	return o != nil && !o.Step.Terminal() && o.Attempts > 0 && o.NextAttempt.After(now)
 }
 
@@ -99,7 +101,7 @@ func (d *Daemon) Retry(ctx context.Context, name string) (*RetryResult, error) {
 // recorded as due, with the certificate claimed and its lease held (which
 // release gives back): it must drive the order (driveClaimed releases the
 // claim). The result is then RetryStarted.
-func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *CertConfig, o *Order, release func())) (*RetryResult, error) {
+func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *CertConfig, o *store.Order, release func())) (*RetryResult, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err
@@ -119,7 +121,7 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 	lctx, release, err := d.lease(ctx, name)
 	if err != nil {
 		d.release(name)
-		if errors.Is(err, ErrLeaseHeld) {
+		if errors.Is(err, store.ErrLeaseHeld) {
 			return &RetryResult{Order: o, How: RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
 		}
 		return nil, err
@@ -149,7 +151,7 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 		// before it starts.
 		view, err := d.store.Order(lctx, o.UniqueID)
 		if err != nil {
-			view = &Order{UniqueID: o.UniqueID, Cert: o.Cert, Step: o.Step, Attempts: o.Attempts,
+			view = &store.Order{UniqueID: o.UniqueID, Cert: o.Cert, Step: o.Step, Attempts: o.Attempts,
 				NextAttempt: o.NextAttempt, LastError: o.LastError, Created: o.Created, Cost: o.Cost}
 		}
 		takeOver(lctx, cc, o, release)
@@ -159,14 +161,14 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 	// The lease is free and the order due: told now, the nodes of a
 	// cluster look at once instead of at their next sync, and one of them
 	// drives it. A lost notification only delays that to the next sync.
-	d.announce(ctx, ClusterEvent{Kind: EventOrder, Cert: name, UniqueID: o.UniqueID})
+	d.announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: name, UniqueID: o.UniqueID})
 	return &RetryResult{Order: o, How: RetryRecorded}, nil
 }
 
 // activeOrder is the order in flight of name, or a *NoOrderError.
-func (d *Daemon) activeOrder(ctx context.Context, name string) (*Order, error) {
+func (d *Daemon) activeOrder(ctx context.Context, name string) (*store.Order, error) {
 	o, err := d.store.ActiveOrder(ctx, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, &NoOrderError{Cert: name}
 	}
 	if err != nil {

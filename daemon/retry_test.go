@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
+	"github.com/dcvd/dcvd/internal/pgtest"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -18,7 +20,7 @@ const farBackoff = 24 * time.Hour
 // failed try (the CA took the reissue but its reply was lost), with its
 // next attempt pushed farBackoff away, as after many failures, and nobody
 // driving it. It returns the order as stored.
-func orderInBackoff(t *testing.T, h *harness, d *Daemon) *Order {
+func orderInBackoff(t *testing.T, h *harness, d *Daemon) *store.Order {
 	t.Helper()
 	ctx := hCtx(t)
 	h.mu.Lock()
@@ -28,7 +30,7 @@ func orderInBackoff(t *testing.T, h *harness, d *Daemon) *Order {
 	h.mu.Lock()
 	h.lose = nil
 	h.mu.Unlock()
-	if err == nil || o == nil || o.Step != StepNew || o.Attempts != 1 || o.LastError == "" {
+	if err == nil || o == nil || o.Step != store.StepNew || o.Attempts != 1 || o.LastError == "" {
 		t.Fatalf("a reissue whose reply was lost: %+v, %v; want an order at step new with one failed try", o, err)
 	}
 	stored, err := d.store.ActiveOrder(ctx, hCert)
@@ -70,7 +72,7 @@ func TestRetryWakesWaitingDriver(t *testing.T) {
 	stuck := orderInBackoff(t, h, d)
 
 	type drove struct {
-		o   *Order
+		o   *store.Order
 		err error
 	}
 	done := make(chan drove, 1)
@@ -97,7 +99,7 @@ func TestRetryWakesWaitingDriver(t *testing.T) {
 	}
 	select {
 	case r := <-done:
-		if r.err != nil || r.o.Step != StepDone || r.o.UniqueID != stuck.UniqueID {
+		if r.err != nil || r.o.Step != store.StepDone || r.o.UniqueID != stuck.UniqueID {
 			t.Fatalf("the woken driver ended with %+v, %v; want order %s done", r.o, r.err, stuck.UniqueID)
 		}
 	case <-ctx.Done():
@@ -141,7 +143,7 @@ func TestRetryRecordsWhenNobodyDrives(t *testing.T) {
 	}
 	// hCtx bounds this far below the day of backoff.
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
-	if err != nil || o.Step != StepDone || o.UniqueID != stuck.UniqueID {
+	if err != nil || o.Step != store.StepDone || o.UniqueID != stuck.UniqueID {
 		t.Fatalf("the retried order ended with %+v, %v; want %s done", o, err, stuck.UniqueID)
 	}
 }
@@ -156,7 +158,7 @@ func TestRetryRefusals(t *testing.T) {
 
 	_, err := d.Retry(ctx, hCert)
 	var noe *NoOrderError
-	if !errors.As(err, &noe) || !errors.Is(err, ErrNotFound) {
+	if !errors.As(err, &noe) || !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Retry without an order: %v, want a *NoOrderError", err)
 	}
 	if want := "certificate shop has no order in flight; dcvd reissue shop starts one"; err.Error() != want {
@@ -216,14 +218,14 @@ func TestInBackoff(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tt := range []struct {
 		name string
-		o    *Order
+		o    *store.Order
 		want bool
 	}{
-		{"failed, next try tomorrow", &Order{Step: StepNew, Attempts: 9, NextAttempt: now.Add(24 * time.Hour)}, true},
-		{"failed, next try due", &Order{Step: StepNew, Attempts: 9, NextAttempt: now}, false},
-		{"waiting for the CA, no failure", &Order{Step: StepRechecked, NextAttempt: now.Add(time.Minute)}, false},
-		{"failed, nothing scheduled", &Order{Step: StepPublished, Attempts: 1}, false},
-		{"ended", &Order{Step: StepFailed, Attempts: 3, NextAttempt: now.Add(time.Hour)}, false},
+		{"failed, next try tomorrow", &store.Order{Step: store.StepNew, Attempts: 9, NextAttempt: now.Add(24 * time.Hour)}, true},
+		{"failed, next try due", &store.Order{Step: store.StepNew, Attempts: 9, NextAttempt: now}, false},
+		{"waiting for the CA, no failure", &store.Order{Step: store.StepRechecked, NextAttempt: now.Add(time.Minute)}, false},
+		{"failed, nothing scheduled", &store.Order{Step: store.StepPublished, Attempts: 1}, false},
+		{"ended", &store.Order{Step: store.StepFailed, Attempts: 3, NextAttempt: now.Add(time.Hour)}, false},
 		{"no order", nil, false},
 	} {
 		if got := InBackoff(tt.o, now); got != tt.want {
@@ -257,13 +259,13 @@ func TestRetryContextEnds(t *testing.T) {
 // nothing; the holder's retry wakes its driver, which ends the order (one
 // charge, whichever node).
 func TestClusterRetry(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	h := newHarness(t)
 	names := []string{"n1", "n2"}
 	nodes := map[string]*Daemon{}
 	for _, name := range names {
 		cfg, _, _ := clusterNodeConfig(t, h, name)
-		store, err := OpenPostgres(context.Background(), dsn)
+		store, err := store.OpenPostgres(context.Background(), dsn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +273,7 @@ func TestClusterRetry(t *testing.T) {
 		nodes[name] = h.daemon(cfg, func(o *Options) { o.Store = store })
 	}
 	ctx := hCtx(t)
-	cs := nodes["n1"].Store().(ClusterStore)
+	cs := nodes["n1"].Store().(store.ClusterStore)
 
 	// No node runs: the retry takes the lease, records, gives it back.
 	stuck := orderInBackoff(t, h, nodes["n1"])

@@ -13,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
@@ -42,7 +43,7 @@ type Renewal struct {
 // (default: a third of the lifetime) remains of the live certificate, less
 // a jitter fixed by the name and serial; at once when there is no live
 // certificate; and, after failed attempts, not before their backoff ends.
-func NextRenewal(cc *CertConfig, live *Certificate, history []Attempt, now time.Time) Renewal {
+func NextRenewal(cc *CertConfig, live *store.Certificate, history []store.Attempt, now time.Time) Renewal {
 	r := Renewal{At: now, Reason: "no live certificate"}
 	if live != nil && !live.NotAfter.IsZero() {
 		before := cc.RenewBefore
@@ -58,7 +59,7 @@ func NextRenewal(cc *CertConfig, live *Certificate, history []Attempt, now time.
 	// Consecutive failed attempts (newest first) push the next try back.
 	failures := 0
 	for _, a := range history {
-		if a.Outcome != StepFailed {
+		if a.Outcome != store.StepFailed {
 			break
 		}
 		failures++
@@ -91,7 +92,7 @@ func jitter(name, serial string, window time.Duration) time.Duration {
 	return time.Duration(h.Sum64() % uint64(span))
 }
 
-func missingNames(cc *CertConfig, live *Certificate) []string {
+func missingNames(cc *CertConfig, live *store.Certificate) []string {
 	have := map[string]bool{}
 	for _, n := range live.Names {
 		have[n] = true
@@ -304,7 +305,7 @@ func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
 // resume starts a driver for the order o in flight, unless one drives it
 // (in this process, or in another node of a cluster: its lease is held).
 // The caller holds startMu.
-func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *Order) {
+func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *store.Order) {
 	cc, err := d.certConfig(o.Cert)
 	if err != nil {
 		d.orderLog(o).Warn("order in flight for a certificate no longer configured; leaving it", zap.String("step", string(o.Step)))
@@ -325,7 +326,7 @@ func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *Order) {
 	if err != nil {
 		release()
 		d.release(cc.Name)
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, store.ErrNotFound) {
 			d.orderLog(o).Error("reading the order in flight", zap.Error(err))
 		}
 		return
@@ -360,7 +361,7 @@ func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *CertC
 			// Another node started it since the first look.
 			d.goDriveClaimed(lctx, wg, cc, o, release)
 			return
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, store.ErrNotFound):
 			d.log.Error("reading the order in flight", zap.String("cert", cc.Name), zap.Error(err))
 			giveUp()
 			return
@@ -389,7 +390,7 @@ func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *CertC
 // logLeaseRefused logs why a driver was not started: quietly when another
 // node holds the lease, which is the normal case in a cluster.
 func (d *Daemon) logLeaseRefused(cert string, err error) {
-	if errors.Is(err, ErrLeaseHeld) {
+	if errors.Is(err, store.ErrLeaseHeld) {
 		d.log.Debug("another node drives the certificate", zap.String("cert", cert), zap.Error(err))
 		return
 	}
@@ -398,7 +399,7 @@ func (d *Daemon) logLeaseRefused(cert string, err error) {
 
 // goDriveClaimed drives o in a goroutine; the caller has claimed o.Cert
 // and, in a cluster, taken its lease, which release gives up.
-func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *Order, release func()) {
+func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *store.Order, release func()) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -424,16 +425,15 @@ func (d *Daemon) isDriving(cert string) bool {
 }
 
 // renewalHistory is how many of a certificate's last attempts the renewal
-// decision reads: NextRenewal counts the failures in a row, and the backoff
-// stops growing long before 20.
-const renewalHistory = 20
+// decision reads: all that the store keeps.
+const renewalHistory = store.KeptAttempts
 
 // sweepState is the state of every certificate, read in two queries for one
 // sweep: a query per certificate would cost the sweep about 0.15 ms each
 // with SQLite, 1.5 s at 10,000 certificates (see BenchmarkSweep).
 type sweepState struct {
-	live    map[string]*Certificate
-	history map[string][]Attempt
+	live    map[string]*store.Certificate
+	history map[string][]store.Attempt
 	// driving holds the certificates that were being driven just before
 	// the state was read. Their drivers may have written since: if they
 	// have ended by the time the sweep reaches them, their state is read
@@ -464,7 +464,7 @@ func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
 		d.log.Warn("reading every certificate's history at once; reading them one by one", zap.Error(err))
 		return nil
 	}
-	live := make(map[string]*Certificate, len(certs))
+	live := make(map[string]*store.Certificate, len(certs))
 	for _, c := range certs {
 		live[c.Name] = c
 	}
@@ -477,7 +477,7 @@ func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
 // what acts (a renewal started, a certificate adopted) and what is
 // published about it rests on reads made just before, as it would without
 // the batched read.
-func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertConfig, adopt bool) (Renewal, *Certificate, error) {
+func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
 	if state == nil || state.driving[cc.Name] {
 		return d.renewal(ctx, cc, adopt)
 	}
@@ -501,9 +501,9 @@ func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertCo
 //
 // adopt is false for a look without the lease in a cluster: adopting writes
 // the shared live certificate, which only the lease holder may do.
-func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renewal, *Certificate, error) {
+func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
 	live, err := d.store.Certificate(ctx, cc.Name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		live, err = nil, nil
 		if adopt {
 			live = d.adopt(ctx, cc)
@@ -519,7 +519,7 @@ func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renew
 	return NextRenewal(cc, live, history, d.now()), live, nil
 }
 
-func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
+func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *store.Certificate {
 	certPEM, chainPEM, err := ReadDeployed(cc.Deploy)
 	if err != nil {
 		return nil
@@ -529,7 +529,7 @@ func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *Certificate {
 		return nil
 	}
 	leaf := certs[0]
-	live := &Certificate{Name: cc.Name, Serial: serialHex(leaf), Names: leafNames(leaf), NotBefore: leaf.NotBefore,
+	live := &store.Certificate{Name: cc.Name, Serial: serialHex(leaf), Names: leafNames(leaf), NotBefore: leaf.NotBefore,
 		NotAfter: leaf.NotAfter, CertPEM: certPEM, ChainPEM: chainPEM, DeployedAt: d.now()}
 	if err := d.storeFor(cc.Name).PutCertificate(ctx, live); err != nil {
 		d.log.Warn("adopting the deployed certificate", zap.String("cert", cc.Name), zap.Error(err))

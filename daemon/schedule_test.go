@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -17,8 +18,8 @@ func schedCert(renewBefore time.Duration, names ...string) *CertConfig {
 	return cc
 }
 
-func schedLive(serial string, notBefore time.Time, lifetime time.Duration, names ...string) *Certificate {
-	return &Certificate{Name: "shop", Serial: serial, Names: names, NotBefore: notBefore, NotAfter: notBefore.Add(lifetime)}
+func schedLive(serial string, notBefore time.Time, lifetime time.Duration, names ...string) *store.Certificate {
+	return &store.Certificate{Name: "shop", Serial: serial, Names: names, NotBefore: notBefore, NotAfter: notBefore.Add(lifetime)}
 }
 
 // TestNextRenewal: when a certificate is due, and why.
@@ -29,10 +30,10 @@ func TestNextRenewal(t *testing.T) {
 	issued := now.Add(-10 * day)
 	live := schedLive("0a1b2c", issued, 90*day, names...)
 	failedAt := now.Add(-10 * time.Minute)
-	failures := func(n int) []Attempt {
-		var h []Attempt
+	failures := func(n int) []store.Attempt {
+		var h []store.Attempt
 		for i := range n {
-			h = append(h, Attempt{Cert: "shop", Outcome: StepFailed, Finished: failedAt.Add(-time.Duration(i) * time.Hour)})
+			h = append(h, store.Attempt{Cert: "shop", Outcome: store.StepFailed, Finished: failedAt.Add(-time.Duration(i) * time.Hour)})
 		}
 		return h
 	}
@@ -42,14 +43,14 @@ func TestNextRenewal(t *testing.T) {
 	tests := []struct {
 		name    string
 		cc      *CertConfig
-		live    *Certificate
-		history []Attempt
+		live    *store.Certificate
+		history []store.Attempt
 		// The renewal must be in [min, max]; reason must contain reason.
 		min, max time.Time
 		reason   string
 	}{
 		{name: "no live certificate", cc: schedCert(0, names...), min: now, max: now, reason: "no live certificate"},
-		{name: "live certificate without dates", cc: schedCert(0, names...), live: &Certificate{Name: "shop", Names: names},
+		{name: "live certificate without dates", cc: schedCert(0, names...), live: &store.Certificate{Name: "shop", Names: names},
 			min: now, max: now},
 		{name: "renew_before honoured", cc: schedCert(30*day, names...), live: live,
 			min: live.NotAfter.Add(-30*day - 12*time.Hour), max: live.NotAfter.Add(-30 * day), reason: "30d before expiry"},
@@ -82,7 +83,7 @@ func TestNextRenewal(t *testing.T) {
 		{name: "failures when a name is missing", cc: schedCert(0, append(names, "new.example.com")...), live: live, history: failures(3),
 			min: failedAt.Add(4 * time.Hour), max: failedAt.Add(4 * time.Hour)},
 		{name: "a success after failures resets the backoff", cc: schedCert(0, names...), live: due,
-			history: append([]Attempt{{Cert: "shop", Outcome: StepDone, Finished: failedAt}}, failures(5)...),
+			history: append([]store.Attempt{{Cert: "shop", Outcome: store.StepDone, Finished: failedAt}}, failures(5)...),
 			min:     due.NotAfter.Add(-30*day - 12*time.Hour), max: due.NotAfter.Add(-30 * day)},
 		{name: "failures do not bring a renewal forward", cc: schedCert(0, names...), live: live, history: failures(1),
 			min: live.NotAfter.Add(-30*day - 12*time.Hour), max: live.NotAfter.Add(-30 * day)},

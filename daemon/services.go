@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -62,27 +63,27 @@ func (e *ServiceEndedError) Error() string {
 // so that a sweep decides without reading them.
 type serviceBook struct {
 	mu   sync.Mutex
-	byID map[string]Service
+	byID map[string]store.Service
 }
 
-func (b *serviceBook) get(id string) (Service, bool) {
+func (b *serviceBook) get(id string) (store.Service, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s, ok := b.byID[id]
 	return s, ok
 }
 
-func (b *serviceBook) put(s Service) {
+func (b *serviceBook) put(s store.Service) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.byID == nil {
-		b.byID = map[string]Service{}
+		b.byID = map[string]store.Service{}
 	}
 	b.byID[s.ServiceID] = s
 }
 
-func (b *serviceBook) replace(all []Service) {
-	m := make(map[string]Service, len(all))
+func (b *serviceBook) replace(all []store.Service) {
+	m := make(map[string]store.Service, len(all))
 	for _, s := range all {
 		m[s.ServiceID] = s
 	}
@@ -199,10 +200,10 @@ func (d *Daemon) askServices(ctx context.Context, api *reseller.Client, due []*C
 // end it no longer states is kept: the reseller's silence is not news.
 // A new end (a renewal bought under the same service_id) starts the
 // alerts afresh.
-func (d *Daemon) recordService(ctx context.Context, cc *CertConfig, status string, expires time.Time) Service {
+func (d *Daemon) recordService(ctx context.Context, cc *CertConfig, status string, expires time.Time) store.Service {
 	s, ok := d.services.get(cc.ServiceID)
 	if !ok {
-		s = Service{ServiceID: cc.ServiceID, AlertedDays: NoServiceAlert}
+		s = store.Service{ServiceID: cc.ServiceID, AlertedDays: store.NoServiceAlert}
 	}
 	s.Cert, s.Checked = cc.Name, d.now()
 	if status != "" {
@@ -213,7 +214,7 @@ func (d *Daemon) recordService(ctx context.Context, cc *CertConfig, status strin
 			d.log.Info("the service's end changed", zap.String("cert", cc.Name), zap.String("service_id", cc.ServiceID),
 				zap.Time("was", s.Expires), zap.Time("now", expires))
 		}
-		s.Expires, s.AlertedDays = expires.UTC(), NoServiceAlert
+		s.Expires, s.AlertedDays = expires.UTC(), store.NoServiceAlert
 	}
 	if err := d.store.PutService(ctx, s); err != nil {
 		d.log.Warn("recording the service's end", zap.String("cert", cc.Name), zap.Error(err))
@@ -230,7 +231,7 @@ func serviceAlertThreshold(left time.Duration, days []int) int {
 	if left <= 0 {
 		return 0
 	}
-	t := NoServiceAlert
+	t := store.NoServiceAlert
 	for _, n := range days {
 		if left <= time.Duration(n)*24*time.Hour {
 			t = n
@@ -276,7 +277,7 @@ func (d *Daemon) announceServices(ctx context.Context) {
 
 // renewalAfterServiceEnd returns when cc is next due for renewal and
 // whether that falls at or after its service's end.
-func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *CertConfig, s Service) (time.Time, bool) {
+func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *CertConfig, s store.Service) (time.Time, bool) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if err != nil {
 		return time.Time{}, false
@@ -285,7 +286,7 @@ func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *CertConfig, s S
 	return r.At, !r.At.Before(s.Expires)
 }
 
-func (d *Daemon) alertServiceEnding(cc *CertConfig, s Service, threshold int, renewAt time.Time, after bool) {
+func (d *Daemon) alertServiceEnding(cc *CertConfig, s store.Service, threshold int, renewAt time.Time, after bool) {
 	end := s.Expires.UTC().Format("2006-01-02")
 	title := fmt.Sprintf("%s: service %s ends on %s", cc.Name, s.ServiceID, end)
 	text := fmt.Sprintf("The paid period of service %s ends on %s (in %s); after it no reissue can renew %s. Buy a renewal in the reseller's console and put its new service_id in the configuration.",
@@ -323,7 +324,7 @@ const serviceCheckTimeout = 10 * time.Second
 // older than serviceRefreshInterval or missing, as the refusal rests on
 // it. A failed call leaves the decision to what is known; the reseller
 // refuses an ended service's reissue anyway.
-func (d *Daemon) checkServiceBeforeReissue(ctx context.Context, cc *CertConfig, o *Order) error {
+func (d *Daemon) checkServiceBeforeReissue(ctx context.Context, cc *CertConfig, o *store.Order) error {
 	s, ok := d.services.get(o.ServiceID)
 	if (!ok || d.now().Sub(s.Checked) >= serviceRefreshInterval) && o.ServiceID == cc.ServiceID {
 		if api := d.apiClient(); api != nil {
@@ -355,7 +356,7 @@ const serviceEndSlack = 24 * time.Hour
 // such capped certificates at a third of their lifetime would reissue ever
 // more often as the end nears. A certificate missing configured names is
 // reissued all the same.
-func reachesServiceEnd(cc *CertConfig, live *Certificate, s Service, ok bool) bool {
+func reachesServiceEnd(cc *CertConfig, live *store.Certificate, s store.Service, ok bool) bool {
 	if !ok || s.Expires.IsZero() || live == nil || live.NotAfter.IsZero() || len(missingNames(cc, live)) > 0 {
 		return false
 	}
@@ -372,7 +373,7 @@ func (d *Daemon) serviceEnded(cc *CertConfig) bool {
 // renewalHeldByService says why the sweep starts no renewal of cc although
 // it is due, "" when nothing holds it: the service has ended, or live
 // already runs to its end.
-func (d *Daemon) renewalHeldByService(cc *CertConfig, live *Certificate) string {
+func (d *Daemon) renewalHeldByService(cc *CertConfig, live *store.Certificate) string {
 	s, ok := d.services.get(cc.ServiceID)
 	switch {
 	case ok && s.Ended(d.now()):
@@ -387,7 +388,7 @@ func (d *Daemon) renewalHeldByService(cc *CertConfig, live *Certificate) string 
 // *ServiceEndedError when it says that the service has ended; that is
 // then recorded, so that no further reissue is started for it. Other
 // errors are returned as they are.
-func (d *Daemon) serviceExpired(ctx context.Context, cc *CertConfig, o *Order, err error) error {
+func (d *Daemon) serviceExpired(ctx context.Context, cc *CertConfig, o *store.Order, err error) error {
 	var ae *reseller.APIError
 	if !errors.As(err, &ae) || ae.Code != reseller.CodeServiceExpired || o.ServiceID != cc.ServiceID {
 		return err

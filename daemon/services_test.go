@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
 
@@ -24,8 +25,8 @@ func TestServiceAlertThreshold(t *testing.T) {
 		left time.Duration
 		want int
 	}{
-		{90 * 24 * time.Hour, NoServiceAlert},
-		{60*24*time.Hour + time.Minute, NoServiceAlert},
+		{90 * 24 * time.Hour, store.NoServiceAlert},
+		{60*24*time.Hour + time.Minute, store.NoServiceAlert},
 		{60 * 24 * time.Hour, 60},
 		{31 * 24 * time.Hour, 60},
 		{10 * 24 * time.Hour, 14},
@@ -133,7 +134,7 @@ func TestEndedServiceIsNeverReissued(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
-	if err == nil || o == nil || o.Step != StepFailed || !strings.Contains(err.Error(), "charged nothing") {
+	if err == nil || o == nil || o.Step != store.StepFailed || !strings.Contains(err.Error(), "charged nothing") {
 		t.Fatalf("reissue of an ended service: %v, %v; want it failed, saying nothing was charged", o, err)
 	}
 	if n := h.events.count("api /certificate/reissue"); n != 2 {
@@ -248,7 +249,7 @@ func TestServiceIDSwitchKeepsCertificate(t *testing.T) {
 	}
 
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
-	if err != nil || o.Step != StepDone {
+	if err != nil || o.Step != store.StepDone {
 		t.Fatalf("reissue under the new service: %v, %v", o, err)
 	}
 	if o.ServiceID != hRenewalService {
@@ -369,7 +370,7 @@ func TestManyServicesAreReadFromTheList(t *testing.T) {
 func TestServiceStatusWarnings(t *testing.T) {
 	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
 	cc := &CertConfig{Name: "shop", ServiceID: "s1", Domains: map[string]string{"example.com": "dns"}}
-	live := &Certificate{Name: "shop", Names: []string{"example.com"}, NotBefore: now.Add(-10 * 24 * time.Hour), NotAfter: now.Add(80 * 24 * time.Hour)}
+	live := &store.Certificate{Name: "shop", Names: []string{"example.com"}, NotBefore: now.Add(-10 * 24 * time.Hour), NotAfter: now.Add(80 * 24 * time.Hour)}
 	day := 24 * time.Hour
 	tests := []struct {
 		name           string
@@ -385,7 +386,7 @@ func TestServiceStatusWarnings(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec := map[string]Service{"s1": {ServiceID: "s1", Expires: tt.expires, Checked: now}}
+			rec := map[string]store.Service{"s1": {ServiceID: "s1", Expires: tt.expires, Checked: now}}
 			st := serviceStatus(cc, rec, live, Renewal{At: tt.renew}, now)
 			if tt.want == "" && st.Warning != "" || !strings.Contains(st.Warning, tt.want) {
 				t.Errorf("warning %q, want %q", st.Warning, tt.want)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // CertStatus is what "dcvd status" shows of one certificate.
@@ -50,7 +52,7 @@ type ServiceStatus struct {
 
 // serviceStatus is what Status shows of cc's service, from the recorded
 // services; r is the certificate's next renewal.
-func serviceStatus(cc *CertConfig, recorded map[string]Service, live *Certificate, r Renewal, now time.Time) *ServiceStatus {
+func serviceStatus(cc *CertConfig, recorded map[string]store.Service, live *store.Certificate, r Renewal, now time.Time) *ServiceStatus {
 	st := &ServiceStatus{ServiceID: cc.ServiceID}
 	s, ok := recorded[cc.ServiceID]
 	if !ok {
@@ -104,8 +106,8 @@ type NodeStatus struct {
 
 // OrderStatus is the order in flight of a certificate.
 type OrderStatus struct {
-	UniqueID string `json:"unique_id"`
-	Step     Step   `json:"step"`
+	UniqueID string     `json:"unique_id"`
+	Step     store.Step `json:"step"`
 	// Attempts counts the failed tries of the current step, LastError
 	// says why the last one failed, and NextAttempt is when the next try
 	// (or, while the CA works, the next look) is due.
@@ -135,7 +137,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	recorded := make(map[string]Service, len(services))
+	recorded := make(map[string]store.Service, len(services))
 	for _, s := range services {
 		recorded[s.ServiceID] = s
 	}
@@ -147,7 +149,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 		}
 		live, err := d.store.Certificate(ctx, cc.Name)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, store.ErrNotFound):
 			live = nil
 		case err != nil:
 			return nil, err
@@ -163,7 +165,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 		r := NextRenewal(cc, live, history, d.now())
 		st.NextRenewal, st.RenewalReason = r.At, r.Reason
 		st.Service = serviceStatus(cc, recorded, live, r, d.now())
-		if len(history) > 0 && history[0].Outcome == StepFailed {
+		if len(history) > 0 && history[0].Outcome == store.StepFailed {
 			st.LastError = history[0].Error
 		}
 		if o, err := d.store.ActiveOrder(ctx, cc.Name); err == nil {
@@ -180,7 +182,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 			if o.LastError != "" {
 				st.LastError = o.LastError
 			}
-		} else if !errors.Is(err, ErrNotFound) {
+		} else if !errors.Is(err, store.ErrNotFound) {
 			return nil, err
 		}
 		if st.TotalCost, err = d.store.TotalCost(ctx, cc.Name); err != nil {
@@ -199,7 +201,7 @@ func (d *Daemon) Redeploy(ctx context.Context, name string) error {
 		return err
 	}
 	live, err := d.store.Certificate(ctx, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("certificate %s has no live certificate to deploy yet", name)
 	}
 	if err != nil {
@@ -208,7 +210,7 @@ func (d *Daemon) Redeploy(ctx context.Context, name string) error {
 	if live.KeyFile == "" && live.KeySealed == "" {
 		return fmt.Errorf("certificate %s: its live certificate was adopted from %s and dcvd does not hold its key", name, cc.Deploy.Dir)
 	}
-	o := &Order{Cert: live.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
+	o := &store.Order{Cert: live.Name, UniqueID: live.UniqueID, KeyFile: live.KeyFile, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
 		ChainPEM: live.ChainPEM, Names: live.Names, Serial: live.Serial, NotAfter: live.NotAfter}
 	b, err := d.bundle(o)
 	if err != nil {
@@ -249,10 +251,10 @@ func (d *Daemon) clusterStatus(ctx context.Context) (*clusterView, error) {
 		// row's expiry against this host's clock is what an admin reads.
 		v.leases[l.Cert] = &LeaseStatus{Holder: l.Holder, Token: l.Token, Expires: l.Expires, Current: l.Expires.After(d.now())}
 	}
-	byCert := map[string]map[string]NodeCert{}
+	byCert := map[string]map[string]store.NodeCert{}
 	for _, nc := range certs {
 		if byCert[nc.Cert] == nil {
-			byCert[nc.Cert] = map[string]NodeCert{}
+			byCert[nc.Cert] = map[string]store.NodeCert{}
 		}
 		byCert[nc.Cert][nc.Node] = nc
 	}

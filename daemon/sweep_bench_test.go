@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -175,12 +176,12 @@ func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
 func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, metrics bool, history int) *Daemon {
 	b.Helper()
 	dir := b.TempDir()
-	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { store.Close() })
-	if _, err := store.db.ExecContext(ctx, `PRAGMA synchronous = OFF`); err != nil {
+	b.Cleanup(func() { st.Close() })
+	if _, err := st.DB().ExecContext(ctx, `PRAGMA synchronous = OFF`); err != nil {
 		b.Fatal(err)
 	}
 	blk, _ := pem.Decode([]byte(leafPEM))
@@ -205,12 +206,12 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)},
 		}
 		serial := fmt.Sprintf("%032x", i+1)
-		live := &Certificate{
+		live := &store.Certificate{
 			Name: name, Serial: serial, Names: []string{domain, "www." + domain},
 			NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, CertPEM: leafPEM, ChainPEM: chainPEM,
 			KeyFile: filepath.Join(dir, "keys", name, "key.pem"), UniqueID: "u-" + name, DeployedAt: leaf.NotBefore,
 		}
-		if err := store.PutCertificate(ctx, live); err != nil {
+		if err := st.PutCertificate(ctx, live); err != nil {
 			b.Fatal(err)
 		}
 		if history > 0 {
@@ -218,28 +219,28 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 		}
 		for k := range i % 3 {
 			uid := fmt.Sprintf("u%d-%s", k, name)
-			a := Attempt{Cert: name, UniqueID: uid, Started: leaf.NotBefore.Add(-time.Hour),
-				Finished: leaf.NotBefore, Outcome: StepDone, Cost: 1, Serial: serial}
-			if err := store.AddAttempt(ctx, a); err != nil {
+			a := store.Attempt{Cert: name, UniqueID: uid, Started: leaf.NotBefore.Add(-time.Hour),
+				Finished: leaf.NotBefore, Outcome: store.StepDone, Cost: 1, Serial: serial}
+			if err := st.AddAttempt(ctx, a); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
 	if history > 0 {
 		// In SQL: 500,000 AddAttempts would take minutes.
-		_, err := store.db.ExecContext(ctx, `WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?)
-			INSERT INTO attempts (`+attemptColumns+`)
+		_, err := st.DB().ExecContext(ctx, `WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?)
+			INSERT INTO attempts (cert, unique_id, started, finished, outcome, cost, serial, error)
 			SELECT c.name, 'h' || k.n || '-' || c.name, ?, ?, 'done', 1, c.serial, ''
 			FROM k, certificates AS c ORDER BY k.n, c.name`,
-			history, formatTime(leaf.NotBefore.Add(-time.Hour)), formatTime(leaf.NotBefore))
+			history, sqliteTime(leaf.NotBefore.Add(-time.Hour)), sqliteTime(leaf.NotBefore))
 		if err != nil {
 			b.Fatal(err)
 		}
 	}
-	if _, err := store.db.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+	if _, err := st.DB().ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
 		b.Fatal(err)
 	}
-	opts := Options{Store: store}
+	opts := Options{Store: st}
 	if metrics {
 		opts.Metrics = NewMetrics()
 	}
@@ -263,11 +264,11 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
+	t.Cleanup(func() { st.Close() })
 	now := time.Now()
 	day := 24 * time.Hour
 	// The deploy directories of "adopt" and "adoptfailed" hold leaf; the
@@ -288,23 +289,23 @@ func TestSweepBatchedDecisions(t *testing.T) {
 	certs := []struct {
 		name    string
 		extra   string // a configured name the live certificate lacks
-		live    *Certificate
-		history []Attempt
+		live    *store.Certificate
+		history []store.Attempt
 		due     bool
 	}{
-		{name: "notdue", live: &Certificate{Serial: "01", NotBefore: now.Add(-10 * day), NotAfter: now.Add(80 * day)},
-			history: []Attempt{{UniqueID: "n1", Outcome: StepDone, Finished: now.Add(-10 * day)}}},
-		{name: "backoff", live: &Certificate{Serial: "02", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)},
-			history: []Attempt{{UniqueID: "b2", Outcome: StepFailed, Finished: now.Add(-time.Minute)},
-				{UniqueID: "b1", Outcome: StepFailed, Finished: now.Add(-2 * time.Hour)}}},
-		{name: "due", live: &Certificate{Serial: "03", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)}, due: true},
-		{name: "renamed", extra: "new.example.com", live: &Certificate{Serial: "04", NotBefore: now.Add(-day), NotAfter: now.Add(89 * day)}, due: true},
+		{name: "notdue", live: &store.Certificate{Serial: "01", NotBefore: now.Add(-10 * day), NotAfter: now.Add(80 * day)},
+			history: []store.Attempt{{UniqueID: "n1", Outcome: store.StepDone, Finished: now.Add(-10 * day)}}},
+		{name: "backoff", live: &store.Certificate{Serial: "02", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)},
+			history: []store.Attempt{{UniqueID: "b2", Outcome: store.StepFailed, Finished: now.Add(-time.Minute)},
+				{UniqueID: "b1", Outcome: store.StepFailed, Finished: now.Add(-2 * time.Hour)}}},
+		{name: "due", live: &store.Certificate{Serial: "03", NotBefore: now.Add(-85 * day), NotAfter: now.Add(5 * day)}, due: true},
+		{name: "renamed", extra: "new.example.com", live: &store.Certificate{Serial: "04", NotBefore: now.Add(-day), NotAfter: now.Add(89 * day)}, due: true},
 		{name: "adopt"},
 		// Adopted although a failure's backoff runs: the backoff is
 		// after the renewal point of the adopted certificate.
-		{name: "adoptfailed", history: []Attempt{{UniqueID: "af1", Outcome: StepFailed, Finished: now.Add(-time.Minute)}}},
+		{name: "adoptfailed", history: []store.Attempt{{UniqueID: "af1", Outcome: store.StepFailed, Finished: now.Add(-time.Minute)}}},
 		{name: "nothing", due: true},
-		{name: "failedfresh", history: []Attempt{{UniqueID: "f1", Outcome: StepFailed, Finished: now.Add(-time.Minute)}}},
+		{name: "failedfresh", history: []store.Attempt{{UniqueID: "f1", Outcome: store.StepFailed, Finished: now.Add(-time.Minute)}}},
 	}
 	cfg := &Config{
 		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
@@ -320,19 +321,19 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		cfg.Certificates = append(cfg.Certificates, cc)
 		if c.live != nil {
 			c.live.Name, c.live.Names, c.live.CertPEM = c.name, names, leafPEM
-			if err := store.PutCertificate(ctx, c.live); err != nil {
+			if err := st.PutCertificate(ctx, c.live); err != nil {
 				t.Fatal(err)
 			}
 		}
 		for i := len(c.history) - 1; i >= 0; i-- { // oldest first
 			a := c.history[i]
 			a.Cert, a.Started = c.name, a.Finished.Add(-time.Minute)
-			if err := store.AddAttempt(ctx, a); err != nil {
+			if err := st.AddAttempt(ctx, a); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	d, err := New(ctx, cfg, Options{Store: store})
+	d, err := New(ctx, cfg, Options{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +356,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			serial := func(c *Certificate) string {
+			serial := func(c *store.Certificate) string {
 				if c == nil {
 					return "none"
 				}
@@ -375,7 +376,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 			}
 		}
 		for _, cert := range toAdopt {
-			adopted, err := store.Certificate(ctx, cert)
+			adopted, err := st.Certificate(ctx, cert)
 			switch {
 			case !adopt && err == nil:
 				t.Errorf("%s: the certificate in the deploy directory was adopted without adopt (a cluster's first look)", cert)
@@ -401,7 +402,7 @@ func TestSweepRereadsAfterADriverEnds(t *testing.T) {
 	}
 	state := d.readSweepState(ctx)
 	// The driver installs a new certificate and ends.
-	renewed := &Certificate{Name: cc.Name, Serial: "f00d", Names: cc.Names(), NotBefore: time.Now(),
+	renewed := &store.Certificate{Name: cc.Name, Serial: "f00d", Names: cc.Names(), NotBefore: time.Now(),
 		NotAfter: time.Now().Add(90 * 24 * time.Hour), CertPEM: leafPEM}
 	if err := d.store.PutCertificate(ctx, renewed); err != nil {
 		t.Fatal(err)
@@ -424,13 +425,13 @@ func TestSweepFallsBackWhenTheBatchFails(t *testing.T) {
 			ctx := t.Context()
 			leafPEM, _ := benchLeafPEM(t, false)
 			d := benchSweepDaemonT(t, leafPEM)
-			sq := d.store.(*SQLiteStore)
-			if err := sq.AddAttempt(ctx, Attempt{Cert: "broken", UniqueID: "x", Outcome: StepDone}); err != nil {
+			sq := d.store.(*store.SQLiteStore)
+			if err := sq.AddAttempt(ctx, store.Attempt{Cert: "broken", UniqueID: "x", Outcome: store.StepDone}); err != nil {
 				t.Fatal(err)
 			}
 			column := map[string]string{"certificates": "not_after", "attempts": "finished"}[table]
 			field := map[string]string{"certificates": "name", "attempts": "cert"}[table]
-			if _, err := sq.db.ExecContext(ctx, `UPDATE `+table+` SET `+column+` = 'garbage' WHERE `+field+` = 'broken'`); err != nil {
+			if _, err := sq.DB().ExecContext(ctx, `UPDATE `+table+` SET `+column+` = 'garbage' WHERE `+field+` = 'broken'`); err != nil {
 				t.Fatal(err)
 			}
 			if state := d.readSweepState(ctx); state != nil {
@@ -467,11 +468,11 @@ func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	store, err := OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { store.Close() })
+	t.Cleanup(func() { st.Close() })
 	cfg := &Config{
 		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
 		Daemon: DaemonConfig{StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4},
@@ -482,13 +483,13 @@ func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
 			Domains: map[string]reseller.Method{name + ".example.com": reseller.MethodHTTP},
 			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)}}
 		cfg.Certificates = append(cfg.Certificates, cc)
-		live := &Certificate{Name: name, Serial: "0" + name[:1], Names: cc.Names(), NotBefore: now.Add(-24 * time.Hour),
+		live := &store.Certificate{Name: name, Serial: "0" + name[:1], Names: cc.Names(), NotBefore: now.Add(-24 * time.Hour),
 			NotAfter: now.Add(80 * 24 * time.Hour), CertPEM: leafPEM}
-		if err := store.PutCertificate(ctx, live); err != nil {
+		if err := st.PutCertificate(ctx, live); err != nil {
 			t.Fatal(err)
 		}
 	}
-	d, err := New(ctx, cfg, Options{Store: store})
+	d, err := New(ctx, cfg, Options{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +517,7 @@ func BenchmarkHousekeep(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			ctx := context.Background()
 			d := benchSweepDaemon(b, ctx, c.n, leafPEM, chainPEM, false, c.history)
-			store := d.store.(*SQLiteStore)
+			st := d.store.(*store.SQLiteStore)
 			keys := filepath.Join(d.config().Daemon.StateDir, "keys")
 			for i, cc := range d.config().Certificates {
 				dir := filepath.Join(keys, cc.Name)
@@ -528,8 +529,8 @@ func BenchmarkHousekeep(b *testing.B) {
 					if err := os.WriteFile(path, []byte("key"), 0o600); err != nil {
 						b.Fatal(err)
 					}
-					at := formatTime(time.Now().Add(-time.Duration(k+1+i%7) * 24 * time.Hour))
-					if _, err := store.db.ExecContext(ctx, `INSERT INTO orders
+					at := sqliteTime(time.Now().Add(-time.Duration(k+1+i%7) * 24 * time.Hour))
+					if _, err := st.DB().ExecContext(ctx, `INSERT INTO orders
 						(unique_id, cert, service_id, step, callback_token, data, created, updated)
 						VALUES (?, ?, ?, 'done', NULL, json_object('key_file', ?), ?, ?)`,
 						uid, cc.Name, cc.ServiceID, path, at, at); err != nil {
@@ -547,14 +548,19 @@ func BenchmarkHousekeep(b *testing.B) {
 			if files := d.listKeyFiles(); len(files) != 2*c.n {
 				b.Fatalf("%d key files left of %d", len(files), 2*c.n)
 			}
-			if p, err := d.pruneHistory(ctx); err != nil || p != (Pruned{}) {
+			if p, err := d.pruneHistory(ctx); err != nil || p != (store.Pruned{}) {
 				b.Fatalf("pruneHistory: %+v, %v; want nothing to do", p, err)
 			}
 			var attempts int
-			if err := store.db.QueryRowContext(ctx, `SELECT count(*) FROM attempts`).Scan(&attempts); err != nil ||
+			if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM attempts`).Scan(&attempts); err != nil ||
 				c.history > 0 && attempts != c.n*c.history {
 				b.Fatalf("%d attempts left (%v)", attempts, err)
 			}
 		})
 	}
+}
+
+// sqliteTime formats t as the SQLite store's time columns hold it.
+func sqliteTime(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000000Z")
 }

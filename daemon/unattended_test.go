@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
 
@@ -156,16 +157,16 @@ func TestFailingReloadBacksOffAcrossInstalls(t *testing.T) {
 
 	h.reload.setFail(func(int, string) error { return errors.New("exit status 3") })
 	var waits []time.Duration
-	var o *Order
+	var o *store.Order
 	for range 5 {
 		var err error
 		o, err = d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
-		for err == nil && !o.Step.Terminal() && o.Step != StepIssued {
+		for err == nil && !o.Step.Terminal() && o.Step != store.StepIssued {
 			// Waiting for the CA: move the clock past the poll.
 			h.clock.set(o.NextAttempt.Sub(time.Now()) + time.Millisecond)
 			o, err = d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
 		}
-		if err == nil || o.Step != StepIssued {
+		if err == nil || o.Step != store.StepIssued {
 			t.Fatalf("reissue with a failing reload: step %s, err %v", o.Step, err)
 		}
 		waits = append(waits, o.NextAttempt.Sub(h.clock.Now()).Round(time.Second))
@@ -185,7 +186,7 @@ func TestFailingReloadBacksOffAcrossInstalls(t *testing.T) {
 	// failure is told.
 	h.reload.setFail(nil)
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
-	if err != nil || o.Step != StepDone {
+	if err != nil || o.Step != store.StepDone {
 		t.Fatalf("after the fix: step %s, %v", o.Step, err)
 	}
 	h.closeDaemon(d)
@@ -206,9 +207,9 @@ func TestCallbacksAreHints(t *testing.T) {
 	d := h.daemon(h.config(hDomains()), nil)
 
 	// Drive to rechecked, then make every detail request fail.
-	var o *Order
+	var o *store.Order
 	var err error
-	for o == nil || o.Step != StepRechecked {
+	for o == nil || o.Step != store.StepRechecked {
 		if o, err = d.Reissue(ctx, hCert, ReissueOptions{Wait: false}); err != nil {
 			t.Fatal(err)
 		}
@@ -263,7 +264,7 @@ func TestCallbacksAreHints(t *testing.T) {
 	}
 
 	// An order that is not waiting for the CA: 200, and nothing wakes.
-	parked := &Order{UniqueID: "dcvd-published", Cert: "other", ServiceID: hService, Step: StepPublished,
+	parked := &store.Order{UniqueID: "dcvd-published", Cert: "other", ServiceID: hService, Step: store.StepPublished,
 		Names: []string{"example.com"}, CallbackToken: "0123456789abcdef0123456789abcdef0123456789abcdef"}
 	if err := d.Store().PutOrder(ctx, parked); err != nil {
 		t.Fatal(err)

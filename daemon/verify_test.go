@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -303,7 +304,7 @@ func TestWrongCertificateNeverDeployed(t *testing.T) {
 				h := newHarness(t)
 				ctx := hCtx(t)
 				d := h.daemon(h.config(hDomains()), nil)
-				var live *Certificate
+				var live *store.Certificate
 				if renewal {
 					h.issue(ctx, d)
 					var err error
@@ -352,7 +353,7 @@ func TestWrongCertificateNeverDeployed(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if stored.Step != StepFailed || !strings.Contains(stored.LastError, f.wantErr) || stored.CertPEM != "" {
+				if stored.Step != store.StepFailed || !strings.Contains(stored.LastError, f.wantErr) || stored.CertPEM != "" {
 					t.Errorf("order: step %s, last error %q, cert stored %v; want failed, the reason, no cert",
 						stored.Step, stored.LastError, stored.CertPEM != "")
 				}
@@ -370,16 +371,16 @@ func TestWrongCertificateNeverDeployed(t *testing.T) {
 				}
 				got, err := d.Store().Certificate(ctx, hCert)
 				switch {
-				case !renewal && !errors.Is(err, ErrNotFound):
+				case !renewal && !errors.Is(err, store.ErrNotFound):
 					t.Errorf("a live certificate was recorded: %+v %v", got, err)
 				case renewal && (err != nil || got.Serial != live.Serial):
 					t.Errorf("the live certificate changed: %+v %v", got, err)
 				}
 				history, err := d.Store().Attempts(ctx, hCert, 1)
-				if err != nil || len(history) != 1 || history[0].Outcome != StepFailed || history[0].UniqueID != o.UniqueID {
+				if err != nil || len(history) != 1 || history[0].Outcome != store.StepFailed || history[0].UniqueID != o.UniqueID {
 					t.Errorf("history %+v %v; want the failed attempt", history, err)
 				}
-				if _, err := d.Store().ActiveOrder(ctx, hCert); !errors.Is(err, ErrNotFound) {
+				if _, err := d.Store().ActiveOrder(ctx, hCert); !errors.Is(err, store.ErrNotFound) {
 					t.Errorf("an order is still in flight: %v", err)
 				}
 				h.assertDCVClean()

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -145,7 +146,7 @@ func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]d
 	}
 	if cfg.Store.Driver != daemon.StoreDriverPostgres {
 		db := filepath.Join(cfg.Daemon.StateDir, "dcvd.db")
-		s, err := daemon.OpenSQLiteExisting(ctx, db)
+		s, err := store.OpenSQLiteExisting(ctx, db)
 		if errors.Is(err, fs.ErrNotExist) {
 			fmt.Fprintf(stderr, "no state yet: %s does not exist, nothing has run yet (the daemon creates it when it starts); each certificate below is configured, with no state\n", db)
 			return noState(cfg, time.Now()), nil

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -74,14 +75,14 @@ func failureKey(msg string) string {
 // same step with the same deterministic error. Any other failure resets
 // it.
 type repeats struct {
-	step daemon.Step
+	step store.Step
 	key  string
 	n    int
 }
 
 // failed records a failed try of step whose error says msg, and returns
 // how many identical deterministic failures there have been in a row.
-func (r *repeats) failed(step daemon.Step, msg string, deterministic bool) int {
+func (r *repeats) failed(step store.Step, msg string, deterministic bool) int {
 	if !deterministic {
 		*r = repeats{}
 		return 0
@@ -97,7 +98,7 @@ func (r *repeats) failed(step daemon.Step, msg string, deterministic bool) int {
 // seed counts the failure o records (if it failed last) as the first of a
 // run: a command that resumes an order after such a failure gives up on
 // the same failure sooner.
-func (r *repeats) seed(o *daemon.Order) {
+func (r *repeats) seed(o *store.Order) {
 	if o.Attempts > 0 && !o.Step.Terminal() {
 		r.failed(o.Step, o.LastError, deterministicText(o.LastError))
 	}
@@ -109,7 +110,7 @@ func (r *repeats) seed(o *daemon.Order) {
 type followWatch struct {
 	rep      repeats
 	seen     bool
-	step     daemon.Step
+	step     store.Step
 	attempts int
 }
 
@@ -158,7 +159,7 @@ func resumeHint(name string, daemonRuns bool) string {
 }
 
 // backoffMessage says that o waits out a backoff, and what tries it now.
-func backoffMessage(name string, o *daemon.Order) string {
+func backoffMessage(name string, o *store.Order) string {
 	return fmt.Sprintf("certificate %s: order %s is in backoff at step %s after %s until %s (in %s; last error: %s); run dcvd retry %s to try it now",
 		name, o.UniqueID, o.Step, plural(o.Attempts, "failure"), o.NextAttempt.UTC().Format(time.RFC3339),
 		time.Until(o.NextAttempt).Round(time.Second), orNone(o.LastError), name)
@@ -180,7 +181,7 @@ func stopReason(ctx context.Context, timeout time.Duration) string {
 
 // inFlightMessage says where o stands and how to go on; lastError adds
 // the error of its last failed try, unless the message has said it.
-func inFlightMessage(name string, o *daemon.Order, daemonRuns, lastError bool) string {
+func inFlightMessage(name string, o *store.Order, daemonRuns, lastError bool) string {
 	s := fmt.Sprintf("order %s is still in flight at step %s", o.UniqueID, o.Step)
 	if o.Attempts > 0 {
 		s += " after " + failedTries(o.Attempts)
@@ -217,14 +218,14 @@ func driveHere(ctx context.Context, d *daemon.Daemon, name string, allow, wait b
 			fmt.Fprintln(stderr, msg+"; waiting for it meanwhile")
 		}
 		rep.seed(o)
-	case errors.Is(err, daemon.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound):
 	case ctx.Err() != nil:
 		return asResumable(fmt.Errorf("certificate %s: %s before any order was started or resumed: %w", name, stopReason(ctx, timeout), err))
 	default:
 		return err
 	}
 	o, err := d.Reissue(ctx, name, daemon.ReissueOptions{AllowDomainRemoval: allow, Wait: wait,
-		Retrying: func(o *daemon.Order, err error) error {
+		Retrying: func(o *store.Order, err error) error {
 			if n := rep.failed(o.Step, err.Error(), deterministicErr(err)); n >= giveUpAfter {
 				return &gaveUpError{n: n, err: err}
 			}
@@ -234,7 +235,7 @@ func driveHere(ctx context.Context, d *daemon.Daemon, name string, allow, wait b
 		return driveFailure(ctx, d, name, o, err, timeout)
 	}
 	switch o.Step {
-	case daemon.StepDone:
+	case store.StepDone:
 		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
 			name, o.Serial, o.NotAfter.UTC().Format(time.RFC3339), o.UniqueID, o.Cost)
 	default:
@@ -245,8 +246,8 @@ func driveHere(ctx context.Context, d *daemon.Daemon, name string, allow, wait b
 
 // driveFailure is the result of a drive in this process that ended with
 // err; o is the order as the driver left it (nil when none was had).
-func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *daemon.Order, err error, timeout time.Duration) error {
-	if o != nil && o.Step == daemon.StepFailed {
+func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *store.Order, err error, timeout time.Duration) error {
+	if o != nil && o.Step == store.StepFailed {
 		return err // the CA refused, or what it issued was refused
 	}
 	// The state says where the order stands: a step cut off may not have
@@ -255,7 +256,7 @@ func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *daemon.
 	defer cancel()
 	if cur, rerr := d.Store().ActiveOrder(rctx, name); rerr == nil {
 		o = cur
-	} else if errors.Is(rerr, daemon.ErrNotFound) && (o == nil || !o.Step.Terminal()) {
+	} else if errors.Is(rerr, store.ErrNotFound) && (o == nil || !o.Step.Terminal()) {
 		o = nil
 	}
 	var gu *gaveUpError
@@ -271,7 +272,7 @@ func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *daemon.
 			return asResumable(fmt.Errorf("certificate %s: %s before any order was recorded: nothing is in flight", name, why))
 		}
 		return asResumable(fmt.Errorf("certificate %s: %s: %s", name, why, inFlightMessage(name, o, false, true)))
-	case errors.Is(err, daemon.ErrLeaseHeld):
+	case errors.Is(err, store.ErrLeaseHeld):
 		// Another node of the cluster drives it.
 		return asResumable(err)
 	case o != nil && !o.Step.Terminal():
@@ -286,12 +287,12 @@ func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *daemon.
 // until it ends, printing its steps and failed tries on stderr, and gives
 // up (the daemon carries it on) on the context's end or after identical
 // failures that waiting will not mend.
-func followViaControl(ctx context.Context, c *daemon.ControlClient, name string, o *daemon.Order, timeout time.Duration, stdout, stderr io.Writer) error {
+func followViaControl(ctx context.Context, c *daemon.ControlClient, name string, o *store.Order, timeout time.Duration, stdout, stderr io.Writer) error {
 	uid := o.UniqueID
 	fmt.Fprintf(stderr, "certificate %s: the running daemon drives order %s; following it\n", name, uid)
 	var (
 		w    followWatch
-		last daemon.Step
+		last store.Step
 	)
 	end, err := c.Follow(ctx, name, uid, controlPoll, func(st *daemon.OrderStatus) error {
 		if st.Step != last {
@@ -335,9 +336,9 @@ func followViaControl(ctx context.Context, c *daemon.ControlClient, name string,
 		return err
 	}
 	switch end.Step {
-	case daemon.StepFailed:
+	case store.StepFailed:
 		return fmt.Errorf("certificate %s: order %s failed: %s", name, end.UniqueID, end.LastError)
-	case daemon.StepDone:
+	case store.StepDone:
 		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
 			name, end.Serial, end.NotAfter.UTC().Format(time.RFC3339), end.UniqueID, end.Cost)
 	default:

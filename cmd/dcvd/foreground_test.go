@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -93,7 +94,7 @@ func TestRepeatsGiveUpOnIdenticalFailures(t *testing.T) {
 		gone = `reseller reissue: failed (HTTP 502): Bad Gateway`
 	)
 	type try struct {
-		step daemon.Step
+		step store.Step
 		msg  string
 		want int
 	}
@@ -101,11 +102,11 @@ func TestRepeatsGiveUpOnIdenticalFailures(t *testing.T) {
 		name  string
 		tries []try
 	}{
-		{"three identical", []try{{daemon.StepNew, bad, 1}, {daemon.StepNew, bad2, 2}, {daemon.StepNew, bad, 3}}},
-		{"error changes", []try{{daemon.StepNew, bad, 1}, {daemon.StepNew, big, 1}, {daemon.StepNew, big, 2}, {daemon.StepNew, bad, 1}}},
-		{"transient between", []try{{daemon.StepNew, bad, 1}, {daemon.StepNew, gone, 0}, {daemon.StepNew, bad, 1}, {daemon.StepNew, bad, 2}}},
-		{"transient only", []try{{daemon.StepNew, gone, 0}, {daemon.StepNew, gone, 0}, {daemon.StepNew, gone, 0}, {daemon.StepNew, gone, 0}}},
-		{"step changes", []try{{daemon.StepNew, bad, 1}, {daemon.StepNew, bad, 2}, {daemon.StepRechecked, bad, 1}}},
+		{"three identical", []try{{store.StepNew, bad, 1}, {store.StepNew, bad2, 2}, {store.StepNew, bad, 3}}},
+		{"error changes", []try{{store.StepNew, bad, 1}, {store.StepNew, big, 1}, {store.StepNew, big, 2}, {store.StepNew, bad, 1}}},
+		{"transient between", []try{{store.StepNew, bad, 1}, {store.StepNew, gone, 0}, {store.StepNew, bad, 1}, {store.StepNew, bad, 2}}},
+		{"transient only", []try{{store.StepNew, gone, 0}, {store.StepNew, gone, 0}, {store.StepNew, gone, 0}, {store.StepNew, gone, 0}}},
+		{"step changes", []try{{store.StepNew, bad, 1}, {store.StepNew, bad, 2}, {store.StepRechecked, bad, 1}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var r repeats
@@ -123,7 +124,7 @@ func TestRepeatsGiveUpOnIdenticalFailures(t *testing.T) {
 // order records when the follow starts counts as the first.
 func TestFollowWatch(t *testing.T) {
 	const bad = `reseller reissue: cannot understand the reply (HTTP 200): the reply is not valid JSON: unexpected end of JSON input`
-	look := func(step daemon.Step, attempts int, lastErr string) *daemon.OrderStatus {
+	look := func(step store.Step, attempts int, lastErr string) *daemon.OrderStatus {
 		return &daemon.OrderStatus{Step: step, Attempts: attempts, LastError: lastErr}
 	}
 	type want struct {
@@ -136,17 +137,17 @@ func TestFollowWatch(t *testing.T) {
 		want  []want
 	}{
 		{"from the start", []*daemon.OrderStatus{
-			look(daemon.StepNew, 0, ""), look(daemon.StepNew, 1, bad), look(daemon.StepNew, 1, bad),
-			look(daemon.StepNew, 2, bad), look(daemon.StepNew, 3, bad),
+			look(store.StepNew, 0, ""), look(store.StepNew, 1, bad), look(store.StepNew, 1, bad),
+			look(store.StepNew, 2, bad), look(store.StepNew, 3, bad),
 		}, []want{{false, 0}, {true, 1}, {false, 1}, {true, 2}, {true, 3}}},
 		{"joined after a failure", []*daemon.OrderStatus{
-			look(daemon.StepNew, 1, bad), look(daemon.StepNew, 2, bad), look(daemon.StepNew, 3, bad),
+			look(store.StepNew, 1, bad), look(store.StepNew, 2, bad), look(store.StepNew, 3, bad),
 		}, []want{{true, 1}, {true, 2}, {true, 3}}},
 		{"progress resets", []*daemon.OrderStatus{
-			look(daemon.StepNew, 2, bad), look(daemon.StepSubmitted, 0, ""), look(daemon.StepRechecked, 1, bad),
+			look(store.StepNew, 2, bad), look(store.StepSubmitted, 0, ""), look(store.StepRechecked, 1, bad),
 		}, []want{{true, 1}, {false, 0}, {true, 1}}},
 		{"transient", []*daemon.OrderStatus{
-			look(daemon.StepNew, 1, bad), look(daemon.StepNew, 2, "reseller reissue: failed (HTTP 503)"), look(daemon.StepNew, 3, bad),
+			look(store.StepNew, 1, bad), look(store.StepNew, 2, "reseller reissue: failed (HTTP 503)"), look(store.StepNew, 3, bad),
 		}, []want{{true, 1}, {true, 0}, {true, 1}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // This file is "dcvd reissue NAME --dry-run" and "dcvd reissue --all
@@ -120,14 +121,14 @@ func openRehearsal(ctx context.Context, cfg *daemon.Config, stderr io.Writer) (*
 		}
 	}
 	if cfg.Store.Driver != daemon.StoreDriverPostgres {
-		s, err := daemon.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
+		s, err := store.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
 		if errors.Is(err, fs.ErrNotExist) {
 			tmp, terr := os.MkdirTemp("", "dcvd-rehearsal-")
 			if terr != nil {
 				return nil, nil, fmt.Errorf("a throw-away state for the rehearsal: %w", terr)
 			}
 			cleanups = append(cleanups, func() { os.RemoveAll(tmp) })
-			s, err = daemon.OpenSQLite(ctx, filepath.Join(tmp, "dcvd.db"))
+			s, err = store.OpenSQLite(ctx, filepath.Join(tmp, "dcvd.db"))
 		}
 		if err != nil {
 			closeAll()
@@ -193,7 +194,7 @@ func printRehearsal(w io.Writer, r *daemon.Rehearsal) {
 }
 
 // printNames lists the names of o with their validation methods.
-func printNames(w io.Writer, o *daemon.Order) {
+func printNames(w io.Writer, o *store.Order) {
 	for _, n := range o.Names {
 		fmt.Fprintf(w, "  %-40s %s\n", n, o.DomainDCV[n])
 	}

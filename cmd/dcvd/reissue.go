@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/reissueall"
 )
 
@@ -115,7 +117,7 @@ func refuseUnattended(ctx context.Context, cfgPath, name string, stderr io.Write
 	refusal := errNoDaemon("certificate "+name, "dcvd reissue "+name)
 	// Read only: a state that does not exist is not created for a
 	// command that is refused.
-	s, err := daemon.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
+	s, err := store.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return refusal
 	}
@@ -127,7 +129,7 @@ func refuseUnattended(ctx context.Context, cfgPath, name string, stderr io.Write
 	switch {
 	case err == nil && daemon.InBackoff(o, time.Now()):
 		return nil
-	case err != nil && !errors.Is(err, daemon.ErrNotFound):
+	case err != nil && !errors.Is(err, store.ErrNotFound):
 		return err
 	}
 	return refusal

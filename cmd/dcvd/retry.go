@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // runRetry is "dcvd retry NAME": the order in flight of NAME is tried now,
@@ -90,7 +91,7 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // failuresSoFar is ", 7 failures so far, last error: …" for an order with
 // failed tries.
-func failuresSoFar(o *daemon.Order) string {
+func failuresSoFar(o *store.Order) string {
 	if o.Attempts == 0 {
 		return ""
 	}

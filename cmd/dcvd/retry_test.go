@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/sandbox"
 )
 
@@ -39,10 +40,10 @@ func runCmd(ctx context.Context, args ...string) cmdResult {
 }
 
 // stateOf opens the state of w (no daemon may run) for f.
-func (w *allWorld) stateOf(f func(ctx context.Context, s daemon.Store)) {
+func (w *allWorld) stateOf(f func(ctx context.Context, s store.Store)) {
 	w.t.Helper()
 	ctx := context.Background()
-	s, err := daemon.OpenSQLite(ctx, filepath.Join(w.dir, "state", "dcvd.db"))
+	s, err := store.OpenSQLite(ctx, filepath.Join(w.dir, "state", "dcvd.db"))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func (w *allWorld) stateOf(f func(ctx context.Context, s daemon.Store)) {
 // reissue the CA failed, and then pushes it into a backoff of a day after
 // seven failures, as a week of a CA's outage leaves it. The CA is well
 // again afterwards.
-func (w *allWorld) backoffOrder(cfg string) *daemon.Order {
+func (w *allWorld) backoffOrder(cfg string) *store.Order {
 	w.t.Helper()
 	if err := w.sb.SetFaults(sandbox.Faults{ErrorRate: 1}); err != nil {
 		w.t.Fatal(err)
@@ -67,8 +68,8 @@ func (w *allWorld) backoffOrder(cfg string) *daemon.Order {
 	if err := w.sb.SetFaults(sandbox.Faults{}); err != nil {
 		w.t.Fatal(err)
 	}
-	var o *daemon.Order
-	w.stateOf(func(ctx context.Context, s daemon.Store) {
+	var o *store.Order
+	w.stateOf(func(ctx context.Context, s store.Store) {
 		var err error
 		if o, err = s.ActiveOrder(ctx, "c0"); err != nil {
 			w.t.Fatalf("the failed reissue left no order in flight: %v", err)
@@ -132,7 +133,7 @@ func TestReissueAndRetryInBackoff(t *testing.T) {
 		!strings.Contains(r.stdout, o.UniqueID) || !strings.Contains(r.stdout, "7 failures so far") {
 		t.Fatalf("retry without a daemon:\n%s", r)
 	}
-	w.stateOf(func(ctx context.Context, s daemon.Store) {
+	w.stateOf(func(ctx context.Context, s store.Store) {
 		got, err := s.ActiveOrder(ctx, "c0")
 		if err != nil || got.UniqueID != o.UniqueID || got.NextAttempt.After(time.Now()) || got.Attempts != 7 {
 			t.Fatalf("after retry the order is %+v (%v), want %s due now with its 7 failures", got, err, o.UniqueID)

@@ -17,15 +17,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/sandbox"
 )
 
 // crashSteps are the steps after which the crash test kills dcvd: every
 // step of an order from its creation to the last one before done.
-var crashSteps = []daemon.Step{
-	daemon.StepNew, daemon.StepSubmitted, daemon.StepPublishing, daemon.StepPublished, daemon.StepVisible,
-	daemon.StepRechecked, daemon.StepIssued, daemon.StepDeployed, daemon.StepReloaded,
+var crashSteps = []store.Step{
+	store.StepNew, store.StepSubmitted, store.StepPublishing, store.StepPublished, store.StepVisible,
+	store.StepRechecked, store.StepIssued, store.StepDeployed, store.StepReloaded,
 }
 
 // crashCert is the certificate of the crash test, validated by http files
@@ -120,11 +120,11 @@ func TestCrashAtEveryStep(t *testing.T) {
 
 	// After done nothing is left to resume: the crash must not have lost
 	// the history (the cost) nor left any DCV behind.
-	t.Run(string(daemon.StepDone), func(t *testing.T) {
+	t.Run(string(store.StepDone), func(t *testing.T) {
 		t.Parallel()
 		ctx := testContext(t)
 		w := newCrashWorld(t)
-		uid, keyFile, keyPEM := w.crash(ctx, t, bin, daemon.StepDone)
+		uid, keyFile, keyPEM := w.crash(ctx, t, bin, store.StepDone)
 		w.checkFinished(ctx, t, bin, uid, keyFile, keyPEM, "")
 	})
 }
@@ -132,7 +132,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 // crash runs "dcvd reissue --wait" with the hook set to kill it after
 // step, checks that it died there, and returns the order's unique_id and
 // its key file with the key's bytes.
-func (w *crashWorld) crash(ctx context.Context, t *testing.T, bin string, step daemon.Step) (uid, keyFile string, keyPEM []byte) {
+func (w *crashWorld) crash(ctx context.Context, t *testing.T, bin string, step store.Step) (uid, keyFile string, keyPEM []byte) {
 	t.Helper()
 	r := runDcvd(ctx, bin, []string{"DCVD_CRASH_AT_STEP=" + string(step)}, "reissue", crashCert, "--wait", "--config", w.cfgPath)
 	if !killedBy(r.err, syscall.SIGKILL) {
@@ -161,7 +161,7 @@ func (w *crashWorld) crash(ctx context.Context, t *testing.T, bin string, step d
 			charged++
 		}
 	}
-	if want := min(slices.Index(crashSteps, step), 1); step != daemon.StepDone && charged != want {
+	if want := min(slices.Index(crashSteps, step), 1); step != store.StepDone && charged != want {
 		t.Errorf("after a crash at step %s the sandbox charged %d time(s) for %s, want %d", step, charged, uid, want)
 	}
 	return uid, keyFile, keyPEM
@@ -290,7 +290,7 @@ func TestPlainBuildHasNoCrashHook(t *testing.T) {
 
 	ctx := testContext(t)
 	w := newCrashWorld(t)
-	r := runDcvd(ctx, plain, []string{"DCVD_CRASH_AT_STEP=" + string(daemon.StepNew)}, "reissue", crashCert, "--wait", "--config", w.cfgPath)
+	r := runDcvd(ctx, plain, []string{"DCVD_CRASH_AT_STEP=" + string(store.StepNew)}, "reissue", crashCert, "--wait", "--config", w.cfgPath)
 	if r.err != nil {
 		t.Fatalf("the plain dcvd with DCVD_CRASH_AT_STEP set: %v\nstderr:\n%s", r.err, r.stderr)
 	}

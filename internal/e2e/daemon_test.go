@@ -33,7 +33,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/miekg/dns"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/sandbox"
 )
 
@@ -135,7 +135,7 @@ func TestDaemonReissueEndToEnd(t *testing.T) {
 
 	// The state says which order it was and what it published.
 	live, order := readState(ctx, t, stateDir, certName)
-	if live.Serial != st.Serial || order.Step != daemon.StepDone {
+	if live.Serial != st.Serial || order.Step != store.StepDone {
 		t.Fatalf("state: live serial %s (status says %s), order %s at step %s, want done", live.Serial, st.Serial, order.UniqueID, order.Step)
 	}
 	if !strings.Contains(r.stdout, order.UniqueID) {
@@ -503,9 +503,9 @@ func writeSecret(t *testing.T, dir, name, secret string) string {
 
 // readState reads the live certificate of name and the order that
 // produced it from dcvd's state (no dcvd process may be running).
-func readState(ctx context.Context, t *testing.T, stateDir, name string) (*daemon.Certificate, *daemon.Order) {
+func readState(ctx context.Context, t *testing.T, stateDir, name string) (*store.Certificate, *store.Order) {
 	t.Helper()
-	st, err := daemon.OpenSQLite(ctx, filepath.Join(stateDir, "dcvd.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(stateDir, "dcvd.db"))
 	if err != nil {
 		t.Fatalf("open dcvd's state: %v", err)
 	}

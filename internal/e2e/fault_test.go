@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/providers"
@@ -432,7 +433,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 	// running daemon's driver would, and moves the clock to the order's
 	// next attempt whenever it must wait.
 	type outcome struct {
-		order  *daemon.Order
+		order  *store.Order
 		err    error
 		rounds int
 		// retryAfters counts the steps failed by a 429; early lists those
@@ -472,7 +473,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 	ran := time.Since(start)
 
 	// Every order is done, and the daemon says so.
-	orders := map[string]*daemon.Order{}
+	orders := map[string]*store.Order{}
 	rounds, retryAfters := 0, 0
 	for i, name := range names {
 		out := outcomes[i]
@@ -484,7 +485,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 		switch {
 		case out.order == nil:
 			t.Errorf("certificate %s: no order: %v", name, out.err)
-		case out.order.Step != daemon.StepDone || out.err != nil:
+		case out.order.Step != store.StepDone || out.err != nil:
 			t.Errorf("certificate %s: order %s ended at step %s after %d Reissue calls: %v (last error %q)",
 				name, out.order.UniqueID, out.order.Step, out.rounds, out.err, out.order.LastError)
 		default:
@@ -685,8 +686,8 @@ func statusAll(ctx context.Context, t *testing.T, bin, cfgPath string) map[strin
 
 // killedState is what dcvd's state holds after a kill.
 type killedState struct {
-	live   map[string]*daemon.Certificate
-	active map[string]*daemon.Order
+	live   map[string]*store.Certificate
+	active map[string]*store.Order
 }
 
 // readKilledState opens dcvd's state (no dcvd may run) as a restart
@@ -694,12 +695,12 @@ type killedState struct {
 // before dcvd created its database leaves no state to read.
 func readKilledState(ctx context.Context, t *testing.T, stateDir string) killedState {
 	t.Helper()
-	out := killedState{live: map[string]*daemon.Certificate{}, active: map[string]*daemon.Order{}}
+	out := killedState{live: map[string]*store.Certificate{}, active: map[string]*store.Order{}}
 	db := filepath.Join(stateDir, "dcvd.db")
 	if _, err := os.Stat(db); errors.Is(err, fs.ErrNotExist) {
 		return out
 	}
-	st, err := daemon.OpenSQLite(ctx, db)
+	st, err := store.OpenSQLite(ctx, db)
 	if err != nil {
 		t.Fatalf("open dcvd's state after a kill: %v", err)
 	}
@@ -842,7 +843,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 	})
 
 	// Twenty kills, each checked.
-	inFlight := map[daemon.Step]int{}
+	inFlight := map[store.Step]int{}
 	for i := range killRestarts {
 		delay := killMinDelay + time.Duration(rng.Int64N(int64(killDelaySpan)))
 		r := startDcvdRun(t, bin, cfgPath, runtimeDir)
@@ -860,7 +861,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 			t.Fatalf("run %d: dcvd run ended with %v, want death by SIGKILL", i+1, r.err)
 		}
 		st := readKilledState(ctx, t, stateDir)
-		steps := map[daemon.Step]int{}
+		steps := map[store.Step]int{}
 		for _, o := range st.active {
 			steps[o.Step]++
 			inFlight[o.Step]++
@@ -955,7 +956,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 	} else {
 		t.Errorf("reload log: %v", err)
 	}
-	st, err := daemon.OpenSQLite(ctx, filepath.Join(stateDir, "dcvd.db"))
+	st, err := store.OpenSQLite(ctx, filepath.Join(stateDir, "dcvd.db"))
 	if err != nil {
 		t.Fatalf("open dcvd's state: %v", err)
 	}
@@ -976,7 +977,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatalf("order %s of %s: %v", live.UniqueID, name, err)
 		}
-		if order.Step != daemon.StepDone || live.Serial != s.Serial {
+		if order.Step != store.StepDone || live.Serial != s.Serial {
 			t.Errorf("state of %s: order %s at %s, live serial %s (status %s)", name, order.UniqueID, order.Step, live.Serial, s.Serial)
 		}
 		for _, in := range order.Instructions {
@@ -1038,7 +1039,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 				ok = ok && isTmp
 			}
 			_, err := st.Order(ctx, uid)
-			if !ok || !strings.HasPrefix(uid, "dcvd-") || !errors.Is(err, daemon.ErrNotFound) || slices.Contains(sent[name], uid) {
+			if !ok || !strings.HasPrefix(uid, "dcvd-") || !errors.Is(err, store.ErrNotFound) || slices.Contains(sent[name], uid) {
 				t.Errorf("certificate %s: key file %s is neither the live key nor one of an order never recorded (%v)", name, p, err)
 				continue
 			}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // DefaultEvery is the interval of the summary lines when Options.Every is
@@ -32,12 +33,12 @@ const maxFailedListed = 20
 // Func reissues the certificate name, or resumes its order in flight, and
 // returns the order as it ended (or as far as it went without waiting),
 // with the error that ended it.
-type Func func(ctx context.Context, name string) (*daemon.Order, error)
+type Func func(ctx context.Context, name string) (*store.Order, error)
 
 // InProcess is Func for a daemon in this process: d.Reissue, which drives
 // the order itself (with opt.Wait, until it ends).
 func InProcess(d *daemon.Daemon, opt daemon.ReissueOptions) Func {
-	return func(ctx context.Context, name string) (*daemon.Order, error) {
+	return func(ctx context.Context, name string) (*store.Order, error) {
 		return d.Reissue(ctx, name, opt)
 	}
 }
@@ -49,7 +50,7 @@ func InProcess(d *daemon.Daemon, opt daemon.ReissueOptions) Func {
 // the status of every certificate, so that following many orders costs the
 // daemon one indexed read each.
 func ViaControl(c *daemon.ControlClient, allowDomainRemoval, wait bool, poll time.Duration) Func {
-	return func(ctx context.Context, name string) (*daemon.Order, error) {
+	return func(ctx context.Context, name string) (*store.Order, error) {
 		o, err := c.Reissue(ctx, name, allowDomainRemoval)
 		if err != nil || !wait {
 			return o, err
@@ -71,7 +72,7 @@ func ViaControl(c *daemon.ControlClient, allowDomainRemoval, wait bool, poll tim
 			}
 			o = next
 		}
-		if o.Step == daemon.StepFailed {
+		if o.Step == store.StepFailed {
 			return o, fmt.Errorf("certificate %s: order %s failed: %s", name, o.UniqueID, o.LastError)
 		}
 		return o, nil
@@ -104,7 +105,7 @@ type Result struct {
 	Name string
 	// Order is the certificate's order as last seen; nil when none was
 	// started (the domain-removal guard refused, the CA was not reached).
-	Order *daemon.Order
+	Order *store.Order
 	// Err is why it failed; nil on success.
 	Err error
 	// Took is how long the certificate was at work.
@@ -247,7 +248,7 @@ func Run(ctx context.Context, names []string, fn Func, opt Options) Summary {
 }
 
 // judge makes fn's answer a Result.
-func judge(name string, o *daemon.Order, err error, wait bool, took time.Duration) Result {
+func judge(name string, o *store.Order, err error, wait bool, took time.Duration) Result {
 	r := Result{Name: name, Order: o, Err: err, Took: took}
 	switch {
 	case err != nil && o != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
@@ -258,7 +259,7 @@ func judge(name string, o *daemon.Order, err error, wait bool, took time.Duratio
 	case err != nil:
 	case o == nil:
 		r.Err = errors.New("no order came back")
-	case wait && o.Step != daemon.StepDone:
+	case wait && o.Step != store.StepDone:
 		// Followed through the daemon, whose configuration dropped the
 		// certificate meanwhile, or failed without an error.
 		r.Err = fmt.Errorf("order %s ended at step %s (last error: %s)", o.UniqueID, o.Step, orNone(o.LastError))
@@ -312,7 +313,7 @@ func (p *progress) ended(r Result) {
 	switch {
 	case r.Err != nil:
 		fmt.Fprintf(p.w, "%s: FAILED after %s: %v\n", head, took, r.Err)
-	case r.Order.Step == daemon.StepDone:
+	case r.Order.Step == store.StepDone:
 		fmt.Fprintf(p.w, "%s: done in %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
 			head, took, r.Order.Serial, r.Order.NotAfter.UTC().Format(time.RFC3339), r.Order.UniqueID, r.Order.Cost)
 	default:

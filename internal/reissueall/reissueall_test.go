@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // syncBuffer is a bytes.Buffer safe for the writers of Run.
@@ -53,8 +54,8 @@ func names(n int) []string {
 	return out
 }
 
-func doneOrder(name string) *daemon.Order {
-	return &daemon.Order{UniqueID: "dcvd-" + name, Cert: name, Step: daemon.StepDone, Serial: "0a" + name,
+func doneOrder(name string) *store.Order {
+	return &store.Order{UniqueID: "dcvd-" + name, Cert: name, Step: store.StepDone, Serial: "0a" + name,
 		NotAfter: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
 }
 
@@ -70,7 +71,7 @@ func TestRunReissuesEachOnceWithinTheBound(t *testing.T) {
 			// bound is reached, not only respected.
 			meet := min(tt.n, tt.conc)
 			arrived := make(chan struct{})
-			fn := func(ctx context.Context, name string) (*daemon.Order, error) {
+			fn := func(ctx context.Context, name string) (*store.Order, error) {
 				mu.Lock()
 				calls[name]++
 				at++
@@ -117,19 +118,19 @@ func TestRunReissuesEachOnceWithinTheBound(t *testing.T) {
 // with its error, while the others complete; the run's error says how many.
 func TestRunReportsFailuresAndGoesOn(t *testing.T) {
 	refused := &daemon.DomainRemovalError{Cert: "c003", Serial: "99", Dropped: []string{"old.example.com"}}
-	fn := func(ctx context.Context, name string) (*daemon.Order, error) {
+	fn := func(ctx context.Context, name string) (*store.Order, error) {
 		switch name {
 		case "c003":
 			return nil, refused
 		case "c005":
 			o := doneOrder(name)
-			o.Step = daemon.StepFailed
+			o.Step = store.StepFailed
 			o.LastError = "the CA refused"
 			return o, fmt.Errorf("certificate %s: order %s failed: the CA refused", name, o.UniqueID)
 		case "c007":
 			// Followed through a daemon that dropped the certificate.
 			o := doneOrder(name)
-			o.Step = daemon.StepRechecked
+			o.Step = store.StepRechecked
 			return o, nil
 		}
 		return doneOrder(name), nil
@@ -171,8 +172,8 @@ func TestRunReportsFailuresAndGoesOn(t *testing.T) {
 
 // TestRunWithoutWait: an order started and left in flight is a success.
 func TestRunWithoutWait(t *testing.T) {
-	fn := func(ctx context.Context, name string) (*daemon.Order, error) {
-		return &daemon.Order{UniqueID: "dcvd-" + name, Cert: name, Step: daemon.StepRechecked}, nil
+	fn := func(ctx context.Context, name string) (*store.Order, error) {
+		return &store.Order{UniqueID: "dcvd-" + name, Cert: name, Step: store.StepRechecked}, nil
 	}
 	var out syncBuffer
 	sum := Run(context.Background(), names(3), fn, Options{Concurrency: 2, Progress: &out})
@@ -195,7 +196,7 @@ func TestRunStopsWithItsContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	started := 0
-	fn := func(ctx context.Context, name string) (*daemon.Order, error) {
+	fn := func(ctx context.Context, name string) (*store.Order, error) {
 		mu.Lock()
 		started++
 		if started == 2 {
@@ -203,7 +204,7 @@ func TestRunStopsWithItsContext(t *testing.T) {
 		}
 		mu.Unlock()
 		<-ctx.Done()
-		return &daemon.Order{UniqueID: "dcvd-" + name, Cert: name, Step: daemon.StepPublished, LastError: "slow DNS"}, ctx.Err()
+		return &store.Order{UniqueID: "dcvd-" + name, Cert: name, Step: store.StepPublished, LastError: "slow DNS"}, ctx.Err()
 	}
 	var out syncBuffer
 	sum := Run(ctx, names(20), fn, Options{Concurrency: 2, Wait: true, Progress: &out})
@@ -229,7 +230,7 @@ func TestRunSummaryLines(t *testing.T) {
 	tick := make(chan time.Time)
 	release := make(chan struct{})
 	blocked := make(chan struct{})
-	fn := func(ctx context.Context, name string) (*daemon.Order, error) {
+	fn := func(ctx context.Context, name string) (*store.Order, error) {
 		switch name {
 		case "c001":
 			return nil, errors.New("boom")

@@ -1,4 +1,4 @@
-package daemon
+package store
 
 import (
 	"context"
@@ -142,6 +142,10 @@ func OpenPostgres(ctx context.Context, dsn string) (*PostgresStore, error) {
 	}
 	return s, nil
 }
+
+// SetClock replaces the clock that stamps orders' Created and Updated, for
+// tests that need rows of a given age.
+func (s *PostgresStore) SetClock(now func() time.Time) { s.now = now }
 
 // checkPostgresConn refuses a connection on which a commit is not durable
 // when it returns: an order's step must never go back, or a side effect
@@ -705,7 +709,7 @@ func (s *PostgresStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Prun
 				WHERE (n > $1 OR updated COLLATE "C" < $2) AND NOT (step = 'done' AND k <= $3)
 					AND unique_id NOT IN (SELECT unique_id FROM certificates)
 				ORDER BY unique_id LIMIT $4)
-			AND (step = 'done' OR step = 'failed')`, perCert, before, keptGenerations, limit)
+			AND (step = 'done' OR step = 'failed')`, perCert, before, KeptGenerations, limit)
 		out.Orders = int(tag.RowsAffected())
 		return err
 	})

@@ -1,14 +1,11 @@
-package daemon
+package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,78 +13,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/dcvd/dcvd/internal/pgtest"
 )
 
-// postgresDSN returns the DSN of the test server that scripts/postgres.sh
-// started, or skips the test without one (fails instead when
-// DCVD_TEST_REQUIRE_SERVERS is set, as in CI).
-func postgresDSN(t *testing.T) string {
-	t.Helper()
-	dsn := os.Getenv("DCVD_TEST_POSTGRES_DSN")
-	if dsn != "" {
-		return dsn
-	}
-	const why = "DCVD_TEST_POSTGRES_DSN is not set: start a server with scripts/postgres.sh start DIR, then set -a; . DIR/env; set +a"
-	if os.Getenv("DCVD_TEST_REQUIRE_SERVERS") != "" {
-		t.Fatal(why + " (DCVD_TEST_REQUIRE_SERVERS is set, so this fails rather than skips)")
-	}
-	t.Skip(why)
-	return ""
-}
-
-// withParam returns dsn with the parameter key set to value, in either form
-// of DSN (value must need no quoting).
-func withParam(t *testing.T, dsn, key, value string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatal("DCVD_TEST_POSTGRES_DSN does not parse as a URL")
-		}
-		q := u.Query()
-		q.Set(key, value)
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	return dsn + " " + key + "=" + value
-}
-
-// newPostgresSchema creates a schema of its own for the test, dropped with
-// everything in it when the test ends, and returns a DSN that uses it: each
-// test starts from an empty database, and tests never see each other's rows.
-func newPostgresSchema(t *testing.T) string {
-	t.Helper()
-	dsn := postgresDSN(t)
-	ctx := t.Context()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	schema := "dcvd_test_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			t.Errorf("connect to drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withParam(t, dsn, "search_path", schema)
-}
-
 var postgresBackend = storeBackend{newDB: func(t *testing.T) storeDB {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	return storeDB{
 		open: func(ctx context.Context) (testStore, error) {
 			s, err := OpenPostgres(ctx, dsn)
@@ -114,11 +45,9 @@ var postgresBackend = storeBackend{newDB: func(t *testing.T) storeDB {
 }}
 
 func TestStorePostgres(t *testing.T) {
-	postgresDSN(t)
+	pgtest.DSN(t)
 	runStoreSuite(t, postgresBackend)
 }
-
-func (s *PostgresStore) setClock(now func() time.Time) { s.now = now }
 
 func (s *PostgresStore) exec(ctx context.Context, sql string) error {
 	_, err := s.pool.Exec(ctx, sql)
@@ -211,7 +140,7 @@ func TestStorePostgresRaceSameOrder(t *testing.T) {
 }
 
 func TestStorePostgresOpenRefuses(t *testing.T) {
-	dsn := postgresDSN(t)
+	dsn := pgtest.DSN(t)
 	ctx := t.Context()
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -255,10 +184,10 @@ func TestStorePostgresOpenRefuses(t *testing.T) {
 }
 
 func TestStorePostgresRefusesAsyncCommit(t *testing.T) {
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	// A runtime parameter in the DSN stands for a server, role or
 	// database configured so.
-	s, err := OpenPostgres(t.Context(), withParam(t, dsn, "synchronous_commit", "off"))
+	s, err := OpenPostgres(t.Context(), pgtest.WithParam(t, dsn, "synchronous_commit", "off"))
 	if err == nil {
 		s.Close()
 		t.Fatal("OpenPostgres accepted synchronous_commit=off")
@@ -267,7 +196,7 @@ func TestStorePostgresRefusesAsyncCommit(t *testing.T) {
 		t.Errorf("error %q does not say why", err)
 	}
 	// And "local", which is durable on the server, is accepted.
-	s, err = OpenPostgres(t.Context(), withParam(t, dsn, "synchronous_commit", "local"))
+	s, err = OpenPostgres(t.Context(), pgtest.WithParam(t, dsn, "synchronous_commit", "local"))
 	if err != nil {
 		t.Fatalf("OpenPostgres with synchronous_commit=local: %v", err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package store
 
 import (
 	"context"
@@ -48,7 +48,7 @@ type storeDB struct {
 type testStore interface {
 	Store
 	// setClock replaces the clock of Created and Updated.
-	setClock(now func() time.Time)
+	SetClock(now func() time.Time)
 	// migrate applies the migrations the database lacks.
 	migrate(ctx context.Context) error
 	// exec runs SQL, without parameters, behind the store's back.
@@ -151,8 +151,6 @@ var sqliteBackend = storeBackend{newDB: func(t *testing.T) storeDB {
 
 func TestStoreSQLite(t *testing.T) { runStoreSuite(t, sqliteBackend) }
 
-func (s *SQLiteStore) setClock(now func() time.Time) { s.now = now }
-
 func (s *SQLiteStore) exec(ctx context.Context, sql string) error {
 	_, err := s.db.ExecContext(ctx, sql)
 	return err
@@ -192,7 +190,7 @@ func openSQLiteTestStore(t *testing.T) (*SQLiteStore, string) {
 // Created and Updated are predictable and distinct.
 func fakeClock(s testStore, start time.Time) {
 	next := start
-	s.setClock(func() time.Time {
+	s.SetClock(func() time.Time {
 		t := next
 		next = next.Add(time.Second)
 		return t
@@ -1412,13 +1410,13 @@ func testStoreCertificateSummaries(t *testing.T, b storeBackend) {
 }
 
 // testStoreRecentAttemptsReadOnlyTheLimit: the limit is applied by the
-// database, so that the sweep reads renewalHistory attempts per
+// database, so that the sweep reads KeptAttempts attempts per
 // certificate however long the histories: an attempt beyond the limit that
 // cannot be read (its time is garbage) is not read.
 func testStoreRecentAttemptsReadOnlyTheLimit(t *testing.T, b storeBackend) {
 	s, _ := b.openTestStore(t)
 	ctx := t.Context()
-	const n = renewalHistory + 10
+	const n = KeptAttempts + 10
 	for i := range n {
 		for _, cert := range []string{"shop", "api"} {
 			a := fullAttempt(cert, fmt.Sprintf("%s-%02d", cert, i))
@@ -1433,28 +1431,28 @@ func testStoreRecentAttemptsReadOnlyTheLimit(t *testing.T, b storeBackend) {
 	}
 	want := map[string][]Attempt{}
 	for _, cert := range []string{"shop", "api", "web"} {
-		h, err := s.Attempts(ctx, cert, renewalHistory)
+		h, err := s.Attempts(ctx, cert, KeptAttempts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want[cert] = h
 	}
-	if len(want["shop"]) != renewalHistory || want["shop"][0].UniqueID != fmt.Sprintf("shop-%02d", n-1) {
-		t.Fatalf("Attempts(shop, %d) = %d entries, newest %s", renewalHistory, len(want["shop"]), want["shop"][0].UniqueID)
+	if len(want["shop"]) != KeptAttempts || want["shop"][0].UniqueID != fmt.Sprintf("shop-%02d", n-1) {
+		t.Fatalf("Attempts(shop, %d) = %d entries, newest %s", KeptAttempts, len(want["shop"]), want["shop"][0].UniqueID)
 	}
 	// The oldest of each long history can no longer be read.
 	if err := s.exec(ctx, `UPDATE attempts SET finished = 'garbage' WHERE unique_id IN ('shop-00', 'api-00')`); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.RecentAttempts(ctx, renewalHistory)
+	got, err := s.RecentAttempts(ctx, KeptAttempts)
 	if err != nil {
-		t.Fatalf("RecentAttempts(%d) read beyond the limit: %v", renewalHistory, err)
+		t.Fatalf("RecentAttempts(%d) read beyond the limit: %v", KeptAttempts, err)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("RecentAttempts(%d):\n got %+v\nwant %+v", renewalHistory, got, want)
+		t.Errorf("RecentAttempts(%d):\n got %+v\nwant %+v", KeptAttempts, got, want)
 	}
-	if _, err := s.Attempts(ctx, "shop", renewalHistory); err != nil {
-		t.Errorf("Attempts(shop, %d) read beyond the limit: %v", renewalHistory, err)
+	if _, err := s.Attempts(ctx, "shop", KeptAttempts); err != nil {
+		t.Errorf("Attempts(shop, %d) read beyond the limit: %v", KeptAttempts, err)
 	}
 	// The whole history does reach the garbage: the test tests something.
 	if _, err := s.RecentAttempts(ctx, 0); err == nil {
@@ -1466,7 +1464,7 @@ func testStoreRecentAttemptsReadOnlyTheLimit(t *testing.T, b storeBackend) {
 // when new).
 func putOrderAt(t *testing.T, s testStore, o *Order, at time.Time) {
 	t.Helper()
-	s.setClock(func() time.Time { return at })
+	s.SetClock(func() time.Time { return at })
 	if err := s.PutOrder(t.Context(), o); err != nil {
 		t.Fatalf("PutOrder %s: %v", o.UniqueID, err)
 	}
@@ -1583,9 +1581,9 @@ func testStorePruneAttempts(t *testing.T, b storeBackend) {
 					t.Fatal(err)
 				}
 			}
-			cc := &CertConfig{Name: "shop"}
-			live := &Certificate{NotBefore: now.Add(-80 * day), NotAfter: now.Add(10 * day)}
-			decision := NextRenewal(cc, live, before[:min(len(before), renewalHistory)], now)
+			// The renewal decision (daemon.NextRenewal) reads the newest
+			// KeptAttempts attempts and nothing else of the history.
+			decisionInput := before[:min(len(before), KeptAttempts)]
 
 			pruned, err := s.PruneHistory(ctx, tt.policy)
 			if err != nil {
@@ -1609,8 +1607,8 @@ func testStorePruneAttempts(t *testing.T, b storeBackend) {
 					t.Errorf("TotalCost(%s) after the prune = %v, %v; want %v as before", cert, got, err, want)
 				}
 			}
-			if got := NextRenewal(cc, live, after[:min(len(after), renewalHistory)], now); got != decision {
-				t.Errorf("the renewal decision changed with the prune: %+v, was %+v", got, decision)
+			if got := after[:min(len(after), KeptAttempts)]; !reflect.DeepEqual(got, decisionInput) {
+				t.Errorf("the renewal decision's input changed with the prune: %d attempts, was %d", len(got), len(decisionInput))
 			}
 			// Again: nothing more to delete.
 			if again, err := s.PruneHistory(ctx, tt.policy); err != nil || again != (Pruned{}) {

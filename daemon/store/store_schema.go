@@ -1,4 +1,4 @@
-package daemon
+package store
 
 import (
 	"cmp"
@@ -257,10 +257,10 @@ func checkStoredOrder(o *Order, cert, step, createdText string) (time.Time, erro
 	return parseTime(createdText)
 }
 
-// keptGenerations is how many of a certificate's newest done orders
+// KeptGenerations is how many of a certificate's newest done orders
 // PruneHistory keeps: the live generation and the one before it (the
 // deploy directory's previous/), whose keys must stay known.
-const keptGenerations = 2
+const KeptGenerations = 2
 
 // bounds returns what the prune queries take from p: the count beyond
 // which a certificate's rows go (a count no history reaches when p sets

@@ -1,4 +1,4 @@
-package daemon
+package store
 
 import (
 	"context"
@@ -195,8 +195,9 @@ type Store interface {
 
 // KeptAttempts is how many of a certificate's newest attempts
 // Store.PruneHistory always keeps: what the renewal decision reads
-// (NextRenewal counts the failures in a row, newest first).
-const KeptAttempts = renewalHistory
+// (NextRenewal counts the failures in a row, newest first, and the backoff
+// stops growing long before 20).
+const KeptAttempts = 20
 
 // HistoryPolicy says which history Store.PruneHistory may delete.
 type HistoryPolicy struct {

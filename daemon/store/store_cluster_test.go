@@ -1,4 +1,4 @@
-package daemon
+package store
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dcvd/dcvd/internal/pgtest"
 )
 
 // openClusterStores opens n stores on one new database (schema), each with a
@@ -16,7 +18,7 @@ import (
 // when the test ends. The DSN is returned too.
 func openClusterStores(t *testing.T, n int) ([]*PostgresStore, string) {
 	t.Helper()
-	dsn := newPostgresSchema(t)
+	dsn := pgtest.NewSchema(t)
 	stores := make([]*PostgresStore, n)
 	for i := range stores {
 		s, err := OpenPostgres(t.Context(), dsn)
@@ -449,7 +451,7 @@ func TestClusterFencedWriteHoldsOffTakeover(t *testing.T) {
 	a := stores[0]
 	ctx := t.Context()
 	app := fmt.Sprintf("dcvd_takeover_%d", time.Now().UnixNano())
-	b, err := OpenPostgres(ctx, withParam(t, dsn, "application_name", app))
+	b, err := OpenPostgres(ctx, pgtest.WithParam(t, dsn, "application_name", app))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -839,7 +841,7 @@ func TestClusterListenEnds(t *testing.T) {
 
 	// A lost connection: the error, for the caller to retry.
 	app := fmt.Sprintf("dcvd_listen_%d", time.Now().UnixNano())
-	l, err := OpenPostgres(t.Context(), withParam(t, dsn, "application_name", app))
+	l, err := OpenPostgres(t.Context(), pgtest.WithParam(t, dsn, "application_name", app))
 	if err != nil {
 		t.Fatal(err)
 	}
