@@ -1,16 +1,15 @@
 package notify
 
 import (
-	"fmt"
 	"net"
 	"net/mail"
 	"net/url"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
+
+	"github.com/dcvd/dcvd/internal/section"
 )
 
 // keySpec describes one key of a [notify.NAME] section. A secret key k may
@@ -69,23 +68,11 @@ func Types() []string {
 	return t
 }
 
-// sectionParser collects every problem of one section.
+// sectionParser reads one section, collecting every problem in s.
 type sectionParser struct {
-	prefix    string // notify.NAME
-	section   map[string]any
-	lookupEnv func(string) (string, bool)
-	readFile  func(string) ([]byte, error)
-	errs      []error
-	warns     []string
-	secrets   []string
-}
-
-func (p *sectionParser) fail(key, format string, args ...any) {
-	p.errs = append(p.errs, fmt.Errorf("%s.%s: %s", p.prefix, key, fmt.Sprintf(format, args...)))
-}
-
-func (p *sectionParser) warn(key, format string, args ...any) {
-	p.warns = append(p.warns, fmt.Sprintf("%s.%s: %s", p.prefix, key, fmt.Sprintf(format, args...)))
+	s       *section.Section // notify.NAME
+	m       map[string]any   // the section's keys, for checks of their own
+	secrets []string
 }
 
 // Parse configures the channel of the [notify.NAME] section called name
@@ -95,46 +82,48 @@ func (p *sectionParser) warn(key, format string, args ...any) {
 // over plain http). Secrets never appear in either. A nil lookupEnv or
 // readFile means os.LookupEnv or os.ReadFile. On error the Configured is
 // the zero value.
-func Parse(name string, section map[string]any, lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) (Configured, []string, []error) {
-	if lookupEnv == nil {
-		lookupEnv = os.LookupEnv
+//
+// Every error is a *section.Error whose Key is the full key path
+// ("notify.NAME.key") and whose Reason is the rest of the message, so
+// that a caller can re-file it with errors.As instead of splitting the
+// message at ": ".
+func Parse(name string, sec map[string]any, lookupEnv func(string) (string, bool), readFile func(string) ([]byte, error)) (Configured, []string, []error) {
+	p := &sectionParser{
+		s: section.New("notify."+name, sec, section.Options{LookupEnv: lookupEnv, ReadFile: readFile}),
+		m: sec,
 	}
-	if readFile == nil {
-		readFile = os.ReadFile
-	}
-	p := &sectionParser{prefix: "notify." + name, section: section, lookupEnv: lookupEnv, readFile: readFile}
 	if name == "" || strings.ContainsAny(name, " \t\r\n.") {
-		p.fail("", "the section name must be a single word")
-		return Configured{}, p.warns, p.errs
+		p.s.Fail("", "the section name must be a single word")
+		return Configured{}, p.s.Warnings(), p.s.Errors()
 	}
 
-	typ, isStr := section["type"].(string)
+	typ, isStr := sec["type"].(string)
 	keys, known := typeKeys[typ]
 	switch {
-	case section["type"] == nil:
-		p.fail("type", "missing: say which kind of channel this is (one of %s)", strings.Join(Types(), ", "))
+	case sec["type"] == nil:
+		p.s.Fail("type", "missing: say which kind of channel this is (one of %s)", strings.Join(Types(), ", "))
 	case !isStr || !known:
-		p.fail("type", "unknown channel type %v (known: %s)", section["type"], strings.Join(Types(), ", "))
+		p.s.Fail("type", "unknown channel type %v (known: %s)", sec["type"], strings.Join(Types(), ", "))
 	}
-	if len(p.errs) > 0 {
-		return Configured{}, p.warns, p.errs
+	if p.s.Failed() {
+		return Configured{}, p.s.Warnings(), p.s.Errors()
 	}
 	p.checkKeys(typ, keys)
 
 	level := LevelError
-	if v, ok := p.str("level"); ok {
+	if v, ok := p.s.String("level"); ok {
 		l, err := ParseLevel(v)
 		if err != nil {
-			p.fail("level", "%v", err)
+			p.s.Fail("level", "%v", err)
 		} else {
 			level = l
 		}
 	}
 	timeout := DefaultTimeout
-	if v, ok := p.str("timeout"); ok {
+	if v, ok := p.s.String("timeout"); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 || d > 10*time.Minute {
-			p.fail("timeout", "must be a duration between 1s and 10m such as \"15s\", got %q", v)
+			p.s.Fail("timeout", "must be a duration between 1s and 10m such as \"15s\", got %q", v)
 		} else {
 			timeout = d
 		}
@@ -153,37 +142,31 @@ func Parse(name string, section map[string]any, lookupEnv func(string) (string, 
 	case "feishu":
 		ch = p.feishu(name, timeout)
 	}
-	sort.Strings(p.warns)
-	if len(p.errs) > 0 || ch == nil {
-		return Configured{}, p.warns, p.errs
+	warns := p.s.Warnings()
+	sort.Strings(warns)
+	if p.s.Failed() || ch == nil {
+		return Configured{}, warns, p.s.Errors()
 	}
-	return Configured{Channel: ch, Level: level}, p.warns, nil
+	return Configured{Channel: ch, Level: level}, warns, nil
 }
 
 // checkKeys refuses keys the type does not have, and keys of a secret set
 // more than one way.
 func (p *sectionParser) checkKeys(typ string, keys map[string]keySpec) {
-	var names []string
-	for k := range p.section {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
+	p.s.Unknown(func(k string) bool {
 		if _, ok := commonKeys[k]; ok {
-			continue
+			return true
 		}
 		if _, ok := keys[k]; ok {
-			continue
+			return true
 		}
-		base, suffixed := strings.CutSuffix(k, "_file")
+		base, suffixed := strings.CutSuffix(k, section.FileSuffix)
 		if !suffixed {
-			base, suffixed = strings.CutSuffix(k, "_env")
+			base, suffixed = strings.CutSuffix(k, section.EnvSuffix)
 		}
-		if spec, ok := keys[base]; suffixed && ok && spec.secret {
-			continue
-		}
-		p.fail(k, "unknown key for type %s (its keys: %s)", typ, strings.Join(knownKeys(keys), ", "))
-	}
+		spec, ok := keys[base]
+		return suffixed && ok && spec.secret
+	}, " for type "+typ+" (its keys: "+strings.Join(knownKeys(keys), ", ")+")")
 }
 
 // knownKeys lists every accepted key of a type, the secret variants
@@ -203,80 +186,21 @@ func knownKeys(keys map[string]keySpec) []string {
 	return out
 }
 
-// str returns a string key; a key of another type is reported.
-func (p *sectionParser) str(key string) (string, bool) {
-	v, ok := p.section[key]
-	if !ok {
-		return "", false
-	}
-	s, isStr := v.(string)
-	if !isStr {
-		p.fail(key, "must be a string")
-		return "", false
-	}
-	return s, true
-}
-
-// secret reads a secret from exactly one of key, key_file and key_env.
-// It returns "" when none is set (callers decide whether it is required)
-// or when reading failed (reported). No message quotes the value.
+// secret reads a secret from exactly one of key, key_file and key_env
+// (see section.Section.Secret), refusing one of several lines, which no
+// channel's token or password has. It returns "" when none is set
+// (callers decide whether it is required) or when reading failed
+// (reported). No message quotes the value.
 func (p *sectionParser) secret(key string) (value string, set bool) {
-	var found []string
-	for _, k := range []string{key, key + "_file", key + "_env"} {
-		if _, ok := p.section[k]; ok {
-			found = append(found, k)
-		}
+	value, used, set := p.s.Secret(key)
+	if value == "" {
+		return "", set
 	}
-	switch len(found) {
-	case 0:
-		return "", false
-	case 1:
-	default:
-		p.fail(key, "set more than once (%s.%s): keep one", p.prefix, strings.Join(found, ", "+p.prefix+"."))
-		return "", true
-	}
-	k := found[0]
-	v, ok := p.str(k)
-	if !ok {
-		return "", true
-	}
-	switch k {
-	case key:
-		if v == "" {
-			p.fail(k, "must not be empty")
-			return "", true
-		}
-		p.warn(k, "a secret written in the config file; prefer %s_file or %s_env", key, key)
-		value = v
-	case key + "_file":
-		if v == "" {
-			p.fail(k, "must be a file path")
-			return "", true
-		}
-		b, err := p.readFile(v)
-		if err != nil {
-			p.fail(k, "cannot read the secret: %v", err)
-			return "", true
-		}
-		value = strings.TrimRight(string(b), "\r\n")
-		if value == "" {
-			p.fail(k, "file %s is empty", v)
-			return "", true
-		}
-	default:
-		if v == "" {
-			p.fail(k, "must be the name of an environment variable")
-			return "", true
-		}
-		e, ok := p.lookupEnv(v)
-		if !ok || e == "" {
-			p.fail(k, "environment variable %s is not set", v)
-			return "", true
-		}
-		value = e
+	if used == key {
+		p.s.WarnInlineSecret(key)
 	}
 	if strings.ContainsAny(value, "\r\n") {
-		p.fail(k, "the secret spans several lines")
+		p.s.Fail(used, "the secret spans several lines")
 		return "", true
 	}
 	p.secrets = append(p.secrets, value)
@@ -287,30 +211,30 @@ func (p *sectionParser) secret(key string) (value string, set bool) {
 // empty). Messages quote only scheme and host, since the rest may hold a
 // token.
 func (p *sectionParser) httpURL(key, def string) *url.URL {
-	raw, ok := p.str(key)
+	raw, ok := p.s.String(key)
 	if !ok {
-		if _, present := p.section[key]; present || def == "" {
+		if _, present := p.m[key]; present || def == "" {
 			return nil
 		}
 		raw = def
 	}
-	if strings.IndexFunc(raw, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+	if section.HasSpaceOrControl(raw) {
 		// url.Parse takes a space in the path, and every delivery would
 		// then fail. Not quoted: the URL may hold a token.
-		p.fail(key, "contains a space or a control character: percent-encode it (a space is %%20)")
+		p.s.Fail(key, "contains a space or a control character: percent-encode it (a space is %%20)")
 		return nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.Opaque != "" {
-		p.fail(key, "must be an absolute http:// or https:// URL")
+		p.s.Fail(key, "must be an absolute http:// or https:// URL")
 		return nil
 	}
 	if u.Fragment != "" {
-		p.fail(key, "must not have a #fragment")
+		p.s.Fail(key, "must not have a #fragment")
 		return nil
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
-		p.warn(key, "plain http to %s: notifications (and any token in the URL) travel unencrypted", u.Host)
+	if u.Scheme == "http" && !section.IsLoopback(u.Hostname()) {
+		p.s.Warn(key, "plain http to %s: notifications (and any token in the URL) travel unencrypted", u.Host)
 	}
 	return u
 }
@@ -334,22 +258,14 @@ func urlSecrets(u *url.URL) []string {
 	return out
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 func (p *sectionParser) target(name, typ string, timeout time.Duration) httpTarget {
 	return httpTarget{name: name, typ: typ, client: newHTTPClient(timeout), red: newRedactor(p.secrets...)}
 }
 
 func (p *sectionParser) webhook(name string, timeout time.Duration) Channel {
 	u := p.httpURL("url", "")
-	if u == nil && p.section["url"] == nil {
-		p.fail("url", "required: the URL to POST events to")
+	if u == nil && p.m["url"] == nil {
+		p.s.Fail("url", "required: the URL to POST events to")
 	}
 	secret, _ := p.secret("secret")
 	if u != nil && u.User != nil {
@@ -357,14 +273,14 @@ func (p *sectionParser) webhook(name string, timeout time.Duration) Channel {
 		if pw, ok := u.User.Password(); ok {
 			p.secrets = append(p.secrets, pw)
 		}
-		p.warn("url", "holds credentials in the config file")
+		p.s.Warn("url", "holds credentials in the config file")
 	}
 	if u != nil {
 		// Services such as Slack put the token in the path, others in the
 		// query: neither may show in an error, even one quoting a reply.
 		p.secrets = append(p.secrets, urlSecrets(u)...)
 	}
-	if u == nil || len(p.errs) > 0 {
+	if u == nil || p.s.Failed() {
 		return nil
 	}
 	return &webhook{httpTarget: p.target(name, "webhook", timeout), url: u, secret: secret, now: time.Now}
@@ -378,39 +294,39 @@ func (p *sectionParser) tokenInURL(u *url.URL, urlSet bool, key, param string) {
 	inURL := u.Query().Get(param)
 	switch {
 	case tokenSet && inURL != "":
-		p.fail(key, "set more than once (also in %s.url): keep one", p.prefix)
+		p.s.Fail(key, "set more than once (also in %s.url): keep one", p.s.Path())
 	case tokenSet && token != "":
 		q := u.Query()
 		q.Set(param, token)
 		u.RawQuery = q.Encode()
 	case inURL != "":
 		p.secrets = append(p.secrets, inURL)
-		p.warn("url", "holds the robot's %s in the config file; prefer url without it and %s_file or %s_env", param, key, key)
+		p.s.Warn("url", "holds the robot's %s in the config file; prefer url without it and %s_file or %s_env", param, key, key)
 	case !tokenSet:
 		how := "set " + key + "_file, " + key + "_env or " + key
 		if urlSet {
 			how += " (or put " + param + "= in url)"
 		}
-		p.fail(key, "required: %s", how)
+		p.s.Fail(key, "required: %s", how)
 	}
 }
 
 func (p *sectionParser) wecom(name string, timeout time.Duration) Channel {
-	_, urlSet := p.section["url"]
+	_, urlSet := p.m["url"]
 	u := p.httpURL("url", WeComURL)
 	if u == nil {
 		p.secret("key") // report its problems too
 		return nil
 	}
 	p.tokenInURL(u, urlSet, "key", "key")
-	if len(p.errs) > 0 {
+	if p.s.Failed() {
 		return nil
 	}
 	return &wecom{httpTarget: p.target(name, "wecom", timeout), url: u}
 }
 
 func (p *sectionParser) dingtalk(name string, timeout time.Duration) Channel {
-	_, urlSet := p.section["url"]
+	_, urlSet := p.m["url"]
 	u := p.httpURL("url", DingTalkURL)
 	secret, _ := p.secret("secret")
 	if u == nil {
@@ -420,9 +336,9 @@ func (p *sectionParser) dingtalk(name string, timeout time.Duration) Channel {
 	p.tokenInURL(u, urlSet, "access_token", "access_token")
 	q := u.Query()
 	if q.Has("timestamp") || q.Has("sign") {
-		p.fail("url", "must not hold timestamp or sign: they are computed for each message from secret")
+		p.s.Fail("url", "must not hold timestamp or sign: they are computed for each message from secret")
 	}
-	if len(p.errs) > 0 {
+	if p.s.Failed() {
 		return nil
 	}
 	return &dingtalk{httpTarget: p.target(name, "dingtalk", timeout), url: u, secret: secret, now: time.Now}
@@ -431,7 +347,7 @@ func (p *sectionParser) dingtalk(name string, timeout time.Duration) Channel {
 const hookIDChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 
 func (p *sectionParser) feishu(name string, timeout time.Duration) Channel {
-	_, urlSet := p.section["url"]
+	_, urlSet := p.m["url"]
 	secret, _ := p.secret("secret")
 	hook, hookSet := p.secret("hook_id")
 	u := p.httpURL("url", FeishuURL)
@@ -443,9 +359,9 @@ func (p *sectionParser) feishu(name string, timeout time.Duration) Channel {
 	hasHook = hasHook && strings.Trim(after, "/") != ""
 	switch {
 	case hookSet && hasHook:
-		p.fail("hook_id", "set more than once (url already ends in a hook ID): keep one")
+		p.s.Fail("hook_id", "set more than once (url already ends in a hook ID): keep one")
 	case hookSet && hook != "" && strings.Trim(hook, hookIDChars) != "":
-		p.fail("hook_id", "must hold only letters, digits, '-' and '_' (the last segment of the bot's webhook URL)")
+		p.s.Fail("hook_id", "must hold only letters, digits, '-' and '_' (the last segment of the bot's webhook URL)")
 	case hookSet && hook != "":
 		u.Path = strings.TrimRight(u.Path, "/") + "/" + hook
 		u.RawPath = ""
@@ -457,18 +373,18 @@ func (p *sectionParser) feishu(name string, timeout time.Duration) Channel {
 		if seg = strings.Trim(seg, "/"); seg != "" {
 			p.secrets = append(p.secrets, seg)
 		}
-		p.warn("url", "holds the bot's hook ID in the config file; prefer hook_id_file or hook_id_env")
+		p.s.Warn("url", "holds the bot's hook ID in the config file; prefer hook_id_file or hook_id_env")
 	default:
 		how := "set hook_id_file, hook_id_env or hook_id"
 		if urlSet {
 			how += " (or the whole hook URL in url)"
 		}
-		p.fail("hook_id", "required: %s", how)
+		p.s.Fail("hook_id", "required: %s", how)
 	}
 	if u.RawQuery != "" {
-		p.fail("url", "must not have a query")
+		p.s.Fail("url", "must not have a query")
 	}
-	if len(p.errs) > 0 {
+	if p.s.Failed() {
 		return nil
 	}
 	return &feishu{httpTarget: p.target(name, "feishu", timeout), url: u, secret: secret, now: time.Now}
@@ -477,29 +393,29 @@ func (p *sectionParser) feishu(name string, timeout time.Duration) Channel {
 func (p *sectionParser) smtp(name string, timeout time.Duration) Channel {
 	c := &smtpChannel{name: name, timeout: timeout, now: time.Now}
 
-	server, ok := p.str("server")
+	server, ok := p.s.String("server")
 	port := ""
 	switch {
-	case !ok && p.section["server"] == nil:
-		p.fail("server", "required: the submission server as host:port (such as smtp.example.com:587)")
+	case !ok && p.m["server"] == nil:
+		p.s.Fail("server", "required: the submission server as host:port (such as smtp.example.com:587)")
 	case ok:
 		host, pt, err := net.SplitHostPort(server)
 		n, perr := strconv.Atoi(pt)
 		if err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
-			p.fail("server", "must be host:port, got %q", server)
+			p.s.Fail("server", "must be host:port, got %q", server)
 		} else {
 			c.addr, c.host, port = server, host, pt
 		}
 	}
 
 	c.security = smtpSTARTTLS
-	if v, present := p.section["starttls"]; present {
+	if v, present := p.m["starttls"]; present {
 		b, isBool := v.(bool)
 		switch {
 		case !isBool:
-			p.fail("starttls", "must be true or false")
+			p.s.Fail("starttls", "must be true or false")
 		case port == "465":
-			p.fail("starttls", "does not apply to port 465, which speaks implicit TLS: remove it")
+			p.s.Fail("starttls", "does not apply to port 465, which speaks implicit TLS: remove it")
 		case !b:
 			c.security = smtpPlain
 		}
@@ -507,9 +423,9 @@ func (p *sectionParser) smtp(name string, timeout time.Duration) Channel {
 		c.security = smtpImplicitTLS
 	}
 
-	if v, ok := p.str("username"); ok {
+	if v, ok := p.s.String("username"); ok {
 		if v == "" || strings.ContainsAny(v, "\r\n\x00") {
-			p.fail("username", "must be a non-empty single-line string")
+			p.s.Fail("username", "must be a non-empty single-line string")
 		} else {
 			c.username = v
 		}
@@ -517,29 +433,29 @@ func (p *sectionParser) smtp(name string, timeout time.Duration) Channel {
 	pw, pwSet := p.secret("password")
 	switch {
 	case c.username != "" && !pwSet:
-		p.fail("password", "required with username: set password_file, password_env or password")
-	case c.username == "" && pwSet && p.section["username"] == nil:
-		p.fail("password", "set without username")
+		p.s.Fail("password", "required with username: set password_file, password_env or password")
+	case c.username == "" && pwSet && p.m["username"] == nil:
+		p.s.Fail("password", "set without username")
 	}
 	c.password = pw
-	if c.username != "" && c.security == smtpPlain && c.host != "" && !isLoopback(c.host) {
-		p.fail("starttls", "false would send the password unencrypted to %s; only a relay on this machine may go without TLS", c.host)
+	if c.username != "" && c.security == smtpPlain && c.host != "" && !section.IsLoopback(c.host) {
+		p.s.Fail("starttls", "false would send the password unencrypted to %s; only a relay on this machine may go without TLS", c.host)
 	}
 
-	if v, ok := p.str("from"); ok {
+	if v, ok := p.s.String("from"); ok {
 		a, err := mail.ParseAddress(v)
 		if err != nil {
-			p.fail("from", "not an e-mail address: %v", err)
+			p.s.Fail("from", "not an e-mail address: %v", err)
 		} else {
 			c.from = a
 		}
-	} else if p.section["from"] == nil {
-		p.fail("from", "required: the sender address")
+	} else if p.m["from"] == nil {
+		p.s.Fail("from", "required: the sender address")
 	}
 
-	switch v := p.section["to"].(type) {
+	switch v := p.m["to"].(type) {
 	case nil:
-		p.fail("to", "required: a list of recipient addresses")
+		p.s.Fail("to", "required: a list of recipient addresses")
 	case []any, []string:
 		list, isStrings := v.([]string)
 		ok := true
@@ -555,32 +471,32 @@ func (p *sectionParser) smtp(name string, timeout time.Duration) Channel {
 		}
 		switch {
 		case len(list) == 0 && ok:
-			p.fail("to", "must list at least one address")
+			p.s.Fail("to", "must list at least one address")
 		case !ok:
-			p.fail("to", "must be a list of strings")
+			p.s.Fail("to", "must be a list of strings")
 			list = nil
 		}
 		for _, s := range list {
 			a, err := mail.ParseAddress(s)
 			if err != nil {
-				p.fail("to", "%q is not an e-mail address: %v", s, err)
+				p.s.Fail("to", "%q is not an e-mail address: %v", s, err)
 				continue
 			}
 			c.to = append(c.to, a)
 		}
 	default:
-		p.fail("to", "must be a list of addresses, such as [\"ops@example.com\"]")
+		p.s.Fail("to", "must be a list of addresses, such as [\"ops@example.com\"]")
 	}
 
-	if v, ok := p.str("helo"); ok {
+	if v, ok := p.s.String("helo"); ok {
 		if v == "" || strings.ContainsAny(v, " \t\r\n") {
-			p.fail("helo", "must be a host name")
+			p.s.Fail("helo", "must be a host name")
 		} else {
 			c.helo = v
 		}
 	}
 	c.red = newRedactor(p.secrets...)
-	if len(p.errs) > 0 {
+	if p.s.Failed() {
 		return nil
 	}
 	return c

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"reflect"
 	"sort"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"unicode"
 
 	"github.com/libdns/rfc2136"
+
+	"github.com/dcvd/dcvd/internal/section"
 )
 
 // Defaults of dcvd's own keys in a [dns.NAME] section.
@@ -72,28 +73,25 @@ type DNS struct {
 // New configures the [dns.NAME] section name from its decoded TOML keys.
 // Every problem is reported, each as an error naming dns.NAME.key; the
 // warnings say what is allowed but unwise (a secret written inline).
-func New(name string, section map[string]any, opts Options) (*DNS, []string, error) {
-	if opts.LookupEnv == nil {
-		opts.LookupEnv = os.LookupEnv
-	}
-	if opts.ReadFile == nil {
-		opts.ReadFile = os.ReadFile
-	}
-	prefix := "dns." + name
-	var errs []error
-	fail := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s.%s: %s", prefix, key, fmt.Sprintf(format, args...)))
-	}
+//
+// The error joins the problems (errors.Join: it unwraps with Unwrap()
+// []error), each a *section.Error whose Key is the full key path
+// ("dns.NAME.key") and whose Reason is the rest of the message, so that
+// a caller can re-file them with errors.As instead of splitting messages
+// at ": ". Only a provider's own Check error that does not name a key
+// ("key: reason") is a plain error "dns.NAME.reason".
+func New(name string, table map[string]any, opts Options) (*DNS, []string, error) {
+	s := section.New("dns."+name, table, section.Options{LookupEnv: opts.LookupEnv, ReadFile: opts.ReadFile})
 
-	kindName, _ := section["provider"].(string)
+	kindName, _ := table["provider"].(string)
 	kind, ok := lookupKind(kindName)
 	if !ok {
 		if kindName == "" {
-			fail("provider", "missing: say which DNS provider this section configures (one of %s)", strings.Join(kindNames(), ", "))
+			s.Fail("provider", "missing: say which DNS provider this section configures (one of %s)", strings.Join(kindNames(), ", "))
 		} else {
-			fail("provider", "unknown provider %q (known: %s)", kindName, strings.Join(kindNames(), ", "))
+			s.Fail("provider", "unknown provider %q (known: %s)", kindName, strings.Join(kindNames(), ", "))
 		}
-		return nil, nil, errors.Join(errs...)
+		return nil, nil, s.Err()
 	}
 
 	d := &DNS{Name: name, Kind: kind.Name, TTL: DefaultTTL}
@@ -109,132 +107,112 @@ func New(name string, section map[string]any, opts Options) (*DNS, []string, err
 		secret[k] = true
 	}
 
-	// Group keys by base name: k, k_file and k_env are three ways to set k.
-	type source struct{ key, how string }
-	sources := map[string][]source{}
-	var keys []string
-	for k := range section {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var warnings []string
-	for _, k := range keys {
-		base, how := k, "inline"
-		for _, suffix := range []string{"_file", "_env"} {
+	// k, k_file and k_env are three ways to set the provider key k, for
+	// every key of the provider (a region may come from the environment
+	// too), not only its secrets. baseOf maps a section key to the
+	// provider key it sets.
+	baseOf := func(k string) string {
+		for _, suffix := range []string{section.FileSuffix, section.EnvSuffix} {
 			if b, ok := strings.CutSuffix(k, suffix); ok {
 				if _, isField := fields[b]; isField {
-					base, how = b, suffix[1:]
+					return b
 				}
 			}
 		}
-		if _, isCommon := commonKeys[k]; isCommon {
-			continue
-		}
-		if _, isField := fields[base]; !isField {
-			fail(k, "unknown key for provider %s (its keys: %s; dcvd's: %s)", kind.Name,
-				strings.Join(sortedKeys(fields), ", "), strings.Join(sortedKeys(commonKeys), ", "))
-			continue
-		}
-		sources[base] = append(sources[base], source{k, how})
+		return k
 	}
+	s.Unknown(func(k string) bool {
+		if _, isCommon := commonKeys[k]; isCommon {
+			return true
+		}
+		_, isField := fields[baseOf(k)]
+		return isField
+	}, fmt.Sprintf(" for provider %s (its keys: %s; dcvd's: %s)", kind.Name,
+		strings.Join(sortedKeys(fields), ", "), strings.Join(sortedKeys(commonKeys), ", ")))
 
 	// given maps each provider key set in the section to the key it was
 	// set with (key, key_file or key_env), for the checks of a provider's
 	// values below.
 	given := map[string]string{}
 	for _, base := range sortedKeys(fields) {
-		srcs := sources[base]
-		if len(srcs) > 0 {
-			given[base] = srcs[0].key
-		}
-		if len(srcs) > 1 {
-			var names []string
-			for _, s := range srcs {
-				names = append(names, prefix+"."+s.key)
+		var forms []string
+		for _, f := range s.Forms(base) {
+			// A key such as x_file when both x and x_file are provider
+			// keys sets x, not x_file.
+			if baseOf(f) == base {
+				forms = append(forms, f)
 			}
-			fail(base, "set more than once (%s): keep one", strings.Join(names, ", "))
+		}
+		// Sorted (k, k_env, k_file), the order the duplicate message has
+		// always listed them in.
+		sort.Strings(forms)
+		if len(forms) > 0 {
+			given[base] = forms[0]
+		}
+		if len(forms) > 1 {
+			s.FailDuplicate(base, forms)
 			continue
 		}
-		if len(srcs) == 0 {
+		if len(forms) == 0 {
 			if contains(kind.Required, base) {
-				fail(base, "required by provider %s: set %s, %s_file or %s_env", kind.Name, base, base, base)
+				s.Fail(base, "required by provider %s: set %s, %s_file or %s_env", kind.Name, base, base, base)
 			}
 			continue
 		}
-		src := srcs[0]
+		form := forms[0]
 		var value any
-		switch src.how {
-		case "inline":
-			value = section[src.key]
+		if form == base {
+			// Inline, any TOML type: the field's setter checks it.
+			value = table[form]
 			if secret[base] {
-				warnings = append(warnings, fmt.Sprintf("%s.%s: a secret written in the config file; prefer %s_file or %s_env", prefix, base, base, base))
+				s.WarnInlineSecret(base)
 			}
-		case "file":
-			path, ok := section[src.key].(string)
-			if !ok || path == "" {
-				fail(src.key, "must be a file path")
+		} else {
+			// A path or variable name that is not a string is reported
+			// as the missing one it is.
+			v, _ := table[form].(string)
+			resolved, ok := s.Resolve(base, form, v)
+			if !ok {
 				continue
 			}
-			b, err := opts.ReadFile(path)
-			if err != nil {
-				fail(src.key, "cannot read the secret: %v", err)
-				continue
-			}
-			v := strings.TrimRight(string(b), "\r\n")
-			if v == "" {
-				fail(src.key, "file %s is empty", path)
-				continue
-			}
-			value = v
-		case "env":
-			envName, ok := section[src.key].(string)
-			if !ok || envName == "" {
-				fail(src.key, "must be the name of an environment variable")
-				continue
-			}
-			v, ok := opts.LookupEnv(envName)
-			if !ok || v == "" {
-				fail(src.key, "environment variable %s is not set", envName)
-				continue
-			}
-			value = v
+			value = resolved
 		}
 		if secret[base] {
-			if s, ok := value.(string); ok && s != "" {
-				d.secrets = append(d.secrets, s)
+			if v, ok := value.(string); ok && v != "" {
+				d.secrets = append(d.secrets, v)
 			}
 		}
 		if err := fields[base].set(value); err != nil {
-			fail(src.key, "%v", err)
-		} else if s, ok := value.(string); ok && s == "" && contains(kind.Required, base) {
-			fail(src.key, "required by provider %s, but empty", kind.Name)
+			s.Fail(form, "%v", err)
+		} else if v, ok := value.(string); ok && v == "" && contains(kind.Required, base) {
+			s.Fail(form, "required by provider %s, but empty", kind.Name)
 		}
 	}
 
 	switch p := provider.(type) {
 	case *rfc2136.Provider:
-		checkTSIG(p, given, kind.Required, fail)
+		checkTSIG(p, given, kind.Required, s.Fail)
 	}
 
 	// dcvd's own keys.
-	if v, ok := section["zone"]; ok {
+	if v, ok := table["zone"]; ok {
 		z, isStr := v.(string)
 		z = strings.ToLower(strings.TrimSpace(z))
 		if !isStr || z == "" || strings.ContainsAny(z, " /\\") || strings.Contains(strings.Trim(z, "."), "..") {
-			fail("zone", "must be a domain name such as example.com")
+			s.Fail("zone", "must be a domain name such as example.com")
 		} else {
 			d.Zone = strings.TrimSuffix(z, ".") + "."
 		}
 	}
 	durationKey := func(key string, dst *time.Duration) {
-		v, ok := section[key]
+		v, ok := table[key]
 		if !ok {
 			return
 		}
-		s, isStr := v.(string)
-		dur, err := time.ParseDuration(s)
+		str, isStr := v.(string)
+		dur, err := time.ParseDuration(str)
 		if !isStr || err != nil || dur <= 0 {
-			fail(key, "must be a positive duration such as \"60s\" or \"10m\", got %v", v)
+			s.Fail(key, "must be a positive duration such as \"60s\" or \"10m\", got %v", v)
 			return
 		}
 		*dst = dur
@@ -243,39 +221,44 @@ func New(name string, section map[string]any, opts Options) (*DNS, []string, err
 	durationKey("propagation_timeout", &d.Propagation.Timeout)
 	durationKey("propagation_interval", &d.Propagation.Interval)
 	if d.TTL < time.Second {
-		fail("ttl", "must be at least 1s")
+		s.Fail("ttl", "must be at least 1s")
 	}
 	addrsKey := func(key string, dst *[]string) {
-		v, ok := section[key]
+		v, ok := table[key]
 		if !ok {
 			return
 		}
 		list, isList := v.([]any)
 		if !isList || len(list) == 0 {
-			fail(key, "must be a list of \"host:port\" strings")
+			s.Fail(key, "must be a list of \"host:port\" strings")
 			return
 		}
 		for _, e := range list {
-			s, _ := e.(string)
-			if _, _, err := net.SplitHostPort(s); err != nil {
-				fail(key, "%q is not host:port", e)
+			str, _ := e.(string)
+			if _, _, err := net.SplitHostPort(str); err != nil {
+				s.Fail(key, "%q is not host:port", e)
 				continue
 			}
-			*dst = append(*dst, s)
+			*dst = append(*dst, str)
 		}
 	}
 	addrsKey("nameservers", &d.Propagation.Nameservers)
 	addrsKey("resolvers", &d.Propagation.Resolvers)
 
-	if len(errs) > 0 {
-		return nil, warnings, errors.Join(errs...)
+	warnings := s.Warnings()
+	if s.Failed() {
+		return nil, warnings, s.Err()
 	}
 	if opts.HTTPClient != nil {
 		setHTTPClient(provider, opts.HTTPClient)
 	}
 	if kind.Check != nil {
 		if err := kind.Check(provider); err != nil {
-			return nil, warnings, fmt.Errorf("%s.%s", prefix, d.Redact(err.Error()))
+			msg := d.Redact(err.Error())
+			if key, reason, ok := strings.Cut(msg, ": "); ok {
+				return nil, warnings, errors.Join(&section.Error{Key: s.Key(key), Reason: reason})
+			}
+			return nil, warnings, fmt.Errorf("%s.%s", s.Path(), msg)
 		}
 	}
 	d.Provider = provider
