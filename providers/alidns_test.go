@@ -3,20 +3,15 @@ package providers_test
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -69,26 +64,19 @@ type aliDomain struct {
 }
 
 // fakeAlidns is an Alibaba Cloud DNS API holding domains in memory. It
-// checks the signature of every request with the test's key.
+// checks the signature of every request with the test's key. A request
+// that deny refuses is answered Forbidden.
 type fakeAlidns struct {
-	t   *testing.T
-	srv *httptest.Server
-	log apiLog
-
-	mu      sync.Mutex
+	fakeServer
 	domains []*aliDomain
 	nextID  int
-	// deny, when it returns true for a request, makes the fake answer
-	// Forbidden quoting the secret it knows: dcvd must keep the secret out
-	// of its error even when an API is that careless.
-	deny func(r apiRequest) bool
 }
 
 // newFakeAlidns starts a fake holding domains on the free edition, and
 // points http.DefaultClient at it until the test ends.
 func newFakeAlidns(t *testing.T, domains ...string) *fakeAlidns {
 	t.Helper()
-	f := &fakeAlidns{t: t}
+	f := &fakeAlidns{}
 	for _, name := range domains {
 		d := &aliDomain{name: strings.TrimSuffix(name, "."), edition: "mianfei"}
 		for _, s := range fakeUnrelated(d.name) {
@@ -96,11 +84,7 @@ func newFakeAlidns(t *testing.T, domains ...string) *fakeAlidns {
 		}
 		f.domains = append(f.domains, d)
 	}
-	f.srv = httptest.NewServer(f)
-	t.Cleanup(f.srv.Close)
-	orig := http.DefaultClient.Transport
-	http.DefaultClient.Transport = newRewriteTransport(t, aliHost, f.srv)
-	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	f.startAsDefaultClient(t, "fake alidns", aliHost, f)
 	return f
 }
 
@@ -117,12 +101,7 @@ func (f *fakeAlidns) add(d *aliDomain, s seedRR) aliRecord {
 }
 
 func (f *fakeAlidns) domain(name string) *aliDomain {
-	for _, d := range f.domains {
-		if strings.EqualFold(d.name, name) {
-			return d
-		}
-	}
-	return nil
+	return find(f.domains, func(d *aliDomain) bool { return strings.EqualFold(d.name, name) })
 }
 
 // recordID returns the ID of the CNAME at name (FQDN), or "".
@@ -140,16 +119,13 @@ func (f *fakeAlidns) recordID(name string) string {
 }
 
 func (f *fakeAlidns) snapshot() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, d := range f.domains {
-		for _, r := range d.records {
-			out = append(out, fmt.Sprintf("%s %s %d %s %s", d.name, r.RR, r.TTL, r.Type, r.Value))
+	return f.lines(func(emit func(string, ...any)) {
+		for _, d := range f.domains {
+			for _, r := range d.records {
+				emit("%s %s %d %s %s", d.name, r.RR, r.TTL, r.Type, r.Value)
+			}
 		}
-	}
-	sort.Strings(out)
-	return out
+	})
 }
 
 // view is f as checkRepublishThenCleanup sees it: the writes are its write actions.
@@ -159,14 +135,9 @@ func (f *fakeAlidns) view() fakeView[apiRequest] {
 
 // verifyACS3 checks r's ACS3-HMAC-SHA256 signature as Alibaba Cloud does.
 func verifyACS3(r *http.Request, body []byte, accessKey, secret string) error {
-	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "ACS3-HMAC-SHA256 ")
-	if !ok {
-		return fmt.Errorf("Authorization %q is not ACS3-HMAC-SHA256", r.Header.Get("Authorization"))
-	}
-	fields := map[string]string{}
-	for _, part := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		fields[k] = v
+	fields, err := authFields(r, "ACS3-HMAC-SHA256")
+	if err != nil {
+		return err
 	}
 	if fields["Credential"] != accessKey {
 		return fmt.Errorf("credential %q, want the key ID %s", fields["Credential"], accessKey)
@@ -177,8 +148,7 @@ func verifyACS3(r *http.Request, body []byte, accessKey, secret string) error {
 			return fmt.Errorf("SignedHeaders %q lack %s", fields["SignedHeaders"], h)
 		}
 	}
-	sum := sha256.Sum256(body)
-	payload := hex.EncodeToString(sum[:])
+	payload := sha256Hex(body)
 	if h := r.Header.Get("X-Acs-Content-Sha256"); h != payload {
 		return fmt.Errorf("x-acs-content-sha256 %s is not the body's hash %s", h, payload)
 	}
@@ -191,10 +161,7 @@ func verifyACS3(r *http.Request, body []byte, accessKey, secret string) error {
 		headers.WriteString(h + ":" + strings.TrimSpace(v) + "\n")
 	}
 	canonical := r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n" + headers.String() + "\n" + fields["SignedHeaders"] + "\n" + payload
-	creq := sha256.Sum256([]byte(canonical))
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("ACS3-HMAC-SHA256\n" + hex.EncodeToString(creq[:])))
-	if want := hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+	if want := hex.EncodeToString(hmacSHA256([]byte(secret), "ACS3-HMAC-SHA256\n"+sha256Hex([]byte(canonical)))); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
 		return errors.New("signature does not match the request signed with the test's secret")
 	}
 	return nil
@@ -202,11 +169,7 @@ func verifyACS3(r *http.Request, body []byte, accessKey, secret string) error {
 
 func (f *fakeAlidns) reply(w http.ResponseWriter, status int, body map[string]any) {
 	body["RequestId"] = "FAKE-REQUEST-ID"
-	w.Header().Set("Content-Type", "application/json;charset=utf-8")
-	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(body); err != nil {
-		f.t.Errorf("fake alidns: encode response: %v", err)
-	}
+	f.writeJSON(w, status, "application/json;charset=utf-8", body)
 }
 
 func (f *fakeAlidns) fail(w http.ResponseWriter, status int, code, msg string) {
@@ -216,13 +179,10 @@ func (f *fakeAlidns) fail(w http.ResponseWriter, status int, code, msg string) {
 
 // ServeHTTP implements the actions the provider uses.
 func (f *fakeAlidns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := f.log.record(r)
+	req, err := f.receive(r)
 	if err != nil {
 		f.fail(w, http.StatusBadRequest, "InvalidParameter", err.Error())
 		return
-	}
-	if req.Host != aliHost {
-		f.t.Errorf("fake alidns: request for host %q, want %q", req.Host, aliHost)
 	}
 	if err := verifyACS3(r, req.Body, aliKey, aliSecret); err != nil {
 		f.t.Errorf("fake alidns: %s: %v", aliAction(req), err)
@@ -234,7 +194,7 @@ func (f *fakeAlidns) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.t.Errorf("fake alidns: %s %s, version %q, Content-Type %q; want a form POST to / for version 2015-01-09",
 			req.Method, req.Path, r.Header.Get("X-Acs-Version"), r.Header.Get("Content-Type"))
 	}
-	if f.deny != nil && f.deny(req) {
+	if f.refused(req) {
 		f.fail(w, http.StatusForbidden, "Forbidden.RAM", "User not authorized to operate on the specified resource (AccessKeySecret "+aliSecret+")")
 		return
 	}
@@ -282,8 +242,41 @@ func (f *fakeAlidns) describeDomains(w http.ResponseWriter, p url.Values) {
 }
 
 func (f *fakeAlidns) describeRecords(w http.ResponseWriter, p url.Values) {
+	mode := p.Get("SearchMode")
+	contains := func(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
+	f.describeList(w, p, func(*aliDomain) bool { return true }, func(_ *aliDomain, r aliRecord) bool {
+		switch mode {
+		case "ADVANCED", "COMBINATION":
+			// Keyword searches match anywhere in the RR and the value
+			// (%keyword%); the type must match whole.
+			if kw := p.Get("RRKeyWord"); kw != "" && !contains(r.RR, kw) {
+				return false
+			}
+			if kw := p.Get("TypeKeyWord"); kw != "" && !strings.EqualFold(r.Type, kw) {
+				return false
+			}
+			if kw := p.Get("ValueKeyWord"); kw != "" && !contains(r.Value, kw) {
+				return false
+			}
+		case "EXACT":
+			if kw := p.Get("KeyWord"); kw != "" && !strings.EqualFold(r.RR, kw) && !strings.EqualFold(r.Value, kw) {
+				return false
+			}
+		default: // LIKE
+			if kw := p.Get("KeyWord"); kw != "" && !contains(r.RR, kw) && !contains(r.Value, kw) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// describeList answers a list action: the records of the domain named
+// DomainName (which valid must accept) that keep accepts, newest first,
+// the page that PageNumber and PageSize ask for.
+func (f *fakeAlidns) describeList(w http.ResponseWriter, p url.Values, valid func(*aliDomain) bool, keep func(*aliDomain, aliRecord) bool) {
 	d := f.domain(p.Get("DomainName"))
-	if d == nil {
+	if d == nil || !valid(d) {
 		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
 		return
 	}
@@ -292,34 +285,11 @@ func (f *fakeAlidns) describeRecords(w http.ResponseWriter, p url.Values) {
 		f.fail(w, http.StatusBadRequest, "InvalidParameter", "PageNumber or PageSize out of range")
 		return
 	}
-	mode := p.Get("SearchMode")
-	contains := func(s, sub string) bool { return strings.Contains(strings.ToLower(s), strings.ToLower(sub)) }
 	var list []aliRecord
 	for i := len(d.records) - 1; i >= 0; i-- { // newest first
-		r := d.records[i]
-		switch mode {
-		case "ADVANCED", "COMBINATION":
-			// Keyword searches match anywhere in the RR and the value
-			// (%keyword%); the type must match whole.
-			if kw := p.Get("RRKeyWord"); kw != "" && !contains(r.RR, kw) {
-				continue
-			}
-			if kw := p.Get("TypeKeyWord"); kw != "" && !strings.EqualFold(r.Type, kw) {
-				continue
-			}
-			if kw := p.Get("ValueKeyWord"); kw != "" && !contains(r.Value, kw) {
-				continue
-			}
-		case "EXACT":
-			if kw := p.Get("KeyWord"); kw != "" && !strings.EqualFold(r.RR, kw) && !strings.EqualFold(r.Value, kw) {
-				continue
-			}
-		default: // LIKE
-			if kw := p.Get("KeyWord"); kw != "" && !contains(r.RR, kw) && !contains(r.Value, kw) {
-				continue
-			}
+		if keep(d, d.records[i]) {
+			list = append(list, d.records[i])
 		}
-		list = append(list, r)
 	}
 	start := min((num-1)*size, len(list))
 	out := append([]aliRecord{}, list[start:min(start+size, len(list))]...)
@@ -348,34 +318,15 @@ func (f *fakeAlidns) describeSubDomain(w http.ResponseWriter, p url.Values) {
 		f.fail(w, http.StatusBadRequest, "MissingSubDomain", "SubDomain is mandatory for this action.")
 		return
 	}
-	d := f.domain(p.Get("DomainName"))
-	if d == nil || !strings.HasSuffix(sub, "."+d.name) && sub != d.name {
-		f.fail(w, http.StatusBadRequest, "InvalidDomainName.NoExist", "The specified domain name does not exist.")
-		return
-	}
-	num, size, ok := aliPage(p)
-	if !ok {
-		f.fail(w, http.StatusBadRequest, "InvalidParameter", "PageNumber or PageSize out of range")
-		return
-	}
-	var list []aliRecord
-	for i := len(d.records) - 1; i >= 0; i-- {
-		r := d.records[i]
+	valid := func(d *aliDomain) bool { return strings.HasSuffix(sub, "."+d.name) || sub == d.name }
+	f.describeList(w, p, valid, func(d *aliDomain, r aliRecord) bool {
 		full := r.RR + "." + d.name
 		if r.RR == "@" {
 			full = d.name
 		}
-		if !strings.EqualFold(full, sub) {
-			continue
-		}
-		if t := p.Get("Type"); t != "" && !strings.EqualFold(r.Type, t) {
-			continue
-		}
-		list = append(list, r)
-	}
-	start := min((num-1)*size, len(list))
-	out := append([]aliRecord{}, list[start:min(start+size, len(list))]...)
-	f.reply(w, http.StatusOK, map[string]any{"TotalCount": len(list), "PageNumber": num, "PageSize": size, "DomainRecords": map[string]any{"Record": out}})
+		t := p.Get("Type")
+		return strings.EqualFold(full, sub) && (t == "" || strings.EqualFold(r.Type, t))
+	})
 }
 
 // describeRecordInfo answers DescribeDomainRecordInfo: one record by ID,
@@ -467,55 +418,24 @@ func (f *fakeAlidns) changeRecord(w http.ResponseWriter, action string, p url.Va
 // aliAction is a request's action and parameters, for comparisons.
 func aliAction(r apiRequest) string {
 	p, err := url.ParseQuery(string(r.Body))
-	if err != nil {
-		return r.Header.Get("X-Acs-Action") + " (malformed body)"
-	}
-	keys := slices.Sorted(maps.Keys(p))
-	var b strings.Builder
-	b.WriteString(r.Header.Get("X-Acs-Action"))
-	for _, k := range keys {
-		b.WriteString(" " + k + "=" + strings.Join(p[k], ","))
-	}
-	return b.String()
+	return actionLine(r.Header.Get("X-Acs-Action"), p, err, func(vs []string) string { return strings.Join(vs, ",") })
 }
 
-func aliActions(reqs []apiRequest) []string {
-	out := make([]string, len(reqs))
-	for i, r := range reqs {
-		out[i] = aliAction(r)
-	}
-	return out
-}
+func aliActions(reqs []apiRequest) []string { return describeEach(reqs, aliAction) }
 
-func isAliWrite(r apiRequest) bool {
-	switch r.Header.Get("X-Acs-Action") {
-	case "AddDomainRecord", "UpdateDomainRecord", "DeleteDomainRecord":
-		return true
-	}
-	return false
-}
+var isAliWrite = actionIn("X-Acs-Action", "AddDomainRecord", "UpdateDomainRecord", "DeleteDomainRecord")
 
 // aliSection is the [dns.ali] section: the key ID inline (not a secret),
 // the secret from a file.
 func aliSection(t *testing.T, extra map[string]any) map[string]any {
-	s := map[string]any{"provider": "alidns", "access_key_id": aliKey, "access_key_secret_file": secretFile(t, aliSecret)}
-	for k, v := range extra {
-		s[k] = v
-	}
-	return s
+	return secretSection(t, map[string]any{"provider": "alidns", "access_key_id": aliKey}, "access_key_secret_file", aliSecret, extra)
 }
 
 // checkAliAuth checks that every request names the key ID and is signed,
 // and that the secret appears nowhere in any request.
 func checkAliAuth(t *testing.T, reqs []apiRequest) {
 	t.Helper()
-	for _, r := range reqs {
-		a := r.Header.Get("Authorization")
-		if !strings.HasPrefix(a, "ACS3-HMAC-SHA256 Credential="+aliKey+",") || !strings.Contains(a, ",Signature=") {
-			t.Errorf("%s: Authorization %q does not name key %s with a signature", aliAction(r), a, aliKey)
-		}
-	}
-	assertNoSecret(t, reqs, aliSecret, "")
+	checkSignedBy(t, reqs, aliAction, "ACS3-HMAC-SHA256 Credential="+aliKey+",", ",Signature=", aliSecret)
 }
 
 // aliLookups are the reads with which dcvd finds what the names of recs
@@ -545,19 +465,12 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 	f := newFakeAlidns(t, "example.com", "example.org")
 	before := f.snapshot()
 	d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("ali", time.Minute, "example.com", "www", "shop"))
-	if reqs := f.log.take(); len(reqs) != 0 {
-		t.Errorf("Plan with an explicit zone asked the API: %q", aliActions(reqs))
-	}
+	recs := planOneZone(t, d, "ali", &f.fakeServer, aliActions)
 
 	// One AppendRecords call; the provider makes it a zone lookup and an
 	// AddDomainRecord per record. The free edition's minimum TTL
 	// (600 s) replaces the section's 60 s.
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	checkAliAuth(t, reqs)
 	// dcvd reads the names it publishes, not the zone's listing (which
@@ -567,9 +480,7 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 	for _, r := range recs {
 		want = append(want, aliPublishActions("example.com", 600, r)...)
 	}
-	if got := aliActions(reqs); !slices.Equal(got, want) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", aliActions(reqs), want)
 	published := f.snapshot()
 	wantPublished := slices.Clone(before)
 	for _, r := range recs {
@@ -584,11 +495,7 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 		ids[f.recordID(r.Name)] = true
 	}
 
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
+	mustRepublish(t, d, recs)
 	if got := aliActions(f.log.take()); !slices.Equal(got, lookups) {
 		t.Errorf("second Publish requests %q, want only %q", got, lookups)
 	}
@@ -612,15 +519,8 @@ func TestAlidnsPublishOneZone(t *testing.T) {
 		}
 		delete(ids, id)
 	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
-	if err := d2.Cleanup(ctx, recs); err != nil {
-		t.Errorf("second Cleanup: %v", err)
-	}
-	if writes := filterRequests(f.log.take(), isAliWrite); len(writes) != 0 {
-		t.Errorf("second Cleanup wrote: %q", aliActions(writes))
-	}
+	checkAsBefore(t, "zones after Cleanup", before, f.snapshot())
+	checkSecondCleanup(t, d2, recs, f.view())
 }
 
 func TestAlidnsKeepsTTLOnEnterpriseEdition(t *testing.T) {
@@ -643,15 +543,9 @@ func TestAlidnsPublishTwoZones(t *testing.T) {
 	before := f.snapshot()
 	// The provider cannot list zones: the SOA walk finds them.
 	d := newDNS(t, "ali", aliSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.org")}}), providers.Options{})
-	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
-	want := append(wantRecords("ali", time.Minute, "example.com", "www"), wantRecords("ali", time.Minute, "example.org", "shop", "mail")...)
-	recs := planDCV(t, d, in, want)
+	recs := planTwoZones(t, d, "ali", "shop", "mail")
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 2)
+	mustPublish(t, d, recs, 2)
 	reqs := f.log.take()
 	checkAliAuth(t, reqs)
 	// One AppendRecords per zone: a lookup of each name, then that zone's records.
@@ -670,32 +564,9 @@ func TestAlidnsPublishTwoZones(t *testing.T) {
 			}
 		}
 	}
-	if got := aliActions(reqs); !slices.Equal(got, wantActions) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantActions, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", aliActions(reqs), wantActions)
 
 	checkRepublishThenCleanup(t, ctx, d, recs, f.view(), before, nil)
-}
-
-func TestAlidnsErrorsKeepTheSecretOut(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		deny    func(apiRequest) bool
-		wantErr []string
-	}{
-		{"key refused", func(apiRequest) bool { return true }, []string{"read zone example.com.", "HTTP 403", "User not authorized"}},
-		{"writes refused", isAliWrite, []string{"publish 2 record(s) in zone example.com.", "HTTP 403", "User not authorized"}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeAlidns(t, "example.com")
-			before := f.snapshot()
-			f.deny = tt.deny
-			d := newDNS(t, "ali", aliSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("ali", time.Minute, "example.com", "www"))
-			_, err := d.Publish(context.Background(), recs)
-			checkRefusedPublish(t, err, aliSecret, tt.wantErr, before, f.snapshot())
-		})
-	}
 }
 
 // TestAlidnsNeverRewritesAnotherRecord is the case that made dcvd stop
@@ -909,12 +780,7 @@ func TestAlidnsBigZone(t *testing.T) {
 			}
 
 			// Again: everything is gone, nothing is written.
-			if err := d.Cleanup(ctx, kept); err != nil {
-				t.Errorf("second Cleanup: %v", err)
-			}
-			if writes := filterRequests(f.log.take(), isAliWrite); len(writes) != 0 {
-				t.Errorf("second Cleanup wrote: %q", aliActions(writes))
-			}
+			checkSecondCleanup(t, d, kept, f.view())
 		})
 	}
 }

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,25 +56,19 @@ type cfFakeZone struct {
 
 // fakeCloudflare is a Cloudflare API v4 holding zones in memory. It checks
 // the host and the bearer token of every request.
+// A request that deny refuses is answered 403 with a message that quotes
+// the token it was sent.
 type fakeCloudflare struct {
-	t   *testing.T
-	srv *httptest.Server
-	log apiLog
-
-	mu     sync.Mutex
+	fakeServer
 	zones  []*cfFakeZone
 	nextID int
-	// deny, when it returns true for a request, makes the fake answer it
-	// 403 with a message that quotes the token it was sent, as a careless
-	// API might: dcvd must keep the secret out of its error anyway.
-	deny func(r apiRequest) bool
 }
 
 // newFakeCloudflare starts a fake holding zones, each with the unrelated
 // records of fakeUnrelated.
 func newFakeCloudflare(t *testing.T, zones ...string) *fakeCloudflare {
 	t.Helper()
-	f := &fakeCloudflare{t: t}
+	f := &fakeCloudflare{}
 	for _, z := range zones {
 		z = strings.TrimSuffix(z, ".")
 		zone := &cfFakeZone{id: f.newID(), name: z}
@@ -85,14 +77,8 @@ func newFakeCloudflare(t *testing.T, zones ...string) *fakeCloudflare {
 			f.add(zone, s)
 		}
 	}
-	f.srv = httptest.NewServer(f)
-	t.Cleanup(f.srv.Close)
+	f.start(t, "fake Cloudflare", cfHost, f)
 	return f
-}
-
-// client is the HTTP client the provider gets through providers.Options.
-func (f *fakeCloudflare) client() *http.Client {
-	return &http.Client{Transport: newRewriteTransport(f.t, cfHost, f.srv)}
 }
 
 func (f *fakeCloudflare) newID() string {
@@ -138,16 +124,13 @@ func (f *fakeCloudflare) recordID(name string) string {
 
 // snapshot lists every record of every zone, one sorted line each.
 func (f *fakeCloudflare) snapshot() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, z := range f.zones {
-		for _, r := range z.records {
-			out = append(out, fmt.Sprintf("%s %s %d %s %s proxied=%v", z.name, r.Name, r.TTL, r.Type, r.Content, r.Proxied))
+	return f.lines(func(emit func(string, ...any)) {
+		for _, z := range f.zones {
+			for _, r := range z.records {
+				emit("%s %s %d %s %s proxied=%v", z.name, r.Name, r.TTL, r.Type, r.Content, r.Proxied)
+			}
 		}
-	}
-	sort.Strings(out)
-	return out
+	})
 }
 
 // view is f as checkRepublishThenCleanup sees it: the writes are its non-GET requests.
@@ -179,11 +162,7 @@ func (f *fakeCloudflare) reply(w http.ResponseWriter, status int, result any, in
 	if info != nil {
 		body["result_info"] = info
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(body); err != nil {
-		f.t.Errorf("fake Cloudflare: encode response: %v", err)
-	}
+	f.writeJSON(w, status, "application/json", body)
 }
 
 // cfPage cuts list to the page the query asks for.
@@ -219,19 +198,16 @@ func cfPage[T any](q map[string][]string, list []T, defaultSize, maxSize int) ([
 
 // ServeHTTP implements the part of the API that the provider uses.
 func (f *fakeCloudflare) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := f.log.record(r)
+	req, err := f.receive(r)
 	if err != nil {
 		f.reply(w, http.StatusBadRequest, nil, nil, cfError{6003, "Invalid request body"})
 		return
-	}
-	if req.Host != cfHost {
-		f.t.Errorf("fake Cloudflare: request %s for host %q, want %q", req, req.Host, cfHost)
 	}
 	path, ok := strings.CutPrefix(req.Path, cfPrefix+"/")
 	parts := strings.Split(path, "/")
 	auth := r.Header.Get("Authorization")
 	zoneLookup := req.Method == http.MethodGet && path == "zones"
-	if f.deny != nil && f.deny(req) {
+	if f.refused(req) {
 		f.reply(w, http.StatusForbidden, nil, nil, cfError{10000, "Authentication error: " + auth + " is not allowed to " + req.Method + " " + req.Path})
 		return
 	}
@@ -432,11 +408,7 @@ func (f *fakeCloudflare) patchRecord(w http.ResponseWriter, req apiRequest, z *c
 
 // cfSection is the [dns.cf] section: the token from a file.
 func cfSection(t *testing.T, extra map[string]any) map[string]any {
-	s := map[string]any{"provider": "cloudflare", "api_token_file": secretFile(t, cfToken)}
-	for k, v := range extra {
-		s[k] = v
-	}
-	return s
+	return secretSection(t, map[string]any{"provider": "cloudflare"}, "api_token_file", cfToken, extra)
 }
 
 // checkCloudflareWrite checks a POST or PATCH body: exactly the record,
@@ -466,24 +438,38 @@ func checkCloudflareWrite(t *testing.T, req apiRequest, zone string, want provid
 
 func isCloudflareWrite(r apiRequest) bool { return r.Method != http.MethodGet }
 
+// checkOneZoneListing checks that the requests since the last take are one
+// listing of the zones, as Plan makes without a configured zone.
+func (f *fakeCloudflare) checkOneZoneListing(t *testing.T) {
+	t.Helper()
+	if got := requestLines(f.log.take()); !slices.Equal(got, []string{"GET /client/v4/zones"}) {
+		t.Errorf("Plan requests %q, want one zone listing", got)
+	}
+}
+
+// takePublishWrites returns the writes among the requests since the last
+// take, which must be one per record, and those requests.
+func (f *fakeCloudflare) takePublishWrites(t *testing.T, recs []providers.Record) (writes, reqs []apiRequest) {
+	t.Helper()
+	reqs = f.log.take()
+	writes = filterRequests(reqs, isCloudflareWrite)
+	if len(writes) != len(recs) {
+		t.Fatalf("Publish made %d writes, want one per record (%d): %q", len(writes), len(recs), requestLines(reqs))
+	}
+	return writes, reqs
+}
+
 func TestCloudflarePublishOneZone(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeCloudflare(t, "example.com")
 	before := f.snapshot()
 	d := newDNS(t, "cf", cfSection(t, map[string]any{"zone": "example.com"}), providers.Options{HTTPClient: f.client()})
 
-	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("cf", time.Minute, "example.com", "www", "shop"))
-	if reqs := f.log.take(); len(reqs) != 0 {
-		t.Errorf("Plan with an explicit zone asked the API: %q", requestLines(reqs))
-	}
+	recs := planOneZone(t, d, "cf", &f.fakeServer, requestLines)
 
 	// (1) One SetRecords call for the zone; the provider makes it one
 	// lookup and one POST per record, each record written once.
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	zid := f.zoneID("example.com")
 	want := []string{
@@ -495,9 +481,7 @@ func TestCloudflarePublishOneZone(t *testing.T) {
 			"GET /client/v4/zones/"+zid+"/dns_records?name="+r.Name+"&type=CNAME",
 			"POST /client/v4/zones/"+zid+"/dns_records")
 	}
-	if got := requestLines(reqs); !slices.Equal(got, want) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", requestLines(reqs), want)
 	writes := filterRequests(reqs, isCloudflareWrite)
 	for i, w := range writes {
 		checkCloudflareWrite(t, w, "example.com", recs[i])
@@ -523,11 +507,7 @@ func TestCloudflarePublishOneZone(t *testing.T) {
 	}
 
 	// (2) Again: everything is correct, nothing is written.
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
+	mustRepublish(t, d, recs)
 	if got := requestLines(f.log.take()); !slices.Equal(got, want[1:2]) {
 		t.Errorf("second Publish requests %q, want only the listing %q", got, want[1:2])
 	}
@@ -557,15 +537,8 @@ func TestCloudflarePublishOneZone(t *testing.T) {
 			t.Errorf("Cleanup looked up %s, which is not a published record", r)
 		}
 	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zone after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
-	if err := d2.Cleanup(ctx, recs); err != nil {
-		t.Errorf("second Cleanup: %v", err)
-	}
-	if writes := filterRequests(f.log.take(), isCloudflareWrite); len(writes) != 0 {
-		t.Errorf("second Cleanup wrote: %q", requestLines(writes))
-	}
+	checkAsBefore(t, "zone after Cleanup", before, f.snapshot())
+	checkSecondCleanup(t, d2, recs, f.view())
 }
 
 func TestCloudflarePublishTwoZones(t *testing.T) {
@@ -576,23 +549,11 @@ func TestCloudflarePublishTwoZones(t *testing.T) {
 
 	// Without a configured zone, the provider's zone list says where each
 	// name belongs.
-	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop")...)
-	want := append(wantRecords("cf", time.Minute, "example.com", "www"), wantRecords("cf", time.Minute, "example.org", "shop")...)
-	recs := planDCV(t, d, in, want)
-	if got := requestLines(f.log.take()); !slices.Equal(got, []string{"GET /client/v4/zones"}) {
-		t.Errorf("Plan requests %q, want one zone listing", got)
-	}
+	recs := planTwoZones(t, d, "cf", "shop")
+	f.checkOneZoneListing(t)
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 2)
-	reqs := f.log.take()
-	writes := filterRequests(reqs, isCloudflareWrite)
-	if len(writes) != len(recs) {
-		t.Fatalf("Publish made %d writes, want one POST per record (%d): %q", len(writes), len(recs), requestLines(reqs))
-	}
+	mustPublish(t, d, recs, 2)
+	writes, reqs := f.takePublishWrites(t, recs)
 	// One SetRecords per zone: each zone's writes form one run.
 	var zoneOfWrite []string
 	for i, w := range writes {
@@ -626,17 +587,12 @@ func TestCloudflarePublishTwoZones(t *testing.T) {
 }
 
 func TestCloudflareReplacesStaleTarget(t *testing.T) {
-	ctx := context.Background()
 	f := newFakeCloudflare(t, "example.com")
 	stale := f.add(f.zones[0], seedRR{Name: dcvLabel + ".example.com", Type: "CNAME", TTL: 300, Value: "stale.dcv-target.example"})
 	d := newDNS(t, "cf", cfSection(t, map[string]any{"zone": "example.com"}), providers.Options{HTTPClient: f.client()})
 	recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("cf", time.Minute, "example.com"))
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	writes := filterRequests(f.log.take(), isCloudflareWrite)
 	if len(writes) != 1 || writes[0].Method != http.MethodPatch || writes[0].Path != cfPrefix+"/zones/"+stale.ZoneID+"/dns_records/"+stale.ID {
 		t.Fatalf("Publish over a stale target wrote %q; want one PATCH of record %s", requestLines(writes), stale.ID)
@@ -668,27 +624,6 @@ func TestCloudflareZoneTokenOnlyForZoneLookup(t *testing.T) {
 		if got := r.Header.Get("Authorization"); got != want {
 			t.Errorf("%s: Authorization %q, want %q", r, got, want)
 		}
-	}
-}
-
-func TestCloudflareErrorsKeepTheTokenOut(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		deny    func(apiRequest) bool
-		wantErr []string
-	}{
-		{"token rejected", func(apiRequest) bool { return true }, []string{"read zone example.com.", "403", "Authentication error"}},
-		{"writes forbidden", isCloudflareWrite, []string{"publish 2 record(s) in zone example.com.", "403", "Authentication error"}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeCloudflare(t, "example.com")
-			before := f.snapshot()
-			f.deny = tt.deny
-			d := newDNS(t, "cf", cfSection(t, map[string]any{"zone": "example.com"}), providers.Options{HTTPClient: f.client()})
-			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("cf", time.Minute, "example.com", "www"))
-			_, err := d.Publish(context.Background(), recs)
-			checkRefusedPublish(t, err, cfToken, tt.wantErr, before, f.snapshot())
-		})
 	}
 }
 
@@ -736,19 +671,9 @@ func TestCloudflareSixtyZones(t *testing.T) {
 			d := newDNS(t, "cf", cfSection(t, map[string]any{"resolvers": []any{zoneResolver(t, zones...)}}), providers.Options{HTTPClient: f.client()})
 
 			recs := planDCV(t, d, dcvInstructions(tt.target, "www"), wantRecords("cf", time.Minute, tt.target, "www"))
-			if got := requestLines(f.log.take()); !slices.Equal(got, []string{"GET /client/v4/zones"}) {
-				t.Errorf("Plan requests %q, want one zone listing", got)
-			}
-			rep, err := d.Publish(ctx, recs)
-			if err != nil {
-				t.Fatalf("Publish: %v", err)
-			}
-			checkReport(t, rep, recs, nil, 1)
-			reqs := f.log.take()
-			writes := filterRequests(reqs, isCloudflareWrite)
-			if len(writes) != len(recs) {
-				t.Fatalf("Publish made %d writes, want %d: %q", len(writes), len(recs), requestLines(reqs))
-			}
+			f.checkOneZoneListing(t)
+			mustPublish(t, d, recs, 1)
+			writes, _ := f.takePublishWrites(t, recs)
 			for i, w := range writes {
 				if w.Method != http.MethodPost || w.Path != cfPrefix+"/zones/"+f.zoneID(tt.target)+"/dns_records" {
 					t.Errorf("write %s, want a POST to zone %s", w, tt.target)

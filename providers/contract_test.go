@@ -3,6 +3,7 @@ package providers_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -16,9 +17,9 @@ import (
 
 // The provider contract: one set of cases that every request-checking fake
 // runs, through contractFake. Adding a fake for another provider is one
-// adapter (a type with the four methods below and an entry in
-// contractProviders); the fake's own test file keeps the request-by-request
-// checks that are the provider's alone.
+// constructor of a contractAdapter (at the end of this file) and an entry
+// in contractProviders; the fake's own test file keeps the
+// request-by-request checks that are the provider's alone.
 //
 // Some fakes swap http.DefaultClient.Transport and route53's sets
 // environment variables (both process-global), so no case runs in parallel.
@@ -439,258 +440,190 @@ func withDot(s seedRR) seedRR {
 	return s
 }
 
-// Cloudflare.
-
-type cfContract struct {
-	f      *fakeCloudflare
-	writes int
+// contractAdapter is a fake as the contract cases see it. Each fake's
+// constructor below fills in what is its own.
+type contractAdapter struct {
+	core    *fakeServer
+	name    string // the section name
+	section func(t *testing.T, extra map[string]any) map[string]any
+	client  func() *http.Client // for providers.Options; nil for none
+	isWrite func(apiRequest) bool
+	// seeder returns what adds a record to the zone named name (without
+	// its trailing dot), or nil when the fake has no such zone. It and
+	// records run under the fake's lock.
+	seeder  func(name string) func(seedRR)
+	records func() []contractRR
+	// zonePage makes the fake's zone list as short a page as it can.
+	zonePage func() int
+	writes   int
 }
 
-func newCfContract(t *testing.T, zones ...string) contractFake {
-	return &cfContract{f: newFakeCloudflare(t, zones...)}
-}
-
-func (c *cfContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
-	return newDNS(t, "cf", cfSection(t, extra), providers.Options{HTTPClient: c.f.client()})
-}
-
-func (c *cfContract) Seed(zone string, rrs ...seedRR) {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	for _, z := range c.f.zones {
-		if z.name == zone {
-			for _, s := range rrs {
-				c.f.add(z, s)
-			}
-			return
-		}
+func (c *contractAdapter) DNS(t *testing.T, extra map[string]any) *providers.DNS {
+	var opts providers.Options
+	if c.client != nil {
+		opts.HTTPClient = c.client()
 	}
-	c.f.t.Fatalf("fake Cloudflare has no zone %s", zone)
+	return newDNS(t, c.name, c.section(t, extra), opts)
 }
 
-func (c *cfContract) Snapshot() []contractRR {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	var out []contractRR
-	for _, z := range c.f.zones {
-		for _, r := range z.records {
-			out = append(out, contractRR{Zone: z.name, Name: r.Name, Type: r.Type, TTL: r.TTL,
-				Value: contractValue(r.Type, r.Content), ID: fmt.Sprintf("%s proxied=%v", r.ID, r.Proxied)})
-		}
+func (c *contractAdapter) Seed(zone string, rrs ...seedRR) {
+	c.core.mu.Lock()
+	defer c.core.mu.Unlock()
+	add := c.seeder(zone)
+	if add == nil {
+		c.core.t.Fatalf("%s has no zone %s", c.core.name, zone)
 	}
-	return out
+	for _, s := range rrs {
+		add(s)
+	}
 }
 
-func (c *cfContract) Writes() int {
-	c.writes += len(filterRequests(c.f.log.take(), isCloudflareWrite))
+func (c *contractAdapter) Snapshot() []contractRR {
+	c.core.mu.Lock()
+	defer c.core.mu.Unlock()
+	return c.records()
+}
+
+func (c *contractAdapter) Writes() int {
+	c.writes += len(filterRequests(c.core.log.take(), c.isWrite))
 	return c.writes
 }
 
-// ZonePage: Cloudflare's default page of zones, which the provider keeps.
-func (c *cfContract) ZonePage() int { return 20 }
+func (c *contractAdapter) ZonePage() int { return c.zonePage() }
 
-// Route 53.
+// pageOf is a zonePage of a fixed size.
+func pageOf(n int) func() int { return func() int { return n } }
 
-type r53Contract struct {
-	f      *fakeRoute53
-	writes int
+func newCfContract(t *testing.T, zones ...string) contractFake {
+	f := newFakeCloudflare(t, zones...)
+	return &contractAdapter{core: &f.fakeServer, name: "cf", section: cfSection, client: f.client, isWrite: isCloudflareWrite,
+		seeder: func(name string) func(seedRR) {
+			z := find(f.zones, func(z *cfFakeZone) bool { return z.name == name })
+			if z == nil {
+				return nil
+			}
+			return func(s seedRR) { f.add(z, s) }
+		},
+		records: func() (out []contractRR) {
+			for _, z := range f.zones {
+				for _, r := range z.records {
+					out = append(out, contractRR{Zone: z.name, Name: r.Name, Type: r.Type, TTL: r.TTL,
+						Value: contractValue(r.Type, r.Content), ID: fmt.Sprintf("%s proxied=%v", r.ID, r.Proxied)})
+				}
+			}
+			return out
+		},
+		// Cloudflare's default page of zones, which the provider keeps.
+		zonePage: pageOf(20),
+	}
 }
 
+// newR53Contract: the snapshot has one entry per value of each record set;
+// Route 53 has no IDs.
 func newR53Contract(t *testing.T, zones ...string) contractFake {
 	f := newFakeRoute53(t, zones...)
 	route53Env(t, f)
-	return &r53Contract{f: f}
-}
-
-func (c *r53Contract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
-	return newDNS(t, "r53", r53SectionFor(t, extra), providers.Options{})
-}
-
-func (c *r53Contract) Seed(zone string, rrs ...seedRR) {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	for _, z := range c.f.zones {
-		if z.name == zone+"." {
-			for _, s := range rrs {
-				c.f.add(z, s)
+	return &contractAdapter{core: &f.fakeServer, name: "r53", section: r53SectionFor, isWrite: isR53Change,
+		seeder: func(name string) func(seedRR) {
+			z := find(f.zones, func(z *r53Zone) bool { return z.name == name+"." })
+			if z == nil {
+				return nil
 			}
-			return
-		}
-	}
-	c.f.t.Fatalf("fake Route 53 has no zone %s", zone)
-}
-
-// Snapshot: one entry per value of each record set; Route 53 has no IDs.
-func (c *r53Contract) Snapshot() []contractRR {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	var out []contractRR
-	for _, z := range c.f.zones {
-		for _, s := range z.sets {
-			for _, v := range s.Values {
-				out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
-					Type: s.Type, TTL: int(s.TTL), Value: contractValue(s.Type, v)})
+			return func(s seedRR) { f.add(z, s) }
+		},
+		records: func() (out []contractRR) {
+			for _, z := range f.zones {
+				for _, s := range z.sets {
+					for _, v := range s.Values {
+						out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
+							Type: s.Type, TTL: int(s.TTL), Value: contractValue(s.Type, v)})
+					}
+				}
 			}
-		}
+			return out
+		},
+		zonePage: pageOf(100),
 	}
-	return out
-}
-
-func (c *r53Contract) Writes() int {
-	c.writes += len(filterRequests(c.f.log.take(), isR53Change))
-	return c.writes
-}
-
-func (c *r53Contract) ZonePage() int { return 100 }
-
-// Alibaba Cloud DNS.
-
-type aliContract struct {
-	f      *fakeAlidns
-	writes int
 }
 
 func newAliContract(t *testing.T, zones ...string) contractFake {
-	return &aliContract{f: newFakeAlidns(t, zones...)}
-}
-
-func (c *aliContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
-	return newDNS(t, "ali", aliSection(t, extra), providers.Options{})
-}
-
-func (c *aliContract) Seed(zone string, rrs ...seedRR) {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	d := c.f.domain(zone)
-	if d == nil {
-		c.f.t.Fatalf("fake alidns has no domain %s", zone)
+	f := newFakeAlidns(t, zones...)
+	return &contractAdapter{core: &f.fakeServer, name: "ali", section: aliSection, isWrite: isAliWrite,
+		seeder: func(name string) func(seedRR) {
+			d := f.domain(name)
+			if d == nil {
+				return nil
+			}
+			return func(s seedRR) { f.add(d, withDot(s)) }
+		},
+		records: func() (out []contractRR) {
+			for _, d := range f.domains {
+				for _, r := range d.records {
+					out = append(out, contractRR{Zone: d.name, Name: contractName(r.RR, d.name), Type: r.Type, TTL: r.TTL,
+						Value: contractValue(r.Type, r.Value), ID: r.RecordID + " " + r.Line + " " + r.Status})
+				}
+			}
+			return out
+		},
+		zonePage: pageOf(20),
 	}
-	for _, s := range rrs {
-		c.f.add(d, withDot(s))
-	}
-}
-
-func (c *aliContract) Snapshot() []contractRR {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	var out []contractRR
-	for _, d := range c.f.domains {
-		for _, r := range d.records {
-			out = append(out, contractRR{Zone: d.name, Name: contractName(r.RR, d.name), Type: r.Type, TTL: r.TTL,
-				Value: contractValue(r.Type, r.Value), ID: r.RecordID + " " + r.Line + " " + r.Status})
-		}
-	}
-	return out
-}
-
-func (c *aliContract) Writes() int {
-	c.writes += len(filterRequests(c.f.log.take(), isAliWrite))
-	return c.writes
-}
-
-func (c *aliContract) ZonePage() int { return 20 }
-
-// Tencent Cloud DNSPod.
-
-type tcContract struct {
-	f      *fakeTencent
-	writes int
 }
 
 func newTcContract(t *testing.T, zones ...string) contractFake {
-	return &tcContract{f: newFakeTencent(t, zones...)}
-}
-
-func (c *tcContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
-	return newDNS(t, "tc", tcSection(t, extra), providers.Options{})
-}
-
-func (c *tcContract) Seed(zone string, rrs ...seedRR) {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	d := c.f.domain(zone)
-	if d == nil {
-		c.f.t.Fatalf("fake DNSPod has no domain %s", zone)
-	}
-	for _, s := range rrs {
-		c.f.add(d, s, tcLine)
-	}
-}
-
-func (c *tcContract) Snapshot() []contractRR {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	var out []contractRR
-	for _, d := range c.f.domains {
-		for _, r := range d.records {
-			out = append(out, contractRR{Zone: d.name, Name: contractName(r.Name, d.name), Type: r.Type, TTL: int(r.TTL),
-				Value: contractValue(r.Type, r.Value), ID: fmt.Sprintf("%d %s %s", r.RecordID, r.Line, r.Status)})
-		}
-	}
-	return out
-}
-
-func (c *tcContract) Writes() int {
-	c.writes += len(filterRequests(c.f.log.take(), isTcWrite))
-	return c.writes
-}
-
-func (c *tcContract) ZonePage() int { return 20 }
-
-// Huawei Cloud DNS.
-
-type hwContract struct {
-	f      *fakeHuawei
-	writes int
-}
-
-func newHwContract(t *testing.T, zones ...string) contractFake {
-	return &hwContract{f: newFakeHuawei(t, zones...)}
-}
-
-func (c *hwContract) DNS(t *testing.T, extra map[string]any) *providers.DNS {
-	return newDNS(t, "hw", hwSection(t, extra), providers.Options{})
-}
-
-func (c *hwContract) Seed(zone string, rrs ...seedRR) {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	z := c.f.zone(zone)
-	if z == nil {
-		c.f.t.Fatalf("fake huaweicloud has no zone %s", zone)
-	}
-	for _, s := range rrs {
-		s = withDot(s)
-		c.f.seed(z, s.Name, s.Type, s.TTL, s.Value)
-	}
-}
-
-// Snapshot: one entry per value of each record set, with the set's ID and
-// version.
-func (c *hwContract) Snapshot() []contractRR {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	var out []contractRR
-	for _, z := range c.f.zones {
-		for _, s := range z.sets {
-			for _, v := range s.Records {
-				out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
-					Type: s.Type, TTL: s.TTL, Value: contractValue(s.Type, v), ID: fmt.Sprintf("%s v%d", s.ID, s.Version)})
+	f := newFakeTencent(t, zones...)
+	return &contractAdapter{core: &f.fakeServer, name: "tc", section: tcSection, isWrite: isTcWrite,
+		seeder: func(name string) func(seedRR) {
+			d := f.domain(name)
+			if d == nil {
+				return nil
 			}
-		}
+			return func(s seedRR) { f.add(d, s, tcLine) }
+		},
+		records: func() (out []contractRR) {
+			for _, d := range f.domains {
+				for _, r := range d.records {
+					out = append(out, contractRR{Zone: d.name, Name: contractName(r.Name, d.name), Type: r.Type, TTL: int(r.TTL),
+						Value: contractValue(r.Type, r.Value), ID: fmt.Sprintf("%d %s %s", r.RecordID, r.Line, r.Status)})
+				}
+			}
+			return out
+		},
+		zonePage: pageOf(20),
 	}
-	return out
 }
 
-func (c *hwContract) Writes() int {
-	c.writes += len(filterRequests(c.f.log.take(), func(r apiRequest) bool { return r.Method != "GET" }))
-	return c.writes
-}
-
-// ZonePage makes the fake list 5 zones a page.
-func (c *hwContract) ZonePage() int {
-	c.f.mu.Lock()
-	defer c.f.mu.Unlock()
-	c.f.zoneLimit = 5
-	return c.f.zoneLimit
+// newHwContract: the snapshot has one entry per value of each record set,
+// with the set's ID and version; the fake lists 5 zones a page.
+func newHwContract(t *testing.T, zones ...string) contractFake {
+	f := newFakeHuawei(t, zones...)
+	return &contractAdapter{core: &f.fakeServer, name: "hw", section: hwSection,
+		isWrite: func(r apiRequest) bool { return r.Method != "GET" },
+		seeder: func(name string) func(seedRR) {
+			z := f.zone(name)
+			if z == nil {
+				return nil
+			}
+			return func(s seedRR) {
+				s = withDot(s)
+				f.seed(z, s.Name, s.Type, s.TTL, s.Value)
+			}
+		},
+		records: func() (out []contractRR) {
+			for _, z := range f.zones {
+				for _, s := range z.sets {
+					for _, v := range s.Records {
+						out = append(out, contractRR{Zone: strings.TrimSuffix(z.name, "."), Name: strings.TrimSuffix(s.Name, "."),
+							Type: s.Type, TTL: s.TTL, Value: contractValue(s.Type, v), ID: fmt.Sprintf("%s v%d", s.ID, s.Version)})
+					}
+				}
+			}
+			return out
+		},
+		zonePage: func() int {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.zoneLimit = 5
+			return f.zoneLimit
+		},
+	}
 }

@@ -50,11 +50,18 @@ type apiLog struct {
 	reqs []apiRequest
 }
 
-// record reads r's body and logs the request.
+// maxFakeBody bounds the body a fake reads: no provider sends more, and a
+// runaway one fails the request instead of filling the test's memory.
+const maxFakeBody = 1 << 20
+
+// record reads r's body (at most maxFakeBody bytes) and logs the request.
 func (l *apiLog) record(r *http.Request) (apiRequest, error) {
-	body, err := io.ReadAll(r.Body)
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxFakeBody+1))
 	if err != nil {
 		return apiRequest{}, err
+	}
+	if len(body) > maxFakeBody {
+		return apiRequest{}, fmt.Errorf("request body over %d bytes", maxFakeBody)
 	}
 	req := apiRequest{
 		Method: r.Method,
@@ -71,11 +78,14 @@ func (l *apiLog) record(r *http.Request) (apiRequest, error) {
 }
 
 // take returns the requests logged since the last take and forgets them.
-func (l *apiLog) take() []apiRequest {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.reqs
-	l.reqs = nil
+func (l *apiLog) take() []apiRequest { return takeAll(&l.mu, &l.reqs) }
+
+// takeAll returns what *list holds and empties it, under mu.
+func takeAll[T any](mu *sync.Mutex, list *[]T) []T {
+	mu.Lock()
+	defer mu.Unlock()
+	out := *list
+	*list = nil
 	return out
 }
 
@@ -91,13 +101,7 @@ func filterRequests(reqs []apiRequest, keep func(apiRequest) bool) []apiRequest 
 }
 
 // requestLines returns each request's line.
-func requestLines(reqs []apiRequest) []string {
-	out := make([]string, len(reqs))
-	for i, r := range reqs {
-		out[i] = r.String()
-	}
-	return out
-}
+func requestLines(reqs []apiRequest) []string { return describeEach(reqs, apiRequest.String) }
 
 // assertNoSecret fails if secret appears anywhere in a request but the
 // header named allowedHeader (where a bearer token must be), so that a

@@ -3,19 +3,16 @@ package providers_test
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -89,13 +86,10 @@ type hwZone struct {
 	sets     []*hwSet
 }
 
-// fakeHuawei is a Huawei Cloud DNS API holding public zones in memory.
+// fakeHuawei is a Huawei Cloud DNS API holding public zones in memory. A
+// request that deny refuses is answered 403.
 type fakeHuawei struct {
-	t   *testing.T
-	srv *httptest.Server
-	log apiLog
-
-	mu     sync.Mutex
+	fakeServer
 	zones  []*hwZone
 	nextID int
 	writes []string
@@ -107,24 +101,17 @@ type fakeHuawei struct {
 	// before, when set, runs (under the lock) before each request is
 	// served: a test changes the zone between two requests with it.
 	before func(r apiRequest)
-	// deny, when it returns true for a request, makes the fake answer 403
-	// quoting the secret it knows, as a careless API might.
-	deny func(r apiRequest) bool
 }
 
 // newFakeHuawei starts a fake holding zones, each with its SOA and NS sets
 // and the records of fakeUnrelated, and points http.DefaultClient at it.
 func newFakeHuawei(t *testing.T, zones ...string) *fakeHuawei {
 	t.Helper()
-	f := &fakeHuawei{t: t, setLimit: 500, zoneLimit: 500, now: time.Now}
+	f := &fakeHuawei{setLimit: 500, zoneLimit: 500, now: time.Now}
 	for _, name := range zones {
 		f.addZone(name)
 	}
-	f.srv = httptest.NewServer(f)
-	t.Cleanup(f.srv.Close)
-	orig := http.DefaultClient.Transport
-	http.DefaultClient.Transport = newRewriteTransport(t, hwHost, f.srv)
-	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	f.startAsDefaultClient(t, "fake huaweicloud", hwHost, f)
 	return f
 }
 
@@ -162,21 +149,11 @@ func (f *fakeHuawei) seed(z *hwZone, name, typ string, ttl int, values ...string
 }
 
 func (f *fakeHuawei) zone(name string) *hwZone {
-	for _, z := range f.zones {
-		if strings.EqualFold(z.name, strings.TrimSuffix(name, ".")+".") {
-			return z
-		}
-	}
-	return nil
+	return find(f.zones, func(z *hwZone) bool { return strings.EqualFold(z.name, strings.TrimSuffix(name, ".")+".") })
 }
 
 func (f *fakeHuawei) zoneByID(id string) *hwZone {
-	for _, z := range f.zones {
-		if z.id == id {
-			return z
-		}
-	}
-	return nil
+	return find(f.zones, func(z *hwZone) bool { return z.id == id })
 }
 
 // set returns the record set at name (FQDN, no dot) and typ, or nil.
@@ -197,16 +174,13 @@ func (f *fakeHuawei) set(name, typ string) *hwSet {
 // snapshot lists every record set with its ID and version, so that a set
 // deleted and recreated, or rewritten with the same values, shows.
 func (f *fakeHuawei) snapshot() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, z := range f.zones {
-		for _, s := range z.sets {
-			out = append(out, fmt.Sprintf("%s %s %s %d %s id=%s v%d", z.name, s.Name, s.Type, s.TTL, strings.Join(s.Records, ","), s.ID, s.Version))
+	return f.lines(func(emit func(string, ...any)) {
+		for _, z := range f.zones {
+			for _, s := range z.sets {
+				emit("%s %s %s %d %s id=%s v%d", z.name, s.Name, s.Type, s.TTL, strings.Join(s.Records, ","), s.ID, s.Version)
+			}
 		}
-	}
-	sort.Strings(out)
-	return out
+	})
 }
 
 // view is f as checkRepublishThenCleanup sees it: the writes are the lines of takeWrites.
@@ -214,13 +188,7 @@ func (f *fakeHuawei) view() fakeView[string] {
 	return fakeView[string]{takeWrites: f.takeWrites, describe: func(w []string) []string { return w }, snapshot: f.snapshot}
 }
 
-func (f *fakeHuawei) takeWrites() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	out := f.writes
-	f.writes = nil
-	return out
-}
+func (f *fakeHuawei) takeWrites() []string { return takeAll(&f.mu, &f.writes) }
 
 // hwEscape is the signer's escaping: everything but A-Z a-z 0-9 - _ . ~.
 func hwEscape(s string) string {
@@ -242,14 +210,9 @@ func hwEscape(s string) string {
 // sign (algorithm, X-Sdk-Date, hash of the canonical request), HMAC'd with
 // the secret. It returns the signed headers.
 func verifySDKHMAC(r *http.Request, body []byte, accessKey, secret string, now time.Time) ([]string, error) {
-	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "SDK-HMAC-SHA256 ")
-	if !ok {
-		return nil, fmt.Errorf("Authorization %q is not SDK-HMAC-SHA256", r.Header.Get("Authorization"))
-	}
-	fields := map[string]string{}
-	for _, part := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		fields[k] = v
+	fields, err := authFields(r, "SDK-HMAC-SHA256")
+	if err != nil {
+		return nil, err
 	}
 	if fields["Access"] != accessKey {
 		return nil, fmt.Errorf("Access %q, want the AK %s", fields["Access"], accessKey)
@@ -303,27 +266,19 @@ func verifySDKHMAC(r *http.Request, body []byte, accessKey, secret string, now t
 			headers.WriteString(h + ":" + strings.TrimSpace(v) + "\n")
 		}
 	}
-	sum := sha256.Sum256(body)
-	payload := hex.EncodeToString(sum[:])
+	payload := sha256Hex(body)
 	if h := r.Header.Get("X-Sdk-Content-Sha256"); h != "" && h != payload {
 		return nil, fmt.Errorf("X-Sdk-Content-Sha256 %s is not the body's hash %s", h, payload)
 	}
 	canonical := r.Method + "\n" + canonURI + "\n" + strings.Join(query, "&") + "\n" + headers.String() + "\n" + fields["SignedHeaders"] + "\n" + payload
-	creq := sha256.Sum256([]byte(canonical))
-	mac := hmac.New(sha256.New, []byte(secret))
-	mac.Write([]byte("SDK-HMAC-SHA256\n" + date + "\n" + hex.EncodeToString(creq[:])))
-	if want := hex.EncodeToString(mac.Sum(nil)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+	if want := hex.EncodeToString(hmacSHA256([]byte(secret), "SDK-HMAC-SHA256\n"+date+"\n"+sha256Hex([]byte(canonical)))); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
 		return nil, errors.New("signature does not match the request signed with the test's secret")
 	}
 	return signed, nil
 }
 
 func (f *fakeHuawei) reply(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	if err := json.NewEncoder(w).Encode(body); err != nil {
-		f.t.Errorf("fake huaweicloud: encode response: %v", err)
-	}
+	f.writeJSON(w, status, "application/json", body)
 }
 
 func (f *fakeHuawei) fail(w http.ResponseWriter, status int, code, msg string) {
@@ -332,20 +287,17 @@ func (f *fakeHuawei) fail(w http.ResponseWriter, status int, code, msg string) {
 
 // ServeHTTP implements the calls the provider makes, and refuses others.
 func (f *fakeHuawei) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := f.log.record(r)
+	req, err := f.receive(r)
 	if err != nil {
 		f.fail(w, http.StatusBadRequest, "APIGW.0201", err.Error())
 		return
-	}
-	if req.Host != hwHost {
-		f.t.Errorf("fake huaweicloud: request for host %q, want %q", req.Host, hwHost)
 	}
 	if _, err := verifySDKHMAC(r, req.Body, hwKey, hwSecret, f.now()); err != nil {
 		f.t.Errorf("fake huaweicloud: %s: %v", req, err)
 		f.fail(w, http.StatusUnauthorized, "APIGW.0301", "Incorrect IAM authentication information: "+err.Error())
 		return
 	}
-	if f.deny != nil && f.deny(req) {
+	if f.refused(req) {
 		f.fail(w, http.StatusForbidden, "DNS.0030", "Policy doesn't allow dns:recordset:* to be performed (SK "+hwSecret+")")
 		return
 	}
@@ -463,34 +415,42 @@ func (f *fakeHuawei) links(req apiRequest, next string, more bool) map[string]st
 	return l
 }
 
-func (f *fakeHuawei) listZones(w http.ResponseWriter, req apiRequest) {
+// hwList answers a list request: the items of list (each with its ID and
+// JSON) that match its name and the keep filter, the page it asks for,
+// under key, with total_count and the links.
+func hwList[T any](f *fakeHuawei, w http.ResponseWriter, req apiRequest, key string, list []T, defLimit int,
+	keep func(T) bool, id func(T) string, toJSON func(T) map[string]any) {
 	if m := req.Query.Get("search_mode"); m != "" && m != "like" && m != "equal" {
 		f.fail(w, http.StatusBadRequest, "DNS.0303", "search_mode must be like or equal")
 		return
 	}
-	var list []*hwZone
-	for _, z := range f.zones {
-		if match(req.Query, z.name) {
-			list = append(list, z)
-		}
-	}
-	start, end, msg := page(req.Query, len(list), f.zoneLimit, func(i int) string { return list[i].id })
+	list = slices.DeleteFunc(slices.Clone(list), func(x T) bool { return !keep(x) })
+	start, end, msg := page(req.Query, len(list), defLimit, func(i int) string { return id(list[i]) })
 	if msg != "" {
 		f.t.Errorf("fake huaweicloud: %s: %s", req, msg)
 		f.fail(w, http.StatusBadRequest, "DNS.0303", msg)
 		return
 	}
 	out := []map[string]any{}
-	for _, z := range list[start:end] {
-		out = append(out, map[string]any{"id": z.id, "name": z.name, "zone_type": "public", "status": "ACTIVE",
-			"ttl": 300, "email": "hostmaster@example.com", "record_num": len(z.sets), "description": ""})
+	for _, x := range list[start:end] {
+		out = append(out, toJSON(x))
 	}
 	next := ""
 	if end > start {
-		next = list[end-1].id
+		next = id(list[end-1])
 	}
-	f.reply(w, http.StatusOK, map[string]any{"zones": out, "metadata": map[string]int{"total_count": len(list)},
+	f.reply(w, http.StatusOK, map[string]any{key: out, "metadata": map[string]int{"total_count": len(list)},
 		"links": f.links(req, next, end < len(list))})
+}
+
+func (f *fakeHuawei) listZones(w http.ResponseWriter, req apiRequest) {
+	hwList(f, w, req, "zones", f.zones, f.zoneLimit,
+		func(z *hwZone) bool { return match(req.Query, z.name) },
+		func(z *hwZone) string { return z.id },
+		func(z *hwZone) map[string]any {
+			return map[string]any{"id": z.id, "name": z.name, "zone_type": "public", "status": "ACTIVE",
+				"ttl": 300, "email": "hostmaster@example.com", "record_num": len(z.sets), "description": ""}
+		})
 }
 
 func (z *hwZone) setJSON(s *hwSet, status string) map[string]any {
@@ -498,33 +458,14 @@ func (z *hwZone) setJSON(s *hwSet, status string) map[string]any {
 		"status": status, "default": s.Default, "zone_id": z.id, "zone_name": z.name, "description": ""}
 }
 
+// listSets lists z's sets oldest first: the API does not sort unless asked.
 func (f *fakeHuawei) listSets(w http.ResponseWriter, req apiRequest, z *hwZone) {
-	if m := req.Query.Get("search_mode"); m != "" && m != "like" && m != "equal" {
-		f.fail(w, http.StatusBadRequest, "DNS.0303", "search_mode must be like or equal")
-		return
-	}
-	var list []*hwSet
-	for _, s := range z.sets { // oldest first: the API does not sort unless asked
-		if match(req.Query, s.Name) && (req.Query.Get("type") == "" || req.Query.Get("type") == s.Type) {
-			list = append(list, s)
-		}
-	}
-	start, end, msg := page(req.Query, len(list), f.setLimit, func(i int) string { return list[i].ID })
-	if msg != "" {
-		f.t.Errorf("fake huaweicloud: %s: %s", req, msg)
-		f.fail(w, http.StatusBadRequest, "DNS.0303", msg)
-		return
-	}
-	out := []map[string]any{}
-	for _, s := range list[start:end] {
-		out = append(out, z.setJSON(s, "ACTIVE"))
-	}
-	next := ""
-	if end > start {
-		next = list[end-1].ID
-	}
-	f.reply(w, http.StatusOK, map[string]any{"recordsets": out, "metadata": map[string]int{"total_count": len(list)},
-		"links": f.links(req, next, end < len(list))})
+	hwList(f, w, req, "recordsets", z.sets, f.setLimit,
+		func(s *hwSet) bool {
+			return match(req.Query, s.Name) && (req.Query.Get("type") == "" || req.Query.Get("type") == s.Type)
+		},
+		func(s *hwSet) string { return s.ID },
+		func(s *hwSet) map[string]any { return z.setJSON(s, "ACTIVE") })
 }
 
 // hwBody is a create or update request's body. ID is not a documented
@@ -645,11 +586,7 @@ func (f *fakeHuawei) deleteSet(w http.ResponseWriter, z *hwZone, id string) {
 // hwSection is the [dns.hw] section: the AK inline (not a secret), the SK
 // from a file.
 func hwSection(t *testing.T, extra map[string]any) map[string]any {
-	s := map[string]any{"provider": "huaweicloud", "access_key_id": hwKey, "secret_access_key_file": secretFile(t, hwSecret)}
-	for k, v := range extra {
-		s[k] = v
-	}
-	return s
+	return secretSection(t, map[string]any{"provider": "huaweicloud", "access_key_id": hwKey}, "secret_access_key_file", hwSecret, extra)
 }
 
 // checkHwAuth checks that every request is signed with the AK (the fake
@@ -676,14 +613,12 @@ func checkHwAuth(t *testing.T, reqs []apiRequest) {
 
 // hwRequests is each request's line and, for writes, its body.
 func hwRequests(reqs []apiRequest) []string {
-	out := make([]string, len(reqs))
-	for i, r := range reqs {
-		out[i] = r.String()
+	return describeEach(reqs, func(r apiRequest) string {
 		if len(r.Body) > 0 {
-			out[i] += " " + string(r.Body)
+			return r.String() + " " + string(r.Body)
 		}
-	}
-	return out
+		return r.String()
+	})
 }
 
 // hwLookAlikes seeds zone (example.com) and the account with records that
@@ -743,18 +678,11 @@ func TestHuaweicloudPublishOneZone(t *testing.T) {
 	before := f.snapshot()
 	zid := f.zone("example.com").id
 	d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("hw", time.Minute, "example.com", "www", "shop"))
-	if reqs := f.log.take(); len(reqs) != 0 {
-		t.Errorf("Plan with an explicit zone asked the API: %q", requestLines(reqs))
-	}
+	recs := planOneZone(t, d, "hw", &f.fakeServer, requestLines)
 
 	// One SetRecords call; the provider makes it one zone ID, then a
 	// lookup and a POST per record, each lookup by exact name and type.
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	checkHwAuth(t, reqs)
 	list := []string{"GET /v2/zones?name=example.com&search_mode=equal", "GET /v2/zones/" + zid + "/recordsets?limit=500&offset=0"}
@@ -762,9 +690,7 @@ func TestHuaweicloudPublishOneZone(t *testing.T) {
 	for _, r := range recs {
 		want = append(want, hwPublishRequests(zid, 60, r)...)
 	}
-	if got := hwRequests(reqs); !slices.Equal(got, want) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", hwRequests(reqs), want)
 	var wantWrites []string
 	for _, r := range recs {
 		wantWrites = append(wantWrites, fmt.Sprintf("POST %s. CNAME 60 %s.", r.Name, r.Target))
@@ -786,11 +712,7 @@ func TestHuaweicloudPublishOneZone(t *testing.T) {
 	}
 
 	// Republish: a listing, nothing written.
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
+	mustRepublish(t, d, recs)
 	if got := requestLines(f.log.take()); !slices.Equal(got, list) {
 		t.Errorf("second Publish requests %q, want only %q", got, list)
 	}
@@ -817,9 +739,7 @@ func TestHuaweicloudPublishOneZone(t *testing.T) {
 		}
 		want = append(want, hwLookup(zid, r), fmt.Sprintf("DELETE /v2/zones/%s/recordsets/%s", zid, s))
 	}
-	if got := hwRequests(reqs); !slices.Equal(got, want) {
-		t.Errorf("Cleanup requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Errorf, "Cleanup requests", hwRequests(reqs), want)
 	writes := f.takeWrites()
 	if len(writes) != len(recs) {
 		t.Errorf("Cleanup writes %q, want %d deletes", writes, len(recs))
@@ -830,15 +750,8 @@ func TestHuaweicloudPublishOneZone(t *testing.T) {
 			t.Errorf("Cleanup wrote %q; want DELETE of the published sets %v", w, ids)
 		}
 	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
-	if err := d2.Cleanup(ctx, recs); err != nil {
-		t.Errorf("second Cleanup: %v", err)
-	}
-	if w := f.takeWrites(); len(w) != 0 {
-		t.Errorf("second Cleanup wrote %q", w)
-	}
+	checkAsBefore(t, "zones after Cleanup", before, f.snapshot())
+	checkSecondCleanup(t, d2, recs, f.view())
 }
 
 func TestHuaweicloudPublishTwoZones(t *testing.T) {
@@ -848,15 +761,9 @@ func TestHuaweicloudPublishTwoZones(t *testing.T) {
 	before := f.snapshot()
 	// The provider cannot list zones: the SOA walk finds them.
 	d := newDNS(t, "hw", hwSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.org")}}), providers.Options{})
-	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
-	want := append(wantRecords("hw", time.Minute, "example.com", "www"), wantRecords("hw", time.Minute, "example.org", "shop", "mail")...)
-	recs := planDCV(t, d, in, want)
+	recs := planTwoZones(t, d, "hw", "shop", "mail")
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 2)
+	mustPublish(t, d, recs, 2)
 	checkHwAuth(t, f.log.take())
 	// One SetRecords call per zone: that zone's writes are contiguous.
 	var zones []string
@@ -886,11 +793,7 @@ func TestHuaweicloudReplacesStaleTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := d.Publish(context.Background(), recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	checkHwAuth(t, reqs)
 	put := filterRequests(reqs, func(r apiRequest) bool { return r.Method != http.MethodGet })
@@ -971,9 +874,7 @@ func TestHuaweicloudZonePastFirstPage(t *testing.T) {
 	if err := d.Cleanup(context.Background(), recs); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
+	checkAsBefore(t, "zones after Cleanup", before, f.snapshot())
 }
 
 // hwUpstream is d with its provider, the registered providers.HuaweiCloud,
@@ -999,6 +900,17 @@ func hwRegistered(t *testing.T, d *providers.DNS) *providers.DNS {
 	return d
 }
 
+// hwDNS is the DNS of the [dns.hw] section for example.com, with the
+// registered wrapper (fixed) or the upstream provider as its provider.
+func hwDNS(t *testing.T, fixed bool) *providers.DNS {
+	t.Helper()
+	d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
+	if fixed {
+		return hwRegistered(t, d)
+	}
+	return hwUpstream(t, d)
+}
+
 // TestHuaweicloudBigZone: a zone of 520 record sets, listed by the API's
 // default page of 500. Upstream's GetRecords reads one page, so dcvd does
 // not see the records it published: republishing rewrites them and Cleanup
@@ -1016,12 +928,7 @@ func TestHuaweicloudBigZone(t *testing.T) {
 			f.mu.Unlock()
 			f.hwLookAlikes("example.com")
 			before := f.snapshot()
-			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-			if fixed {
-				d = hwRegistered(t, d)
-			} else {
-				d = hwUpstream(t, d)
-			}
+			d := hwDNS(t, fixed)
 			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("hw", time.Minute, "example.com", "www"))
 			if _, err := d.Publish(ctx, recs); err != nil {
 				t.Fatalf("Publish: %v", err)
@@ -1080,12 +987,7 @@ func TestHuaweicloudDeleteIgnoresValue(t *testing.T) {
 		t.Run(map[bool]string{false: "upstream", true: "fixed"}[fixed], func(t *testing.T) {
 			ctx := context.Background()
 			f := newFakeHuawei(t, "example.com")
-			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-			if fixed {
-				d = hwRegistered(t, d)
-			} else {
-				d = hwUpstream(t, d)
-			}
+			d := hwDNS(t, fixed)
 			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("hw", time.Minute, "example.com"))
 			if _, err := d.Publish(ctx, recs); err != nil {
 				t.Fatalf("Publish: %v", err)
@@ -1142,28 +1044,6 @@ func TestHuaweicloudDeleteIgnoresValue(t *testing.T) {
 			if !fixed && got != nil {
 				t.Errorf("upstream DeleteRecords of a value not in the set kept the set %+v; the defect is gone? update this test", got)
 			}
-		})
-	}
-}
-
-// Errors from the API keep the SK out, even when the API quotes it.
-func TestHuaweicloudErrorsKeepTheSecretOut(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		deny    func(apiRequest) bool
-		wantErr []string
-	}{
-		{"key refused", func(apiRequest) bool { return true }, []string{"read zone example.com.", "HTTP 403", "Policy doesn't allow"}},
-		{"writes refused", func(r apiRequest) bool { return r.Method != http.MethodGet }, []string{"publish 2 record(s) in zone example.com.", "HTTP 403"}},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeHuawei(t, "example.com")
-			before := f.snapshot()
-			f.deny = tt.deny
-			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-			recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("hw", time.Minute, "example.com", "www"))
-			_, err := d.Publish(context.Background(), recs)
-			checkRefusedPublish(t, err, hwSecret, tt.wantErr, before, f.snapshot())
 		})
 	}
 }
@@ -1247,12 +1127,7 @@ func TestHuaweicloudSetAfterFailedLookup(t *testing.T) {
 			f.mu.Unlock()
 			before := f.snapshot()
 			f.deny = func(r apiRequest) bool { return r.Query.Get("type") == "CNAME" }
-			d := newDNS(t, "hw", hwSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-			if fixed {
-				d = hwRegistered(t, d)
-			} else {
-				d = hwUpstream(t, d)
-			}
+			d := hwDNS(t, fixed)
 			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("hw", time.Minute, "example.com"))
 			if _, err := d.Publish(context.Background(), recs); err == nil {
 				t.Error("Publish succeeded")

@@ -4,19 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -86,13 +82,11 @@ type tcDomain struct {
 
 // fakeTencent is a DNSPod API holding domains in memory. It checks the
 // signature of every request with the test's key, and the parameters of
-// every action against what the API accepts.
+// every action against what the API accepts. A request that deny refuses
+// is answered as the API does when a CAM policy refuses it (tcActionIs
+// makes a deny of one action).
 type fakeTencent struct {
-	t   *testing.T
-	srv *httptest.Server
-	log apiLog
-
-	mu      sync.Mutex
+	fakeServer
 	domains []*tcDomain
 	nextID  uint64
 	// badSignatures counts requests whose signature did not verify. A test
@@ -100,18 +94,17 @@ type fakeTencent struct {
 	// the test.
 	badSignatures      int
 	allowBadSignatures bool
-	// deny, when it returns true for an action, makes the fake answer as
-	// the API does when a CAM policy refuses it, quoting the secret it
-	// knows: dcvd must keep it out of its errors even then.
-	deny func(action string) bool
 }
+
+// tcActionIs is a deny of action.
+func tcActionIs(action string) func(apiRequest) bool { return actionIn("X-TC-Action", action) }
 
 // newFakeTencent starts a fake holding domains, each seeded with records
 // dcvd must not touch, and points http.DefaultClient at it until the test
 // ends.
 func newFakeTencent(t *testing.T, domains ...string) *fakeTencent {
 	t.Helper()
-	f := &fakeTencent{t: t, nextID: 100000}
+	f := &fakeTencent{nextID: 100000}
 	for _, name := range domains {
 		d := &tcDomain{name: strings.TrimSuffix(name, ".")}
 		for _, s := range fakeUnrelated(d.name) {
@@ -119,11 +112,7 @@ func newFakeTencent(t *testing.T, domains ...string) *fakeTencent {
 		}
 		f.domains = append(f.domains, d)
 	}
-	f.srv = httptest.NewServer(f)
-	t.Cleanup(f.srv.Close)
-	orig := http.DefaultClient.Transport
-	http.DefaultClient.Transport = newRewriteTransport(t, tcHost, f.srv)
-	t.Cleanup(func() { http.DefaultClient.Transport = orig })
+	f.startAsDefaultClient(t, "fake tencentcloud", tcHost, f)
 	return f
 }
 
@@ -145,27 +134,19 @@ func (f *fakeTencent) add(d *tcDomain, s seedRR, line string) tcRecord {
 }
 
 func (f *fakeTencent) domain(name string) *tcDomain {
-	for _, d := range f.domains {
-		if d.name == name {
-			return d
-		}
-	}
-	return nil
+	return find(f.domains, func(d *tcDomain) bool { return d.name == name })
 }
 
 // snapshot lists every record of every domain, with its ID, so that a
 // record deleted and added again (or modified) shows as a change.
 func (f *fakeTencent) snapshot() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []string
-	for _, d := range f.domains {
-		for _, r := range d.records {
-			out = append(out, fmt.Sprintf("%s %d %s %s %d %s %s", d.name, r.RecordID, r.Name, r.Line, r.TTL, r.Type, r.Value))
+	return f.lines(func(emit func(string, ...any)) {
+		for _, d := range f.domains {
+			for _, r := range d.records {
+				emit("%s %d %s %s %d %s %s", d.name, r.RecordID, r.Name, r.Line, r.TTL, r.Type, r.Value)
+			}
 		}
-	}
-	sort.Strings(out)
-	return out
+	})
 }
 
 // view is f as checkRepublishThenCleanup sees it: the writes are its write actions.
@@ -193,14 +174,9 @@ func (f *fakeTencent) cnameIDs(name string) []uint64 {
 // query, the signed headers with the Host that was sent, the body's hash),
 // and the key derived from the secret, the credential's date and service.
 func verifyTC3(r *http.Request, body []byte, secretID, secretKey, service string, now time.Time) error {
-	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), "TC3-HMAC-SHA256 ")
-	if !ok {
-		return fmt.Errorf("Authorization %q is not TC3-HMAC-SHA256", r.Header.Get("Authorization"))
-	}
-	fields := map[string]string{}
-	for _, part := range strings.Split(rest, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		fields[k] = v
+	fields, err := authFields(r, "TC3-HMAC-SHA256")
+	if err != nil {
+		return err
 	}
 	cred := strings.Split(fields["Credential"], "/")
 	if len(cred) != 4 || cred[0] != secretID || cred[2] != service || cred[3] != "tc3_request" {
@@ -233,18 +209,11 @@ func verifyTC3(r *http.Request, body []byte, secretID, secretKey, service string
 		}
 		headers.WriteString(h + ":" + strings.ToLower(strings.TrimSpace(v)) + "\n")
 	}
-	sum := sha256.Sum256(body)
 	canonical := r.Method + "\n" + r.URL.EscapedPath() + "\n" + r.URL.RawQuery + "\n" + headers.String() + "\n" +
-		fields["SignedHeaders"] + "\n" + hex.EncodeToString(sum[:])
-	creq := sha256.Sum256([]byte(canonical))
-	toSign := "TC3-HMAC-SHA256\n" + strconv.FormatInt(ts, 10) + "\n" + date + "/" + service + "/tc3_request\n" + hex.EncodeToString(creq[:])
-	mac := func(key []byte, msg string) []byte {
-		h := hmac.New(sha256.New, key)
-		h.Write([]byte(msg))
-		return h.Sum(nil)
-	}
-	signing := mac(mac(mac([]byte("TC3"+secretKey), date), service), "tc3_request")
-	if want := hex.EncodeToString(mac(signing, toSign)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
+		fields["SignedHeaders"] + "\n" + sha256Hex(body)
+	toSign := "TC3-HMAC-SHA256\n" + strconv.FormatInt(ts, 10) + "\n" + date + "/" + service + "/tc3_request\n" + sha256Hex([]byte(canonical))
+	signing := hmacSHA256(hmacSHA256(hmacSHA256([]byte("TC3"+secretKey), date), service), "tc3_request")
+	if want := hex.EncodeToString(hmacSHA256(signing, toSign)); !hmac.Equal([]byte(want), []byte(fields["Signature"])) {
 		return errors.New("signature does not match the request signed with the test's secret")
 	}
 	return nil
@@ -292,10 +261,7 @@ var tcRequired = map[string][]string{
 
 func (f *fakeTencent) reply(w http.ResponseWriter, resp map[string]any) {
 	resp["RequestId"] = "fake-request-id"
-	w.Header().Set("Content-Type", "application/json")
-	if err := json.NewEncoder(w).Encode(map[string]any{"Response": resp}); err != nil {
-		f.t.Errorf("fake tencentcloud: encode response: %v", err)
-	}
+	f.writeJSON(w, http.StatusOK, "application/json", map[string]any{"Response": resp})
 }
 
 // fail answers as the API does: HTTP 200 and Response.Error.
@@ -305,7 +271,7 @@ func (f *fakeTencent) fail(w http.ResponseWriter, code, msg string) {
 
 // ServeHTTP implements the actions the provider uses.
 func (f *fakeTencent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, err := f.log.record(r)
+	req, err := f.receive(r)
 	if err != nil {
 		f.fail(w, "InvalidParameter", err.Error())
 		return
@@ -330,14 +296,11 @@ func (f *fakeTencent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.fail(w, "AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct.")
 		return
 	}
-	if req.Host != tcHost {
-		f.t.Errorf("fake tencentcloud: request for host %q, want %q", req.Host, tcHost)
-	}
 	if _, ok := tcAllowed[action]; !ok {
 		f.fail(w, "InvalidAction", "The action "+action+" is not found.")
 		return
 	}
-	if f.deny != nil && f.deny(action) {
+	if f.refused(req) {
 		f.fail(w, "UnauthorizedOperation", "you are not authorized to perform operation (dnspod:"+action+") (SecretKey "+tcSecretKey+")")
 		return
 	}
@@ -494,39 +457,18 @@ func tcAction(r apiRequest) string {
 	dec := json.NewDecoder(bytes.NewReader(r.Body))
 	dec.UseNumber()
 	var p map[string]any
-	if err := dec.Decode(&p); err != nil {
-		return r.Header.Get("X-TC-Action") + " (malformed body)"
-	}
-	var b strings.Builder
-	b.WriteString(r.Header.Get("X-TC-Action"))
-	for _, k := range slices.Sorted(maps.Keys(p)) {
-		fmt.Fprintf(&b, " %s=%v", k, p[k])
-	}
-	return b.String()
+	err := dec.Decode(&p)
+	return actionLine(r.Header.Get("X-TC-Action"), p, err, func(v any) string { return fmt.Sprint(v) })
 }
 
-func tcActions(reqs []apiRequest) []string {
-	out := make([]string, len(reqs))
-	for i, r := range reqs {
-		out[i] = tcAction(r)
-	}
-	return out
-}
+func tcActions(reqs []apiRequest) []string { return describeEach(reqs, tcAction) }
 
-func isTcWrite(r apiRequest) bool {
-	switch r.Header.Get("X-TC-Action") {
-	case "CreateRecord", "ModifyRecord", "DeleteRecord":
-		return true
-	}
-	return false
-}
+var isTcWrite = actionIn("X-TC-Action", "CreateRecord", "ModifyRecord", "DeleteRecord")
 
 // tcSection is the [dns.tc] section: the SecretId inline (not a secret),
 // the SecretKey from a file.
 func tcSection(t *testing.T, extra map[string]any) map[string]any {
-	s := map[string]any{"provider": "tencentcloud", "secret_id": tcSecretID, "secret_key_file": secretFile(t, tcSecretKey)}
-	maps.Copy(s, extra)
-	return s
+	return secretSection(t, map[string]any{"provider": "tencentcloud", "secret_id": tcSecretID}, "secret_key_file", tcSecretKey, extra)
 }
 
 // checkTcAuth checks that every request names the SecretId and is signed,
@@ -534,13 +476,7 @@ func tcSection(t *testing.T, extra map[string]any) map[string]any {
 // verified by the fake is the only use of it).
 func checkTcAuth(t *testing.T, reqs []apiRequest) {
 	t.Helper()
-	for _, r := range reqs {
-		a := r.Header.Get("Authorization")
-		if !strings.HasPrefix(a, "TC3-HMAC-SHA256 Credential="+tcSecretID+"/") || !strings.Contains(a, ", Signature=") {
-			t.Errorf("%s: Authorization %q does not name %s with a signature", tcAction(r), a, tcSecretID)
-		}
-	}
-	assertNoSecret(t, reqs, tcSecretKey, "")
+	checkSignedBy(t, reqs, tcAction, "TC3-HMAC-SHA256 Credential="+tcSecretID+"/", ", Signature=", tcSecretKey)
 }
 
 // The requests the provider sends, as tcAction shows them.
@@ -597,27 +533,18 @@ func TestTencentcloudPublishOneZone(t *testing.T) {
 	f.seedLookAlikes("example.com")
 	before := f.snapshot()
 	d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
-	recs := planDCV(t, d, dcvInstructions("example.com", "www", "shop"), wantRecords("tc", time.Minute, "example.com", "www", "shop"))
-	if reqs := f.log.take(); len(reqs) != 0 {
-		t.Errorf("Plan with an explicit zone asked the API: %q", tcActions(reqs))
-	}
+	recs := planOneZone(t, d, "tc", &f.fakeServer, tcActions)
 
 	// One SetRecords call; the provider makes it a lookup and a
 	// CreateRecord per record, with dcvd's TTL (60 s) as given.
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	checkTcAuth(t, reqs)
 	want := []string{tcList("example.com")}
 	for _, r := range recs {
 		want = append(want, tcFind("example.com", r.Name), tcCreate("example.com", 60, r))
 	}
-	if got := tcActions(reqs); !slices.Equal(got, want) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", tcActions(reqs), want)
 	published := f.snapshot()
 	var added []string
 	for _, line := range published {
@@ -641,11 +568,7 @@ func TestTencentcloudPublishOneZone(t *testing.T) {
 	}
 
 	// Republishing reads the zone once and writes nothing.
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
+	mustRepublish(t, d, recs)
 	if got := tcActions(f.log.take()); !slices.Equal(got, []string{tcList("example.com")}) {
 		t.Errorf("second Publish requests %q, want only %q", got, tcList("example.com"))
 	}
@@ -662,18 +585,9 @@ func TestTencentcloudPublishOneZone(t *testing.T) {
 	for _, r := range recs { // listed by ID: in the order they were created
 		want = append(want, tcFind("example.com", r.Name), tcDelete("example.com", f.idIn(published, r)))
 	}
-	if got := tcActions(reqs); !slices.Equal(got, want) {
-		t.Errorf("Cleanup requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	if after := f.snapshot(); !slices.Equal(after, before) {
-		t.Errorf("zones after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-	}
-	if err := d2.Cleanup(ctx, recs); err != nil {
-		t.Errorf("second Cleanup: %v", err)
-	}
-	if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
-		t.Errorf("second Cleanup wrote: %q", tcActions(writes))
-	}
+	checkLines(t, t.Errorf, "Cleanup requests", tcActions(reqs), want)
+	checkAsBefore(t, "zones after Cleanup", before, f.snapshot())
+	checkSecondCleanup(t, d2, recs, f.view())
 	if len(ids) != len(recs) {
 		t.Errorf("published IDs %v are not one per record", ids)
 	}
@@ -702,16 +616,10 @@ func TestTencentcloudPublishTwoZones(t *testing.T) {
 	// The provider cannot list zones: the SOA walk finds them, and must
 	// tell example.com from example.com.cn.
 	d := newDNS(t, "tc", tcSection(t, map[string]any{"resolvers": []any{zoneResolver(t, "example.com", "example.com.cn", "example.org")}}), providers.Options{})
-	in := append(dcvInstructions("example.com", "www"), dcvInstructions("example.org", "shop", "mail")...)
-	want := append(wantRecords("tc", time.Minute, "example.com", "www"), wantRecords("tc", time.Minute, "example.org", "shop", "mail")...)
-	recs := planDCV(t, d, in, want)
+	recs := planTwoZones(t, d, "tc", "shop", "mail")
 	f.log.take()
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 2)
+	mustPublish(t, d, recs, 2)
 	reqs := f.log.take()
 	checkTcAuth(t, reqs)
 	// One SetRecords per zone: the API has no batch write, so each zone's
@@ -725,9 +633,7 @@ func TestTencentcloudPublishTwoZones(t *testing.T) {
 			}
 		}
 	}
-	if got := tcActions(reqs); !slices.Equal(got, wantActions) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantActions, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", tcActions(reqs), wantActions)
 
 	checkRepublishThenCleanup(t, ctx, d, recs, f.view(), before, nil)
 }
@@ -746,11 +652,7 @@ func TestTencentcloudReplacesOnlyItsOwnStaleRecord(t *testing.T) {
 	before := f.snapshot()
 	d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
 	recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	www := recs[1]
 	writes := tcActions(filterRequests(f.log.take(), isTcWrite))
 	wantWrites := []string{
@@ -836,31 +738,21 @@ func TestTencentcloudBigZone(t *testing.T) {
 	recs := planDCV(t, d, dcvInstructions("example.com", "www"), wantRecords("tc", time.Minute, "example.com", "www"))
 	f.log.take()
 
-	rep, err := d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("Publish: %v", err)
-	}
-	checkReport(t, rep, recs, nil, 1)
+	mustPublish(t, d, recs, 1)
 	reqs := f.log.take()
 	checkTcAuth(t, reqs)
 	want := slices.Clone(list)
 	for _, r := range recs {
 		want = append(want, tcFind("example.com", r.Name), tcCreate("example.com", 60, r))
 	}
-	if got := tcActions(reqs); !slices.Equal(got, want) {
-		t.Fatalf("Publish requests:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, t.Fatalf, "Publish requests", tcActions(reqs), want)
 	published := f.snapshot()
 	if len(published) != len(before)+len(recs) {
 		t.Fatalf("zone has %d records after Publish, want %d", len(published), len(before)+len(recs))
 	}
 
 	// The records are on the second page: republishing sees them.
-	rep, err = d.Publish(ctx, recs)
-	if err != nil {
-		t.Fatalf("second Publish: %v", err)
-	}
-	checkReport(t, rep, nil, recs, 0)
+	mustRepublish(t, d, recs)
 	if got := tcActions(f.log.take()); !slices.Equal(got, list) {
 		t.Errorf("second Publish requests:\n%s\nwant only the two pages of the listing", strings.Join(got, "\n"))
 	}
@@ -878,12 +770,7 @@ func TestTencentcloudBigZone(t *testing.T) {
 	if after := f.snapshot(); !slices.Equal(after, before) {
 		t.Errorf("zone after Cleanup has %d records, want the %d before, unchanged", len(after), len(before))
 	}
-	if err := d.Cleanup(ctx, recs); err != nil {
-		t.Errorf("second Cleanup: %v", err)
-	}
-	if writes := filterRequests(f.log.take(), isTcWrite); len(writes) != 0 {
-		t.Errorf("second Cleanup wrote: %q", tcActions(writes))
-	}
+	checkSecondCleanup(t, d, recs, f.view())
 }
 
 // TestTencentcloudAPIErrors: the API answers its errors with HTTP 200 and
@@ -916,7 +803,7 @@ func TestTencentcloudAPIErrors(t *testing.T) {
 			t.Fatalf("Publish: %v", err)
 		}
 		published := f.snapshot()
-		f.deny = func(action string) bool { return action == "DeleteRecord" }
+		f.deny = tcActionIs("DeleteRecord")
 		wantAPIError(t, "Cleanup", d.Cleanup(ctx, recs), "DeleteRecord")
 		if after := f.snapshot(); !slices.Equal(after, published) {
 			t.Errorf("records deleted against a refusal:\n%s", strings.Join(after, "\n"))
@@ -926,9 +813,7 @@ func TestTencentcloudAPIErrors(t *testing.T) {
 		if err := d.Cleanup(ctx, recs); err != nil {
 			t.Fatalf("Cleanup once allowed: %v", err)
 		}
-		if after := f.snapshot(); !slices.Equal(after, before) {
-			t.Errorf("zone after Cleanup:\n%s\nwant as before:\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
-		}
+		checkAsBefore(t, "zone after Cleanup", before, f.snapshot())
 	})
 	// A refused write is reported, nothing counts as set, and the zone is
 	// as it was: a stale record to modify, or none to create.
@@ -946,7 +831,7 @@ func TestTencentcloudAPIErrors(t *testing.T) {
 			before := f.snapshot()
 			d := newDNS(t, "tc", tcSection(t, map[string]any{"zone": "example.com"}), providers.Options{})
 			recs := planDCV(t, d, dcvInstructions("example.com"), wantRecords("tc", time.Minute, "example.com"))
-			f.deny = func(action string) bool { return action == tt.action }
+			f.deny = tcActionIs(tt.action)
 			rep, err := d.Publish(ctx, recs)
 			wantAPIError(t, "Publish", err, tt.action)
 			if len(rep.Set) != 0 {
@@ -966,7 +851,7 @@ func TestTencentcloudAPIErrors(t *testing.T) {
 		}
 		published := f.snapshot()
 		f.log.take()
-		f.deny = func(string) bool { return true }
+		f.deny = func(apiRequest) bool { return true }
 		// A refused list is an error, not an empty zone.
 		wantAPIError(t, "Cleanup", d.Cleanup(ctx, recs), "DescribeRecordList")
 		_, err := d.Publish(ctx, []providers.Record{{Provider: "tc", Zone: "example.com.", Name: dcvLabel + ".new.example.com", Target: "new.dcv-target.example", TTL: time.Minute}})
