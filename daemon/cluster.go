@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/reseller"
@@ -729,8 +730,8 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *store.Cer
 		}
 	}
 	onDisk := ""
-	if certPEM, _, err := ReadDeployed(cc.Deploy); err == nil {
-		if certs, err := parsePEMCerts(certPEM); err == nil {
+	if deployed, err := d.target(cc).Live(ctx); err == nil {
+		if certs, err := parsePEMCerts(deployed.CertPEM); err == nil {
 			onDisk = serialHex(certs[0])
 		}
 	}
@@ -783,7 +784,7 @@ func (d *Daemon) deployLive(ctx context.Context, cc *CertConfig, live *store.Cer
 	if err != nil {
 		return err
 	}
-	return d.deployer.Deploy(ctx, cc.Deploy, b)
+	return deploy.Deploy(ctx, d.target(cc), b)
 }
 
 // clusterDeployed records what this node's deploy directory holds for cc,

@@ -25,6 +25,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
@@ -39,13 +40,6 @@ const (
 	DefaultPollInterval  = 10 * time.Second
 	DefaultLogFormat     = "console"
 	DefaultLogLevel      = "info"
-)
-
-// Defaults of a [certificate.deploy] section.
-const (
-	DefaultDeployMode          os.FileMode = 0o644
-	DefaultDeployKeyMode       os.FileMode = 0o600
-	DefaultDeployReloadTimeout             = 60 * time.Second
 )
 
 // cfgMaxPollInterval is where the detail polling backs off to; a first poll
@@ -307,7 +301,7 @@ type CertConfig struct {
 	// Organization holds the company data of OV/EV/IV certificates; nil
 	// when not configured.
 	Organization *reseller.Organization
-	Deploy       DeploySpec
+	Deploy       deploy.Spec
 }
 
 // Names returns the certificate's names, sorted.
@@ -1622,8 +1616,8 @@ func (l *loader) domains(s section) map[string]reseller.Method {
 	return out
 }
 
-func (l *loader) deploy(s section) DeploySpec {
-	spec := DeploySpec{Mode: DefaultDeployMode, KeyMode: DefaultDeployKeyMode, ReloadTimeout: DefaultDeployReloadTimeout}
+func (l *loader) deploy(s section) deploy.Spec {
+	spec := deploy.Spec{Mode: deploy.DefaultMode, KeyMode: deploy.DefaultKeyMode, ReloadTimeout: deploy.DefaultReloadTimeout}
 	s.unknown(cfgDeployKeys...)
 	if dir, ok := s.required("dir", "the directory for cert.pem, chain.pem, fullchain.pem and privkey.pem"); ok {
 		clean := filepath.Clean(dir)

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/testfs"
 	"github.com/dcvd/dcvd/reseller"
@@ -229,7 +230,7 @@ contact_phone = "13800138000"`,
 	if !slices.Equal(c.Names(), wantNames) {
 		t.Errorf("Names() = %q, want %q", c.Names(), wantNames)
 	}
-	wantDeploy := DeploySpec{Dir: "/etc/ssl/dcvd/shop", Owner: "root", Group: "ssl-cert", Mode: 0o640, KeyMode: 0o640,
+	wantDeploy := deploy.Spec{Dir: "/etc/ssl/dcvd/shop", Owner: "root", Group: "ssl-cert", Mode: 0o640, KeyMode: 0o640,
 		Reload: "systemctl reload nginx", ReloadTimeout: 90 * time.Second}
 	if c.Deploy != wantDeploy {
 		t.Errorf("deploy = %+v, want %+v", c.Deploy, wantDeploy)
@@ -272,7 +273,7 @@ dir = "/etc/ssl/a"
 	if c.KeyType != "ecdsa-p256" || c.ReuseKey || c.RenewBefore != 0 || c.Organization != nil || c.Webroots != nil {
 		t.Errorf("certificate = %+v", c)
 	}
-	wantDeploy := DeploySpec{Dir: "/etc/ssl/a", Mode: 0o644, KeyMode: 0o600, ReloadTimeout: 60 * time.Second}
+	wantDeploy := deploy.Spec{Dir: "/etc/ssl/a", Mode: 0o644, KeyMode: 0o600, ReloadTimeout: 60 * time.Second}
 	if c.Deploy != wantDeploy {
 		t.Errorf("deploy = %+v, want %+v", c.Deploy, wantDeploy)
 	}
@@ -736,7 +737,7 @@ func TestConfigCheck(t *testing.T) {
 			Name:     "a",
 			Webroots: []httpchallenge.Webroot{{Dir: mk("www")}},
 			// Missing but creatable: Check must not leave it behind.
-			Deploy: DeploySpec{Dir: filepath.Join(dir, "deploy", "a")},
+			Deploy: deploy.Spec{Dir: filepath.Join(dir, "deploy", "a")},
 		}},
 	}
 	if errs := good.Check(); len(errs) != 0 {
@@ -764,10 +765,10 @@ func TestConfigCheck(t *testing.T) {
 		Certificates: []CertConfig{{
 			Name:     "a",
 			Webroots: []httpchallenge.Webroot{{Dir: filepath.Join(dir, "nowhere"), Owner: "no-such-user-dcvd"}, {Dir: file}},
-			Deploy:   DeploySpec{Dir: file, Group: "no-such-group-dcvd"},
+			Deploy:   deploy.Spec{Dir: file, Group: "no-such-group-dcvd"},
 		}, {
 			Name:   "b",
-			Deploy: DeploySpec{Dir: filepath.Join(file, "sub", "dir"), Owner: "0", Group: "0"},
+			Deploy: deploy.Spec{Dir: filepath.Join(file, "sub", "dir"), Owner: "0", Group: "0"},
 		}},
 	}
 	// The deploy directories are also in certificate a's web root (a
@@ -1542,7 +1543,7 @@ func TestConfigCheckHost(t *testing.T) {
 			other := filepath.Join(w.base, "other-www")
 			mkdirAll(t, filepath.Join(other, "ssl"))
 			c.Certificates = append(c.Certificates, CertConfig{Name: "b", Webroots: []httpchallenge.Webroot{{Dir: other}},
-				Deploy: DeploySpec{Dir: filepath.Join(w.base, "deploy-b")}})
+				Deploy: deploy.Spec{Dir: filepath.Join(w.base, "deploy-b")}})
 			link := filepath.Join(w.base, "ssl-link")
 			symlinkTo(t, filepath.Join(other, "ssl"), link)
 			c.Certificates[0].Deploy.Dir = link
@@ -1642,7 +1643,7 @@ func newHostWorld(t *testing.T) (*Config, *hostWorld) {
 		Certificates: []CertConfig{{
 			Name:     "a",
 			Webroots: []httpchallenge.Webroot{{Dir: w.webroot}},
-			Deploy:   DeploySpec{Dir: filepath.Join(base, "deploy", "a"), Reload: "true"},
+			Deploy:   deploy.Spec{Dir: filepath.Join(base, "deploy", "a"), Reload: "true"},
 		}},
 	}, w
 }

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/notify"
@@ -40,7 +41,7 @@ type Options struct {
 	AfterStep func(o *store.Order)
 	// Deployer, when nil, is a Deployer running reload commands with
 	// /bin/sh.
-	Deployer *Deployer
+	Deployer *deploy.Deployer
 	// Metrics, when set, is kept up to date (see Metrics).
 	Metrics *Metrics
 	// Version is this build's version, which a cluster node reports.
@@ -60,7 +61,7 @@ type Daemon struct {
 	ownStore  bool
 	api       *reseller.Client
 	dns       map[string]*providers.DNS
-	deployer  *Deployer
+	deployer  *deploy.Deployer
 	log       *zap.Logger
 	roots     *x509.CertPool
 	now       func() time.Time
@@ -126,7 +127,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		d.now = time.Now
 	}
 	if d.deployer == nil {
-		d.deployer = &Deployer{Log: d.log}
+		d.deployer = &deploy.Deployer{Log: d.log}
 	}
 	d.sem = make(chan struct{}, concurrency(cfg.Daemon.MaxConcurrent))
 	for name, p := range cfg.DNS {
@@ -283,4 +284,9 @@ func (d *Daemon) wakeChan(uniqueID string) (chan wakeReason, func()) {
 		delete(d.wake, uniqueID)
 		d.mu.Unlock()
 	}
+}
+
+// target is where cc is deployed.
+func (d *Daemon) target(cc *CertConfig) deploy.Target {
+	return d.deployer.Directory(cc.Deploy)
 }

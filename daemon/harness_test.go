@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
@@ -408,7 +409,7 @@ func (h *harness) config(domains map[string]reseller.Method) *Config {
 			Webroots:    []httpchallenge.Webroot{{Dir: h.webroot}},
 			HTTPConnect: h.webAddr,
 			Domains:     domains,
-			Deploy:      DeploySpec{Dir: h.deployDir, Reload: "systemctl reload nginx"},
+			Deploy:      deploy.Spec{Dir: h.deployDir, Reload: "systemctl reload nginx"},
 		}},
 	}
 }
@@ -425,7 +426,7 @@ func (h *harness) daemon(cfg *Config, mod func(*Options)) *Daemon {
 		})},
 		Roots:    h.sb.RootPool(),
 		Now:      h.clock.Now,
-		Deployer: &Deployer{Log: log, Run: h.reload.run},
+		Deployer: &deploy.Deployer{Log: log, Run: h.reload.run},
 	}
 	if mod != nil {
 		mod(&opts)

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
@@ -267,7 +268,7 @@ func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string
 	cc := CertConfig{
 		Name: hCert, ServiceID: hService, KeyType: KeyECDSAP256, DNS: "zone",
 		Domains: domains,
-		Deploy:  DeploySpec{Dir: w.deployDir, Reload: "systemctl reload nginx"},
+		Deploy:  deploy.Spec{Dir: w.deployDir, Reload: "systemctl reload nginx"},
 	}
 	for _, m := range domains {
 		if m == reseller.MethodHTTP {
@@ -303,7 +304,7 @@ func (w *latWorld) daemon(cfg *Config, zone string, prop providers.Propagation, 
 		DNS:       map[string]*providers.DNS{"zone": providers.NewWith("zone", w.prov, zone, prop)},
 		Roots:     w.sb.RootPool(),
 		Now:       w.clock.Now,
-		Deployer:  &Deployer{Log: log, Run: w.reload.run},
+		Deployer:  &deploy.Deployer{Log: log, Run: w.reload.run},
 		AfterStep: afterStep,
 	})
 	if err != nil {
@@ -443,7 +444,7 @@ func BenchmarkCallbackToDeploy(b *testing.B) {
 	if err := os.MkdirAll(w.deployDir, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	renamed := watchRenames(b, w.deployDir, deployCertFile)
+	renamed := watchRenames(b, w.deployDir, deploy.CertFile)
 
 	var mu sync.Mutex
 	var cur *cbIteration

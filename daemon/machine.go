@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/reseller"
@@ -559,7 +560,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *store.Order, po
 		if err != nil {
 			return &fatalError{err}
 		}
-		if err := d.deployer.Install(ctx, cc.Deploy, b); err != nil {
+		if err := d.target(cc).Install(ctx, b); err != nil {
 			return err
 		}
 		log.Info("deployed", zap.String("dir", cc.Deploy.Dir))
@@ -570,7 +571,7 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *store.Order, po
 		if err != nil {
 			return &fatalError{err}
 		}
-		if err := d.deployer.Reload(ctx, cc.Deploy, b); err != nil {
+		if err := d.target(cc).Reload(ctx, b); err != nil {
 			if ctx.Err() != nil {
 				// Stopping: the new files stay, and the reload runs again
 				// when the order resumes.
@@ -583,14 +584,16 @@ func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *store.Order, po
 			if perr := d.storeFor(o.Cert).PutOrder(ctx, o); perr != nil {
 				return errors.Join(err, perr)
 			}
-			rerr := d.deployer.Rollback(ctx, cc.Deploy)
+			rerr := d.target(cc).Rollback(ctx)
 			if rerr != nil {
 				// First deployment: nothing to go back to; the new files
 				// stay, and the retry installs them again and reloads.
 				return fmt.Errorf("reload failed (%w); no previous files to restore: %v", err, rerr)
 			}
 			// The reload after the rollback describes what was restored.
-			rrerr := d.deployer.Reload(ctx, cc.Deploy, deployedBundle(o.Cert, cc.Deploy.Dir))
+			restored, _ := d.target(cc).Live(ctx)
+			restored.Cert = o.Cert
+			rrerr := d.target(cc).Reload(ctx, restored)
 			if rrerr != nil {
 				return fmt.Errorf("reload failed (%w); previous files restored, but reloading them failed too: %v", err, rrerr)
 			}
@@ -833,12 +836,12 @@ func mergeWritten(have, ws []httpchallenge.Written) []httpchallenge.Written {
 	return have
 }
 
-func (d *Daemon) bundle(o *store.Order) (Bundle, error) {
+func (d *Daemon) bundle(o *store.Order) (deploy.Bundle, error) {
 	_, keyPEM, err := d.orderKey(o)
 	if err != nil {
-		return Bundle{}, fmt.Errorf("the key of order %s: %w", o.UniqueID, err)
+		return deploy.Bundle{}, fmt.Errorf("the key of order %s: %w", o.UniqueID, err)
 	}
-	return Bundle{Cert: o.Cert, CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyPEM: string(keyPEM),
+	return deploy.Bundle{Cert: o.Cert, CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyPEM: string(keyPEM),
 		Names: o.Names, Serial: o.Serial, NotAfter: o.NotAfter}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/fsutil"
 )
@@ -379,9 +380,9 @@ func cfgCheckReload(command string) error {
 	// program found nowhere is the only certain failure.
 	path := os.Getenv("PATH")
 	if path == "" {
-		path = reloadDefaultPath
+		path = deploy.ReloadPath
 	}
-	for _, dir := range append(filepath.SplitList(path), filepath.SplitList(reloadDefaultPath)...) {
+	for _, dir := range append(filepath.SplitList(path), filepath.SplitList(deploy.ReloadPath)...) {
 		if dir == "" {
 			dir = "/"
 		}
@@ -389,5 +390,5 @@ func cfgCheckReload(command string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("the reload command's program %q is not found in PATH (%s) nor in %s: the reload after each renewal would fail", prog, path, reloadDefaultPath)
+	return fmt.Errorf("the reload command's program %q is not found in PATH (%s) nor in %s: the reload after each renewal would fail", prog, path, deploy.ReloadPath)
 }

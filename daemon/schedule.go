@@ -520,10 +520,11 @@ func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renew
 }
 
 func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *store.Certificate {
-	certPEM, chainPEM, err := ReadDeployed(cc.Deploy)
+	deployed, err := d.target(cc).Live(ctx)
 	if err != nil {
 		return nil
 	}
+	certPEM, chainPEM := deployed.CertPEM, deployed.ChainPEM
 	certs, err := parsePEMCerts(certPEM)
 	if err != nil {
 		return nil

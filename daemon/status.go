@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -216,7 +217,7 @@ func (d *Daemon) Redeploy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return d.deployer.Deploy(ctx, cc.Deploy, b)
+	return deploy.Deploy(ctx, d.target(cc), b)
 }
 
 // clusterView is what Status shows of a cluster, by certificate.

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -203,7 +204,7 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 		cfg.Certificates[i] = CertConfig{
 			Name: name, ServiceID: fmt.Sprintf("svc%06d", i), KeyType: KeyECDSAP256,
 			Domains: map[string]reseller.Method{domain: reseller.MethodHTTP, "www." + domain: reseller.MethodHTTP},
-			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)},
+			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", name)},
 		}
 		serial := fmt.Sprintf("%032x", i+1)
 		live := &store.Certificate{
@@ -314,7 +315,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 	for _, c := range certs {
 		cc := CertConfig{Name: c.name, ServiceID: "svc-" + c.name, KeyType: KeyECDSAP256,
 			Domains: map[string]reseller.Method{names[0]: reseller.MethodHTTP},
-			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", c.name)}}
+			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", c.name)}}
 		if c.extra != "" {
 			cc.Domains[c.extra] = reseller.MethodHTTP
 		}
@@ -481,7 +482,7 @@ func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
 	for _, name := range []string{"alpha", "broken", "omega"} {
 		cc := CertConfig{Name: name, ServiceID: "svc-" + name, KeyType: KeyECDSAP256,
 			Domains: map[string]reseller.Method{name + ".example.com": reseller.MethodHTTP},
-			Deploy:  DeploySpec{Dir: filepath.Join(dir, "deploy", name)}}
+			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", name)}}
 		cfg.Certificates = append(cfg.Certificates, cc)
 		live := &store.Certificate{Name: name, Serial: "0" + name[:1], Names: cc.Names(), NotBefore: now.Add(-24 * time.Hour),
 			NotAfter: now.Add(80 * 24 * time.Hour), CertPEM: leafPEM}

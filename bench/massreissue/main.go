@@ -34,6 +34,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 
+	"github.com/dcvd/dcvd/daemon/deploy"
+
 	// Registered on http.DefaultServeMux, served only with -pprof-addr.
 	_ "net/http/pprof"
 	"sort"
@@ -444,8 +446,8 @@ func bench(ctx context.Context, s settings, logw io.Writer) (*result, error) {
 		cfg.Certificates = append(cfg.Certificates, daemon.CertConfig{
 			Name: names[i], ServiceID: "svc-" + names[i], KeyType: daemon.KeyECDSAP256, DNS: fmt.Sprintf("zone%d", i%s.zones),
 			Domains: domains,
-			Deploy: daemon.DeploySpec{Dir: filepath.Join(dir, "deploy", names[i]), Reload: s.reload,
-				Mode: daemon.DefaultDeployMode, KeyMode: daemon.DefaultDeployKeyMode, ReloadTimeout: daemon.DefaultDeployReloadTimeout},
+			Deploy: deploy.Spec{Dir: filepath.Join(dir, "deploy", names[i]), Reload: s.reload,
+				Mode: deploy.DefaultMode, KeyMode: deploy.DefaultKeyMode, ReloadTimeout: deploy.DefaultReloadTimeout},
 		})
 	}
 	var (

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/providers"
@@ -127,7 +128,7 @@ func demo(ctx context.Context, stateDir, outDir string, out io.Writer) error {
 			Webroots:    []httpchallenge.Webroot{{Dir: webroot}},
 			HTTPConnect: web.Addr,
 			Domains:     demoDomains,
-			Deploy: daemon.DeploySpec{
+			Deploy: deploy.Spec{
 				Dir:    outDir,
 				Reload: `echo "reload: $DCVD_CERT_NAME serial $DCVD_SERIAL for $DCVD_DOMAINS"`,
 			},

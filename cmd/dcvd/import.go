@@ -21,6 +21,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -678,7 +679,7 @@ func importAdopt(ctx context.Context, o importOptions, p importPlanned, single b
 	if !time.Now().Before(leaf.NotAfter) {
 		return "", fmt.Errorf("%s expired on %s", f.certFile, leaf.NotAfter.Local().Format(time.DateOnly))
 	}
-	spec := daemon.DeploySpec{Dir: p.deployDir}
+	spec := deploy.Spec{Dir: p.deployDir}
 	if _, err := os.Stat(spec.CertPath()); err == nil {
 		return fmt.Sprintf("%s already holds a certificate: left as is (the daemon adopts it)", p.deployDir), nil
 	}
@@ -686,9 +687,9 @@ func importAdopt(ctx context.Context, o importOptions, p importPlanned, single b
 	if o.dryRun {
 		return "would adopt " + what + " into " + p.deployDir, nil
 	}
-	b := daemon.Bundle{Cert: p.name, CertPEM: f.certPEM, ChainPEM: f.chainPEM, KeyPEM: f.keyPEM,
+	b := deploy.Bundle{Cert: p.name, CertPEM: f.certPEM, ChainPEM: f.chainPEM, KeyPEM: f.keyPEM,
 		Names: leaf.DNSNames, NotAfter: leaf.NotAfter}
-	if err := (&daemon.Deployer{}).Install(ctx, spec, b); err != nil {
+	if err := (&deploy.Deployer{}).Install(ctx, spec, b); err != nil {
 		return "", err
 	}
 	if err := importGiveToService(p.deployDir, true); err != nil {

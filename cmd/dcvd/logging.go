@@ -10,11 +10,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
-	"github.com/dcvd/dcvd/providers"
 	"go.uber.org/zap"
 	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/providers"
 )
 
 // newLogger builds the daemon's logger from [daemon] log_format and

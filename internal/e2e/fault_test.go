@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
@@ -400,7 +401,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 			Webroots:    []httpchallenge.Webroot{{Dir: webroot}},
 			HTTPConnect: webAddr,
 			Domains:     batchDomains(name, i),
-			Deploy:      daemon.DeploySpec{Dir: filepath.Join(deployRoot, name), Reload: "systemctl reload nginx"},
+			Deploy:      deploy.Spec{Dir: filepath.Join(deployRoot, name), Reload: "systemctl reload nginx"},
 		})
 	}
 	var logs lockedBuffer
@@ -418,7 +419,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 		})},
 		Roots:    sb.RootPool(),
 		Now:      clock.Now,
-		Deployer: &daemon.Deployer{Log: logger, Run: reloads.run},
+		Deployer: &deploy.Deployer{Log: logger, Run: reloads.run},
 	})
 	if err != nil {
 		t.Fatal(err)
