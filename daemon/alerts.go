@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
@@ -238,7 +239,7 @@ func (d *Daemon) alertRenewed(o *store.Order) {
 // checkExpiry announces the live certificate of cc crossing each of the
 // configured days-before-expiry thresholds without having been renewed,
 // each once, the most urgent one reached.
-func (d *Daemon) checkExpiry(cc *CertConfig, live *store.Certificate) {
+func (d *Daemon) checkExpiry(cc *config.CertConfig, live *store.Certificate) {
 	if live == nil || live.NotAfter.IsZero() {
 		return
 	}

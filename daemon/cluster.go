@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -482,7 +483,7 @@ func filesPending(o *store.Order) bool {
 
 // clusterFiles writes o's validation files into this node's web roots and
 // responder, and tells the cluster this node serves them. Safe to repeat.
-func (d *Daemon) clusterFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
+func (d *Daemon) clusterFiles(ctx context.Context, cc *config.CertConfig, o *store.Order) error {
 	c := d.cluster
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -566,7 +567,7 @@ func (d *Daemon) removeNodeFiles(uniqueID string) {
 	cert := c.fileCerts[uniqueID]
 	c.mu.Unlock()
 	log := d.log.With(zap.String("cert", cert), zap.String("unique_id", uniqueID))
-	var cc *CertConfig
+	var cc *config.CertConfig
 	if got, err := d.certConfig(cert); err == nil {
 		cc = got
 	}
@@ -710,7 +711,7 @@ func (d *Daemon) resumeOrders(ctx context.Context, wg *sync.WaitGroup, active []
 
 // followLive deploys cc's live certificate on this node when its deploy
 // directory holds another one, and records what the directory holds.
-func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *store.Certificate, active []*store.Order) {
+func (d *Daemon) followLive(ctx context.Context, cc *config.CertConfig, live *store.Certificate, active []*store.Order) {
 	c := d.cluster
 	c.mu.Lock()
 	last, known := c.recorded[cc.Name]
@@ -769,7 +770,7 @@ func (d *Daemon) followLive(ctx context.Context, cc *CertConfig, live *store.Cer
 
 // deployLive verifies the live certificate read from the database against
 // its key and the configured names, then installs it and reloads.
-func (d *Daemon) deployLive(ctx context.Context, cc *CertConfig, live *store.Certificate) error {
+func (d *Daemon) deployLive(ctx context.Context, cc *config.CertConfig, live *store.Certificate) error {
 	o := &store.Order{Cert: live.Name, UniqueID: live.UniqueID, KeySealed: live.KeySealed, CertPEM: live.CertPEM,
 		ChainPEM: live.ChainPEM, Names: live.Names, Serial: live.Serial, NotAfter: live.NotAfter}
 	key, _, err := d.orderKey(o)
@@ -789,7 +790,7 @@ func (d *Daemon) deployLive(ctx context.Context, cc *CertConfig, live *store.Cer
 
 // clusterDeployed records what this node's deploy directory holds for cc,
 // when it changed since the last record.
-func (d *Daemon) clusterDeployed(ctx context.Context, cc *CertConfig, serial string, deployErr error) {
+func (d *Daemon) clusterDeployed(ctx context.Context, cc *config.CertConfig, serial string, deployErr error) {
 	if d.cluster == nil {
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/pgtest"
@@ -27,7 +28,7 @@ import (
 type clusterNode struct {
 	name      string
 	d         *Daemon
-	cfg       *Config
+	cfg       *config.Config
 	webroot   string
 	deployDir string
 	stop      func()
@@ -38,7 +39,7 @@ var testSealKey = bytes.Repeat([]byte{0x5a}, 32)
 // clusterNodeConfig is h's configuration as node name of a cluster: its
 // own state, web root and deploy directory. Node "n1" uses the harness's
 // web root, the one the CA's checks reach.
-func clusterNodeConfig(t *testing.T, h *harness, name string) (*Config, string, string) {
+func clusterNodeConfig(t *testing.T, h *harness, name string) (*config.Config, string, string) {
 	cfg := h.config(hDomains())
 	cfg.Daemon.StateDir = filepath.Join(t.TempDir(), "state")
 	webroot := h.webroot
@@ -48,7 +49,7 @@ func clusterNodeConfig(t *testing.T, h *harness, name string) (*Config, string, 
 	deployDir := filepath.Join(t.TempDir(), "deploy")
 	cfg.Certificates[0].Webroots = []httpchallenge.Webroot{{Dir: webroot}}
 	cfg.Certificates[0].Deploy.Dir = deployDir
-	cfg.Store = StoreConfig{Driver: StoreDriverPostgres, Node: name, Lease: 2 * time.Second, EncryptionKey: testSealKey}
+	cfg.Store = config.StoreConfig{Driver: config.StoreDriverPostgres, Node: name, Lease: 2 * time.Second, EncryptionKey: testSealKey}
 	return cfg, webroot, deployDir
 }
 

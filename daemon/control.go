@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -473,7 +474,7 @@ func (c *controlServer) certName(r *http.Request) (string, error) {
 		}
 		return "", codedError(http.StatusNotFound, ControlUnknownCertificate,
 			"the running daemon has no [[certificate]] named %q (it has: %s); if you added it to the config, reload the daemon first (systemctl reload dcvd, or send it SIGHUP)",
-			name, cfgList(names))
+			name, config.QuoteList(names))
 	}
 	return name, nil
 }
@@ -547,7 +548,7 @@ func (c *controlServer) startReissue(name string, allow bool) (orderJSON, error)
 // goDrive drives o in a driver of the daemon, which stops with the
 // daemon; the caller has claimed o.Cert and taken its lease, which
 // release gives back.
-func (c *controlServer) goDrive(lctx context.Context, cc *CertConfig, o *store.Order, release func()) {
+func (c *controlServer) goDrive(lctx context.Context, cc *config.CertConfig, o *store.Order, release func()) {
 	log := c.d.orderLog(o)
 	c.drivers.Add(1)
 	go func() {
@@ -583,7 +584,7 @@ func (c *controlServer) retry(name string) (retryJSON, error) {
 	}
 	d.life.startMu.Lock() // a driver started here is one a reload sees
 	defer d.life.startMu.Unlock()
-	res, err := d.retry(c.ctx, name, func(lctx context.Context, cc *CertConfig, o *store.Order, release func()) {
+	res, err := d.retry(c.ctx, name, func(lctx context.Context, cc *config.CertConfig, o *store.Order, release func()) {
 		c.goDrive(lctx, cc, o, release)
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -258,7 +259,7 @@ type controlWorld struct {
 	d      *Daemon
 	c      *ControlClient
 	path   string
-	cfg    *Config
+	cfg    *config.Config
 	watch  *stepWatch
 	cancel context.CancelFunc
 	served chan error
@@ -488,7 +489,7 @@ func TestControlReissueDomainRemovalGuard(t *testing.T) {
 	first := w.h.issue(ctx, w.d)
 
 	fewer := *w.cfg
-	fewer.Certificates = []CertConfig{w.cfg.Certificates[0]}
+	fewer.Certificates = []config.CertConfig{w.cfg.Certificates[0]}
 	fewer.Certificates[0].Domains = map[string]reseller.Method{"example.com": reseller.MethodDNS, "*.example.com": reseller.MethodDNS}
 	if err := w.d.Reload(&fewer); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -56,7 +57,7 @@ type Options struct {
 type Daemon struct {
 	// cfg, api, dns, roots and sem are swapped by Reload under mu: read
 	// them through config, apiClient, dnsProvider, rootPool and semaphore.
-	cfg       *Config
+	cfg       *config.Config
 	store     store.Store
 	ownStore  bool
 	api       *reseller.Client
@@ -96,7 +97,7 @@ type Daemon struct {
 
 // New prepares a daemon for cfg: it opens the store and the API client.
 // It does not start anything; see Run and Reissue.
-func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{
 		cfg:         cfg,
 		store:       opts.Store,
@@ -151,7 +152,7 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.api = api
-	if cfg.Store.Driver == StoreDriverPostgres {
+	if cfg.Store.Driver == config.StoreDriverPostgres {
 		if err := d.openCluster(ctx, cfg); err != nil {
 			return nil, err
 		}
@@ -171,10 +172,10 @@ func New(ctx context.Context, cfg *Config, opts Options) (*Daemon, error) {
 
 // openCluster opens the shared store of a cluster node (unless the caller
 // gave one) and the key sealer.
-func (d *Daemon) openCluster(ctx context.Context, cfg *Config) error {
+func (d *Daemon) openCluster(ctx context.Context, cfg *config.Config) error {
 	sealer, err := newKeySealer(cfg.Store.EncryptionKey)
 	if err != nil {
-		return &ConfigError{Key: "store.encryption_key", Reason: err.Error()}
+		return &config.ConfigError{Key: "store.encryption_key", Reason: err.Error()}
 	}
 	if d.store == nil {
 		s, err := store.OpenPostgres(ctx, cfg.Store.DSN)
@@ -227,7 +228,7 @@ func (d *Daemon) Responder() *httpchallenge.Responder { return d.responder }
 // Store is the daemon's state.
 func (d *Daemon) Store() store.Store { return d.store }
 
-func (d *Daemon) certConfig(name string) (*CertConfig, error) {
+func (d *Daemon) certConfig(name string) (*config.CertConfig, error) {
 	cfg := d.config()
 	for i := range cfg.Certificates {
 		if cfg.Certificates[i].Name == name {
@@ -287,6 +288,6 @@ func (d *Daemon) wakeChan(uniqueID string) (chan wakeReason, func()) {
 }
 
 // target is where cc is deployed.
-func (d *Daemon) target(cc *CertConfig) deploy.Target {
+func (d *Daemon) target(cc *config.CertConfig) deploy.Target {
 	return d.deployer.Directory(cc.Deploy)
 }

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -396,16 +397,16 @@ func (w *hStatusWriter) WriteHeader(code int) {
 }
 
 // config is a configuration of one certificate, hCert, for domains.
-func (h *harness) config(domains map[string]reseller.Method) *Config {
+func (h *harness) config(domains map[string]reseller.Method) *config.Config {
 	id, secret := h.sb.AccessKey()
-	return &Config{
-		API: APIConfig{BaseURL: h.apiURL, AccessKeyID: id, AccessKeySecret: secret, Timeout: 10 * time.Second},
-		Daemon: DaemonConfig{
-			StateDir: h.stateDir, Schedule: DefaultSchedule, MaxConcurrent: 4,
+	return &config.Config{
+		API: config.APIConfig{BaseURL: h.apiURL, AccessKeyID: id, AccessKeySecret: secret, Timeout: 10 * time.Second},
+		Daemon: config.DaemonConfig{
+			StateDir: h.stateDir, Schedule: config.DefaultSchedule, MaxConcurrent: 4,
 			PollInterval: 50 * time.Millisecond,
 		},
-		Certificates: []CertConfig{{
-			Name: hCert, ServiceID: hService, KeyType: KeyECDSAP256, DNS: "zone",
+		Certificates: []config.CertConfig{{
+			Name: hCert, ServiceID: hService, KeyType: config.KeyECDSAP256, DNS: "zone",
 			Webroots:    []httpchallenge.Webroot{{Dir: h.webroot}},
 			HTTPConnect: h.webAddr,
 			Domains:     domains,
@@ -416,7 +417,7 @@ func (h *harness) config(domains map[string]reseller.Method) *Config {
 
 // daemon starts a Daemon for cfg on the harness's world; mod may change
 // the options. It is closed when the test ends (or by closeDaemon).
-func (h *harness) daemon(cfg *Config, mod func(*Options)) *Daemon {
+func (h *harness) daemon(cfg *config.Config, mod func(*Options)) *Daemon {
 	h.t.Helper()
 	log := zaptest.NewLogger(h.t, zaptest.Level(zap.WarnLevel))
 	opts := Options{

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -91,11 +92,11 @@ func (d *Daemon) historyPolicy() store.HistoryPolicy {
 	cfg := d.config().Daemon
 	retention := cfg.HistoryRetention
 	if retention <= 0 {
-		retention = DefaultHistoryRetention
+		retention = config.DefaultHistoryRetention
 	}
 	per := cfg.HistoryPerCertificate
 	if per <= 0 {
-		per = DefaultHistoryPerCertificate
+		per = config.DefaultHistoryPerCertificate
 	}
 	return store.HistoryPolicy{Before: d.now().Add(-retention), PerCertificate: per, Limit: store.DefaultPruneLimit}
 }

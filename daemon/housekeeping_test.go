@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/pgtest"
@@ -337,7 +338,7 @@ func TestCleanupSharedWebroot(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			order := func(cc *CertConfig, file string) *store.Order {
+			order := func(cc *config.CertConfig, file string) *store.Order {
 				f := reseller.FileInstruction{Scheme: "http", Host: cc.Names()[0], Path: reseller.PKIValidationPath + file,
 					FileName: file, Content: "token of " + cc.Name, URL: "http://" + cc.Names()[0] + reseller.PKIValidationPath + file}
 				o := &store.Order{UniqueID: "u-" + cc.Name, Cert: cc.Name, Step: store.StepPublishing,

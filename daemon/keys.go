@@ -20,27 +20,20 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
-// Key types a [[certificate]] may ask for; the CA accepts exactly these.
-const (
-	KeyECDSAP256 = "ecdsa-p256"
-	KeyECDSAP384 = "ecdsa-p384"
-	KeyRSA2048   = "rsa-2048"
-	KeyRSA4096   = "rsa-4096"
-)
-
 func generateKey(keyType string) (crypto.Signer, error) {
 	switch keyType {
-	case KeyECDSAP256, "":
+	case config.KeyECDSAP256, "":
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case KeyECDSAP384:
+	case config.KeyECDSAP384:
 		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case KeyRSA2048:
+	case config.KeyRSA2048:
 		return rsa.GenerateKey(rand.Reader, 2048)
-	case KeyRSA4096:
+	case config.KeyRSA4096:
 		return rsa.GenerateKey(rand.Reader, 4096)
 	}
 	return nil, fmt.Errorf("unknown key type %q", keyType)

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -263,10 +264,10 @@ func (w *latWorld) setOnAPI(f func(path string, at time.Time)) {
 // config is one certificate, hCert, for domains, with the daemon's
 // defaults except a long detail poll interval: only a callback (or the
 // first poll, 2s after update-dcv at most) wakes an order.
-func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string) *Config {
+func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string) *config.Config {
 	id, secret := w.sb.AccessKey()
-	cc := CertConfig{
-		Name: hCert, ServiceID: hService, KeyType: KeyECDSAP256, DNS: "zone",
+	cc := config.CertConfig{
+		Name: hCert, ServiceID: hService, KeyType: config.KeyECDSAP256, DNS: "zone",
 		Domains: domains,
 		Deploy:  deploy.Spec{Dir: w.deployDir, Reload: "systemctl reload nginx"},
 	}
@@ -276,13 +277,13 @@ func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string
 			cc.HTTPConnect = w.webAddr
 		}
 	}
-	return &Config{
-		API: APIConfig{BaseURL: w.apiURL, AccessKeyID: id, AccessKeySecret: secret, Timeout: 10 * time.Second},
-		Daemon: DaemonConfig{
-			StateDir: w.stateDir, Schedule: DefaultSchedule, MaxConcurrent: 4,
+	return &config.Config{
+		API: config.APIConfig{BaseURL: w.apiURL, AccessKeyID: id, AccessKeySecret: secret, Timeout: 10 * time.Second},
+		Daemon: config.DaemonConfig{
+			StateDir: w.stateDir, Schedule: config.DefaultSchedule, MaxConcurrent: 4,
 			PollInterval: 10 * time.Minute, CallbackURL: callbackURL,
 		},
-		Certificates: []CertConfig{cc},
+		Certificates: []config.CertConfig{cc},
 	}
 }
 
@@ -290,7 +291,7 @@ func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string
 // each name's zone from its zone list. The propagation check asks every
 // memdns server, with prop's other settings (zero: the defaults of a
 // [dns.NAME] section).
-func (w *latWorld) daemon(cfg *Config, zone string, prop providers.Propagation, afterStep func(*store.Order)) *Daemon {
+func (w *latWorld) daemon(cfg *config.Config, zone string, prop providers.Propagation, afterStep func(*store.Order)) *Daemon {
 	w.tb.Helper()
 	// Info level, encoded and discarded: the daemon's logging is part of
 	// what is measured, as in production.

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -121,7 +122,7 @@ func (d *Daemon) Plan(ctx context.Context, name string, allowDomainRemoval bool)
 	return &store.Order{Cert: cc.Name, ServiceID: cc.ServiceID, Names: cc.Names(), DomainDCV: cc.Domains, KeyType: cc.KeyType}, nil
 }
 
-func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow bool) error {
+func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *config.CertConfig, allow bool) error {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -144,7 +145,7 @@ func (d *Daemon) guardDomainRemoval(ctx context.Context, cc *CertConfig, allow b
 // newOrder persists the intent of a reissue: unique_id, key, CSR. The key
 // is on disk before the order row names it, and both before anything is
 // sent.
-func (d *Daemon) newOrder(ctx context.Context, cc *CertConfig, allowDomainRemoval bool) (*store.Order, error) {
+func (d *Daemon) newOrder(ctx context.Context, cc *config.CertConfig, allowDomainRemoval bool) (*store.Order, error) {
 	if err := d.guardDomainRemoval(ctx, cc, allowDomainRemoval); err != nil {
 		return nil, err
 	}
@@ -236,7 +237,7 @@ func (d *Daemon) orderKey(o *store.Order) (crypto.Signer, []byte, error) {
 }
 
 // drive advances o until it ends or, unless opt.Wait, until it must wait.
-func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *store.Order, opt ReissueOptions) error {
+func (d *Daemon) drive(ctx context.Context, cc *config.CertConfig, o *store.Order, opt ReissueOptions) error {
 	if !d.claim(o.Cert) {
 		return fmt.Errorf("certificate %s: its order %s is already being driven", o.Cert, o.UniqueID)
 	}
@@ -245,7 +246,7 @@ func (d *Daemon) drive(ctx context.Context, cc *CertConfig, o *store.Order, opt 
 
 // driveClaimed is drive for a caller that has claimed o.Cert; it releases
 // the claim when it returns.
-func (d *Daemon) driveClaimed(ctx context.Context, cc *CertConfig, o *store.Order, opt ReissueOptions) error {
+func (d *Daemon) driveClaimed(ctx context.Context, cc *config.CertConfig, o *store.Order, opt ReissueOptions) error {
 	wait := opt.Wait
 	defer d.release(o.Cert)
 	wake, unwake := d.wakeChan(o.UniqueID)
@@ -387,7 +388,7 @@ func failedTryBackoff(o *store.Order, step store.Step, err error) time.Duration 
 }
 
 // advance performs the current step's work and records the next step.
-func (d *Daemon) advance(ctx context.Context, cc *CertConfig, o *store.Order, poll *time.Duration) error {
+func (d *Daemon) advance(ctx context.Context, cc *config.CertConfig, o *store.Order, poll *time.Duration) error {
 	log := d.orderLog(o)
 	switch o.Step {
 	case store.StepNew:
@@ -671,7 +672,7 @@ func (d *Daemon) stepped(ctx context.Context, o *store.Order) {
 }
 
 // fail ends o: its DCV is cleaned up and the attempt recorded.
-func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *store.Order, cause error) {
+func (d *Daemon) fail(ctx context.Context, cc *config.CertConfig, o *store.Order, cause error) {
 	log := d.orderLog(o)
 	log.Error("order failed", zap.String("step", string(o.Step)), zap.Error(cause))
 	d.metrics.Failure(o.Cert, failureReason(o.Step, cause))
@@ -695,7 +696,7 @@ func (d *Daemon) fail(ctx context.Context, cc *CertConfig, o *store.Order, cause
 	d.stepped(ctx, o)
 }
 
-func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
+func (d *Daemon) dnsFor(cc *config.CertConfig) (dnsPublisher, error) {
 	p := d.dnsProvider(cc.DNS)
 	if p == nil {
 		return nil, fmt.Errorf("certificate %s: dns = %q names no configured [dns.%s]", cc.Name, cc.DNS, cc.DNS)
@@ -705,7 +706,7 @@ func (d *Daemon) dnsFor(cc *CertConfig) (dnsPublisher, error) {
 
 // writeFiles publishes the HTTP validation files: into every web root, and
 // into the responder when the daemon serves them itself.
-func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
+func (d *Daemon) writeFiles(ctx context.Context, cc *config.CertConfig, o *store.Order) error {
 	if d.cluster != nil {
 		// Every node writes its own web roots (clusterFiles); the
 		// written files are this node's, not the order's.
@@ -729,7 +730,7 @@ func (d *Daemon) writeFiles(ctx context.Context, cc *CertConfig, o *store.Order)
 // serveFiles puts the order's pending files into the in-memory responder
 // (and a standalone listener when configured). It is repeated when an
 // order resumes after a restart, since the responder is in memory.
-func (d *Daemon) serveFiles(ctx context.Context, cc *CertConfig, o *store.Order) error {
+func (d *Daemon) serveFiles(ctx context.Context, cc *config.CertConfig, o *store.Order) error {
 	switch o.Step {
 	case store.StepPublishing, store.StepPublished, store.StepVisible, store.StepRechecked:
 	default:
@@ -762,7 +763,7 @@ func (d *Daemon) standalone(addr string) *httpchallenge.Standalone {
 
 // cleanup removes the order's DCV records and files: exactly what was
 // planned or written. Safe to repeat.
-func (d *Daemon) cleanup(ctx context.Context, cc *CertConfig, o *store.Order) error {
+func (d *Daemon) cleanup(ctx context.Context, cc *config.CertConfig, o *store.Order) error {
 	var errs []error
 	if len(o.DNSRecords) > 0 {
 		if p, err := d.dnsFor(cc); err != nil {
@@ -904,7 +905,7 @@ func failureReason(step store.Step, err error) string {
 
 // updateCertMetrics publishes the expiry, planned renewal and readiness of
 // cc's live certificate, read from the store.
-func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
+func (d *Daemon) updateCertMetrics(ctx context.Context, cc *config.CertConfig) {
 	if d.metrics == nil {
 		return
 	}
@@ -914,7 +915,7 @@ func (d *Daemon) updateCertMetrics(ctx context.Context, cc *CertConfig) {
 }
 
 // publishCertMetrics publishes what the caller already read.
-func (d *Daemon) publishCertMetrics(cc *CertConfig, live *store.Certificate, r Renewal) {
+func (d *Daemon) publishCertMetrics(cc *config.CertConfig, live *store.Certificate, r Renewal) {
 	var notAfter time.Time
 	ready := false
 	if live != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/testfs"
 )
@@ -39,7 +40,7 @@ func treeOf(t *testing.T, dir string) []string {
 
 // preflightProblems returns the problems of a *PreflightError, failing the
 // test for any other error, and checks how the error reads.
-func preflightProblems(t *testing.T, err error) []*ConfigError {
+func preflightProblems(t *testing.T, err error) []*config.ConfigError {
 	t.Helper()
 	if err == nil {
 		return nil
@@ -54,7 +55,7 @@ func preflightProblems(t *testing.T, err error) []*ConfigError {
 	if pe.Cert != hCert || len(pe.Problems) == 0 {
 		t.Errorf("PreflightError{Cert: %q, %d problems}", pe.Cert, len(pe.Problems))
 	}
-	if !slices.IsSortedFunc(pe.Problems, func(a, b *ConfigError) int { return strings.Compare(a.Key, b.Key) }) {
+	if !slices.IsSortedFunc(pe.Problems, func(a, b *config.ConfigError) int { return strings.Compare(a.Key, b.Key) }) {
 		t.Errorf("problems not sorted by key: %v", pe)
 	}
 	for _, p := range pe.Problems {
@@ -66,8 +67,8 @@ func preflightProblems(t *testing.T, err error) []*ConfigError {
 }
 
 // hasProblem tells whether one of problems is of key and mentions text.
-func hasProblem(problems []*ConfigError, key, text string) bool {
-	return slices.ContainsFunc(problems, func(p *ConfigError) bool {
+func hasProblem(problems []*config.ConfigError, key, text string) bool {
+	return slices.ContainsFunc(problems, func(p *config.ConfigError) bool {
 		return p.Key == key && strings.Contains(p.Reason, text)
 	})
 }
@@ -85,7 +86,7 @@ func TestPreflight(t *testing.T) {
 	dirs := []string{h.webroot, filepath.Dir(h.deployDir), h.stateDir}
 	var before [][]string
 	for _, dir := range dirs {
-		mkdirAll(t, dir)
+		testfs.MkdirAll(t, dir)
 		before = append(before, treeOf(t, dir))
 	}
 	if err := d.preflight(ctx, cc); err != nil {
@@ -121,7 +122,7 @@ func TestPreflight(t *testing.T) {
 	t.Run("escaping symlink", func(t *testing.T) {
 		outside := t.TempDir()
 		link := filepath.Join(h.webroot, ".well-known")
-		symlinkTo(t, outside, link)
+		testfs.Symlink(t, outside, link)
 		defer os.Remove(link)
 		err := d.preflight(ctx, cc)
 		problems := preflightProblems(t, err)
@@ -135,12 +136,12 @@ func TestPreflight(t *testing.T) {
 
 	t.Run("every problem at once", func(t *testing.T) {
 		link := filepath.Join(h.webroot, ".well-known")
-		symlinkTo(t, "/", link)
+		testfs.Symlink(t, "/", link)
 		defer os.Remove(link)
-		mkdirAll(t, h.deployDir)
-		chmod(t, h.deployDir, 0o777)
+		testfs.MkdirAll(t, h.deployDir)
+		testfs.Chmod(t, h.deployDir, 0o777)
 		defer os.Chmod(h.deployDir, 0o755)
-		chmod(t, h.stateDir, 0o777)
+		testfs.Chmod(t, h.stateDir, 0o777)
 		defer os.Chmod(h.stateDir, 0o700)
 		problems := preflightProblems(t, d.preflight(ctx, cc))
 		for _, want := range []struct{ key, text string }{
@@ -177,7 +178,7 @@ func TestPreflightStopsThePaidReissue(t *testing.T) {
 	// at publishing, after the CA charged for the reissue.
 	outside := t.TempDir()
 	link := filepath.Join(h.webroot, ".well-known")
-	symlinkTo(t, outside, link)
+	testfs.Symlink(t, outside, link)
 
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
 	if n := h.events.count(evReissue); n != 0 {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/providers"
@@ -148,7 +149,7 @@ func (d *Daemon) Rehearse(ctx context.Context, name string, opt RehearseOptions)
 // unless that is allowed (the CA revokes a certificate whose names a
 // reissue replaces). What it learns is not recorded: a rehearsal writes
 // nothing to the state.
-func (d *Daemon) rehearseService(ctx context.Context, cc *CertConfig, opt RehearseOptions, add func(RehearsalStep)) {
+func (d *Daemon) rehearseService(ctx context.Context, cc *config.CertConfig, opt RehearseOptions, add func(RehearsalStep)) {
 	api := d.apiClient()
 	if api == nil {
 		add(RehearsalStep{Name: RehearseCredentials, Err: errors.New("no API client: [api] is not configured")})
@@ -187,7 +188,7 @@ func (d *Daemon) rehearseService(ctx context.Context, cc *CertConfig, opt Rehear
 
 // judgeService is the service step's verdict on the detail o of cc's
 // service.
-func (d *Daemon) judgeService(ctx context.Context, cc *CertConfig, opt RehearseOptions, o *reseller.Order) (string, error) {
+func (d *Daemon) judgeService(ctx context.Context, cc *config.CertConfig, opt RehearseOptions, o *reseller.Order) (string, error) {
 	var notes []string
 	status := o.Status
 	if status == "" {
@@ -259,7 +260,7 @@ func (d *Daemon) judgeService(ctx context.Context, cc *CertConfig, opt RehearseO
 }
 
 // dnsNames are the names of cc validated by DNS.
-func dnsNames(cc *CertConfig) []string {
+func dnsNames(cc *config.CertConfig) []string {
 	var out []string
 	for _, n := range cc.Names() {
 		if cc.Domains[n] == reseller.MethodDNS {
@@ -272,7 +273,7 @@ func dnsNames(cc *CertConfig) []string {
 // rehearseDNS publishes a probe CNAME in each zone of cc's DNS-validated
 // names, waits until every authoritative nameserver answers it, and
 // removes it (providers.DNS.Probe, as "dcvd dns test" does).
-func (d *Daemon) rehearseDNS(ctx context.Context, cc *CertConfig, add func(RehearsalStep)) {
+func (d *Daemon) rehearseDNS(ctx context.Context, cc *config.CertConfig, add func(RehearsalStep)) {
 	names := dnsNames(cc)
 	if len(names) == 0 {
 		return
@@ -291,7 +292,7 @@ func (d *Daemon) rehearseDNS(ctx context.Context, cc *CertConfig, add func(Rehea
 // root, or the daemon's standalone responder), fetches it through each
 // HTTP-validated name's URL as the CA will (no redirects, through
 // http_connect when set), and removes it.
-func (d *Daemon) rehearseHTTP(ctx context.Context, cc *CertConfig, add func(RehearsalStep)) {
+func (d *Daemon) rehearseHTTP(ctx context.Context, cc *config.CertConfig, add func(RehearsalStep)) {
 	var names []string
 	for _, n := range cc.Names() {
 		if m := cc.Domains[n]; m == reseller.MethodHTTP || m == reseller.MethodHTTPS {

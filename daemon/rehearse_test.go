@@ -10,6 +10,7 @@ import (
 
 	"github.com/libdns/libdns"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/providers"
 )
@@ -29,24 +30,24 @@ func TestRehearse(t *testing.T) {
 	tests := []struct {
 		name string
 		// edit breaks the configuration of harness h.
-		edit func(h *harness, cfg *Config)
+		edit func(h *harness, cfg *config.Config)
 		// refuseDNS makes the DNS provider refuse writes.
 		refuseDNS bool
 		// failed is the first failed step; "" for a rehearsal that passes.
 		failed, reason string
 	}{
 		{name: "good"},
-		{name: "wrong secret", edit: func(_ *harness, cfg *Config) { cfg.API.AccessKeySecret = "not-the-secret" },
+		{name: "wrong secret", edit: func(_ *harness, cfg *config.Config) { cfg.API.AccessKeySecret = "not-the-secret" },
 			failed: RehearseCredentials, reason: "refused the credentials"},
-		{name: "unknown service_id", edit: func(_ *harness, cfg *Config) { cfg.Certificates[0].ServiceID = "no-such-service" },
+		{name: "unknown service_id", edit: func(_ *harness, cfg *config.Config) { cfg.Certificates[0].ServiceID = "no-such-service" },
 			failed: RehearseService, reason: `no usable service "no-such-service"`},
 		{name: "DNS provider cannot publish", refuseDNS: true,
 			failed: "dns publish", reason: "may not edit the zone"},
-		{name: "web root not served", edit: func(h *harness, cfg *Config) {
+		{name: "web root not served", edit: func(h *harness, cfg *config.Config) {
 			// Written where the web server does not look.
 			cfg.Certificates[0].Webroots[0].Dir = h.t.TempDir()
 		}, failed: "http fetch www.example.com", reason: "HTTP 404"},
-		{name: "deploy dir not writable", edit: func(h *harness, cfg *Config) {
+		{name: "deploy dir not writable", edit: func(h *harness, cfg *config.Config) {
 			// Under a regular file: not creatable, even for root.
 			file := filepath.Join(h.t.TempDir(), "file")
 			if err := os.WriteFile(file, nil, 0o600); err != nil {
@@ -102,7 +103,7 @@ func TestRehearse(t *testing.T) {
 						t.Errorf("no step %q in %v", want, rows)
 					}
 				}
-				if r.Plan == nil || len(r.Plan.Names) != 3 || r.Plan.KeyType != KeyECDSAP256 || r.Plan.UniqueID != "" {
+				if r.Plan == nil || len(r.Plan.Names) != 3 || r.Plan.KeyType != config.KeyECDSAP256 || r.Plan.UniqueID != "" {
 					t.Errorf("plan %+v, want a new order of the 3 names", r.Plan)
 				}
 			}

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
@@ -80,7 +81,7 @@ func newLifecycle(opts Options) lifecycle {
 
 // config is the current configuration. The Config it returns is never
 // changed: a reload replaces it whole.
-func (d *Daemon) config() *Config {
+func (d *Daemon) config() *config.Config {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.cfg
@@ -120,11 +121,11 @@ func (d *Daemon) semaphore() chan struct{} {
 
 // Config returns the configuration the daemon runs with now: the one it
 // was created with, or the last one Reload took. It must not be changed.
-func (d *Daemon) Config() *Config { return d.config() }
+func (d *Daemon) Config() *config.Config { return d.config() }
 
 // newAPIClient makes the reseller client of an [api] section; the API
 // calls are observed by the daemon's metrics.
-func (d *Daemon) newAPIClient(a APIConfig) (*reseller.Client, error) {
+func (d *Daemon) newAPIClient(a config.APIConfig) (*reseller.Client, error) {
 	return reseller.New(reseller.Config{
 		BaseURL:         a.BaseURL,
 		AccessKeyID:     a.AccessKeyID,
@@ -165,7 +166,7 @@ func (d *Daemon) newAPIClient(a APIConfig) (*reseller.Client, error) {
 // error joins one *ConfigError per problem. log_level and log_format are
 // the caller's, who made the logger; [notify.*] channels are not
 // replaced. A check of the certificates in progress is let finish first.
-func (d *Daemon) Reload(cfg *Config) error {
+func (d *Daemon) Reload(cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("reload: no configuration")
 	}
@@ -181,7 +182,7 @@ func (d *Daemon) Reload(cfg *Config) error {
 
 	var errs []error
 	refuse := func(key, what, from, to string) {
-		errs = append(errs, &ConfigError{Key: key, Reason: fmt.Sprintf("changed from %q to %q: a running daemon cannot %s; restart dcvd to apply it", from, to, what)})
+		errs = append(errs, &config.ConfigError{Key: key, Reason: fmt.Sprintf("changed from %q to %q: a running daemon cannot %s; restart dcvd to apply it", from, to, what)})
 	}
 	if cfg.Daemon.StateDir != old.Daemon.StateDir {
 		refuse("daemon.state_dir", "move its state", old.Daemon.StateDir, cfg.Daemon.StateDir)
@@ -203,7 +204,7 @@ func (d *Daemon) Reload(cfg *Config) error {
 	}
 	if cfg.Store.DSN != old.Store.DSN {
 		// Not refuse, which quotes both values: the DSN may hold a password.
-		errs = append(errs, &ConfigError{Key: "store.dsn", Reason: "changed: a running daemon cannot move to another database; restart dcvd to apply it"})
+		errs = append(errs, &config.ConfigError{Key: "store.dsn", Reason: "changed: a running daemon cannot move to another database; restart dcvd to apply it"})
 	}
 	if cfg.Store.Node != old.Store.Node {
 		refuse("store.node", "rename its node", old.Store.Node, cfg.Store.Node)
@@ -212,10 +213,10 @@ func (d *Daemon) Reload(cfg *Config) error {
 		refuse("store.lease", "change the lease it renews", old.Store.Lease.String(), cfg.Store.Lease.String())
 	}
 	if !bytes.Equal(cfg.Store.EncryptionKey, old.Store.EncryptionKey) {
-		errs = append(errs, &ConfigError{Key: "store.encryption_key", Reason: "changed: a running daemon cannot change the key sealing the private keys; restart dcvd to apply it"})
+		errs = append(errs, &config.ConfigError{Key: "store.encryption_key", Reason: "changed: a running daemon cannot change the key sealing the private keys; restart dcvd to apply it"})
 	}
-	if _, err := ParseSchedule(cfg.Daemon.Schedule, d.now()); err != nil {
-		errs = append(errs, &ConfigError{Key: "daemon.schedule", Reason: err.Error()})
+	if _, err := config.ParseSchedule(cfg.Daemon.Schedule, d.now()); err != nil {
+		errs = append(errs, &config.ConfigError{Key: "daemon.schedule", Reason: err.Error()})
 	}
 
 	api := oldAPI
@@ -223,7 +224,7 @@ func (d *Daemon) Reload(cfg *Config) error {
 	if apiChanged {
 		c, err := d.newAPIClient(cfg.API)
 		if err != nil {
-			errs = append(errs, &ConfigError{Key: "api", Reason: err.Error()})
+			errs = append(errs, &config.ConfigError{Key: "api", Reason: err.Error()})
 		}
 		api = c
 	}
@@ -233,12 +234,12 @@ func (d *Daemon) Reload(cfg *Config) error {
 	if d.life.roots == nil {
 		pool, err := cfg.API.CARoots()
 		if err != nil {
-			errs = append(errs, &ConfigError{Key: "api.ca_roots_file", Reason: err.Error()})
+			errs = append(errs, &config.ConfigError{Key: "api.ca_roots_file", Reason: err.Error()})
 		}
 		roots = pool
 	}
 	if len(errs) > 0 {
-		cfgSortErrors(errs)
+		config.SortErrors(errs)
 		return errors.Join(errs...)
 	}
 
@@ -316,7 +317,7 @@ func (d *Daemon) Reload(cfg *Config) error {
 // concurrency is the semaphore size for daemon.max_concurrent.
 func concurrency(maxConcurrent int) int {
 	if maxConcurrent <= 0 {
-		return DefaultMaxConcurrent
+		return config.DefaultMaxConcurrent
 	}
 	return maxConcurrent
 }
@@ -324,8 +325,8 @@ func concurrency(maxConcurrent int) int {
 // diffCertificates names the certificates only in next (added), only in
 // prev (removed), and in both with different settings (changed), each
 // sorted.
-func diffCertificates(prev, next []CertConfig) (added, removed, changed []string) {
-	before := map[string]*CertConfig{}
+func diffCertificates(prev, next []config.CertConfig) (added, removed, changed []string) {
+	before := map[string]*config.CertConfig{}
 	for i := range prev {
 		before[prev[i].Name] = &prev[i]
 	}

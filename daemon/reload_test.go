@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
@@ -107,35 +109,35 @@ func TestDaemonReloadKeepsOrdersInFlight(t *testing.T) {
 		// dnsInConfig puts the DNS provider in the config's [dns.zone]
 		// rather than in Options.DNS (which every reload keeps).
 		dnsInConfig bool
-		next        func(h *harness, cfg *Config) *Config
+		next        func(h *harness, cfg *config.Config) *config.Config
 		wantCerts   []string
 	}{
-		{name: "same config", next: func(h *harness, cfg *Config) *Config {
+		{name: "same config", next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
 			return &c
 		}, wantCerts: []string{hCert}},
-		{name: "certificate removed", next: func(h *harness, cfg *Config) *Config {
+		{name: "certificate removed", next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
 			c.Certificates = nil
 			return &c
 		}},
-		{name: "certificate changed", next: func(h *harness, cfg *Config) *Config {
+		{name: "certificate changed", next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
-			c.Certificates = []CertConfig{cfg.Certificates[0]}
+			c.Certificates = []config.CertConfig{cfg.Certificates[0]}
 			c.Certificates[0].Deploy.Dir = filepath.Join(h.t.TempDir(), "elsewhere")
 			return &c
 		}, wantCerts: []string{hCert}},
-		{name: "certificate and its dns section removed", dnsInConfig: true, next: func(h *harness, cfg *Config) *Config {
+		{name: "certificate and its dns section removed", dnsInConfig: true, next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
 			c.Certificates, c.DNS = nil, map[string]*providers.DNS{}
 			return &c
 		}},
-		{name: "api changed", next: func(h *harness, cfg *Config) *Config {
+		{name: "api changed", next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
 			c.API.Timeout = 20 * time.Second
 			return &c
 		}, wantCerts: []string{hCert}},
-		{name: "max_concurrent changed", next: func(h *harness, cfg *Config) *Config {
+		{name: "max_concurrent changed", next: func(h *harness, cfg *config.Config) *config.Config {
 			c := *cfg
 			c.Daemon.MaxConcurrent = 1
 			return &c
@@ -254,7 +256,7 @@ func TestDaemonReloadWhileDriving(t *testing.T) {
 	cfg := h.config(hDomains())
 	w := newStepWatch("")
 	d := h.daemon(cfg, func(o *Options) { o.AfterStep = w.afterStep })
-	configs := []*Config{cfg}
+	configs := []*config.Config{cfg}
 	for i, timeout := range []time.Duration{11 * time.Second, 12 * time.Second} {
 		c := *cfg
 		c.API.Timeout = timeout
@@ -315,21 +317,21 @@ func TestDaemonReloadRefused(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		change  func(c *Config)
+		change  func(c *config.Config)
 		wantKey []string
 	}{
-		{name: "state_dir moved", change: func(c *Config) { c.Daemon.StateDir = t.TempDir() }, wantKey: []string{"daemon.state_dir"}},
-		{name: "callback listener moved", change: func(c *Config) { c.Daemon.CallbackListen = "127.0.0.1:0" },
+		{name: "state_dir moved", change: func(c *config.Config) { c.Daemon.StateDir = t.TempDir() }, wantKey: []string{"daemon.state_dir"}},
+		{name: "callback listener moved", change: func(c *config.Config) { c.Daemon.CallbackListen = "127.0.0.1:0" },
 			wantKey: []string{"daemon.callback_listen"}},
-		{name: "http listener moved", change: func(c *Config) { c.Daemon.HTTPListen = "127.0.0.1:0" }, wantKey: []string{"daemon.http_listen"}},
-		{name: "metrics listener moved", change: func(c *Config) { c.Daemon.MetricsListen = "127.0.0.1:0" },
+		{name: "http listener moved", change: func(c *config.Config) { c.Daemon.HTTPListen = "127.0.0.1:0" }, wantKey: []string{"daemon.http_listen"}},
+		{name: "metrics listener moved", change: func(c *config.Config) { c.Daemon.MetricsListen = "127.0.0.1:0" },
 			wantKey: []string{"daemon.metrics_listen"}},
-		{name: "bad schedule", change: func(c *Config) { c.Daemon.Schedule = "every now and then" }, wantKey: []string{"daemon.schedule"}},
-		{name: "unreadable roots", change: func(c *Config) { c.API.CARootsFile = filepath.Join(t.TempDir(), "missing.pem") },
+		{name: "bad schedule", change: func(c *config.Config) { c.Daemon.Schedule = "every now and then" }, wantKey: []string{"daemon.schedule"}},
+		{name: "unreadable roots", change: func(c *config.Config) { c.API.CARootsFile = filepath.Join(t.TempDir(), "missing.pem") },
 			wantKey: []string{"api.ca_roots_file"}},
-		{name: "roots without a certificate", change: func(c *Config) { c.API.CARootsFile = badRoots }, wantKey: []string{"api.ca_roots_file"}},
-		{name: "api without a base URL", change: func(c *Config) { c.API.BaseURL = "" }, wantKey: []string{"api"}},
-		{name: "every problem at once", change: func(c *Config) {
+		{name: "roots without a certificate", change: func(c *config.Config) { c.API.CARootsFile = badRoots }, wantKey: []string{"api.ca_roots_file"}},
+		{name: "api without a base URL", change: func(c *config.Config) { c.API.BaseURL = "" }, wantKey: []string{"api"}},
+		{name: "every problem at once", change: func(c *config.Config) {
 			c.Daemon.StateDir = t.TempDir()
 			c.Daemon.HTTPListen = "127.0.0.1:0"
 			c.API.BaseURL = ""
@@ -346,7 +348,7 @@ func TestDaemonReloadRefused(t *testing.T) {
 			}
 			var keys []string
 			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-				var ce *ConfigError
+				var ce *config.ConfigError
 				if !errors.As(e, &ce) {
 					t.Fatalf("problem %q is not a *ConfigError", e)
 				}
@@ -530,16 +532,64 @@ func TestWorkContextStopGrace(t *testing.T) {
 
 // TestDiffCertificates: what a reload logs as added, removed and changed.
 func TestDaemonReloadDiffCertificates(t *testing.T) {
-	a := CertConfig{Name: "a", ServiceID: "1"}
-	b := CertConfig{Name: "b", ServiceID: "2"}
-	b2 := CertConfig{Name: "b", ServiceID: "3"}
-	c := CertConfig{Name: "c", ServiceID: "4"}
-	added, removed, changed := diffCertificates([]CertConfig{a, b}, []CertConfig{b2, c})
+	a := config.CertConfig{Name: "a", ServiceID: "1"}
+	b := config.CertConfig{Name: "b", ServiceID: "2"}
+	b2 := config.CertConfig{Name: "b", ServiceID: "3"}
+	c := config.CertConfig{Name: "c", ServiceID: "4"}
+	added, removed, changed := diffCertificates([]config.CertConfig{a, b}, []config.CertConfig{b2, c})
 	if strings.Join(added, ",") != "c" || strings.Join(removed, ",") != "a" || strings.Join(changed, ",") != "b" {
 		t.Errorf("added %v, removed %v, changed %v; want [c] [a] [b]", added, removed, changed)
 	}
-	added, removed, changed = diffCertificates([]CertConfig{a, b}, []CertConfig{b, a})
+	added, removed, changed = diffCertificates([]config.CertConfig{a, b}, []config.CertConfig{b, a})
 	if len(added)+len(removed)+len(changed) != 0 {
 		t.Errorf("the same certificates reordered: added %v, removed %v, changed %v", added, removed, changed)
+	}
+}
+
+// TestConfigMaxRequestsPerSecondReload checks that the rate reaches the
+// API client, and that a reload which changes it replaces the client (a
+// SIGHUP loads the file and calls Reload), while one that keeps it keeps
+// the client and its limiter.
+func TestConfigMaxRequestsPerSecondReload(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config(hDomains())
+	cfg.API.MaxRequestsPerSecond = 0
+	d := h.daemon(cfg, nil)
+	if s := d.apiClient().String(); strings.Contains(s, "MaxRequestsPerSecond") {
+		t.Fatalf("a client without a rate limit shows one: %s", s)
+	}
+
+	steps := []struct {
+		rate        float64
+		wantReplace bool
+		wantErr     bool
+	}{
+		{rate: 50, wantReplace: true},
+		{rate: 50},
+		{rate: 0.5, wantReplace: true},
+		{rate: -1, wantErr: true}, // LoadConfig refuses it; Reload must too
+		{rate: 0, wantReplace: true},
+	}
+	for _, st := range steps {
+		before := d.apiClient()
+		next := *d.Config()
+		next.API.MaxRequestsPerSecond = st.rate
+		err := d.Reload(&next)
+		if (err != nil) != st.wantErr {
+			t.Fatalf("rate %v: Reload = %v", st.rate, err)
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "MaxRequestsPerSecond") || d.apiClient() != before {
+				t.Errorf("rate %v: refused with %v, client replaced: %t", st.rate, err, d.apiClient() != before)
+			}
+			continue
+		}
+		if replaced := d.apiClient() != before; replaced != st.wantReplace {
+			t.Errorf("rate %v: client replaced %t, want %t", st.rate, replaced, st.wantReplace)
+		}
+		s := d.apiClient().String()
+		if shows := strings.Contains(s, fmt.Sprintf("MaxRequestsPerSecond: %v}", st.rate)); shows != (st.rate > 0) {
+			t.Errorf("rate %v: the client is %s", st.rate, s)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -101,7 +102,7 @@ func (d *Daemon) Retry(ctx context.Context, name string) (*RetryResult, error) {
 // recorded as due, with the certificate claimed and its lease held (which
 // release gives back): it must drive the order (driveClaimed releases the
 // claim). The result is then RetryStarted.
-func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *CertConfig, o *store.Order, release func())) (*RetryResult, error) {
+func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *config.CertConfig, o *store.Order, release func())) (*RetryResult, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err

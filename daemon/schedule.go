@@ -13,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
@@ -43,7 +44,7 @@ type Renewal struct {
 // (default: a third of the lifetime) remains of the live certificate, less
 // a jitter fixed by the name and serial; at once when there is no live
 // certificate; and, after failed attempts, not before their backoff ends.
-func NextRenewal(cc *CertConfig, live *store.Certificate, history []store.Attempt, now time.Time) Renewal {
+func NextRenewal(cc *config.CertConfig, live *store.Certificate, history []store.Attempt, now time.Time) Renewal {
 	r := Renewal{At: now, Reason: "no live certificate"}
 	if live != nil && !live.NotAfter.IsZero() {
 		before := cc.RenewBefore
@@ -51,7 +52,7 @@ func NextRenewal(cc *CertConfig, live *store.Certificate, history []store.Attemp
 			before = live.NotAfter.Sub(live.NotBefore) / 3
 		}
 		at := live.NotAfter.Add(-before).Add(-jitter(cc.Name, live.Serial, before))
-		r = Renewal{At: at, Reason: fmt.Sprintf("%s before expiry (%s)", formatDuration(before), live.NotAfter.UTC().Format(time.RFC3339))}
+		r = Renewal{At: at, Reason: fmt.Sprintf("%s before expiry (%s)", config.FormatDuration(before), live.NotAfter.UTC().Format(time.RFC3339))}
 		if missing := missingNames(cc, live); len(missing) > 0 {
 			r = Renewal{At: now, Reason: "the configured names changed: " + strings.Join(missing, ", ") + " not covered"}
 		}
@@ -92,7 +93,7 @@ func jitter(name, serial string, window time.Duration) time.Duration {
 	return time.Duration(h.Sum64() % uint64(span))
 }
 
-func missingNames(cc *CertConfig, live *store.Certificate) []string {
+func missingNames(cc *config.CertConfig, live *store.Certificate) []string {
 	have := map[string]bool{}
 	for _, n := range live.Names {
 		have[n] = true
@@ -106,34 +107,6 @@ func missingNames(cc *CertConfig, live *store.Certificate) []string {
 	return missing
 }
 
-func formatDuration(d time.Duration) string {
-	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	return d.String()
-}
-
-// scheduleHorizon is how far ahead a schedule must fire at least once: a
-// cron expression that matches no real date (30 February, 31 April) makes
-// robfig/cron's Next return the zero time, and one that fires once in
-// years checks nothing in the meantime.
-const scheduleHorizon = 366 * 24 * time.Hour
-
-// ParseSchedule parses daemon.schedule (a standard 5-field cron expression
-// or a descriptor such as "@hourly") and refuses one that has no run in
-// the year after now.
-func ParseSchedule(expr string, now time.Time) (cron.Schedule, error) {
-	sched, err := cron.ParseStandard(expr)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. %q): %w", expr, DefaultSchedule, err)
-	}
-	next := sched.Next(now)
-	if next.IsZero() || next.Sub(now) > scheduleHorizon {
-		return nil, fmt.Errorf("%q has no run in the next year (does it name a day that does not exist, such as 30 February?): renewal checks would never run", expr)
-	}
-	return sched, nil
-}
-
 // stalledScheduleWait is how long Run waits, when the schedule gives no
 // next run, before it looks again (a reload ends the wait sooner).
 const stalledScheduleWait = time.Hour
@@ -143,8 +116,8 @@ const stalledScheduleWait = time.Hour
 // callbacks, until ctx ends. Then no new step starts, and Run returns once
 // the steps at work have finished (see Options.StopGrace).
 func (d *Daemon) Run(ctx context.Context) error {
-	if _, err := ParseSchedule(d.config().Daemon.Schedule, d.now()); err != nil {
-		return &ConfigError{Key: "daemon.schedule", Reason: err.Error()}
+	if _, err := config.ParseSchedule(d.config().Daemon.Schedule, d.now()); err != nil {
+		return &config.ConfigError{Key: "daemon.schedule", Reason: err.Error()}
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -340,7 +313,7 @@ func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *store.Order)
 // startRenewal starts a new order of cc, which was found due, and a driver
 // for it. In a cluster it decides again under the certificate's lease. The
 // caller holds startMu.
-func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig) {
+func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig) {
 	if !d.claim(cc.Name) {
 		return
 	}
@@ -399,7 +372,7 @@ func (d *Daemon) logLeaseRefused(cert string, err error) {
 
 // goDriveClaimed drives o in a goroutine; the caller has claimed o.Cert
 // and, in a cluster, taken its lease, which release gives up.
-func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *CertConfig, o *store.Order, release func()) {
+func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig, o *store.Order, release func()) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -477,7 +450,7 @@ func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
 // what acts (a renewal started, a certificate adopted) and what is
 // published about it rests on reads made just before, as it would without
 // the batched read.
-func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
+func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *config.CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
 	if state == nil || state.driving[cc.Name] {
 		return d.renewal(ctx, cc, adopt)
 	}
@@ -501,7 +474,7 @@ func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *CertCo
 //
 // adopt is false for a look without the lease in a cluster: adopting writes
 // the shared live certificate, which only the lease holder may do.
-func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
+func (d *Daemon) renewal(ctx context.Context, cc *config.CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if errors.Is(err, store.ErrNotFound) {
 		live, err = nil, nil
@@ -519,7 +492,7 @@ func (d *Daemon) renewal(ctx context.Context, cc *CertConfig, adopt bool) (Renew
 	return NextRenewal(cc, live, history, d.now()), live, nil
 }
 
-func (d *Daemon) adopt(ctx context.Context, cc *CertConfig) *store.Certificate {
+func (d *Daemon) adopt(ctx context.Context, cc *config.CertConfig) *store.Certificate {
 	deployed, err := d.target(cc).Live(ctx)
 	if err != nil {
 		return nil

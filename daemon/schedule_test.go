@@ -6,12 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
 
-func schedCert(renewBefore time.Duration, names ...string) *CertConfig {
-	cc := &CertConfig{Name: "shop", RenewBefore: renewBefore, Domains: map[string]reseller.Method{}}
+func schedCert(renewBefore time.Duration, names ...string) *config.CertConfig {
+	cc := &config.CertConfig{Name: "shop", RenewBefore: renewBefore, Domains: map[string]reseller.Method{}}
 	for _, n := range names {
 		cc.Domains[n] = reseller.MethodDNS
 	}
@@ -42,7 +43,7 @@ func TestNextRenewal(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		cc      *CertConfig
+		cc      *config.CertConfig
 		live    *store.Certificate
 		history []store.Attempt
 		// The renewal must be in [min, max]; reason must contain reason.

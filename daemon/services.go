@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/reseller"
@@ -130,7 +131,7 @@ func (d *Daemon) refreshServices(ctx context.Context) {
 	d.loadServices(ctx)
 	cfg := d.config()
 	now := d.now()
-	var due []*CertConfig
+	var due []*config.CertConfig
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		s, ok := d.services.get(cc.ServiceID)
@@ -154,7 +155,7 @@ const serviceDetailLimit = 20
 // it: through the certificate list when there are many (or when a detail
 // does not carry the end), else a detail each. A service neither answers
 // for is left as recorded, and asked at the next look.
-func (d *Daemon) askServices(ctx context.Context, api *reseller.Client, due []*CertConfig) {
+func (d *Daemon) askServices(ctx context.Context, api *reseller.Client, due []*config.CertConfig) {
 	var listed map[string]reseller.Service
 	readList := func() {
 		if listed != nil {
@@ -200,7 +201,7 @@ func (d *Daemon) askServices(ctx context.Context, api *reseller.Client, due []*C
 // end it no longer states is kept: the reseller's silence is not news.
 // A new end (a renewal bought under the same service_id) starts the
 // alerts afresh.
-func (d *Daemon) recordService(ctx context.Context, cc *CertConfig, status string, expires time.Time) store.Service {
+func (d *Daemon) recordService(ctx context.Context, cc *config.CertConfig, status string, expires time.Time) store.Service {
 	s, ok := d.services.get(cc.ServiceID)
 	if !ok {
 		s = store.Service{ServiceID: cc.ServiceID, AlertedDays: store.NoServiceAlert}
@@ -277,7 +278,7 @@ func (d *Daemon) announceServices(ctx context.Context) {
 
 // renewalAfterServiceEnd returns when cc is next due for renewal and
 // whether that falls at or after its service's end.
-func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *CertConfig, s store.Service) (time.Time, bool) {
+func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *config.CertConfig, s store.Service) (time.Time, bool) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if err != nil {
 		return time.Time{}, false
@@ -286,7 +287,7 @@ func (d *Daemon) renewalAfterServiceEnd(ctx context.Context, cc *CertConfig, s s
 	return r.At, !r.At.Before(s.Expires)
 }
 
-func (d *Daemon) alertServiceEnding(cc *CertConfig, s store.Service, threshold int, renewAt time.Time, after bool) {
+func (d *Daemon) alertServiceEnding(cc *config.CertConfig, s store.Service, threshold int, renewAt time.Time, after bool) {
 	end := s.Expires.UTC().Format("2006-01-02")
 	title := fmt.Sprintf("%s: service %s ends on %s", cc.Name, s.ServiceID, end)
 	text := fmt.Sprintf("The paid period of service %s ends on %s (in %s); after it no reissue can renew %s. Buy a renewal in the reseller's console and put its new service_id in the configuration.",
@@ -307,7 +308,7 @@ func (d *Daemon) alertServiceEnding(cc *CertConfig, s store.Service, threshold i
 
 // guardServiceEnded refuses a new order of cc when the book says its
 // service has ended: nothing is written, nothing is sent.
-func (d *Daemon) guardServiceEnded(cc *CertConfig) error {
+func (d *Daemon) guardServiceEnded(cc *config.CertConfig) error {
 	if s, ok := d.services.get(cc.ServiceID); ok && s.Ended(d.now()) {
 		return &ServiceEndedError{Cert: cc.Name, ServiceID: cc.ServiceID, Ended: s.Expires}
 	}
@@ -324,7 +325,7 @@ const serviceCheckTimeout = 10 * time.Second
 // older than serviceRefreshInterval or missing, as the refusal rests on
 // it. A failed call leaves the decision to what is known; the reseller
 // refuses an ended service's reissue anyway.
-func (d *Daemon) checkServiceBeforeReissue(ctx context.Context, cc *CertConfig, o *store.Order) error {
+func (d *Daemon) checkServiceBeforeReissue(ctx context.Context, cc *config.CertConfig, o *store.Order) error {
 	s, ok := d.services.get(o.ServiceID)
 	if (!ok || d.now().Sub(s.Checked) >= serviceRefreshInterval) && o.ServiceID == cc.ServiceID {
 		if api := d.apiClient(); api != nil {
@@ -356,7 +357,7 @@ const serviceEndSlack = 24 * time.Hour
 // such capped certificates at a third of their lifetime would reissue ever
 // more often as the end nears. A certificate missing configured names is
 // reissued all the same.
-func reachesServiceEnd(cc *CertConfig, live *store.Certificate, s store.Service, ok bool) bool {
+func reachesServiceEnd(cc *config.CertConfig, live *store.Certificate, s store.Service, ok bool) bool {
 	if !ok || s.Expires.IsZero() || live == nil || live.NotAfter.IsZero() || len(missingNames(cc, live)) > 0 {
 		return false
 	}
@@ -365,7 +366,7 @@ func reachesServiceEnd(cc *CertConfig, live *store.Certificate, s store.Service,
 
 // serviceEnded reports whether the book says cc's service has ended: the
 // sweep's test, without a call.
-func (d *Daemon) serviceEnded(cc *CertConfig) bool {
+func (d *Daemon) serviceEnded(cc *config.CertConfig) bool {
 	s, ok := d.services.get(cc.ServiceID)
 	return ok && s.Ended(d.now())
 }
@@ -373,7 +374,7 @@ func (d *Daemon) serviceEnded(cc *CertConfig) bool {
 // renewalHeldByService says why the sweep starts no renewal of cc although
 // it is due, "" when nothing holds it: the service has ended, or live
 // already runs to its end.
-func (d *Daemon) renewalHeldByService(cc *CertConfig, live *store.Certificate) string {
+func (d *Daemon) renewalHeldByService(cc *config.CertConfig, live *store.Certificate) string {
 	s, ok := d.services.get(cc.ServiceID)
 	switch {
 	case ok && s.Ended(d.now()):
@@ -388,7 +389,7 @@ func (d *Daemon) renewalHeldByService(cc *CertConfig, live *store.Certificate) s
 // *ServiceEndedError when it says that the service has ended; that is
 // then recorded, so that no further reissue is started for it. Other
 // errors are returned as they are.
-func (d *Daemon) serviceExpired(ctx context.Context, cc *CertConfig, o *store.Order, err error) error {
+func (d *Daemon) serviceExpired(ctx context.Context, cc *config.CertConfig, o *store.Order, err error) error {
 	var ae *reseller.APIError
 	if !errors.As(err, &ae) || ae.Code != reseller.CodeServiceExpired || o.ServiceID != cc.ServiceID {
 		return err

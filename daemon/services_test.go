@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
@@ -52,7 +53,7 @@ func TestServiceEndingAlertsOncePerThreshold(t *testing.T) {
 	sink, ch := newSinkChannel(t, "error")
 	cfg := h.config(hDomains())
 	cfg.Notify = []notify.Configured{ch}
-	cfg.Daemon.ServiceAlertDays = DefaultServiceAlertDays
+	cfg.Daemon.ServiceAlertDays = config.DefaultServiceAlertDays
 	metrics := NewMetrics()
 	d := h.daemon(cfg, func(o *Options) { o.Metrics = metrics })
 	h.issue(ctx, d)
@@ -369,7 +370,7 @@ func TestManyServicesAreReadFromTheList(t *testing.T) {
 
 func TestServiceStatusWarnings(t *testing.T) {
 	now := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
-	cc := &CertConfig{Name: "shop", ServiceID: "s1", Domains: map[string]string{"example.com": "dns"}}
+	cc := &config.CertConfig{Name: "shop", ServiceID: "s1", Domains: map[string]string{"example.com": "dns"}}
 	live := &store.Certificate{Name: "shop", Names: []string{"example.com"}, NotBefore: now.Add(-10 * 24 * time.Hour), NotAfter: now.Add(80 * 24 * time.Hour)}
 	day := 24 * time.Hour
 	tests := []struct {

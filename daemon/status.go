@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 )
@@ -53,7 +54,7 @@ type ServiceStatus struct {
 
 // serviceStatus is what Status shows of cc's service, from the recorded
 // services; r is the certificate's next renewal.
-func serviceStatus(cc *CertConfig, recorded map[string]store.Service, live *store.Certificate, r Renewal, now time.Time) *ServiceStatus {
+func serviceStatus(cc *config.CertConfig, recorded map[string]store.Service, live *store.Certificate, r Renewal, now time.Time) *ServiceStatus {
 	st := &ServiceStatus{ServiceID: cc.ServiceID}
 	s, ok := recorded[cc.ServiceID]
 	if !ok {

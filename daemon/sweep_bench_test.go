@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
@@ -190,19 +191,19 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := &Config{
-		API: APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "bench", AccessKeySecret: "bench", Timeout: time.Second},
-		Daemon: DaemonConfig{
-			StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4, PollInterval: 10 * time.Second,
+	cfg := &config.Config{
+		API: config.APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "bench", AccessKeySecret: "bench", Timeout: time.Second},
+		Daemon: config.DaemonConfig{
+			StateDir: dir, Schedule: config.DefaultSchedule, MaxConcurrent: 4, PollInterval: 10 * time.Second,
 			ExpiryAlertDays: []int{14, 7, 3, 1},
 		},
-		Certificates: make([]CertConfig, n),
+		Certificates: make([]config.CertConfig, n),
 	}
 	for i := range n {
 		name := fmt.Sprintf("cert%06d", i)
 		domain := name + ".example.com"
-		cfg.Certificates[i] = CertConfig{
-			Name: name, ServiceID: fmt.Sprintf("svc%06d", i), KeyType: KeyECDSAP256,
+		cfg.Certificates[i] = config.CertConfig{
+			Name: name, ServiceID: fmt.Sprintf("svc%06d", i), KeyType: config.KeyECDSAP256,
 			Domains: map[string]reseller.Method{domain: reseller.MethodHTTP, "www." + domain: reseller.MethodHTTP},
 			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", name)},
 		}
@@ -308,12 +309,12 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		{name: "nothing", due: true},
 		{name: "failedfresh", history: []store.Attempt{{UniqueID: "f1", Outcome: store.StepFailed, Finished: now.Add(-time.Minute)}}},
 	}
-	cfg := &Config{
-		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
-		Daemon: DaemonConfig{StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4, ExpiryAlertDays: []int{14, 7, 3, 1}},
+	cfg := &config.Config{
+		API:    config.APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
+		Daemon: config.DaemonConfig{StateDir: dir, Schedule: config.DefaultSchedule, MaxConcurrent: 4, ExpiryAlertDays: []int{14, 7, 3, 1}},
 	}
 	for _, c := range certs {
-		cc := CertConfig{Name: c.name, ServiceID: "svc-" + c.name, KeyType: KeyECDSAP256,
+		cc := config.CertConfig{Name: c.name, ServiceID: "svc-" + c.name, KeyType: config.KeyECDSAP256,
 			Domains: map[string]reseller.Method{names[0]: reseller.MethodHTTP},
 			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", c.name)}}
 		if c.extra != "" {
@@ -474,13 +475,13 @@ func benchSweepDaemonT(t *testing.T, leafPEM string) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cfg := &Config{
-		API:    APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
-		Daemon: DaemonConfig{StateDir: dir, Schedule: DefaultSchedule, MaxConcurrent: 4},
+	cfg := &config.Config{
+		API:    config.APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
+		Daemon: config.DaemonConfig{StateDir: dir, Schedule: config.DefaultSchedule, MaxConcurrent: 4},
 	}
 	now := time.Now()
 	for _, name := range []string{"alpha", "broken", "omega"} {
-		cc := CertConfig{Name: name, ServiceID: "svc-" + name, KeyType: KeyECDSAP256,
+		cc := config.CertConfig{Name: name, ServiceID: "svc-" + name, KeyType: config.KeyECDSAP256,
 			Domains: map[string]reseller.Method{name + ".example.com": reseller.MethodHTTP},
 			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", name)}}
 		cfg.Certificates = append(cfg.Certificates, cc)

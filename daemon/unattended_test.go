@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
@@ -20,7 +21,7 @@ func TestParseSchedule(t *testing.T) {
 		expr    string
 		wantErr string
 	}{
-		{DefaultSchedule, ""},
+		{config.DefaultSchedule, ""},
 		{"@hourly", ""},
 		{"@yearly", ""},
 		{"0 0 28 2 *", ""},
@@ -33,7 +34,7 @@ func TestParseSchedule(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.expr, func(t *testing.T) {
-			sched, err := ParseSchedule(tt.expr, now)
+			sched, err := config.ParseSchedule(tt.expr, now)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("refused: %v", err)
@@ -57,12 +58,12 @@ func TestReloadRefusesNeverFiringSchedule(t *testing.T) {
 	bad := *cfg
 	bad.Daemon.Schedule = "0 0 31 4 *"
 	err := d.Reload(&bad)
-	var ce *ConfigError
+	var ce *config.ConfigError
 	if !errors.As(err, &ce) || ce.Key != "daemon.schedule" {
 		t.Fatalf("Reload: %v, want a *ConfigError for daemon.schedule", err)
 	}
-	if got := d.config().Daemon.Schedule; got != DefaultSchedule {
-		t.Errorf("schedule %q after the refused reload, want the old %q", got, DefaultSchedule)
+	if got := d.config().Daemon.Schedule; got != config.DefaultSchedule {
+		t.Errorf("schedule %q after the refused reload, want the old %q", got, config.DefaultSchedule)
 	}
 	// Run refuses it too, before it starts anything.
 	d2 := h.daemon(&bad, nil)
@@ -89,7 +90,7 @@ func TestStalledScheduleWaitsAndAlertsOnce(t *testing.T) {
 		}
 	}
 	// Mended: the next check is due again.
-	d.cfg.Daemon.Schedule = DefaultSchedule
+	d.cfg.Daemon.Schedule = config.DefaultSchedule
 	if wait, due := d.untilNextCheck(&stalled); !due || wait <= 0 || wait > 6*time.Hour {
 		t.Fatalf("after the fix: %s, %v", wait, due)
 	}

@@ -34,6 +34,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 
+	"github.com/dcvd/dcvd/daemon/config"
+
 	"github.com/dcvd/dcvd/daemon/deploy"
 
 	// Registered on http.DefaultServeMux, served only with -pprof-addr.
@@ -421,11 +423,11 @@ func bench(ctx context.Context, s settings, logw io.Writer) (*result, error) {
 	// dcvd: the configuration a file would give, the DNS providers the
 	// demo uses (in-process writes to the server above, propagation
 	// checked against it over the network).
-	cfg := &daemon.Config{
-		API: daemon.APIConfig{BaseURL: "http://" + apiAddr + "/api/v1", AccessKeyID: keyID, AccessKeySecret: secret,
+	cfg := &config.Config{
+		API: config.APIConfig{BaseURL: "http://" + apiAddr + "/api/v1", AccessKeyID: keyID, AccessKeySecret: secret,
 			Timeout: reseller.DefaultTimeout, MaxRequestsPerSecond: s.rate},
-		Daemon: daemon.DaemonConfig{
-			StateDir: filepath.Join(dir, "dcvd"), Schedule: daemon.DefaultSchedule, MaxConcurrent: s.concurrency,
+		Daemon: config.DaemonConfig{
+			StateDir: filepath.Join(dir, "dcvd"), Schedule: config.DefaultSchedule, MaxConcurrent: s.concurrency,
 			PollInterval: s.poll, LogFormat: "console", LogLevel: s.logLevel,
 		},
 	}
@@ -443,8 +445,8 @@ func bench(ctx context.Context, s settings, logw io.Writer) (*result, error) {
 		for _, d := range certDomains(i, s.zones) {
 			domains[d] = reseller.MethodDNS
 		}
-		cfg.Certificates = append(cfg.Certificates, daemon.CertConfig{
-			Name: names[i], ServiceID: "svc-" + names[i], KeyType: daemon.KeyECDSAP256, DNS: fmt.Sprintf("zone%d", i%s.zones),
+		cfg.Certificates = append(cfg.Certificates, config.CertConfig{
+			Name: names[i], ServiceID: "svc-" + names[i], KeyType: config.KeyECDSAP256, DNS: fmt.Sprintf("zone%d", i%s.zones),
 			Domains: domains,
 			Deploy: deploy.Spec{Dir: filepath.Join(dir, "deploy", names[i]), Reload: s.reload,
 				Mode: deploy.DefaultMode, KeyMode: deploy.DefaultKeyMode, ReloadTimeout: deploy.DefaultReloadTimeout},

@@ -41,6 +41,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 )
 
 // checkDoneMessage is what Daemon.Run logs (at info) after each renewal
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, _, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
+	cfg, _, err := config.LoadConfig(*cfgPath, config.LoadOptions{})
 	if err != nil {
 		return fmt.Errorf("load %s: %w", *cfgPath, err)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/internal/fsutil"
 	"github.com/dcvd/dcvd/systemd"
 )
@@ -76,8 +76,8 @@ func serviceUnitText(ctx context.Context, unitFile string) (text, source string,
 
 // serviceCheck gathers the findings of one --as-service check.
 type serviceCheck struct {
-	unit     *daemon.ServiceUnit
-	id       daemon.UnitIdentity
+	unit     *config.ServiceUnit
+	id       config.UnitIdentity
 	idErr    error
 	problems []error
 	notes    []string
@@ -86,7 +86,7 @@ type serviceCheck struct {
 }
 
 func (c *serviceCheck) add(key, format string, args ...any) {
-	c.problems = append(c.problems, &daemon.ConfigError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	c.problems = append(c.problems, &config.ConfigError{Key: key, Reason: fmt.Sprintf(format, args...)})
 }
 
 // runCheckAsService is check-config --as-service.
@@ -95,14 +95,14 @@ func runCheckAsService(ctx context.Context, cfgPath, unitFile string, stdout io.
 	if err != nil {
 		return err
 	}
-	unit, err := daemon.ParseServiceUnit(text)
+	unit, err := config.ParseServiceUnit(text)
 	if err != nil {
 		return asConfig(fmt.Errorf("%s: %w", source, err))
 	}
 	c := &serviceCheck{unit: unit, credReads: map[string]bool{}}
 	for _, f := range unit.EnvironmentFiles {
 		// systemd reads them as root, before it drops privileges.
-		if err := daemon.ReadEnvironmentFile(f, unit.Environment); err != nil {
+		if err := config.ReadEnvironmentFile(f, unit.Environment); err != nil {
 			c.add("dcvd.service EnvironmentFile=", "%v: the unit would not start", err)
 		}
 	}
@@ -123,7 +123,7 @@ func runCheckAsService(ctx context.Context, cfgPath, unitFile string, stdout io.
 		}
 	}
 
-	cfg, warnings, err := daemon.LoadConfig(cfgPath, daemon.LoadOptions{LookupEnv: c.lookupEnv, ReadFile: c.readFile})
+	cfg, warnings, err := config.LoadConfig(cfgPath, config.LoadOptions{LookupEnv: c.lookupEnv, ReadFile: c.readFile})
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
@@ -201,7 +201,7 @@ func (c *serviceCheck) checkSecrets(cfgPath string) {
 		if c.idErr != nil {
 			continue
 		}
-		err := c.id.MayAccess(f.value, daemon.AccessRead)
+		err := c.id.MayAccess(f.value, config.AccessRead)
 		if err == nil || !errors.Is(err, fs.ErrPermission) {
 			continue // a missing file was reported by the load
 		}
@@ -227,8 +227,8 @@ func (c *serviceCheck) checkSecrets(cfgPath string) {
 
 // checkState checks daemon.state_dir: the unit's StateDirectory= (which
 // systemd makes and gives to the user at each start) or a writable path.
-func (c *serviceCheck) checkState(cfg *daemon.Config) {
-	if cfg.Store.Driver == daemon.StoreDriverPostgres {
+func (c *serviceCheck) checkState(cfg *config.Config) {
+	if cfg.Store.Driver == config.StoreDriverPostgres {
 		return
 	}
 	c.checkWritable("daemon.state_dir", cfg.Daemon.StateDir, "")
@@ -263,7 +263,7 @@ func (c *serviceCheck) checkWritableIn(key, root, dir, fix string) {
 		}
 		p = filepath.Dir(p)
 	}
-	if err := c.id.MayAccess(p, daemon.AccessWrite); err != nil && errors.Is(err, fs.ErrPermission) {
+	if err := c.id.MayAccess(p, config.AccessWrite); err != nil && errors.Is(err, fs.ErrPermission) {
 		c.add(key, "%v; the service runs as %s: chown %s %s, or give a group of %s write access (SupplementaryGroups= in a drop-in)%s",
 			err, c.id.Name, c.id.Name, p, c.id.Name, fix)
 	}
@@ -271,7 +271,7 @@ func (c *serviceCheck) checkWritableIn(key, root, dir, fix string) {
 
 // checkListeners: ports below the unprivileged start need
 // CAP_NET_BIND_SERVICE.
-func (c *serviceCheck) checkListeners(cfg *daemon.Config) {
+func (c *serviceCheck) checkListeners(cfg *config.Config) {
 	listeners := []struct{ key, addr string }{
 		{"daemon.callback_listen", cfg.Daemon.CallbackListen},
 		{"daemon.http_listen", cfg.Daemon.HTTPListen},
@@ -303,7 +303,7 @@ func (c *serviceCheck) checkListeners(cfg *daemon.Config) {
 // checkCertificate checks what one certificate needs of the unit: its web
 // roots and deploy directory writable, its owners and groups reachable,
 // its reload command possible.
-func (c *serviceCheck) checkCertificate(cc *daemon.CertConfig) {
+func (c *serviceCheck) checkCertificate(cc *config.CertConfig) {
 	prefix := "certificate[" + cc.Name + "]"
 	for _, w := range cc.Webroots {
 		// dcvd writes into .well-known/pki-validation/ below it.
@@ -357,7 +357,7 @@ var systemctlVerbs = map[string]bool{"reload": true, "restart": true, "try-resta
 
 // checkReload checks that the reload command can work as the unit's user
 // in its sandbox.
-func (c *serviceCheck) checkReload(key string, cc *daemon.CertConfig) {
+func (c *serviceCheck) checkReload(key string, cc *config.CertConfig) {
 	cmd := strings.TrimSpace(cc.Deploy.Reload)
 	if cmd == "" || (c.idErr == nil && c.id.UID == 0) {
 		return

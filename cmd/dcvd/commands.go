@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -44,8 +45,8 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 // loadDaemonConfig loads the configuration, printing its warnings. A file
 // that cannot be read or has problems is a configuration error.
-func loadDaemonConfig(path string, stderr io.Writer) (*daemon.Config, error) {
-	cfg, warnings, err := daemon.LoadConfig(path, daemon.LoadOptions{})
+func loadDaemonConfig(path string, stderr io.Writer) (*config.Config, error) {
+	cfg, warnings, err := config.LoadConfig(path, config.LoadOptions{})
 	for _, w := range warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
@@ -57,7 +58,7 @@ func loadDaemonConfig(path string, stderr io.Writer) (*daemon.Config, error) {
 
 // checkName refuses a NAME that the configuration has no [[certificate]]
 // of: a usage error, which names those it has.
-func checkName(cfg *daemon.Config, cfgPath, name string) error {
+func checkName(cfg *config.Config, cfgPath, name string) error {
 	names := make([]string, 0, len(cfg.Certificates))
 	for _, cc := range cfg.Certificates {
 		if cc.Name == name {
@@ -112,14 +113,14 @@ func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bo
 // dropRoot reads, when this runs as root, what only root may read and the
 // daemon would read later (the CA roots; LoadConfig has read the secret
 // files), then acts as the state directory's owner (actAsStateOwner).
-func dropRoot(cfg *daemon.Config, use stateUse, opts *daemon.Options) error {
+func dropRoot(cfg *config.Config, use stateUse, opts *daemon.Options) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
 	if opts.Roots == nil {
 		roots, err := cfg.API.CARoots()
 		if err != nil {
-			return &daemon.ConfigError{Key: "api.ca_roots_file", Reason: err.Error()}
+			return &config.ConfigError{Key: "api.ca_roots_file", Reason: err.Error()}
 		}
 		opts.Roots = roots
 	}
@@ -144,7 +145,7 @@ func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]d
 	if err := dropRoot(cfg, stateReads, &opts); err != nil {
 		return nil, err
 	}
-	if cfg.Store.Driver != daemon.StoreDriverPostgres {
+	if cfg.Store.Driver != config.StoreDriverPostgres {
 		db := filepath.Join(cfg.Daemon.StateDir, "dcvd.db")
 		s, err := store.OpenSQLiteExisting(ctx, db)
 		if errors.Is(err, fs.ErrNotExist) {
@@ -167,7 +168,7 @@ func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]d
 
 // noState is the status of cfg's certificates before anything has run:
 // each is due now, having no live certificate.
-func noState(cfg *daemon.Config, now time.Time) []daemon.CertStatus {
+func noState(cfg *config.Config, now time.Time) []daemon.CertStatus {
 	out := make([]daemon.CertStatus, 0, len(cfg.Certificates))
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
@@ -240,7 +241,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *asService {
 		return runCheckAsService(ctx, *cfgPath, *unitFile, stdout)
 	}
-	cfg, warnings, err := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
+	cfg, warnings, err := config.LoadConfig(*cfgPath, config.LoadOptions{})
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}
@@ -259,7 +260,7 @@ func runCheckConfig(ctx context.Context, args []string, stdout, stderr io.Writer
 		return asConfig(fmt.Errorf("%s has problems:\n%w", *cfgPath, errors.Join(problems...)))
 	}
 	store := cfg.Store.Driver
-	if cfg.Store.Driver == daemon.StoreDriverPostgres {
+	if cfg.Store.Driver == config.StoreDriverPostgres {
 		// The node name matters most when it was defaulted: every node
 		// must have its own.
 		store += fmt.Sprintf(" as node %s, lease %s", cfg.Store.Node, cfg.Store.Lease)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/providers"
 )
 
@@ -23,7 +23,7 @@ import (
 // were.
 func TestJournalLogLines(t *testing.T) {
 	var buf bytes.Buffer
-	log, err := newLoggerFor(&daemon.Config{}, &buf, true)
+	log, err := newLoggerFor(&config.Config{}, &buf, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestJournalLogLines(t *testing.T) {
 	}
 
 	buf.Reset()
-	log, _ = newLoggerFor(&daemon.Config{}, &buf, false)
+	log, _ = newLoggerFor(&config.Config{}, &buf, false)
 	log.Error("deploy failed")
 	if strings.HasPrefix(buf.String(), "<") || !strings.Contains(buf.String(), "ERROR") {
 		t.Errorf("plain line: %q", buf.String())
@@ -52,7 +52,7 @@ func TestJournalLogLines(t *testing.T) {
 // TestJSONLogTimes: JSON logs carry RFC 3339 times.
 func TestJSONLogTimes(t *testing.T) {
 	var buf bytes.Buffer
-	cfg := &daemon.Config{}
+	cfg := &config.Config{}
 	cfg.Daemon.LogFormat = "json"
 	log, err := newLoggerFor(cfg, &buf, false)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
@@ -117,14 +118,14 @@ func demo(ctx context.Context, stateDir, outDir string, out io.Writer) error {
 	keyID, secret := sb.AccessKey()
 	say("sandbox CA at http://%s/api/v1", api.Addr)
 
-	cfg := &daemon.Config{
-		API: daemon.APIConfig{BaseURL: "http://" + api.Addr + "/api/v1", AccessKeyID: keyID, AccessKeySecret: secret, Timeout: 30 * time.Second},
-		Daemon: daemon.DaemonConfig{
+	cfg := &config.Config{
+		API: config.APIConfig{BaseURL: "http://" + api.Addr + "/api/v1", AccessKeyID: keyID, AccessKeySecret: secret, Timeout: 30 * time.Second},
+		Daemon: config.DaemonConfig{
 			StateDir: filepath.Join(stateDir, "dcvd"), Schedule: "17 */6 * * *", MaxConcurrent: 4,
 			PollInterval: 200 * time.Millisecond,
 		},
-		Certificates: []daemon.CertConfig{{
-			Name: "demo", ServiceID: "demo", KeyType: daemon.KeyECDSAP256, DNS: "zone",
+		Certificates: []config.CertConfig{{
+			Name: "demo", ServiceID: "demo", KeyType: config.KeyECDSAP256, DNS: "zone",
 			Webroots:    []httpchallenge.Webroot{{Dir: webroot}},
 			HTTPConnect: web.Addr,
 			Domains:     demoDomains,

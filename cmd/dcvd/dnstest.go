@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -104,7 +104,7 @@ func runDNSTest(ctx context.Context, args []string, stdout io.Writer, opts provi
 	}
 
 	// The daemon's own loader: what dns test accepts, the daemon accepts.
-	cfg, warnings, err := daemon.LoadConfig(*configPath, daemon.LoadOptions{Providers: opts})
+	cfg, warnings, err := config.LoadConfig(*configPath, config.LoadOptions{Providers: opts})
 	for _, w := range warnings {
 		fmt.Fprintln(stdout, "warning:", w)
 	}

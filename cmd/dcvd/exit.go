@@ -5,7 +5,7 @@ import (
 	"errors"
 	"flag"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 )
 
 // The exit statuses of every command, so that a script can tell "try
@@ -90,7 +90,7 @@ func exitCode(err error) int {
 		ue *usageError
 		ce *configError
 		re *resumableError
-		dc *daemon.ConfigError
+		dc *config.ConfigError
 	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):

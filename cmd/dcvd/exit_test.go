@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 )
 
 // TestExitCodes: every command follows one table of exit statuses, so
@@ -86,7 +86,7 @@ func TestExitCodeOfErrors(t *testing.T) {
 		{"plain", errors.New("the CA refused"), exitFailed},
 		{"usage", asUsage(errors.New("x")), exitUsage},
 		{"config", asConfig(errors.New("x")), exitConfig},
-		{"daemon config error", fmt.Errorf("start: %w", &daemon.ConfigError{Key: "daemon.schedule", Reason: "bad"}), exitConfig},
+		{"daemon config error", fmt.Errorf("start: %w", &config.ConfigError{Key: "daemon.schedule", Reason: "bad"}), exitConfig},
 		{"resumable", asResumable(errors.New("in flight")), exitTempFail},
 		{"wrapped resumable", fmt.Errorf("reissue: %w", asResumable(errors.New("in flight"))), exitTempFail},
 		{"interrupted", fmt.Errorf("status: %w", context.Canceled), exitTempFail},

@@ -20,7 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -83,15 +83,15 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // it loads, else the main file alone (a fragment written by an earlier
 // import may still wait for its DNS provider or web root, which must not
 // keep the next import from reaching the API).
-func importConfig(path string, stderr io.Writer) (*daemon.Config, error) {
-	cfg, warnings, err := daemon.LoadConfig(path, daemon.LoadOptions{})
+func importConfig(path string, stderr io.Writer) (*config.Config, error) {
+	cfg, warnings, err := config.LoadConfig(path, config.LoadOptions{})
 	if err == nil {
 		for _, w := range warnings {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		return cfg, nil
 	}
-	main, _, mainErr := daemon.LoadConfig(path, daemon.LoadOptions{SkipIncludes: true})
+	main, _, mainErr := config.LoadConfig(path, config.LoadOptions{SkipIncludes: true})
 	if mainErr != nil {
 		return nil, asConfig(fmt.Errorf("config %s:\n%w", path, err))
 	}
@@ -105,7 +105,7 @@ type configured struct{ name, file string }
 // importConfigured finds the service_ids and certificate names already
 // configured: the main file's, and those of every file the include
 // patterns match, read loosely (a fragment may not load yet).
-func importConfigured(cfg *daemon.Config) (byService map[string]configured, names map[string]bool) {
+func importConfigured(cfg *config.Config) (byService map[string]configured, names map[string]bool) {
 	byService, names = map[string]configured{}, map[string]bool{}
 	for _, cc := range cfg.Certificates {
 		byService[cc.ServiceID] = configured{cc.Name, cfg.CertFile[cc.Name]}
@@ -290,7 +290,7 @@ type importPlanned struct {
 
 // importPlan decides every fragment before any is written, so that a
 // refusal leaves the directory as it was.
-func importPlan(o importOptions, cfg *daemon.Config, dir string, chosen []reseller.Service,
+func importPlan(o importOptions, cfg *config.Config, dir string, chosen []reseller.Service,
 	byService map[string]configured, names map[string]bool) ([]importPlanned, []string, error) {
 	var plans []importPlanned
 	var notes, refused []string
@@ -387,7 +387,7 @@ func importUniqueName(name string, taken func(string) bool) string {
 // those of the service's last order; what dcvd cannot know (the DNS
 // provider, the web root) is left for the admin, in a form check-config
 // refuses until it is done.
-func importFragment(s reseller.Service, name, deployDir string, cfg *daemon.Config, now time.Time) string {
+func importFragment(s reseller.Service, name, deployDir string, cfg *config.Config, now time.Time) string {
 	var b strings.Builder
 	day := func(t time.Time) string {
 		if t.IsZero() {
@@ -456,7 +456,7 @@ func importFragment(s reseller.Service, name, deployDir string, cfg *daemon.Conf
 	return b.String()
 }
 
-func importProviders(cfg *daemon.Config) string {
+func importProviders(cfg *config.Config) string {
 	if len(cfg.DNS) == 0 {
 		return "none yet"
 	}

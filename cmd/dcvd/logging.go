@@ -14,7 +14,7 @@ import (
 	"go.uber.org/zap/buffer"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/providers"
 )
 
@@ -24,11 +24,11 @@ import (
 // entry's priority (sd-daemon(3)), so that journalctl -p err shows the
 // errors; the text format then leaves out the time, which journald records
 // itself.
-func newLogger(cfg *daemon.Config, w io.Writer) (*zap.Logger, error) {
+func newLogger(cfg *config.Config, w io.Writer) (*zap.Logger, error) {
 	return newLoggerFor(cfg, w, toJournal(w))
 }
 
-func newLoggerFor(cfg *daemon.Config, w io.Writer, journal bool) (*zap.Logger, error) {
+func newLoggerFor(cfg *config.Config, w io.Writer, journal bool) (*zap.Logger, error) {
 	level := zapcore.InfoLevel
 	if cfg.Daemon.LogLevel != "" {
 		if err := level.Set(cfg.Daemon.LogLevel); err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 )
 
 // This file keeps the commands run by hand as root from leaving root-owned
@@ -43,7 +43,7 @@ var serviceUser = "dcvd"
 // serviceStateDir is the service's state directory (dcvd.service's
 // StateDirectory=, the configuration's default): the one a root-run
 // command must not create.
-var serviceStateDir = daemon.DefaultStateDir
+var serviceStateDir = config.DefaultStateDir
 
 // actAsStateOwner makes this process, when it runs as root, the owner of
 // cfg's state directory (its user, that user's primary group and
@@ -66,7 +66,7 @@ var serviceStateDir = daemon.DefaultStateDir
 // configuration and its secrets (LoadConfig reads them all), the CA roots.
 // On Linux, Go applies setresuid and setgroups to every thread of the
 // process (since Go 1.16), so no goroutine keeps root.
-func actAsStateOwner(cfg *daemon.Config, use stateUse, log *zap.Logger) (string, error) {
+func actAsStateOwner(cfg *config.Config, use stateUse, log *zap.Logger) (string, error) {
 	if os.Geteuid() != 0 {
 		return "", nil
 	}
@@ -74,7 +74,7 @@ func actAsStateOwner(cfg *daemon.Config, use stateUse, log *zap.Logger) (string,
 	fi, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		if use == stateReads || cfg.Store.Driver == daemon.StoreDriverPostgres {
+		if use == stateReads || cfg.Store.Driver == config.StoreDriverPostgres {
 			return "", nil
 		}
 		if _, err := user.Lookup(serviceUser); err != nil || filepath.Clean(dir) != serviceStateDir {

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -103,7 +104,7 @@ func (e rehearsalFailed) Error() string { return string(e) }
 // created: without a state database (no reissue has run yet) a throw-away
 // one stands in, removed at close, so that a rehearsal run as root before
 // the service ever started leaves no root-owned state behind.
-func openRehearsal(ctx context.Context, cfg *daemon.Config, stderr io.Writer) (*daemon.Daemon, func(), error) {
+func openRehearsal(ctx context.Context, cfg *config.Config, stderr io.Writer) (*daemon.Daemon, func(), error) {
 	quiet := *cfg
 	if quiet.Daemon.LogLevel != "error" {
 		// The table is the output; the daemon's steps would drown it.
@@ -120,7 +121,7 @@ func openRehearsal(ctx context.Context, cfg *daemon.Config, stderr io.Writer) (*
 			cleanups[i]()
 		}
 	}
-	if cfg.Store.Driver != daemon.StoreDriverPostgres {
+	if cfg.Store.Driver != config.StoreDriverPostgres {
 		s, err := store.OpenSQLiteExisting(ctx, filepath.Join(cfg.Daemon.StateDir, "dcvd.db"))
 		if errors.Is(err, fs.ErrNotExist) {
 			tmp, terr := os.MkdirTemp("", "dcvd-rehearsal-")

@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/reissueall"
 )
@@ -111,7 +112,7 @@ func refuseUnattended(ctx context.Context, cfgPath, name string, stderr io.Write
 	if err := checkName(cfg, cfgPath, name); err != nil {
 		return err
 	}
-	if cfg.Store.Driver == daemon.StoreDriverPostgres {
+	if cfg.Store.Driver == config.StoreDriverPostgres {
 		return nil
 	}
 	refusal := errNoDaemon("certificate "+name, "dcvd reissue "+name)
@@ -240,7 +241,7 @@ func maxConcurrentOf(cfgPath string) int {
 	}
 	if _, err := toml.DecodeFile(cfgPath, &f); err != nil || f.Daemon.MaxConcurrent == nil ||
 		*f.Daemon.MaxConcurrent < 1 || *f.Daemon.MaxConcurrent > 1000 {
-		return daemon.DefaultMaxConcurrent
+		return config.DefaultMaxConcurrent
 	}
 	return int(*f.Daemon.MaxConcurrent)
 }

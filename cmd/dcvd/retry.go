@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -79,7 +80,7 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			name, o.UniqueID, o.Step, failuresSoFar(o))
 		return driveHere(ctx, d, name, false, true, *timeout, stdout, stderr)
 	}
-	if d.Config().Store.Driver == daemon.StoreDriverPostgres {
+	if d.Config().Store.Driver == config.StoreDriverPostgres {
 		fmt.Fprintf(stdout, "certificate %s: order %s (step %s%s) is due now: the nodes of the cluster were told, and the first to look at it tries it at once (or run dcvd reissue %s --wait now)\n",
 			name, o.UniqueID, o.Step, failuresSoFar(o), name)
 		return nil

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/internal/sdnotify"
 )
 
@@ -150,7 +151,7 @@ type runner struct {
 	cfgPath string
 	level   zap.AtomicLevel
 	// cfg is the configuration the daemon runs with.
-	cfg *daemon.Config
+	cfg *config.Config
 	// refused counts the problems of the last reload, when it was refused.
 	refused int
 	// parts report when the control server and Run have returned.
@@ -172,7 +173,7 @@ func (r *runner) notify(send func() error) {
 func (r *runner) reload() {
 	r.notify(sdnotify.Reloading)
 	r.log.Info("SIGHUP: reloading the configuration", zap.String("config", r.cfgPath))
-	next, warnings, err := daemon.LoadConfig(r.cfgPath, daemon.LoadOptions{})
+	next, warnings, err := config.LoadConfig(r.cfgPath, config.LoadOptions{})
 	for _, w := range warnings {
 		r.log.Warn("configuration warning", zap.String("warning", w))
 	}
@@ -279,7 +280,7 @@ func (r *runner) stopped(done chan error) error {
 
 // newRunLogger is newLogger with its level in level, so that a reload can
 // change it.
-func newRunLogger(cfg *daemon.Config, w io.Writer, level zap.AtomicLevel) (*zap.Logger, error) {
+func newRunLogger(cfg *config.Config, w io.Writer, level zap.AtomicLevel) (*zap.Logger, error) {
 	if err := level.UnmarshalText([]byte(cfg.Daemon.LogLevel)); err != nil && cfg.Daemon.LogLevel != "" {
 		return nil, fmt.Errorf("daemon.log_level: %w", err)
 	}
@@ -340,7 +341,7 @@ func stateDirOf(cfgPath string) string {
 		return ""
 	}
 	if f.Daemon.StateDir == nil {
-		return daemon.DefaultStateDir
+		return config.DefaultStateDir
 	}
 	if !filepath.IsAbs(*f.Daemon.StateDir) {
 		return ""

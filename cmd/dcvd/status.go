@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 )
 
 const statusAbout = `Shows each certificate: when it expires and the days left, its next
@@ -43,7 +44,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// alert window; the daemon's status has neither. One that cannot be
 	// loaded here (statusOf has reported why when it read the state
 	// itself) leaves the deploy dirs out and the default window.
-	cfg, _, _ := daemon.LoadConfig(*cfgPath, daemon.LoadOptions{})
+	cfg, _, _ := config.LoadConfig(*cfgPath, config.LoadOptions{})
 	now := time.Now()
 	window := alertWindow(cfg)
 	deployDirs := map[string]string{}
@@ -122,8 +123,8 @@ func daysLeft(t *time.Time, now time.Time) *int {
 
 // alertWindow is how long before expiry status reports a certificate:
 // the earliest alert the daemon sends.
-func alertWindow(cfg *daemon.Config) time.Duration {
-	days := daemon.DefaultExpiryAlertDays
+func alertWindow(cfg *config.Config) time.Duration {
+	days := config.DefaultExpiryAlertDays
 	if cfg != nil && len(cfg.Daemon.ExpiryAlertDays) > 0 {
 		days = cfg.Daemon.ExpiryAlertDays
 	}

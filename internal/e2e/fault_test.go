@@ -34,6 +34,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -389,14 +390,14 @@ func TestFaultsBatchReissue(t *testing.T) {
 
 	id, secret := sb.AccessKey()
 	deployRoot := t.TempDir()
-	cfg := &daemon.Config{
-		API: daemon.APIConfig{BaseURL: api.URL + "/api/v1", AccessKeyID: id, AccessKeySecret: secret, Timeout: batchAPITimeout},
-		Daemon: daemon.DaemonConfig{
-			StateDir: t.TempDir(), Schedule: daemon.DefaultSchedule, MaxConcurrent: 4, PollInterval: 50 * time.Millisecond,
+	cfg := &config.Config{
+		API: config.APIConfig{BaseURL: api.URL + "/api/v1", AccessKeyID: id, AccessKeySecret: secret, Timeout: batchAPITimeout},
+		Daemon: config.DaemonConfig{
+			StateDir: t.TempDir(), Schedule: config.DefaultSchedule, MaxConcurrent: 4, PollInterval: 50 * time.Millisecond,
 		},
 	}
 	for i, name := range names {
-		cfg.Certificates = append(cfg.Certificates, daemon.CertConfig{
+		cfg.Certificates = append(cfg.Certificates, config.CertConfig{
 			Name: name, ServiceID: name, KeyType: "ecdsa-p256", DNS: "zone",
 			Webroots:    []httpchallenge.Webroot{{Dir: webroot}},
 			HTTPConnect: webAddr,

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"crypto/ecdsa"
@@ -657,7 +657,7 @@ func TestParseDuration(t *testing.T) {
 // TestConfigExample loads config.example.toml with its secrets faked, and
 // checks that it documents every key.
 func TestConfigExample(t *testing.T) {
-	const path = "../config.example.toml"
+	const path = "../../config.example.toml"
 	cfg, warns, err := LoadConfig(path, testLoadOptions())
 	if err != nil {
 		t.Fatalf("config.example.toml does not load:\n%v", err)
@@ -880,7 +880,7 @@ func TestConfigAlertDays(t *testing.T) {
 // TestConfigExampleNotifySections: the commented [notify.*] examples of
 // config.example.toml load once uncommented, so that they cannot rot.
 func TestConfigExampleNotifySections(t *testing.T) {
-	data, err := os.ReadFile("../config.example.toml")
+	data, err := os.ReadFile("../../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1232,7 +1232,7 @@ func TestConfigStoreKeyEncodings(t *testing.T) {
 // example's [store] load once uncommented, one secret form at a time, so
 // that they cannot rot.
 func TestConfigExampleStoreSection(t *testing.T) {
-	data, err := os.ReadFile("../config.example.toml")
+	data, err := os.ReadFile("../../config.example.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1311,54 +1311,6 @@ func TestConfigMaxRequestsPerSecond(t *testing.T) {
 				t.Errorf("String does not show the rate: %s", cfg.API)
 			}
 		})
-	}
-}
-
-// TestConfigMaxRequestsPerSecondReload checks that the rate reaches the
-// API client, and that a reload which changes it replaces the client (a
-// SIGHUP loads the file and calls Reload), while one that keeps it keeps
-// the client and its limiter.
-func TestConfigMaxRequestsPerSecondReload(t *testing.T) {
-	h := newHarness(t)
-	cfg := h.config(hDomains())
-	cfg.API.MaxRequestsPerSecond = 0
-	d := h.daemon(cfg, nil)
-	if s := d.apiClient().String(); strings.Contains(s, "MaxRequestsPerSecond") {
-		t.Fatalf("a client without a rate limit shows one: %s", s)
-	}
-
-	steps := []struct {
-		rate        float64
-		wantReplace bool
-		wantErr     bool
-	}{
-		{rate: 50, wantReplace: true},
-		{rate: 50},
-		{rate: 0.5, wantReplace: true},
-		{rate: -1, wantErr: true}, // LoadConfig refuses it; Reload must too
-		{rate: 0, wantReplace: true},
-	}
-	for _, st := range steps {
-		before := d.apiClient()
-		next := *d.Config()
-		next.API.MaxRequestsPerSecond = st.rate
-		err := d.Reload(&next)
-		if (err != nil) != st.wantErr {
-			t.Fatalf("rate %v: Reload = %v", st.rate, err)
-		}
-		if err != nil {
-			if !strings.Contains(err.Error(), "MaxRequestsPerSecond") || d.apiClient() != before {
-				t.Errorf("rate %v: refused with %v, client replaced: %t", st.rate, err, d.apiClient() != before)
-			}
-			continue
-		}
-		if replaced := d.apiClient() != before; replaced != st.wantReplace {
-			t.Errorf("rate %v: client replaced %t, want %t", st.rate, replaced, st.wantReplace)
-		}
-		s := d.apiClient().String()
-		if shows := strings.Contains(s, fmt.Sprintf("MaxRequestsPerSecond: %v}", st.rate)); shows != (st.rate > 0) {
-			t.Errorf("rate %v: the client is %s", st.rate, s)
-		}
 	}
 }
 
@@ -1520,63 +1472,63 @@ func TestConfigCheckHost(t *testing.T) {
 		{name: "read-only web root", readOnly: func(w *hostWorld) string { return w.webroot },
 			key: "certificate[a].webroot", mention: "dcvd cannot create .well-known in"},
 		{name: "read-only pki-validation", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			mkdirAll(t, filepath.Join(w.webroot, ".well-known", "pki-validation"))
+			testfs.MkdirAll(t, filepath.Join(w.webroot, ".well-known", "pki-validation"))
 		}, readOnly: func(w *hostWorld) string { return filepath.Join(w.webroot, ".well-known", "pki-validation") },
 			key: "certificate[a].webroot", mention: "dcvd cannot create files in"},
 		{name: ".well-known symlink leaving the web root", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			symlinkTo(t, w.outside, filepath.Join(w.webroot, ".well-known"))
+			testfs.Symlink(t, w.outside, filepath.Join(w.webroot, ".well-known"))
 		}, key: "certificate[a].webroot", mention: "outside the webroot"},
 		{name: "pki-validation symlink leaving the web root", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			mkdirAll(t, filepath.Join(w.webroot, ".well-known"))
-			symlinkTo(t, w.outside, filepath.Join(w.webroot, ".well-known", "pki-validation"))
+			testfs.MkdirAll(t, filepath.Join(w.webroot, ".well-known"))
+			testfs.Symlink(t, w.outside, filepath.Join(w.webroot, ".well-known", "pki-validation"))
 		}, key: "certificate[a].webroot", mention: "outside the webroot"},
 		{name: "unknown webroot_owner", setup: func(t *testing.T, c *Config, w *hostWorld) {
 			c.Certificates[0].Webroots[0].Owner = "no-such-user-dcvd"
 		}, key: "certificate[a].webroot_owner", mention: "no-such-user-dcvd"},
 		{name: "deploy.dir in a web root through a symlink", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			mkdirAll(t, filepath.Join(w.webroot, "certs"))
+			testfs.MkdirAll(t, filepath.Join(w.webroot, "certs"))
 			link := filepath.Join(w.base, "certs")
-			symlinkTo(t, filepath.Join(w.webroot, "certs"), link)
+			testfs.Symlink(t, filepath.Join(w.webroot, "certs"), link)
 			c.Certificates[0].Deploy.Dir = filepath.Join(link, "a")
 		}, key: "certificate[a].deploy.dir", mention: "the web server would serve privkey.pem"},
 		{name: "deploy.dir in another certificate's web root through a symlink", setup: func(t *testing.T, c *Config, w *hostWorld) {
 			other := filepath.Join(w.base, "other-www")
-			mkdirAll(t, filepath.Join(other, "ssl"))
+			testfs.MkdirAll(t, filepath.Join(other, "ssl"))
 			c.Certificates = append(c.Certificates, CertConfig{Name: "b", Webroots: []httpchallenge.Webroot{{Dir: other}},
 				Deploy: deploy.Spec{Dir: filepath.Join(w.base, "deploy-b")}})
 			link := filepath.Join(w.base, "ssl-link")
-			symlinkTo(t, filepath.Join(other, "ssl"), link)
+			testfs.Symlink(t, filepath.Join(other, "ssl"), link)
 			c.Certificates[0].Deploy.Dir = link
 		}, key: "certificate[a].deploy.dir", mention: "of certificate[b] once symlinks are resolved"},
 		{name: "deploy.dir a symlink to /etc", setup: func(t *testing.T, c *Config, w *hostWorld) {
 			link := filepath.Join(w.base, "etc-link")
-			symlinkTo(t, "/etc", link)
+			testfs.Symlink(t, "/etc", link)
 			c.Certificates[0].Deploy.Dir = link
 		}, key: "certificate[a].deploy.dir", mention: "leads through symlinks to /etc, which is a directory of the system"},
 		{name: "deploy.dir writable by everyone", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			mkdirAll(t, c.Certificates[0].Deploy.Dir)
-			chmod(t, c.Certificates[0].Deploy.Dir, 0o777)
+			testfs.MkdirAll(t, c.Certificates[0].Deploy.Dir)
+			testfs.Chmod(t, c.Certificates[0].Deploy.Dir, 0o777)
 		}, key: "certificate[a].deploy.dir", mention: "writable by every user (mode 0777)"},
 		{name: "state_dir writable by everyone", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			chmod(t, c.Daemon.StateDir, 0o777)
+			testfs.Chmod(t, c.Daemon.StateDir, 0o777)
 		}, key: "daemon.state_dir", mention: "writable by its group or by every user (mode 0777)"},
 		{name: "state_dir writable by its group", setup: func(t *testing.T, c *Config, w *hostWorld) {
-			chmod(t, c.Daemon.StateDir, 0o770)
+			testfs.Chmod(t, c.Daemon.StateDir, 0o770)
 		}, key: "daemon.state_dir", mention: "(mode 0770)"},
 		{name: "keys open to the group", setup: func(t *testing.T, c *Config, w *hostWorld) {
 			keys := filepath.Join(c.Daemon.StateDir, "keys")
-			mkdirAll(t, keys)
-			chmod(t, keys, 0o750)
+			testfs.MkdirAll(t, keys)
+			testfs.Chmod(t, keys, 0o750)
 		}, key: "daemon.state_dir", mention: "keys is open to its group or to other users (mode 0750)"},
 		{name: "keys owned by someone else", setup: func(t *testing.T, c *Config, w *hostWorld) {
 			keys := filepath.Join(c.Daemon.StateDir, "keys")
 			if !root {
 				// Unprivileged, no directory can be given away: the
 				// keys/ of this state directory is root's / instead.
-				symlinkTo(t, "/", keys)
+				testfs.Symlink(t, "/", keys)
 				return
 			}
-			mkdirAll(t, keys)
+			testfs.MkdirAll(t, keys)
 			if err := os.Chown(keys, 65534, 65534); err != nil {
 				t.Fatal(err)
 			}
@@ -1632,8 +1584,8 @@ func newHostWorld(t *testing.T) (*Config, *hostWorld) {
 	t.Helper()
 	base := t.TempDir()
 	w := &hostWorld{base: base, webroot: filepath.Join(base, "www"), outside: filepath.Join(base, "outside")}
-	mkdirAll(t, w.webroot)
-	mkdirAll(t, w.outside)
+	testfs.MkdirAll(t, w.webroot)
+	testfs.MkdirAll(t, w.outside)
 	state := filepath.Join(base, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
@@ -1646,25 +1598,4 @@ func newHostWorld(t *testing.T) (*Config, *hostWorld) {
 			Deploy:   deploy.Spec{Dir: filepath.Join(base, "deploy", "a"), Reload: "true"},
 		}},
 	}, w
-}
-
-func mkdirAll(t *testing.T, dir string) {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func symlinkTo(t *testing.T, target, link string) {
-	t.Helper()
-	if err := os.Symlink(target, link); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func chmod(t *testing.T, path string, mode os.FileMode) {
-	t.Helper()
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"crypto/x509"
@@ -405,7 +405,7 @@ func parseConfig(path string, data []byte, opts LoadOptions) (*Config, []string,
 	l := &loader{opts: opts}
 	l.include(path, raw)
 	cfg := l.load(path, raw)
-	cfgSortErrors(l.errs)
+	SortErrors(l.errs)
 	sort.Strings(l.warns)
 	if len(l.errs) > 0 {
 		return nil, l.warns, errors.Join(l.errs...)
@@ -1048,7 +1048,7 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 		d.ServiceAlertDays = days
 	}
 	if s.duration("history_retention", &d.HistoryRetention) && d.HistoryRetention < MinHistoryRetention {
-		l.fail(s.key("history_retention"), "must be at least %s, got %s", formatDuration(MinHistoryRetention), formatDuration(d.HistoryRetention))
+		l.fail(s.key("history_retention"), "must be at least %s, got %s", FormatDuration(MinHistoryRetention), FormatDuration(d.HistoryRetention))
 	}
 	if n, ok := s.integer("history_per_certificate"); ok {
 		if n < 1 || n > MaxHistoryPerCertificate {
@@ -1457,7 +1457,7 @@ func (l *loader) certificate(i int, m map[string]any) (c CertConfig, prefix stri
 	}
 	if dnsName, ok := s.str("dns"); ok {
 		if !l.dnsSections[dnsName] {
-			l.fail(s.key("dns"), "no [dns.%s] section in the config (sections: %s)", dnsName, cfgList(cfgSortedKeys(l.dnsSections)))
+			l.fail(s.key("dns"), "no [dns.%s] section in the config (sections: %s)", dnsName, QuoteList(cfgSortedKeys(l.dnsSections)))
 		} else {
 			c.DNS = dnsName
 			l.dnsUsed[dnsName] = true
@@ -1477,13 +1477,13 @@ func (l *loader) certificate(i int, m map[string]any) (c CertConfig, prefix stri
 		}
 	}
 	if len(dnsNames) > 0 && !s.has("dns") {
-		l.fail(s.key("dns"), "required by the dns-validated names %s: name a [dns.NAME] section", cfgList(dnsNames))
+		l.fail(s.key("dns"), "required by the dns-validated names %s: name a [dns.NAME] section", QuoteList(dnsNames))
 	}
 	if len(dnsNames) == 0 && c.DNS != "" {
 		l.warn(s.key("dns"), "no name of this certificate is validated by dns")
 	}
 	if len(httpNames) > 0 && !s.has("webroot") && !s.has("standalone") && l.httpListen == "" {
-		l.fail(s.key("webroot"), "required by the http/https-validated names %s: set webroot (the document root serving them), standalone (\"host:port\" dcvd listens on while validating) or daemon.http_listen (where the web server proxies /.well-known/pki-validation/)", cfgList(httpNames))
+		l.fail(s.key("webroot"), "required by the http/https-validated names %s: set webroot (the document root serving them), standalone (\"host:port\" dcvd listens on while validating) or daemon.http_listen (where the web server proxies /.well-known/pki-validation/)", QuoteList(httpNames))
 	}
 	if c.Standalone != "" && l.httpListen == "" {
 		for _, n := range httpsNames {
@@ -1745,7 +1745,7 @@ func (l *loader) organization(s section) *reseller.Organization {
 }
 
 // Check makes the checks of "dcvd check-config" that look at the host
-// rather than the file, the same ones (hostChecks) the daemon makes before
+// rather than the file, the same ones (HostChecks) the daemon makes before
 // every paid reissue: the state directory exists or can be created, is
 // writable (a temporary file is created and removed) and writable by no
 // one else, and its keys/ is dcvd's alone; ca_roots_file holds
@@ -1757,9 +1757,9 @@ func (l *loader) organization(s section) *reseller.Organization {
 // reload command's program exists. Each error is a *ConfigError naming its
 // key; they are sorted by key.
 func (c *Config) Check() []error {
-	h := newHostChecks(true)
+	h := NewHostChecks(true)
 	var errs []error
-	for _, p := range h.stateProblems(c.Daemon.StateDir) {
+	for _, p := range h.StateProblems(c.Daemon.StateDir) {
 		errs = append(errs, p)
 	}
 	if _, err := c.API.CARoots(); err != nil {
@@ -1767,9 +1767,9 @@ func (c *Config) Check() []error {
 	}
 	// Every web root, resolved once: a deploy directory may be in another
 	// certificate's web root too.
-	served := h.webroots(c.Certificates)
+	served := h.Webroots(c.Certificates)
 	for i := range c.Certificates {
-		for _, p := range h.certProblems(&c.Certificates[i], served) {
+		for _, p := range h.CertProblems(&c.Certificates[i], served) {
 			errs = append(errs, p)
 		}
 	}
@@ -1783,7 +1783,7 @@ func (c *Config) Check() []error {
 			}
 		}
 	}
-	cfgSortErrors(errs)
+	SortErrors(errs)
 	return errs
 }
 
@@ -1830,9 +1830,9 @@ func cfgCheckWritableDir(dir string) error {
 	}
 }
 
-// cfgSortErrors sorts ConfigErrors by file (the main file's first), key,
+// SortErrors sorts ConfigErrors by file (the main file's first), key,
 // then reason.
-func cfgSortErrors(errs []error) {
+func SortErrors(errs []error) {
 	sortKey := func(e error) (string, string, string) {
 		var ce *ConfigError
 		if errors.As(e, &ce) {
@@ -1897,7 +1897,8 @@ func cfgTypeName(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-func cfgList(names []string) string {
+// QuoteList renders names as a quoted, comma-separated list, or "none".
+func QuoteList(names []string) string {
 	if len(names) == 0 {
 		return "none"
 	}

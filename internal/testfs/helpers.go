@@ -1,0 +1,30 @@
+package testfs
+
+import (
+	"os"
+	"testing"
+)
+
+// MkdirAll creates dir and its parents (mode 0755) or fails the test.
+func MkdirAll(t testing.TB, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Symlink makes link point at target or fails the test.
+func Symlink(t testing.TB, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Chmod sets path's mode or fails the test.
+func Chmod(t testing.TB, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
