@@ -14,6 +14,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
+	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/notify"
@@ -44,7 +45,7 @@ type Options struct {
 	// /bin/sh.
 	Deployer *deploy.Deployer
 	// Metrics, when set, is kept up to date (see Metrics).
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 	// Version is this build's version, which a cluster node reports.
 	Version string
 	// StopGrace is how long the step at work may go on after the context
@@ -67,7 +68,7 @@ type Daemon struct {
 	roots     *x509.CertPool
 	now       func() time.Time
 	afterStep func(o *store.Order)
-	metrics   *Metrics
+	metrics   *metrics.Metrics
 
 	responder   *httpchallenge.Responder
 	standalones map[string]*httpchallenge.Standalone
@@ -119,7 +120,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error)
 		d.log = zap.NewNop()
 	}
 	if d.metrics == nil && cfg.Daemon.MetricsListen != "" {
-		d.metrics = NewMetrics()
+		d.metrics = metrics.New()
 	}
 	if len(cfg.Notify) > 0 {
 		d.notifier = notify.New(cfg.Notify, d.log)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
+	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/reseller"
@@ -882,25 +883,25 @@ func randomHex(n int) string {
 func failureReason(step store.Step, err error) string {
 	var pe *PreflightError
 	if errors.As(err, &pe) {
-		return FailurePreflight
+		return metrics.FailurePreflight
 	}
 	switch step {
 	case store.StepNew, store.StepVisible:
-		return FailureAPI
+		return metrics.FailureAPI
 	case store.StepSubmitted, store.StepPublishing, store.StepPublished:
-		return FailureDCV
+		return metrics.FailureDCV
 	case store.StepRechecked:
 		var fe *fatalError
 		if errors.As(err, &fe) {
-			return FailureVerify
+			return metrics.FailureVerify
 		}
-		return FailureAPI
+		return metrics.FailureAPI
 	case store.StepIssued:
-		return FailureDeploy
+		return metrics.FailureDeploy
 	case store.StepDeployed:
-		return FailureReload
+		return metrics.FailureReload
 	}
-	return FailureOther
+	return metrics.FailureOther
 }
 
 // updateCertMetrics publishes the expiry, planned renewal and readiness of

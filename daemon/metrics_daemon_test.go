@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dcvd/dcvd/daemon/metrics"
 )
 
 // TestMetricsAfterAReissue: after a reissue against the sandbox, /metrics
@@ -14,7 +16,7 @@ import (
 func TestMetricsAfterAReissue(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
-	m := NewMetrics()
+	m := metrics.New()
 	d := h.daemon(h.config(hDomains()), func(o *Options) { o.Metrics = m })
 	o := h.issue(ctx, d)
 

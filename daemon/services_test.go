@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
 )
@@ -54,7 +55,7 @@ func TestServiceEndingAlertsOncePerThreshold(t *testing.T) {
 	cfg := h.config(hDomains())
 	cfg.Notify = []notify.Configured{ch}
 	cfg.Daemon.ServiceAlertDays = config.DefaultServiceAlertDays
-	metrics := NewMetrics()
+	metrics := metrics.New()
 	d := h.daemon(cfg, func(o *Options) { o.Metrics = metrics })
 	h.issue(ctx, d)
 
@@ -277,7 +278,7 @@ func (s *webhookSink) snapshot() []notify.WebhookPayload {
 	return append([]notify.WebhookPayload(nil), s.events...)
 }
 
-func scrape(t *testing.T, m *Metrics) string {
+func scrape(t *testing.T, m *metrics.Metrics) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

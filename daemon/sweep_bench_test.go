@@ -22,6 +22,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
+	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -175,7 +176,7 @@ func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
 // (history attempts each when history > 0, the histories interleaved as
 // renewals make them), in a new SQLite store, with the default expiry
 // alerts, logging nowhere; with metrics if asked.
-func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, metrics bool, history int) *Daemon {
+func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPEM string, withMetrics bool, history int) *Daemon {
 	b.Helper()
 	dir := b.TempDir()
 	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "dcvd.db"))
@@ -243,8 +244,8 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 		b.Fatal(err)
 	}
 	opts := Options{Store: st}
-	if metrics {
-		opts.Metrics = NewMetrics()
+	if withMetrics {
+		opts.Metrics = metrics.New()
 	}
 	d, err := New(ctx, cfg, opts)
 	if err != nil {

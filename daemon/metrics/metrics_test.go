@@ -1,4 +1,4 @@
-package daemon
+package metrics
 
 import (
 	"bufio"
@@ -371,7 +371,7 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := NewMetrics()
+			m := New()
 			if tt.setup != nil {
 				tt.setup(m)
 			}
@@ -405,7 +405,7 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 // that exactly the current one is 1, and that another certificate's order
 // is left alone.
 func TestMetricsStepOneHot(t *testing.T) {
-	m := NewMetrics()
+	m := New()
 	m.SetStep("other", string(store.StepRechecked))
 	seq := append([]string{""}, func() []string {
 		var s []string
@@ -451,7 +451,7 @@ func TestMetricsStepOneHot(t *testing.T) {
 }
 
 func TestMetricsExposition(t *testing.T) {
-	m := NewMetrics()
+	m := New()
 	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), false)
 	m.SetStep("www", string(store.StepVisible))
 	const want = `
@@ -475,7 +475,7 @@ dcvd_certificate_expiration_timestamp_seconds{name="www"} 1.8e+09
 // TestMetricsFamilies checks that every family the design names exists, with
 // its type and labels, a Help string, and nothing else under dcvd_.
 func TestMetricsFamilies(t *testing.T) {
-	m := NewMetrics()
+	m := New()
 	m.SetCertificate("www", time.Unix(1800000000, 0), time.Unix(1795000000, 0), true)
 	m.SetStep("www", string(store.StepNew))
 	m.ReissueStarted("www")
@@ -585,7 +585,7 @@ func TestMetricsHistogramBuckets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := NewMetrics()
+			m := New()
 			tt.observe(m)
 			mfs, err := m.reg.Gather()
 			if err != nil {
@@ -649,7 +649,7 @@ func TestMetricsHealthz(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			m := NewMetrics()
+			m := New()
 			tt.set(m)
 			rec := httptest.NewRecorder()
 			m.Handler().ServeHTTP(rec, httptest.NewRequest(tt.method, tt.path, nil))
@@ -675,7 +675,7 @@ func TestMetricsHealthz(t *testing.T) {
 // does, and reads the expiry gauge back from the text exposition.
 func TestMetricsHandlerServesExpiry(t *testing.T) {
 	notAfter := time.Date(2027, 3, 1, 12, 30, 45, 0, time.UTC)
-	m := NewMetrics()
+	m := New()
 	m.SetCertificate("www.example.com", notAfter, notAfter.AddDate(0, 0, -30), true)
 	m.SetCertificate("api", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, false)
 	srv := httptest.NewServer(m.Handler())
@@ -774,7 +774,7 @@ func TestMetricsNilReceiver(t *testing.T) {
 // TestMetricsRegistriesIndependent guards the "no global state" rule: two
 // daemons in one process must not share or collide on series.
 func TestMetricsRegistriesIndependent(t *testing.T) {
-	a, b := NewMetrics(), NewMetrics()
+	a, b := New(), New()
 	a.ReissueStarted("www")
 	a.SetHealthy(true, "")
 	if got := testutil.ToFloat64(a.reissues.WithLabelValues("www")); got != 1 {
@@ -792,7 +792,7 @@ func TestMetricsRegistriesIndependent(t *testing.T) {
 // scrapes at once, after which each certificate's step gauge is still
 // one-hot or all zero.
 func TestMetricsConcurrent(t *testing.T) {
-	m := NewMetrics()
+	m := New()
 	h := m.Handler()
 	var wg sync.WaitGroup
 	for g := range 8 {

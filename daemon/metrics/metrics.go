@@ -1,4 +1,10 @@
-package daemon
+// Package metrics is dcvd's Prometheus exposition and health endpoint:
+// per-certificate expiry and renewal times, the step of each order in
+// flight, reissues, failures by reason, charges, API call and propagation
+// latencies, and the subscription ends. The daemon calls its setters as
+// things happen; every label set is bounded (failure reasons and steps are
+// fixed lists, certificates are the configured ones).
+package metrics
 
 import (
 	"math"
@@ -93,11 +99,11 @@ type Metrics struct {
 	unhealthy string // why, when !healthy
 }
 
-// NewMetrics returns metrics in a new registry that also holds the Go
+// New returns metrics in a new registry that also holds the Go
 // runtime and process collectors. It starts unhealthy ("starting") until
 // the daemon calls SetHealthy(true, ""), so that /healthz does not report a
 // daemon that has not yet loaded its state.
-func NewMetrics() *Metrics {
+func New() *Metrics {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
 		extraStep: make(map[string]string),
