@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -81,7 +84,7 @@ func TestControlSocketPaths(t *testing.T) {
 		{"/var/lib/dcvd", ":/run/other", "/var/lib/dcvd/dcvd.sock", ""},
 	}
 	for _, tt := range tests {
-		socket, link := ControlSocketPaths(tt.stateDir, tt.runtimeDir)
+		socket, link := control.SocketPaths(tt.stateDir, tt.runtimeDir)
 		if socket != tt.socket || link != tt.link {
 			t.Errorf("ControlSocketPaths(%q, %q) = %q, %q; want %q, %q", tt.stateDir, tt.runtimeDir, socket, link, tt.socket, tt.link)
 		}
@@ -94,8 +97,8 @@ func TestControlSocketPaths(t *testing.T) {
 func TestControlSocketListen(t *testing.T) {
 	t.Run("mode 0600 and nothing else left", func(t *testing.T) {
 		dir := shortDir(t)
-		path := filepath.Join(dir, ControlSocketName)
-		l, err := ListenControl(path, "")
+		path := filepath.Join(dir, control.SocketName)
+		l, err := control.Listen(path, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,8 +109,8 @@ func TestControlSocketListen(t *testing.T) {
 		if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s has mode %s, want a socket with 0600", path, fi.Mode())
 		}
-		if got := entries(t, dir); !slices.Equal(got, []string{ControlSocketName}) {
-			t.Errorf("the directory holds %v, want only %s", got, ControlSocketName)
+		if got := entries(t, dir); !slices.Equal(got, []string{control.SocketName}) {
+			t.Errorf("the directory holds %v, want only %s", got, control.SocketName)
 		}
 		if !answers(path) {
 			t.Fatal("nothing answers on the socket")
@@ -121,9 +124,9 @@ func TestControlSocketListen(t *testing.T) {
 	})
 
 	t.Run("stale socket removed", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), ControlSocketName)
+		path := filepath.Join(shortDir(t), control.SocketName)
 		staleSocket(t, path)
-		l, err := ListenControl(path, "")
+		l, err := control.Listen(path, "")
 		if err != nil {
 			t.Fatalf("a stale socket made ListenControl fail: %v", err)
 		}
@@ -134,13 +137,13 @@ func TestControlSocketListen(t *testing.T) {
 	})
 
 	t.Run("live socket refused", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), ControlSocketName)
-		l, err := ListenControl(path, "")
+		path := filepath.Join(shortDir(t), control.SocketName)
+		l, err := control.Listen(path, "")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		l2, err := ListenControl(path, "")
+		l2, err := control.Listen(path, "")
 		if err == nil {
 			l2.Close()
 			t.Fatal("a second daemon took over a live control socket")
@@ -154,11 +157,11 @@ func TestControlSocketListen(t *testing.T) {
 	})
 
 	t.Run("file in the way refused", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), ControlSocketName)
+		path := filepath.Join(shortDir(t), control.SocketName)
 		if err := os.WriteFile(path, []byte("keep me\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if l, err := ListenControl(path, ""); err == nil {
+		if l, err := control.Listen(path, ""); err == nil {
 			l.Close()
 			t.Fatal("ListenControl replaced a regular file")
 		}
@@ -168,8 +171,8 @@ func TestControlSocketListen(t *testing.T) {
 	})
 
 	t.Run("path too long", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), strings.Repeat("d", 100), ControlSocketName)
-		if l, err := ListenControl(path, ""); err == nil {
+		path := filepath.Join(shortDir(t), strings.Repeat("d", 100), control.SocketName)
+		if l, err := control.Listen(path, ""); err == nil {
 			l.Close()
 			t.Fatal("ListenControl took a path longer than a unix socket allows")
 		} else if !strings.Contains(err.Error(), "too long") && !strings.Contains(err.Error(), "longer than") {
@@ -179,27 +182,27 @@ func TestControlSocketListen(t *testing.T) {
 
 	t.Run("link in the state directory", func(t *testing.T) {
 		stateDir, runtimeDir := shortDir(t), shortDir(t)
-		socket, link := ControlSocketPaths(stateDir, runtimeDir)
+		socket, link := control.SocketPaths(stateDir, runtimeDir)
 		// A link left by a daemon that is gone points nowhere.
 		if err := os.Symlink(filepath.Join(runtimeDir, "gone.sock"), link); err != nil {
 			t.Fatal(err)
 		}
-		l, err := ListenControl(socket, link)
+		l, err := control.Listen(socket, link)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if target, err := os.Readlink(link); err != nil || target != socket {
 			t.Fatalf("link %s points to %q (%v), want %s", link, target, err, socket)
 		}
-		c, err := DialControl(link)
+		c, err := control.Dial(link)
 		if err != nil {
 			t.Fatalf("dial through the link: %v", err)
 		}
 		c.Close()
 		// A second daemon with another runtime directory finds the first
 		// through the link.
-		socket2, _ := ControlSocketPaths(stateDir, shortDir(t))
-		if l2, err := ListenControl(socket2, link); err == nil {
+		socket2, _ := control.SocketPaths(stateDir, shortDir(t))
+		if l2, err := control.Listen(socket2, link); err == nil {
 			l2.Close()
 			t.Fatal("a second daemon on the same state directory was not refused")
 		}
@@ -214,8 +217,8 @@ func TestControlSocketListen(t *testing.T) {
 	})
 
 	t.Run("close leaves a newer socket alone", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), ControlSocketName)
-		old, err := ListenControl(path, "")
+		path := filepath.Join(shortDir(t), control.SocketName)
+		old, err := control.Listen(path, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +226,7 @@ func TestControlSocketListen(t *testing.T) {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
-		l, err := ListenControl(path, "")
+		l, err := control.Listen(path, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -242,12 +245,12 @@ func TestControlDialNoDaemon(t *testing.T) {
 	stale := filepath.Join(dir, "stale.sock")
 	staleSocket(t, stale)
 	for _, path := range []string{filepath.Join(dir, "missing.sock"), stale} {
-		c, err := DialControl(path)
+		c, err := control.Dial(path)
 		if err == nil {
 			c.Close()
 			t.Fatalf("DialControl(%s) succeeded", path)
 		}
-		if !errors.Is(err, ErrNoDaemon) {
+		if !errors.Is(err, control.ErrNoDaemon) {
 			t.Errorf("DialControl(%s): %v, want ErrNoDaemon", path, err)
 		}
 	}
@@ -257,7 +260,7 @@ func TestControlDialNoDaemon(t *testing.T) {
 type controlWorld struct {
 	h      *harness
 	d      *Daemon
-	c      *ControlClient
+	c      *control.Client
 	path   string
 	cfg    *config.Config
 	watch  *stepWatch
@@ -270,8 +273,8 @@ func newControlWorld(t *testing.T) *controlWorld {
 	h := newHarness(t)
 	w := &controlWorld{h: h, cfg: h.config(hDomains()), watch: newStepWatch(store.StepPublished), served: make(chan error, 1)}
 	w.d = h.daemon(w.cfg, func(o *Options) { o.AfterStep = w.watch.afterStep })
-	w.path = filepath.Join(shortDir(t), ControlSocketName)
-	ln, err := ListenControl(w.path, "")
+	w.path = filepath.Join(shortDir(t), control.SocketName)
+	ln, err := control.Listen(w.path, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +282,7 @@ func newControlWorld(t *testing.T) *controlWorld {
 	w.cancel = cancel
 	go func() { w.served <- w.d.ServeControlOn(ctx, ln) }()
 	t.Cleanup(func() { w.stop(t) })
-	if w.c, err = DialControl(w.path); err != nil {
+	if w.c, err = control.Dial(w.path); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.c.Close() })
@@ -305,7 +308,7 @@ func (w *controlWorld) stop(t *testing.T) {
 
 func wantControlError(t *testing.T, err error, status int, contains ...string) {
 	t.Helper()
-	var ce *ControlError
+	var ce *control.Error
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a *ControlError with status %d", err, status)
 	}
@@ -392,7 +395,7 @@ func TestControlReissueStatusRedeploy(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw json.RawMessage
-	if err := w.c.call(ctx, http.MethodGet, "/order", map[string][]string{"unique_id": {o.UniqueID}}, &raw); err != nil {
+	if err := socketGet(ctx, socketHTTP(w.path), "/order?unique_id="+url.QueryEscape(o.UniqueID), &raw); err != nil {
 		t.Fatal(err)
 	}
 	for what, secret := range map[string]string{"callback token": stored.CallbackToken, "key file": stored.KeyFile, "CSR": "CERTIFICATE REQUEST"} {
@@ -422,7 +425,7 @@ func TestControlReissueStatusRedeploy(t *testing.T) {
 		{http.MethodGet, "/nothing", http.StatusNotFound},
 	} {
 		req, _ := http.NewRequestWithContext(ctx, r.method, "http://dcvd"+r.path, nil)
-		resp, err := w.c.hc.Do(req)
+		resp, err := socketHTTP(w.path).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +439,7 @@ func TestControlReissueStatusRedeploy(t *testing.T) {
 	if _, err := os.Lstat(w.path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the socket is still there after the stop: %v", err)
 	}
-	if _, err := DialControl(w.path); !errors.Is(err, ErrNoDaemon) {
+	if _, err := control.Dial(w.path); !errors.Is(err, control.ErrNoDaemon) {
 		t.Errorf("dial after the stop: %v, want ErrNoDaemon", err)
 	}
 }
@@ -539,18 +542,18 @@ func TestControlStoppingRefusesReissue(t *testing.T) {
 func TestControlServeControl(t *testing.T) {
 	h := newHarness(t)
 	d := h.daemon(h.config(hDomains()), nil)
-	path := filepath.Join(shortDir(t), ControlSocketName)
+	path := filepath.Join(shortDir(t), control.SocketName)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- d.ServeControl(ctx, path) }()
-	var c *ControlClient
+	var c *control.Client
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		var err error
-		if c, err = DialControl(path); err == nil {
+		if c, err = control.Dial(path); err == nil {
 			break
 		}
-		if !errors.Is(err, ErrNoDaemon) || time.Now().After(deadline) {
+		if !errors.Is(err, control.ErrNoDaemon) || time.Now().After(deadline) {
 			t.Fatalf("dial: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -587,13 +590,13 @@ func TestControlRetry(t *testing.T) {
 
 	_, err := w.c.Retry(ctx, "nope")
 	wantControlError(t, err, http.StatusNotFound, `"nope"`)
-	if ce := (*ControlError)(nil); errors.As(err, &ce) && ce.Code != ControlUnknownCertificate {
-		t.Errorf("code %q, want %q", ce.Code, ControlUnknownCertificate)
+	if ce := (*control.Error)(nil); errors.As(err, &ce) && ce.Code != control.CodeUnknownCertificate {
+		t.Errorf("code %q, want %q", ce.Code, control.CodeUnknownCertificate)
 	}
 	_, err = w.c.Retry(ctx, hCert)
 	wantControlError(t, err, http.StatusNotFound, "has no order in flight", "dcvd reissue shop starts one")
-	if ce := (*ControlError)(nil); errors.As(err, &ce) && ce.Code != ControlNoOrder {
-		t.Errorf("code %q, want %q", ce.Code, ControlNoOrder)
+	if ce := (*control.Error)(nil); errors.As(err, &ce) && ce.Code != control.CodeNoOrder {
+		t.Errorf("code %q, want %q", ce.Code, control.CodeNoOrder)
 	}
 
 	// Nobody drives it: the daemon starts a driver, which tries at once.
@@ -602,7 +605,7 @@ func TestControlRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.How != RetryStarted || res.Order.UniqueID != stuck.UniqueID || res.Order.Attempts != 1 || res.Order.LastError != stuck.LastError {
+	if res.How != control.RetryStarted || res.Order.UniqueID != stuck.UniqueID || res.Order.Attempts != 1 || res.Order.LastError != stuck.LastError {
 		t.Fatalf("retry of an order nobody drives: %+v (order %+v), want a driver started on %s", res, res.Order, stuck.UniqueID)
 	}
 	done, err := w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
@@ -618,7 +621,7 @@ func TestControlRetry(t *testing.T) {
 		t.Fatalf("reissue of the order in backoff: %+v, %v; want order %s, in backoff", o, err, stuck.UniqueID)
 	}
 	waitDriverWaiting(t, w.d, stuck.UniqueID)
-	if res, err = w.c.Retry(ctx, hCert); err != nil || res.How != RetryWoken {
+	if res, err = w.c.Retry(ctx, hCert); err != nil || res.How != control.RetryWoken {
 		t.Fatalf("retry of an order whose driver waits: %+v, %v; want it woken", res, err)
 	}
 	done, err = w.c.Wait(ctx, hCert, stuck.UniqueID, 10*time.Millisecond, nil)
@@ -633,8 +636,8 @@ func TestControlRetry(t *testing.T) {
 	c := &controlServer{d: w.d, ctx: canceledContext()}
 	if _, err := c.retry(hCert); err == nil {
 		t.Error("a stopping daemon took a retry")
-	} else if status, code := replyStatus(err); status != http.StatusServiceUnavailable || code != ControlStopping {
-		t.Errorf("a stopping daemon answered %d %q, want 503 %q", status, code, ControlStopping)
+	} else if status, code := replyStatus(err); status != http.StatusServiceUnavailable || code != control.CodeStopping {
+		t.Errorf("a stopping daemon answered %d %q, want 503 %q", status, code, control.CodeStopping)
 	}
 }
 
@@ -657,7 +660,7 @@ func TestControlFollowStopsOnObserve(t *testing.T) {
 	w.watch.waitHeld(t)
 	stop := errors.New("enough")
 	var seen []store.Step
-	got, err := w.c.Follow(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(st *OrderStatus) error {
+	got, err := w.c.Follow(ctx, hCert, o.UniqueID, 10*time.Millisecond, func(st *control.OrderStatus) error {
 		seen = append(seen, st.Step)
 		return stop
 	})
@@ -671,4 +674,32 @@ func TestControlFollowStopsOnObserve(t *testing.T) {
 	if done, err := w.c.Wait(ctx, hCert, o.UniqueID, 10*time.Millisecond, nil); err != nil || done.Step != store.StepDone {
 		t.Fatalf("the order ended %+v, %v; want done", done, err)
 	}
+}
+
+// socketHTTP is a plain HTTP client over the control socket at path, for
+// requests that control.Client never makes.
+func socketHTTP(path string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", path)
+		},
+	}}
+}
+
+// socketGet GETs path over hc and decodes the JSON reply into out.
+func socketGet(ctx context.Context, hc *http.Client, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://dcvd"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
 }

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -16,41 +17,6 @@ import (
 // backoff (a step that failed, say, ten times and now waits a day) tried
 // now. Neither a reissue, a reload nor a restart does that: each resumes
 // the order where it stands, and it stands waiting until NextAttempt.
-
-// RetryHow says what Retry did to have the order tried now.
-type RetryHow string
-
-const (
-	// RetryWoken: a driver of this process was at work on the order; it
-	// was woken and tries it at once (or, if it was in the middle of a
-	// step, right after that step).
-	RetryWoken RetryHow = "woken"
-	// RetryStarted: no driver of this process was at work on the order;
-	// its next attempt was recorded as due now and a driver started on it
-	// (the control socket's retry, in a running daemon).
-	RetryStarted RetryHow = "started"
-	// RetryRecorded: nobody drives the order here; its next attempt was
-	// recorded as due now, so that the next driver to take it up (dcvd
-	// run when it starts, dcvd reissue --wait, another node of a cluster,
-	// which is told at once) tries it without waiting.
-	RetryRecorded RetryHow = "recorded"
-	// RetryElsewhere: another node of the cluster holds the
-	// certificate's lease and drives the order; it tries it at its own
-	// next attempt. Nothing was changed: only the lease holder may write
-	// the order.
-	RetryElsewhere RetryHow = "elsewhere"
-)
-
-// RetryResult is what Retry did.
-type RetryResult struct {
-	// Order is the order in flight as it stood when Retry looked at it
-	// (with RetryRecorded and RetryStarted, NextAttempt is the time it was
-	// made due). It is Retry's own copy.
-	Order *store.Order
-	How   RetryHow
-	// Holder is the node that drives the order, with RetryElsewhere.
-	Holder string
-}
 
 // NoOrderError says that a certificate has no order in flight to retry.
 // It wraps ErrNotFound.
@@ -94,7 +60,7 @@ func InBackoff(o *store.Order, now time.Time) bool {
 //     order and nothing is changed (RetryElsewhere).
 //
 // A certificate without an order in flight is a *NoOrderError.
-func (d *Daemon) Retry(ctx context.Context, name string) (*RetryResult, error) {
+func (d *Daemon) Retry(ctx context.Context, name string) (*control.RetryResult, error) {
 	return d.retry(ctx, name, nil)
 }
 
@@ -102,7 +68,7 @@ func (d *Daemon) Retry(ctx context.Context, name string) (*RetryResult, error) {
 // recorded as due, with the certificate claimed and its lease held (which
 // release gives back): it must drive the order (driveClaimed releases the
 // claim). The result is then RetryStarted.
-func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *config.CertConfig, o *store.Order, release func())) (*RetryResult, error) {
+func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *config.CertConfig, o *store.Order, release func())) (*control.RetryResult, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err
@@ -115,7 +81,7 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 		if d.wakeOrder(o.UniqueID, wakeRetry) {
 			d.orderLog(o).Info("retry asked for: waking the order's driver", zap.String("step", string(o.Step)),
 				zap.Int("failed_tries", o.Attempts), zap.Time("was_due", o.NextAttempt))
-			return &RetryResult{Order: o, How: RetryWoken}, nil
+			return &control.RetryResult{Order: o, How: control.RetryWoken}, nil
 		}
 		return nil, &busyError{cert: name}
 	}
@@ -123,7 +89,7 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 	if err != nil {
 		d.release(name)
 		if errors.Is(err, store.ErrLeaseHeld) {
-			return &RetryResult{Order: o, How: RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
+			return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
 		}
 		return nil, err
 	}
@@ -156,14 +122,14 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 				NextAttempt: o.NextAttempt, LastError: o.LastError, Created: o.Created, Cost: o.Cost}
 		}
 		takeOver(lctx, cc, o, release)
-		return &RetryResult{Order: view, How: RetryStarted}, nil
+		return &control.RetryResult{Order: view, How: control.RetryStarted}, nil
 	}
 	giveBack()
 	// The lease is free and the order due: told now, the nodes of a
 	// cluster look at once instead of at their next sync, and one of them
 	// drives it. A lost notification only delays that to the next sync.
 	d.announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: name, UniqueID: o.UniqueID})
-	return &RetryResult{Order: o, How: RetryRecorded}, nil
+	return &control.RetryResult{Order: o, How: control.RetryRecorded}, nil
 }
 
 // activeOrder is the order in flight of name, or a *NoOrderError.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/internal/pgtest"
 	"github.com/dcvd/dcvd/reseller"
@@ -91,7 +92,7 @@ func TestRetryWakesWaitingDriver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.How != RetryWoken || res.Order.UniqueID != stuck.UniqueID {
+	if res.How != control.RetryWoken || res.Order.UniqueID != stuck.UniqueID {
 		t.Fatalf("Retry: %+v, want the waiting driver of %s woken", res, stuck.UniqueID)
 	}
 	if res.Order.Attempts != 1 || res.Order.LastError != stuck.LastError {
@@ -124,8 +125,8 @@ func TestRetryRecordsWhenNobodyDrives(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.How != RetryRecorded {
-		t.Fatalf("Retry without a driver: %s, want %s", res.How, RetryRecorded)
+	if res.How != control.RetryRecorded {
+		t.Fatalf("Retry without a driver: %s, want %s", res.How, control.RetryRecorded)
 	}
 	stored, err := d.store.ActiveOrder(ctx, hCert)
 	if err != nil {
@@ -278,7 +279,7 @@ func TestClusterRetry(t *testing.T) {
 	// No node runs: the retry takes the lease, records, gives it back.
 	stuck := orderInBackoff(t, h, nodes["n1"])
 	res, err := nodes["n2"].Retry(ctx, hCert)
-	if err != nil || res.How != RetryRecorded {
+	if err != nil || res.How != control.RetryRecorded {
 		t.Fatalf("retry with no node driving: %+v, %v; want it recorded", res, err)
 	}
 	o, err := cs.ActiveOrder(ctx, hCert)
@@ -322,14 +323,14 @@ func TestClusterRetry(t *testing.T) {
 		other = names[1]
 	}
 	res, err = nodes[other].Retry(ctx, hCert)
-	if err != nil || res.How != RetryElsewhere || res.Holder != holder || res.Order.UniqueID != o.UniqueID {
+	if err != nil || res.How != control.RetryElsewhere || res.Holder != holder || res.Order.UniqueID != o.UniqueID {
 		t.Fatalf("retry on %s while %s drives: %+v, %v; want it sent to %s", other, holder, res, err, holder)
 	}
 	if got, err := cs.ActiveOrder(ctx, hCert); err != nil || !InBackoff(got, h.clock.Now()) {
 		t.Fatalf("a retry on the node without the lease changed the order: %+v, %v", got, err)
 	}
 	res, err = nodes[holder].Retry(ctx, hCert)
-	if err != nil || res.How != RetryWoken {
+	if err != nil || res.How != control.RetryWoken {
 		t.Fatalf("retry on the holder %s: %+v, %v; want its driver woken", holder, res, err)
 	}
 	waitFor(t, "the order done", func() bool {

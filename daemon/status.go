@@ -7,55 +7,15 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
-// CertStatus is what "dcvd status" shows of one certificate.
-type CertStatus struct {
-	Name          string       `json:"name"`
-	Names         []string     `json:"names"`
-	Serial        string       `json:"serial,omitempty"`
-	NotAfter      *time.Time   `json:"not_after,omitempty"`
-	NextRenewal   time.Time    `json:"next_renewal"`
-	RenewalReason string       `json:"renewal_reason"`
-	Order         *OrderStatus `json:"order,omitempty"`
-	// LastError is the error of the order in flight, else of the last
-	// attempt when it failed.
-	LastError string  `json:"last_error,omitempty"`
-	TotalCost float64 `json:"total_cost"`
-	// Service is the configured service (the reseller's order) and what
-	// the reseller last said of its paid period.
-	Service *ServiceStatus `json:"service,omitempty"`
-	// Lease and Nodes are shown in a cluster: which node drives the
-	// certificate's orders, and what each node's deploy directory holds.
-	Lease *LeaseStatus `json:"lease,omitempty"`
-	Nodes []NodeStatus `json:"nodes,omitempty"`
-}
-
-// ServiceStatus is a certificate's service: the order it is reissued
-// under, and the end of its paid period, after which no reissue renews it.
-type ServiceStatus struct {
-	ServiceID string `json:"service_id"`
-	// Status is the reseller's status of the service ("" until asked).
-	Status string `json:"status,omitempty"`
-	// Expires is the end of the paid period; absent while unknown.
-	Expires *time.Time `json:"expires,omitempty"`
-	// DaysLeft is the whole days until Expires (negative once ended).
-	DaysLeft *int `json:"days_left,omitempty"`
-	// Ended says the period is over: no reissue is sent for it.
-	Ended bool `json:"ended,omitempty"`
-	// Checked is when the reseller was last asked; absent when never.
-	Checked *time.Time `json:"checked,omitempty"`
-	// Warning says what the admin must do: buy a renewal before the
-	// next renewal, or since the service has ended.
-	Warning string `json:"warning,omitempty"`
-}
-
 // serviceStatus is what Status shows of cc's service, from the recorded
 // services; r is the certificate's next renewal.
-func serviceStatus(cc *config.CertConfig, recorded map[string]store.Service, live *store.Certificate, r Renewal, now time.Time) *ServiceStatus {
-	st := &ServiceStatus{ServiceID: cc.ServiceID}
+func serviceStatus(cc *config.CertConfig, recorded map[string]store.Service, live *store.Certificate, r Renewal, now time.Time) *control.ServiceStatus {
+	st := &control.ServiceStatus{ServiceID: cc.ServiceID}
 	s, ok := recorded[cc.ServiceID]
 	if !ok {
 		return st
@@ -83,53 +43,9 @@ func serviceStatus(cc *config.CertConfig, recorded map[string]store.Service, liv
 	return st
 }
 
-// LeaseStatus is the lease on a certificate's orders in a cluster.
-type LeaseStatus struct {
-	Holder  string    `json:"holder"`
-	Token   int64     `json:"token"`
-	Expires time.Time `json:"expires"`
-	// Current is false for a lease that expired or was released: nobody
-	// drives the certificate now.
-	Current bool `json:"current"`
-}
-
-// NodeStatus is what one node of a cluster serves for a certificate.
-type NodeStatus struct {
-	Node string `json:"node"`
-	// Serial is the certificate in the node's deploy directory, "" when
-	// it holds none.
-	Serial  string    `json:"serial"`
-	Updated time.Time `json:"updated"`
-	// Error is why the last deployment on the node failed.
-	Error string `json:"error,omitempty"`
-	// Alive says the node reported itself within the lease duration.
-	Alive bool `json:"alive"`
-}
-
-// OrderStatus is the order in flight of a certificate.
-type OrderStatus struct {
-	UniqueID string     `json:"unique_id"`
-	Step     store.Step `json:"step"`
-	// Attempts counts the failed tries of the current step, LastError
-	// says why the last one failed, and NextAttempt is when the next try
-	// (or, while the CA works, the next look) is due.
-	Attempts    int        `json:"attempts,omitempty"`
-	NextAttempt *time.Time `json:"next_attempt,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	// Backoff says that the order waits out the backoff of failed tries
-	// (see InBackoff): nothing tries it before NextAttempt, which may be a
-	// day away, unless the admin runs Hint.
-	Backoff bool `json:"backoff,omitempty"`
-	// Hint is the command that has the order tried now, while in
-	// backoff: "dcvd retry NAME".
-	Hint    string    `json:"hint,omitempty"`
-	Cost    float64   `json:"cost"`
-	Created time.Time `json:"created"`
-}
-
 // Status reports every configured certificate.
-func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
-	var out []CertStatus
+func (d *Daemon) Status(ctx context.Context) ([]control.CertStatus, error) {
+	var out []control.CertStatus
 	cfg := d.config()
 	cl, err := d.clusterStatus(ctx)
 	if err != nil {
@@ -145,7 +61,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 	}
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
-		st := CertStatus{Name: cc.Name, Names: cc.Names()}
+		st := control.CertStatus{Name: cc.Name, Names: cc.Names()}
 		if cl != nil {
 			st.Lease, st.Nodes = cl.leases[cc.Name], cl.nodes[cc.Name]
 		}
@@ -171,7 +87,7 @@ func (d *Daemon) Status(ctx context.Context) ([]CertStatus, error) {
 			st.LastError = history[0].Error
 		}
 		if o, err := d.store.ActiveOrder(ctx, cc.Name); err == nil {
-			ost := &OrderStatus{UniqueID: o.UniqueID, Step: o.Step, Attempts: o.Attempts, LastError: o.LastError,
+			ost := &control.OrderStatus{UniqueID: o.UniqueID, Step: o.Step, Attempts: o.Attempts, LastError: o.LastError,
 				Cost: o.Cost, Created: o.Created}
 			if !o.NextAttempt.IsZero() {
 				na := o.NextAttempt
@@ -223,8 +139,8 @@ func (d *Daemon) Redeploy(ctx context.Context, name string) error {
 
 // clusterView is what Status shows of a cluster, by certificate.
 type clusterView struct {
-	leases map[string]*LeaseStatus
-	nodes  map[string][]NodeStatus
+	leases map[string]*control.LeaseStatus
+	nodes  map[string][]control.NodeStatus
 }
 
 // clusterStatus reads the leases and the nodes' certificates; nil outside
@@ -247,11 +163,11 @@ func (d *Daemon) clusterStatus(ctx context.Context) (*clusterView, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &clusterView{leases: map[string]*LeaseStatus{}, nodes: map[string][]NodeStatus{}}
+	v := &clusterView{leases: map[string]*control.LeaseStatus{}, nodes: map[string][]control.NodeStatus{}}
 	for _, l := range leases {
 		// Current by the database's clock would need a query; the lease
 		// row's expiry against this host's clock is what an admin reads.
-		v.leases[l.Cert] = &LeaseStatus{Holder: l.Holder, Token: l.Token, Expires: l.Expires, Current: l.Expires.After(d.now())}
+		v.leases[l.Cert] = &control.LeaseStatus{Holder: l.Holder, Token: l.Token, Expires: l.Expires, Current: l.Expires.After(d.now())}
 	}
 	byCert := map[string]map[string]store.NodeCert{}
 	for _, nc := range certs {
@@ -263,7 +179,7 @@ func (d *Daemon) clusterStatus(ctx context.Context) (*clusterView, error) {
 	for _, cc := range d.config().Certificates {
 		for _, n := range nodes {
 			nc := byCert[cc.Name][n.Name]
-			v.nodes[cc.Name] = append(v.nodes[cc.Name], NodeStatus{Node: n.Name, Serial: nc.Serial, Updated: nc.Updated,
+			v.nodes[cc.Name] = append(v.nodes[cc.Name], control.NodeStatus{Node: n.Name, Serial: nc.Serial, Updated: nc.Updated,
 				Error: nc.Error, Alive: n.Alive})
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -132,7 +133,7 @@ func dropRoot(cfg *config.Config, use stateUse, opts *daemon.Options) error {
 // daemon runs. It never creates the state directory nor the database:
 // before anything has run it shows each configured certificate with no
 // state, and says so on stderr (stdout may be JSON).
-func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.CertStatus, error) {
+func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]control.CertStatus, error) {
 	cfg, err := loadDaemonConfig(cfgPath, stderr)
 	if err != nil {
 		return nil, err
@@ -168,14 +169,14 @@ func statusFromState(ctx context.Context, cfgPath string, stderr io.Writer) ([]d
 
 // noState is the status of cfg's certificates before anything has run:
 // each is due now, having no live certificate.
-func noState(cfg *config.Config, now time.Time) []daemon.CertStatus {
-	out := make([]daemon.CertStatus, 0, len(cfg.Certificates))
+func noState(cfg *config.Config, now time.Time) []control.CertStatus {
+	out := make([]control.CertStatus, 0, len(cfg.Certificates))
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		r := daemon.NextRenewal(cc, nil, nil, now)
-		out = append(out, daemon.CertStatus{Name: cc.Name, Names: cc.Names(), NextRenewal: r.At,
+		out = append(out, control.CertStatus{Name: cc.Name, Names: cc.Names(), NextRenewal: r.At,
 			RenewalReason: "configured, no state: nothing has run yet (" + r.Reason + ")",
-			Service:       &daemon.ServiceStatus{ServiceID: cc.ServiceID}})
+			Service:       &control.ServiceStatus{ServiceID: cc.ServiceID}})
 	}
 	return out
 }
@@ -204,7 +205,7 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if c != nil {
 		defer c.Close()
 		if err := c.Redeploy(ctx, name); err != nil {
-			var ce *daemon.ControlError
+			var ce *control.Error
 			if errors.As(err, &ce) && ce.Status == http.StatusConflict {
 				return asResumable(err) // an order at work: once it has ended
 			}

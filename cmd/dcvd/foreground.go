@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -118,7 +119,7 @@ type followWatch struct {
 // since the last look, and n counts the identical deterministic failures
 // in a row. The first look counts a failure the order records as the
 // first one (see repeats.seed).
-func (w *followWatch) observe(o *daemon.OrderStatus) (failed bool, n int) {
+func (w *followWatch) observe(o *control.OrderStatus) (failed bool, n int) {
 	if !w.seen || o.Step != w.step {
 		// A new step starts with no failed try: the order made progress.
 		if w.seen {
@@ -287,14 +288,14 @@ func driveFailure(ctx context.Context, d *daemon.Daemon, name string, o *store.O
 // until it ends, printing its steps and failed tries on stderr, and gives
 // up (the daemon carries it on) on the context's end or after identical
 // failures that waiting will not mend.
-func followViaControl(ctx context.Context, c *daemon.ControlClient, name string, o *store.Order, timeout time.Duration, stdout, stderr io.Writer) error {
+func followViaControl(ctx context.Context, c *control.Client, name string, o *store.Order, timeout time.Duration, stdout, stderr io.Writer) error {
 	uid := o.UniqueID
 	fmt.Fprintf(stderr, "certificate %s: the running daemon drives order %s; following it\n", name, uid)
 	var (
 		w    followWatch
 		last store.Step
 	)
-	end, err := c.Follow(ctx, name, uid, controlPoll, func(st *daemon.OrderStatus) error {
+	end, err := c.Follow(ctx, name, uid, controlPoll, func(st *control.OrderStatus) error {
 		if st.Step != last {
 			last = st.Step
 			fmt.Fprintf(stderr, "certificate %s: order %s at step %s\n", name, uid, st.Step)
@@ -351,12 +352,12 @@ func followViaControl(ctx context.Context, c *daemon.ControlClient, name string,
 // controlFailure is the result of a request to the running daemon that
 // failed with err.
 func controlFailure(ctx context.Context, name string, err error, timeout time.Duration) error {
-	var ce *daemon.ControlError
+	var ce *control.Error
 	if errors.As(err, &ce) {
 		switch ce.Code {
-		case daemon.ControlUnknownCertificate:
+		case control.CodeUnknownCertificate:
 			return asUsage(err)
-		case daemon.ControlBusy, daemon.ControlLeaseHeld, daemon.ControlStopping:
+		case control.CodeBusy, control.CodeLeaseHeld, control.CodeStopping:
 			return asResumable(err)
 		}
 		return err

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -124,8 +124,8 @@ func TestRepeatsGiveUpOnIdenticalFailures(t *testing.T) {
 // order records when the follow starts counts as the first.
 func TestFollowWatch(t *testing.T) {
 	const bad = `reseller reissue: cannot understand the reply (HTTP 200): the reply is not valid JSON: unexpected end of JSON input`
-	look := func(step store.Step, attempts int, lastErr string) *daemon.OrderStatus {
-		return &daemon.OrderStatus{Step: step, Attempts: attempts, LastError: lastErr}
+	look := func(step store.Step, attempts int, lastErr string) *control.OrderStatus {
+		return &control.OrderStatus{Step: step, Attempts: attempts, LastError: lastErr}
 	}
 	type want struct {
 		failed bool
@@ -133,20 +133,20 @@ func TestFollowWatch(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name  string
-		looks []*daemon.OrderStatus
+		looks []*control.OrderStatus
 		want  []want
 	}{
-		{"from the start", []*daemon.OrderStatus{
+		{"from the start", []*control.OrderStatus{
 			look(store.StepNew, 0, ""), look(store.StepNew, 1, bad), look(store.StepNew, 1, bad),
 			look(store.StepNew, 2, bad), look(store.StepNew, 3, bad),
 		}, []want{{false, 0}, {true, 1}, {false, 1}, {true, 2}, {true, 3}}},
-		{"joined after a failure", []*daemon.OrderStatus{
+		{"joined after a failure", []*control.OrderStatus{
 			look(store.StepNew, 1, bad), look(store.StepNew, 2, bad), look(store.StepNew, 3, bad),
 		}, []want{{true, 1}, {true, 2}, {true, 3}}},
-		{"progress resets", []*daemon.OrderStatus{
+		{"progress resets", []*control.OrderStatus{
 			look(store.StepNew, 2, bad), look(store.StepSubmitted, 0, ""), look(store.StepRechecked, 1, bad),
 		}, []want{{true, 1}, {false, 0}, {true, 1}}},
-		{"transient", []*daemon.OrderStatus{
+		{"transient", []*control.OrderStatus{
 			look(store.StepNew, 1, bad), look(store.StepNew, 2, "reseller reissue: failed (HTTP 503)"), look(store.StepNew, 3, bad),
 		}, []want{{true, 1}, {true, 0}, {true, 1}}},
 	} {

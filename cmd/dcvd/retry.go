@@ -7,8 +7,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -40,7 +40,7 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return controlFailure(ctx, name, err, *timeout)
 		}
-		if res.How == daemon.RetryElsewhere {
+		if res.How == control.RetryElsewhere {
 			return asResumable(errors.New(elsewhereMessage(name, res)))
 		}
 		o := res.Order
@@ -68,9 +68,9 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	o := res.Order
 	switch res.How {
-	case daemon.RetryElsewhere:
+	case control.RetryElsewhere:
 		return asResumable(errors.New(elsewhereMessage(name, res)))
-	case daemon.RetryWoken, daemon.RetryStarted:
+	case control.RetryWoken, control.RetryStarted:
 		// Not in a process without a driver; said as it is if it happens.
 		fmt.Fprintf(stdout, "certificate %s: order %s (step %s%s) is tried now\n", name, o.UniqueID, o.Step, failuresSoFar(o))
 		return nil
@@ -101,7 +101,7 @@ func failuresSoFar(o *store.Order) string {
 
 // elsewhereMessage says that another node of the cluster drives the order
 // and what to do about it.
-func elsewhereMessage(name string, res *daemon.RetryResult) string {
+func elsewhereMessage(name string, res *control.RetryResult) string {
 	o := res.Order
 	holder := "another node"
 	if res.Holder != "" {

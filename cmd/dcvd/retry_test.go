@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/sandbox"
 )
@@ -119,7 +119,7 @@ func TestReissueAndRetryInBackoff(t *testing.T) {
 		}
 	}
 	r = runCmd(ctx, "status", "--json", "--config", cfg)
-	var sts []daemon.CertStatus
+	var sts []control.CertStatus
 	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil || len(sts) != 1 || sts[0].Order == nil {
 		t.Fatalf("status --json: %v\n%s", err, r)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/internal/sdnotify"
 )
 
@@ -69,8 +70,8 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// First the socket: a daemon already running on this state refuses
 	// the second one before it opens anything.
-	socket, link := daemon.ControlSocketPaths(cfg.Daemon.StateDir, os.Getenv("RUNTIME_DIRECTORY"))
-	ln, err := daemon.ListenControl(socket, link)
+	socket, link := control.SocketPaths(cfg.Daemon.StateDir, os.Getenv("RUNTIME_DIRECTORY"))
+	ln, err := control.Listen(socket, link)
 	if err != nil {
 		return err
 	}
@@ -302,26 +303,26 @@ func newRunLogger(cfg *config.Config, w io.Writer, level zap.AtomicLevel) (*zap.
 // dialRunning connects to the daemon running with the configuration at
 // cfgPath, through its control socket; it returns nil and no error when no
 // daemon runs, and the command then works on the state itself.
-func dialRunning(cfgPath string) (*daemon.ControlClient, error) {
+func dialRunning(cfgPath string) (*control.Client, error) {
 	stateDir := stateDirOf(cfgPath)
 	if stateDir == "" {
 		return nil, nil // the full load reports what is wrong
 	}
 	var paths []string
 	if rt := os.Getenv("RUNTIME_DIRECTORY"); rt != "" {
-		socket, _ := daemon.ControlSocketPaths(stateDir, rt)
+		socket, _ := control.SocketPaths(stateDir, rt)
 		paths = append(paths, socket)
 	}
 	// Outside the service the link in the state directory leads to the
 	// socket in the runtime directory.
-	socket, _ := daemon.ControlSocketPaths(stateDir, "")
+	socket, _ := control.SocketPaths(stateDir, "")
 	paths = append(paths, socket)
 	for _, p := range paths {
-		c, err := daemon.DialControl(p)
+		c, err := control.Dial(p)
 		if err == nil {
 			return c, nil
 		}
-		if !errors.Is(err, daemon.ErrNoDaemon) {
+		if !errors.Is(err, control.ErrNoDaemon) {
 			return nil, fmt.Errorf("talk to the running daemon: %w (run this command as the daemon's user or as root)", err)
 		}
 	}
@@ -350,7 +351,7 @@ func stateDirOf(cfgPath string) string {
 }
 
 // statusOf is the status from the running daemon, else from the state.
-func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.CertStatus, error) {
+func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]control.CertStatus, error) {
 	c, err := dialRunning(cfgPath)
 	if err != nil {
 		return nil, err
@@ -367,7 +368,7 @@ func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]daemon.C
 // order in flight) and, with wait, follows the order until it ends (see
 // followViaControl). An order in backoff is said to be so: it is not
 // followed when its next attempt comes after the command's deadline.
-func reissueViaControl(ctx context.Context, c *daemon.ControlClient, name string, allow, wait bool, timeout time.Duration, stdout, stderr io.Writer) error {
+func reissueViaControl(ctx context.Context, c *control.Client, name string, allow, wait bool, timeout time.Duration, stdout, stderr io.Writer) error {
 	o, err := c.Reissue(ctx, name, allow)
 	if err != nil {
 		return controlFailure(ctx, name, err, timeout)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 )
 
 // TestStatusShowsServiceEndAndRefusesEnded: dcvd status shows the end of
@@ -36,7 +36,7 @@ func TestStatusShowsServiceEndAndRefusesEnded(t *testing.T) {
 		}
 	}
 	r = runCmd(ctx, "status", "--json", "--config", cfg)
-	var sts []daemon.CertStatus
+	var sts []control.CertStatus
 	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil || len(sts) != 1 {
 		t.Fatalf("status --json: %v\n%s", err, r)
 	}

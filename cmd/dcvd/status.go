@@ -11,8 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 )
 
 const statusAbout = `Shows each certificate: when it expires and the days left, its next
@@ -103,7 +103,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // what the command adds. The embedded fields keep their names, so that
 // readers of the older output go on working.
 type statusJSON struct {
-	daemon.CertStatus
+	control.CertStatus
 	// DaysLeft is the whole days until NotAfter (negative once expired).
 	DaysLeft *int `json:"days_left,omitempty"`
 	// DeployDir is where the certificate is deployed.
@@ -134,7 +134,7 @@ func alertWindow(cfg *config.Config) time.Duration {
 // statusAlerts names, by certificate, why each one that needs the admin
 // does: failing (the last attempt failed, or the order is in backoff) or
 // expiring within window.
-func statusAlerts(sts []daemon.CertStatus, now time.Time, window time.Duration) map[string]string {
+func statusAlerts(sts []control.CertStatus, now time.Time, window time.Duration) map[string]string {
 	alerts := map[string]string{}
 	for _, s := range sts {
 		var why []string
@@ -162,7 +162,7 @@ func statusAlerts(sts []daemon.CertStatus, now time.Time, window time.Duration) 
 
 // alertError is status's exit 1 when any certificate needs the admin, in
 // the order of sts.
-func alertError(alerts map[string]string, sts []daemon.CertStatus) error {
+func alertError(alerts map[string]string, sts []control.CertStatus) error {
 	if len(alerts) == 0 {
 		return nil
 	}
@@ -177,7 +177,7 @@ func alertError(alerts map[string]string, sts []daemon.CertStatus) error {
 
 // serviceEnds is the SERVICE ENDS column: the end of the paid period and
 // the days left, "ended" after it, "?" while the reseller has not said.
-func serviceEnds(s *daemon.ServiceStatus) string {
+func serviceEnds(s *control.ServiceStatus) string {
 	switch {
 	case s == nil || s.Expires == nil:
 		return "?"
@@ -189,7 +189,7 @@ func serviceEnds(s *daemon.ServiceStatus) string {
 
 // printServiceWarnings shows each certificate whose service has ended, or
 // ends before its next renewal: only buying a renewal mends it.
-func printServiceWarnings(w io.Writer, sts []daemon.CertStatus) {
+func printServiceWarnings(w io.Writer, sts []control.CertStatus) {
 	for _, s := range sts {
 		if s.Service == nil || s.Service.Warning == "" {
 			continue
@@ -200,7 +200,7 @@ func printServiceWarnings(w io.Writer, sts []daemon.CertStatus) {
 
 // printBackoffs shows each order in backoff, which nothing tries before
 // its next attempt (maybe a day away) unless the admin asks.
-func printBackoffs(w io.Writer, sts []daemon.CertStatus, loc *time.Location) {
+func printBackoffs(w io.Writer, sts []control.CertStatus, loc *time.Location) {
 	for _, s := range sts {
 		o := s.Order
 		if o == nil || !o.Backoff || o.NextAttempt == nil {
@@ -216,7 +216,7 @@ func printBackoffs(w io.Writer, sts []daemon.CertStatus, loc *time.Location) {
 
 // printCluster shows, in a cluster, who drives each certificate and what
 // each node serves.
-func printCluster(w io.Writer, sts []daemon.CertStatus, loc *time.Location) {
+func printCluster(w io.Writer, sts []control.CertStatus, loc *time.Location) {
 	for _, s := range sts {
 		if s.Lease == nil && len(s.Nodes) == 0 {
 			continue

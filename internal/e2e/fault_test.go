@@ -35,6 +35,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -893,14 +894,14 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 	// "dcvd status" process would.
 	r := startDcvdRun(t, bin, cfgPath, runtimeDir)
 	runs = append(runs, r)
-	socket, _ := daemon.ControlSocketPaths(stateDir, runtimeDir)
+	socket, _ := control.SocketPaths(stateDir, runtimeDir)
 	waitUntil(ctx, t, "every certificate live after the restarts", func() string {
 		select {
 		case <-r.done:
 			t.Fatalf("the last dcvd run exited (%v) before finishing", r.err)
 		default:
 		}
-		ctl, err := daemon.DialControl(socket)
+		ctl, err := control.Dial(socket)
 		if err != nil {
 			return err.Error()
 		}

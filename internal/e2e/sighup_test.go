@@ -19,7 +19,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/sandbox"
 )
 
@@ -165,7 +165,7 @@ func editConfig(t *testing.T, path string, edit func(cfg map[string]any)) {
 }
 
 // statusNames lists the certificates of a status, and the serial of each.
-func statusNames(sts []daemon.CertStatus) (names []string, serials map[string]string) {
+func statusNames(sts []control.CertStatus) (names []string, serials map[string]string) {
 	serials = map[string]string{}
 	for _, s := range sts {
 		names = append(names, s.Name)
@@ -239,7 +239,7 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 
 	var status string
 	notify.expect(t, "READY=1", &status)
-	socket := filepath.Join(runtimeDir, daemon.ControlSocketName)
+	socket := filepath.Join(runtimeDir, control.SocketName)
 	fi, err := os.Stat(socket)
 	if err != nil {
 		t.Fatalf("control socket: %v", err)
@@ -259,7 +259,7 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	// RUNTIME_DIRECTORY: it goes through the link in the state directory)
 	// asks the daemon.
 	waitLive(ctx, t, bin, cfgPath, "first")
-	ctl, err := daemon.DialControl(filepath.Join(stateDir, daemon.ControlSocketName))
+	ctl, err := control.Dial(filepath.Join(stateDir, control.SocketName))
 	if err != nil {
 		t.Fatalf("the control socket through the state directory's link: %v", err)
 	}
@@ -332,7 +332,7 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("dcvd run did not exit within 20s of SIGTERM")
 	}
-	for _, p := range []string{socket, filepath.Join(stateDir, daemon.ControlSocketName)} {
+	for _, p := range []string{socket, filepath.Join(stateDir, control.SocketName)} {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
 			t.Errorf("%s is still there after the stop (%v)", p, err)
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
@@ -49,7 +50,7 @@ func InProcess(d *daemon.Daemon, opt daemon.ReissueOptions) Func {
 // every poll until it ends. The order is read alone (GET /order), not with
 // the status of every certificate, so that following many orders costs the
 // daemon one indexed read each.
-func ViaControl(c *daemon.ControlClient, allowDomainRemoval, wait bool, poll time.Duration) Func {
+func ViaControl(c *control.Client, allowDomainRemoval, wait bool, poll time.Duration) Func {
 	return func(ctx context.Context, name string) (*store.Order, error) {
 		o, err := c.Reissue(ctx, name, allowDomainRemoval)
 		if err != nil || !wait {
