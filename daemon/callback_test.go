@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/store"
+	"github.com/dcvd/dcvd/internal/testpki"
 )
 
 // callback posts body to the daemon's callback handler and returns the
@@ -63,7 +65,7 @@ func TestCallbackRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	forged := forgedBody(t, hService, vPEM(newVCA(t, "attacker", time.Now()).root))
+	forged := forgedBody(t, hService, testpki.PEM(testpki.NewCA(t, "attacker", time.Now()).Root))
 	tests := []struct {
 		name   string
 		method string
@@ -165,14 +167,14 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	}
 
 	// The attacker's certificate is even for the order's key and names.
-	key, _, err := loadKey(mustOrder(t, d, w.uid).KeyFile)
+	key, _, err := certs.LoadKey(mustOrder(t, d, w.uid).KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	rogue := newVCA(t, "attacker", now)
-	forgedLeaf := rogue.leaf(t, key.Public(), vLeaf{names: mustOrder(t, d, w.uid).Names, notBefore: now.Add(-time.Hour), notAfter: now.Add(365 * 24 * time.Hour)})
-	forgedPEM := vPEM(forgedLeaf, rogue.inter)
+	rogue := testpki.NewCA(t, "attacker", now)
+	forgedLeaf := rogue.Issue(t, key.Public(), testpki.Leaf{Names: mustOrder(t, d, w.uid).Names, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour)})
+	forgedPEM := testpki.PEM(forgedLeaf, rogue.Inter)
 	res := callback(t, d, http.MethodPost, "/callback/"+w.token, forgedBody(t, hService, forgedPEM))
 	if res.StatusCode != http.StatusOK {
 		t.Fatalf("callback status %d", res.StatusCode)
@@ -188,7 +190,7 @@ func TestForgedCallbackOnlyTriggersSignedDetail(t *testing.T) {
 	if n := h.events.count(evDetail); n < 1 {
 		t.Errorf("the callback did not lead to a detail fetch")
 	}
-	if strings.Contains(r.o.CertPEM, strings.TrimSpace(vPEM(forgedLeaf))) || leafOf(t, r.o.CertPEM).Equal(forgedLeaf) {
+	if strings.Contains(r.o.CertPEM, strings.TrimSpace(testpki.PEM(forgedLeaf))) || leafOf(t, r.o.CertPEM).Equal(forgedLeaf) {
 		t.Fatal("the forged certificate from the callback was taken")
 	}
 	// What was stored and deployed is the sandbox's certificate.

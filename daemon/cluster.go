@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
@@ -732,8 +733,8 @@ func (d *Daemon) followLive(ctx context.Context, cc *config.CertConfig, live *st
 	}
 	onDisk := ""
 	if deployed, err := d.target(cc).Live(ctx); err == nil {
-		if certs, err := parsePEMCerts(deployed.CertPEM); err == nil {
-			onDisk = serialHex(certs[0])
+		if leaves, err := certs.ParsePEM(deployed.CertPEM); err == nil {
+			onDisk = certs.SerialHex(leaves[0])
 		}
 	}
 	if onDisk == live.Serial || live.KeySealed == "" {
@@ -778,7 +779,7 @@ func (d *Daemon) deployLive(ctx context.Context, cc *config.CertConfig, live *st
 		return err
 	}
 	// The database is shared: what it says is checked like the CA's reply.
-	if _, err := verifyIssued(live.CertPEM, live.ChainPEM, key, cc.Names(), d.rootPool(), d.now()); err != nil {
+	if _, err := certs.Verify(live.CertPEM, live.ChainPEM, key, cc.Names(), d.rootPool(), d.now()); err != nil {
 		return fmt.Errorf("the live certificate in the database was refused: %w", err)
 	}
 	b, err := d.bundle(o)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -140,7 +141,7 @@ func TestClusterTwoNodesOneOrder(t *testing.T) {
 		}
 		live = c
 		a, b := n1.certPEM(), n2.certPEM()
-		return len(a) > 0 && bytes.Equal(a, b) && serialHex(leafOf(t, string(a))) == c.Serial
+		return len(a) > 0 && bytes.Equal(a, b) && certs.SerialHex(leafOf(t, string(a))) == c.Serial
 	})
 	if live.KeySealed == "" || live.KeyFile != "" {
 		t.Fatalf("live certificate: key_file %q, sealed %t; want only a sealed key", live.KeyFile, live.KeySealed != "")

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/store"
@@ -560,7 +561,7 @@ func (h *harness) assertDeployedIs(o *store.Order) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if got := serialHex(leaf); got != o.Serial {
+	if got := certs.SerialHex(leaf); got != o.Serial {
 		h.t.Errorf("deployed serial %s, want %s", got, o.Serial)
 	}
 	inter := x509.NewCertPool()

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/metrics"
@@ -179,14 +180,14 @@ func (d *Daemon) newOrder(ctx context.Context, cc *config.CertConfig, allowDomai
 		}
 	}
 	if !reused {
-		key, err := generateKey(cc.KeyType)
+		key, err := certs.GenerateKey(cc.KeyType)
 		if err != nil {
 			return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 		}
 		if d.sealer != nil {
 			// Cluster mode: the key lives in the shared database, sealed,
 			// so that whichever node finishes the order has it.
-			keyPEM, err := encodeKey(key)
+			keyPEM, err := certs.EncodeKey(key)
 			if err != nil {
 				return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 			}
@@ -195,7 +196,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *config.CertConfig, allowDomai
 			}
 		} else {
 			o.KeyFile = filepath.Join(d.config().Daemon.StateDir, "keys", cc.Name, o.UniqueID+".key")
-			if err := writeKey(o.KeyFile, key); err != nil {
+			if err := certs.WriteKey(o.KeyFile, key); err != nil {
 				return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 			}
 		}
@@ -204,7 +205,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *config.CertConfig, allowDomai
 	if err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 	}
-	if o.CSR, err = makeCSR(key, o.Names); err != nil {
+	if o.CSR, err = certs.NewCSR(key, o.Names); err != nil {
 		return nil, fmt.Errorf("certificate %s: %w", cc.Name, err)
 	}
 	if err := d.storeFor(cc.Name).PutOrder(ctx, o); err != nil {
@@ -221,7 +222,7 @@ func (d *Daemon) newOrder(ctx context.Context, cc *config.CertConfig, allowDomai
 // in cluster mode, else read from its file.
 func (d *Daemon) orderKey(o *store.Order) (crypto.Signer, []byte, error) {
 	if o.KeySealed == "" {
-		return loadKey(o.KeyFile)
+		return certs.LoadKey(o.KeyFile)
 	}
 	if d.sealer == nil {
 		return nil, nil, fmt.Errorf("order %s: its key is sealed in the database, and [store] has no encryption key to open it", o.UniqueID)
@@ -230,7 +231,7 @@ func (d *Daemon) orderKey(o *store.Order) (crypto.Signer, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("order %s: %w", o.UniqueID, err)
 	}
-	key, err := parseKey(keyPEM, "of order "+o.UniqueID)
+	key, err := certs.ParseKey(keyPEM, "of order "+o.UniqueID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -548,12 +549,12 @@ func (d *Daemon) advance(ctx context.Context, cc *config.CertConfig, o *store.Or
 		if err != nil {
 			return &fatalError{err}
 		}
-		got, err := verifyIssued(res.CertPEM, res.CAPEM, key, o.Names, d.rootPool(), d.now())
+		got, err := certs.Verify(res.CertPEM, res.CAPEM, key, o.Names, d.rootPool(), d.now())
 		if err != nil {
 			return fatal("the issued certificate was refused, nothing was deployed: %w", err)
 		}
-		o.CertPEM, o.ChainPEM = got.leafPEM, got.chainPEM
-		o.Serial, o.NotBefore, o.NotAfter = serialHex(got.leaf), got.leaf.NotBefore, got.leaf.NotAfter
+		o.CertPEM, o.ChainPEM = got.LeafPEM, got.ChainPEM
+		o.Serial, o.NotBefore, o.NotAfter = certs.SerialHex(got.Leaf), got.Leaf.NotBefore, got.Leaf.NotAfter
 		log.Info("certificate issued and verified", zap.String("serial", o.Serial), zap.String("not_after", o.NotAfter.UTC().Format(time.RFC3339)))
 		return d.next(ctx, o, store.StepIssued)
 
@@ -606,8 +607,8 @@ func (d *Daemon) advance(ctx context.Context, cc *config.CertConfig, o *store.Or
 			CertPEM: o.CertPEM, ChainPEM: o.ChainPEM, KeyFile: o.KeyFile, KeySealed: o.KeySealed, UniqueID: o.UniqueID,
 			DeployedAt: d.now(),
 		}
-		if leaf, err := parsePEMCerts(o.CertPEM); err == nil {
-			live.Names = leafNames(leaf[0])
+		if leaf, err := certs.ParsePEM(o.CertPEM); err == nil {
+			live.Names = certs.LeafNames(leaf[0])
 		}
 		if err := d.storeFor(o.Cert).PutCertificate(ctx, live); err != nil {
 			return err

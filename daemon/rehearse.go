@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -227,12 +228,12 @@ func (d *Daemon) judgeService(ctx context.Context, cc *config.CertConfig, opt Re
 		notes = append(notes, "no certificate issued yet")
 		return strings.Join(notes, "; "), nil
 	}
-	certs, err := parsePEMCerts(o.CertPEM)
-	if err != nil || len(certs) == 0 {
+	leaves, err := certs.ParsePEM(o.CertPEM)
+	if err != nil || len(leaves) == 0 {
 		notes = append(notes, "its certificate could not be read, names not compared")
 		return strings.Join(notes, "; "), nil
 	}
-	live := leafNames(certs[0])
+	live := certs.LeafNames(leaves[0])
 	var dropped, added []string
 	for _, n := range live {
 		if _, ok := cc.Domains[n]; !ok {
@@ -249,7 +250,7 @@ func (d *Daemon) judgeService(ctx context.Context, cc *config.CertConfig, opt Re
 	}
 	if len(dropped) > 0 {
 		if !opt.AllowDomainRemoval {
-			return strings.Join(notes, "; "), &DomainRemovalError{Cert: cc.Name, Serial: serialHex(certs[0]), Dropped: dropped}
+			return strings.Join(notes, "; "), &DomainRemovalError{Cert: cc.Name, Serial: certs.SerialHex(leaves[0]), Dropped: dropped}
 		}
 		notes = append(notes, "drops "+strings.Join(dropped, ", ")+" (allowed: the CA revokes the current certificate)")
 	}

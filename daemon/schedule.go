@@ -13,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/notify"
@@ -498,12 +499,12 @@ func (d *Daemon) adopt(ctx context.Context, cc *config.CertConfig) *store.Certif
 		return nil
 	}
 	certPEM, chainPEM := deployed.CertPEM, deployed.ChainPEM
-	certs, err := parsePEMCerts(certPEM)
+	leaves, err := certs.ParsePEM(certPEM)
 	if err != nil {
 		return nil
 	}
-	leaf := certs[0]
-	live := &store.Certificate{Name: cc.Name, Serial: serialHex(leaf), Names: leafNames(leaf), NotBefore: leaf.NotBefore,
+	leaf := leaves[0]
+	live := &store.Certificate{Name: cc.Name, Serial: certs.SerialHex(leaf), Names: certs.LeafNames(leaf), NotBefore: leaf.NotBefore,
 		NotAfter: leaf.NotAfter, CertPEM: certPEM, ChainPEM: chainPEM, DeployedAt: d.now()}
 	if err := d.storeFor(cc.Name).PutCertificate(ctx, live); err != nil {
 		d.log.Warn("adopting the deployed certificate", zap.String("cert", cc.Name), zap.Error(err))

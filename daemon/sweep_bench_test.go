@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/metrics"
@@ -262,7 +263,7 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 func TestSweepBatchedDecisions(t *testing.T) {
 	ctx := t.Context()
 	leafPEM, chainPEM := benchLeafPEM(t, false)
-	leaf, err := parsePEMCerts(leafPEM)
+	leaf, err := certs.ParsePEM(leafPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +290,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		}
 	}
 	names := []string{"bench.example.com"}
-	certs := []struct {
+	cases := []struct {
 		name    string
 		extra   string // a configured name the live certificate lacks
 		live    *store.Certificate
@@ -314,7 +315,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		API:    config.APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "test", AccessKeySecret: "test", Timeout: time.Second},
 		Daemon: config.DaemonConfig{StateDir: dir, Schedule: config.DefaultSchedule, MaxConcurrent: 4, ExpiryAlertDays: []int{14, 7, 3, 1}},
 	}
-	for _, c := range certs {
+	for _, c := range cases {
 		cc := config.CertConfig{Name: c.name, ServiceID: "svc-" + c.name, KeyType: config.KeyECDSAP256,
 			Domains: map[string]reseller.Method{names[0]: reseller.MethodHTTP},
 			Deploy:  deploy.Spec{Dir: filepath.Join(dir, "deploy", c.name)}}
@@ -347,7 +348,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 		if state == nil {
 			t.Fatal("readSweepState failed on a sound store")
 		}
-		for i, c := range certs {
+		for i, c := range cases {
 			cc := &cfg.Certificates[i]
 			got, gotLive, err := d.sweepRenewal(ctx, state, cc, adopt)
 			if err != nil {
@@ -385,7 +386,7 @@ func TestSweepBatchedDecisions(t *testing.T) {
 				t.Errorf("%s: the certificate in the deploy directory was adopted without adopt (a cluster's first look)", cert)
 			case adopt && err != nil:
 				t.Errorf("%s: the certificate in the deploy directory was not adopted: %v", cert, err)
-			case adopt && (adopted.Serial != serialHex(leaf[0]) || adopted.ChainPEM != chainPEM):
+			case adopt && (adopted.Serial != certs.SerialHex(leaf[0]) || adopted.ChainPEM != chainPEM):
 				t.Errorf("%s: adopted %+v, want the deploy directory's certificate", cert, adopted)
 			}
 		}

@@ -1,4 +1,4 @@
-package daemon
+package certs
 
 import (
 	"crypto"
@@ -13,48 +13,48 @@ import (
 	"time"
 )
 
-// clockSkew is how far in the future a certificate's NotBefore may be:
+// ClockSkew is how far in the future a certificate's NotBefore may be:
 // CAs backdate, but clocks drift.
-const clockSkew = time.Hour
+const ClockSkew = time.Hour
 
-// issued is a certificate that passed verifyIssued.
-type issued struct {
-	leaf     *x509.Certificate
-	leafPEM  string
-	chainPEM string
+// issued is a certificate that passed Verify.
+type Issued struct {
+	Leaf     *x509.Certificate
+	LeafPEM  string // the leaf as issued, normalised
+	ChainPEM string // the chain, deduplicated
 }
 
-// verifyIssued checks a certificate from the API before anything is
+// Verify checks a certificate from the API before anything is
 // written: it is for our key, covers every configured name, its chain
 // parses and signs it (and reaches roots when configured), and its dates
 // are sane. The API is not trusted; a wrong certificate is never deployed.
-func verifyIssued(certPEM, chainPEM string, key crypto.Signer, names []string, roots *x509.CertPool, now time.Time) (*issued, error) {
-	certs, err := parsePEMCerts(certPEM)
+func Verify(certPEM, chainPEM string, key crypto.Signer, names []string, roots *x509.CertPool, now time.Time) (*Issued, error) {
+	certs, err := ParsePEM(certPEM)
 	if err != nil {
 		return nil, fmt.Errorf("cert_pem: %w", err)
 	}
 	chain := certs[1:] // some replies append the chain to the leaf
 	if strings.TrimSpace(chainPEM) != "" {
-		more, err := parsePEMCerts(chainPEM)
+		more, err := ParsePEM(chainPEM)
 		if err != nil {
 			return nil, fmt.Errorf("ca_pem: %w", err)
 		}
 		chain = append(chain, more...)
 	}
-	chain = dedupeCerts(chain)
+	chain = Dedupe(chain)
 	leaf := certs[0]
 
 	pub, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
 		return nil, errors.New("the certificate is not for this order's key")
 	}
-	if missing := uncovered(leaf, names); len(missing) > 0 {
+	if missing := Uncovered(leaf, names); len(missing) > 0 {
 		return nil, fmt.Errorf("the certificate does not cover %s", strings.Join(missing, ", "))
 	}
 	switch {
 	case !leaf.NotAfter.After(leaf.NotBefore):
 		return nil, fmt.Errorf("the certificate's validity is empty (%s to %s)", leaf.NotBefore, leaf.NotAfter)
-	case leaf.NotBefore.After(now.Add(clockSkew)):
+	case leaf.NotBefore.After(now.Add(ClockSkew)):
 		return nil, fmt.Errorf("the certificate is not valid before %s", leaf.NotBefore.Format(time.RFC3339))
 	case !leaf.NotAfter.After(now):
 		return nil, fmt.Errorf("the certificate expired at %s", leaf.NotAfter.Format(time.RFC3339))
@@ -73,13 +73,13 @@ func verifyIssued(certPEM, chainPEM string, key crypto.Signer, names []string, r
 			return nil, fmt.Errorf("the first certificate of the chain did not sign the certificate: %w", err)
 		}
 	}
-	return &issued{leaf: leaf, leafPEM: encodeCerts(certs[:1]), chainPEM: encodeCerts(chain)}, nil
+	return &Issued{Leaf: leaf, LeafPEM: EncodePEM(certs[:1]), ChainPEM: EncodePEM(chain)}, nil
 }
 
-// uncovered returns the names the certificate's SANs do not list. A
+// Uncovered returns the names the certificate's SANs do not list. A
 // wildcard name must be listed as such: *.example.com is not covered by
 // www.example.com, and example.com is not covered by *.example.com.
-func uncovered(leaf *x509.Certificate, names []string) []string {
+func Uncovered(leaf *x509.Certificate, names []string) []string {
 	dns := map[string]bool{}
 	for _, n := range leaf.DNSNames {
 		dns[strings.ToLower(strings.TrimSuffix(n, "."))] = true
@@ -105,8 +105,8 @@ func uncovered(leaf *x509.Certificate, names []string) []string {
 	return missing
 }
 
-// leafNames lists a certificate's names as configured names look.
-func leafNames(c *x509.Certificate) []string {
+// LeafNames lists a certificate's names as configured names look.
+func LeafNames(c *x509.Certificate) []string {
 	var out []string
 	for _, n := range c.DNSNames {
 		out = append(out, strings.ToLower(n))
@@ -118,7 +118,7 @@ func leafNames(c *x509.Certificate) []string {
 	return out
 }
 
-func parsePEMCerts(text string) ([]*x509.Certificate, error) {
+func ParsePEM(text string) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	rest := []byte(text)
 	for {
@@ -142,7 +142,7 @@ func parsePEMCerts(text string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-func encodeCerts(certs []*x509.Certificate) string {
+func EncodePEM(certs []*x509.Certificate) string {
 	var b strings.Builder
 	for _, c := range certs {
 		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
@@ -150,7 +150,7 @@ func encodeCerts(certs []*x509.Certificate) string {
 	return b.String()
 }
 
-func dedupeCerts(certs []*x509.Certificate) []*x509.Certificate {
+func Dedupe(certs []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range certs {
 		dup := false
@@ -166,6 +166,6 @@ func dedupeCerts(certs []*x509.Certificate) []*x509.Certificate {
 	return out
 }
 
-func serialHex(c *x509.Certificate) string {
+func SerialHex(c *x509.Certificate) string {
 	return hex.EncodeToString(c.SerialNumber.Bytes())
 }
