@@ -1,6 +1,7 @@
 package store
 
 import (
+	"math"
 	"time"
 
 	"github.com/dcvd/dcvd/httpchallenge"
@@ -129,4 +130,35 @@ type Attempt struct {
 	Cost     float64
 	Serial   string
 	Error    string
+}
+
+// Service is what dcvd knows of a service: the reseller's order behind a
+// configured certificate, with its paid period. Within the period the
+// certificate is reissued as often as its lifetime needs; after it, no
+// reissue renews it and the admin must buy a renewal (a new service_id).
+type Service struct {
+	ServiceID string
+	// Cert is the certificate configured with this service when it was
+	// last checked.
+	Cert string
+	// Status is the reseller's status of the service, as it said.
+	Status string
+	// Expires is the end of the paid period; zero when the reseller did
+	// not say.
+	Expires time.Time
+	// Checked is when the reseller was last asked.
+	Checked time.Time
+	// AlertedDays is the most urgent of daemon.service_alert_days already
+	// announced for this Expires, 0 when the end itself was announced,
+	// and NoServiceAlert when nothing was: each threshold is announced
+	// once, across restarts.
+	AlertedDays int
+}
+
+// NoServiceAlert is Service.AlertedDays when no alert was announced.
+const NoServiceAlert = math.MaxInt32
+
+// Ended reports whether the service's paid period is over at now.
+func (s *Service) Ended(now time.Time) bool {
+	return s != nil && !s.Expires.IsZero() && !now.Before(s.Expires)
 }
