@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/dcvd/dcvd/internal/section"
 )
 
 // This file holds the top-level include key of the configuration:
@@ -160,13 +163,13 @@ func (l *loader) include(path string, raw map[string]any) {
 		for _, e := range t {
 			p, ok := e.(string)
 			if !ok {
-				l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], but holds %s", cfgTypeName(e))
+				l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], but holds %s", section.TypeName(e))
 				return
 			}
 			patterns = append(patterns, p)
 		}
 	default:
-		l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], not %s", cfgTypeName(v))
+		l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], not %s", section.TypeName(v))
 		return
 	}
 	mainAbs, _ := filepath.Abs(path)
@@ -261,23 +264,23 @@ func (l *loader) fragment(file string, certs *[]map[string]any, dns map[string]a
 		}
 		return
 	}
-	for _, k := range cfgSortedKeys(raw) {
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
 		if slices.Contains(cfgFragmentSections, k) {
 			continue
 		}
 		switch {
 		case k == "include":
-			l.fail(cfgKeyPart(k), "not allowed in an included file: includes do not nest; list every pattern in the main file %s", l.includes.main)
+			l.fail(section.KeyPart(k), "not allowed in an included file: includes do not nest; list every pattern in the main file %s", l.includes.main)
 		case slices.Contains(cfgTopLevel, k):
-			l.fail(cfgKeyPart(k), "not allowed in an included file, which may hold only [[certificate]] and [dns.NAME] sections: [%s] belongs in the main file %s", k, l.includes.main)
+			l.fail(section.KeyPart(k), "not allowed in an included file, which may hold only [[certificate]] and [dns.NAME] sections: [%s] belongs in the main file %s", k, l.includes.main)
 		default:
-			l.fail(cfgKeyPart(k), "unknown section or key: an included file may hold only [[certificate]] and [dns.NAME] sections")
+			l.fail(section.KeyPart(k), "unknown section or key: an included file may hold only [[certificate]] and [dns.NAME] sections")
 		}
 	}
 	if v, ok := raw["certificate"]; ok {
 		tables, ok := cfgCertTables(v)
 		if !ok {
-			l.fail("certificate", "must be an array of tables: write [[certificate]] (double brackets), one per certificate, not %s", cfgTypeName(v))
+			l.fail("certificate", "must be an array of tables: write [[certificate]] (double brackets), one per certificate, not %s", section.TypeName(v))
 		}
 		for i, m := range tables {
 			*certs = append(*certs, m)
@@ -291,16 +294,16 @@ func (l *loader) fragment(file string, certs *[]map[string]any, dns map[string]a
 	if v, ok := raw["dns"]; ok {
 		tables, ok := v.(map[string]any)
 		if !ok {
-			l.fail("dns", "must be tables such as [dns.main], not %s", cfgTypeName(v))
+			l.fail("dns", "must be tables such as [dns.main], not %s", section.TypeName(v))
 			return
 		}
-		for _, name := range cfgSortedKeys(tables) {
+		for _, name := range slices.Sorted(maps.Keys(tables)) {
 			if _, dup := dns[name]; dup {
 				where := l.includes.dnsFile[name]
 				if where == "" {
 					where = "the main file " + l.includes.main
 				}
-				l.fail("dns."+cfgKeyPart(name), "[dns.%s] is also defined in %s: define each DNS provider once, in one file", name, where)
+				l.fail("dns."+section.KeyPart(name), "[dns.%s] is also defined in %s: define each DNS provider once, in one file", name, where)
 				continue
 			}
 			dns[name] = tables[name]

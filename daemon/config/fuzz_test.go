@@ -14,6 +14,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/dcvd/dcvd/internal/section"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -315,7 +316,7 @@ func fzCheckConfigError(t *testing.T, data []byte, path string, err error) {
 	}
 	sections := slices.Clone(cfgTopLevel)
 	for k := range raw {
-		sections = append(sections, cfgKeyPart(k))
+		sections = append(sections, section.KeyPart(k))
 	}
 	var keys []string
 	for _, e := range j.Unwrap() {

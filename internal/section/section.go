@@ -4,8 +4,8 @@
 // problem at once, each naming the key's full path ("dns.cf.api_token:
 // reason").
 //
-// It exists so that the three readers of such sections (package daemon,
-// package notify and package providers) share one implementation of what
+// It exists so that the three readers of such sections (package
+// daemon/config, package notify and package providers) share one implementation of what
 // they all need and must do alike: secrets given inline, as KEY_file (a
 // file holding the secret, such as one in systemd's
 // $CREDENTIALS_DIRECTORY) or as KEY_env (an environment variable holding
@@ -47,12 +47,12 @@ type Options struct {
 	// LookupEnv reads KEY_env secrets; nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
 	// QuoteKeys renders a key that is not a bare TOML key quoted in key
-	// paths (certificate[shop].deploy."a.b"), as package daemon's
+	// paths (certificate[shop].deploy."a.b"), as package daemon/config's
 	// messages do; otherwise keys are appended as they are.
 	QuoteKeys bool
 	// NameTypes makes a type error name the value's TOML type ("must be a
-	// string, not an integer"), as package daemon's messages do; otherwise
-	// it stops at "must be a string".
+	// string, not an integer"), as package daemon/config's messages do;
+	// otherwise it stops at "must be a string".
 	NameTypes bool
 }
 

@@ -311,12 +311,17 @@ func TestParseDuration(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"0": 0, "90s": 90 * time.Second, "1h30m": 90 * time.Minute, "30d": 720 * time.Hour,
 		"1d12h": 36 * time.Hour, "1.5d": 36 * time.Hour, "-1d": -24 * time.Hour, "+2m": 2 * time.Minute,
+		// The cases of package daemon/config, whose parser this was.
+		"720h": 720 * time.Hour, "90m": 90 * time.Minute, "1h30m5s": time.Hour + 30*time.Minute + 5*time.Second,
+		"250ms": 250 * time.Millisecond, "-2d": -48 * time.Hour, "+1d": 24 * time.Hour, "2d3d": 5 * 24 * time.Hour,
+		"1µs": time.Microsecond,
 	} {
 		if got, err := ParseDuration(in); err != nil || got != want {
 			t.Errorf("ParseDuration(%q) = %s, %v; want %s", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "-", "d", "5", "1x", "1.2.3h", "999999999999d", "200000d200000d"} {
+	for _, in := range []string{"", "-", "d", "5", "1x", "1.2.3h", "999999999999d", "200000d200000d",
+		"30", "30 d", "30days", "1w", ".d", "1..5d", "d30", "120000000d", "100000d100000d", "1d-2h"} {
 		if got, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) = %s, want an error", in, got)
 		} else if !strings.Contains(err.Error(), `"`+in+`"`) {
