@@ -2,18 +2,13 @@ package sandbox_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/reseller"
 	"github.com/dcvd/dcvd/sandbox"
 )
@@ -44,15 +39,7 @@ func newClient(t *testing.T, base, id, secret string, now func() time.Time) *res
 
 func testCSR(t *testing.T, names ...string) string {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: names[0]}, DNSNames: names}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	return testpki.CSR(t, testpki.Key(t), names...)
 }
 
 func TestClientRefusals(t *testing.T) {

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +24,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/dcvd/dcvd/internal/memdns"
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -364,43 +362,15 @@ func (h *sbHarness) charges(uid string) int {
 // sbCSR returns a new P-256 key and a CSR for names (CN = names[0]).
 func sbCSR(t *testing.T, names ...string) (*ecdsa.PrivateKey, string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: names[0]}}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-}
-
-func sbParseCert(t *testing.T, pemText string) *x509.Certificate {
-	t.Helper()
-	b, _ := pem.Decode([]byte(pemText))
-	if b == nil {
-		t.Fatalf("no PEM in %q", pemText)
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	key := testpki.Key(t).(*ecdsa.PrivateKey)
+	return key, testpki.CSR(t, key, names...)
 }
 
 // sbVerify checks that the order's certificate chains to the sandbox root
 // through ca_pem and covers names.
 func (h *sbHarness) sbVerify(o reseller.Order, key *ecdsa.PrivateKey, names ...string) *x509.Certificate {
 	h.t.Helper()
-	leaf := sbParseCert(h.t, o.CertPEM)
+	leaf := testpki.ParseCert(h.t, o.CertPEM)
 	inter := x509.NewCertPool()
 	if !inter.AppendCertsFromPEM([]byte(o.CAPEM)) {
 		h.t.Fatalf("ca_pem holds no certificate: %q", o.CAPEM)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -214,7 +215,7 @@ func TestReissueDroppingNamesRevokes(t *testing.T) {
 	if first.Status != reseller.StatusIssued {
 		t.Fatalf("not issued: %+v", first)
 	}
-	serial1 := sbParseCert(t, first.CertPEM).SerialNumber
+	serial1 := testpki.ParseCert(t, first.CertPEM).SerialNumber
 
 	// Keeping every name (and adding one) does not revoke.
 	h.reissue("d2", "svc", map[string]string{"a.example.com": email, "b.example.com": email, "c.example.com": email}, "").mustSucceed(t)
@@ -225,7 +226,7 @@ func TestReissueDroppingNamesRevokes(t *testing.T) {
 	if second.Status != reseller.StatusIssued {
 		t.Fatalf("not issued: %+v", second)
 	}
-	cert2 := sbParseCert(t, second.CertPEM)
+	cert2 := testpki.ParseCert(t, second.CertPEM)
 	if cert2.SerialNumber.Cmp(serial1) == 0 || len(cert2.DNSNames) != 3 {
 		t.Fatalf("second certificate %v %v", cert2.SerialNumber, cert2.DNSNames)
 	}

@@ -111,3 +111,40 @@ func (ca *CA) Issue(t testing.TB, pub crypto.PublicKey, l Leaf) *x509.Certificat
 	}
 	return Sign(t, tmpl, ca.Inter, pub, ca.InterKey)
 }
+
+// CSR is a PEM certificate request signed by key for names: IP addresses
+// as IP SANs, the rest as DNS names, and names[0] (if any) as the common
+// name.
+func CSR(t testing.TB, key crypto.Signer, names ...string) string {
+	t.Helper()
+	tmpl := &x509.CertificateRequest{}
+	if len(names) > 0 {
+		tmpl.Subject = pkix.Name{CommonName: names[0]}
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+// ParseCert parses the first certificate of a PEM text, or the test fails.
+func ParseCert(t testing.TB, pemText string) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode([]byte(pemText))
+	if b == nil {
+		t.Fatalf("no PEM in %q", pemText)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
