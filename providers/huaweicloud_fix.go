@@ -18,7 +18,7 @@ import (
 
 // HuaweiCloud is github.com/libdns/huaweicloud (v1.0.1) with the three
 // methods dcvd relies on rewritten, because the upstream ones are not exact
-// (found by the fake in huaweicloud_test.go):
+// (found by the fake in huaweicloud_fake_test.go):
 //   - GetRecords reads one page of record sets (client.go GetRecords sends
 //     no limit/offset; the API returns at most 500), so in a bigger zone
 //     dcvd does not see its own record and Cleanup leaves it behind;

@@ -17,7 +17,7 @@ import (
 
 // TencentCloud is github.com/libdns/tencentcloud (v1.4.3) with its record
 // methods rewritten, because the upstream ones are not exact (found by the
-// fake in tencentcloud_test.go):
+// fake in tencentcloud_fake_test.go):
 //   - it never reads Response.Error, and the API answers its errors with
 //     HTTP 200: a refused DeleteRecord or ModifyRecord reads as success and
 //     a refused list as an empty zone (client.go);
