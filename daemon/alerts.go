@@ -11,10 +11,9 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
-	"github.com/dcvd/dcvd/notify"
 )
 
-// This file decides what the admin is told (through package notify): the
+// This file decides what the admin is told (as events, see events.go): the
 // failures nobody would otherwise see, e-mail approvals waiting for a
 // person, certificates nearing expiry without a renewal, and renewals.
 
@@ -41,14 +40,14 @@ const (
 )
 
 // classOf is the class of a failure in step.
-func classOf(step store.Step) (failureClass, notify.Kind) {
+func classOf(step store.Step) (failureClass, EventKind) {
 	switch step {
 	case store.StepIssued:
-		return classDeploy, notify.DeployFailed
+		return classDeploy, EventDeployFailed
 	case store.StepDeployed:
-		return classReload, notify.ReloadFailed
+		return classReload, EventReloadFailed
 	}
-	return classStep, notify.ReissueFailed
+	return classStep, EventReissueFailed
 }
 
 // failureAlerts remembers the failures the admin was told of and not yet
@@ -127,21 +126,8 @@ func (a *expiryAlerts) first(key string) bool {
 	return true
 }
 
-func (d *Daemon) alert(e notify.Event) {
-	d.mu.Lock()
-	n := d.notifier // swapped by Reload
-	d.mu.Unlock()
-	if n == nil {
-		return
-	}
-	if e.Time.IsZero() {
-		e.Time = d.now()
-	}
-	n.Notify(e)
-}
-
 func (d *Daemon) alertOrderFailed(o *store.Order, cause error) {
-	d.alertFailure(o, classOrder, notify.ReissueFailed,
+	d.alertFailure(o, classOrder, EventReissueFailed,
 		fmt.Sprintf("reissue of %s failed", o.Cert),
 		fmt.Sprintf("The order stopped at step %s and will not be retried; a new order follows after a backoff. Reason: %v", o.Step, cause),
 		map[string]string{"step": string(o.Step), "cost": strconv.FormatFloat(o.Cost, 'f', 2, 64)})
@@ -174,7 +160,7 @@ func (d *Daemon) alertRetrying(o *store.Order, step store.Step, err error) {
 
 // alertFailure sends the alert of a failure of o's certificate in class,
 // or a reminder of it, or nothing when the admin was told recently.
-func (d *Daemon) alertFailure(o *store.Order, class failureClass, kind notify.Kind, title, text string, fields map[string]string) {
+func (d *Daemon) alertFailure(o *store.Order, class failureClass, kind EventKind, title, text string, fields map[string]string) {
 	key := failureKey(o.Cert, class)
 	send, open := d.failures.failed(key, title, d.now())
 	if !send {
@@ -185,7 +171,7 @@ func (d *Daemon) alertFailure(o *store.Order, class failureClass, kind notify.Ki
 		title = fmt.Sprintf("%s (still failing, reminder %d)", title, open.reminded)
 		text = fmt.Sprintf("Failing since %s, %d failures since the first alert. %s", open.since.UTC().Format(time.RFC3339), open.failures, text)
 	}
-	d.alert(notify.Event{Kind: kind, Cert: o.Cert, UniqueID: o.UniqueID, Title: title, Text: text, Fields: fields})
+	d.emit(Event{Kind: kind, Cert: o.Cert, UniqueID: o.UniqueID, Title: title, Text: text, Fields: fields})
 }
 
 // recovered follows a step of o that went through (from step): the
@@ -208,8 +194,8 @@ func (d *Daemon) recovered(o *store.Order, step store.Step) {
 			continue
 		}
 		d.orderLog(o).Info("failure over", zap.String("class", string(class)), zap.Time("since", f.since))
-		d.alert(notify.Event{
-			Kind: notify.Recovered, Cert: o.Cert, UniqueID: o.UniqueID,
+		d.emit(Event{
+			Kind: EventRecovered, Cert: o.Cert, UniqueID: o.UniqueID,
 			Title: fmt.Sprintf("%s: recovered (%s)", o.Cert, f.title),
 			Text: fmt.Sprintf("What was failing since %s works again (%d failures in between); the order is at step %s.",
 				f.since.UTC().Format(time.RFC3339), f.failures, o.Step),
@@ -219,8 +205,8 @@ func (d *Daemon) recovered(o *store.Order, step store.Step) {
 }
 
 func (d *Daemon) alertEmailApproval(o *store.Order, domain, approver string) {
-	d.alert(notify.Event{
-		Kind: notify.EmailApproval, Cert: o.Cert, UniqueID: o.UniqueID,
+	d.emit(Event{
+		Kind: EventEmailApproval, Cert: o.Cert, UniqueID: o.UniqueID,
 		Title:  fmt.Sprintf("%s: approve the validation e-mail for %s", o.Cert, domain),
 		Text:   fmt.Sprintf("The CA sends the approval e-mail for %s to %s; the certificate is issued only after someone approves it.", domain, approver),
 		Fields: map[string]string{"domain": domain, "approver": approver},
@@ -228,8 +214,8 @@ func (d *Daemon) alertEmailApproval(o *store.Order, domain, approver string) {
 }
 
 func (d *Daemon) alertRenewed(o *store.Order) {
-	d.alert(notify.Event{
-		Kind: notify.Renewed, Cert: o.Cert, UniqueID: o.UniqueID,
+	d.emit(Event{
+		Kind: EventRenewed, Cert: o.Cert, UniqueID: o.UniqueID,
 		Title:  fmt.Sprintf("%s renewed", o.Cert),
 		Text:   fmt.Sprintf("Serial %s is deployed, valid until %s (cost %.2f).", o.Serial, o.NotAfter.UTC().Format(time.RFC3339), o.Cost),
 		Fields: map[string]string{"serial": o.Serial, "not_after": o.NotAfter.UTC().Format(time.RFC3339)},
@@ -258,8 +244,8 @@ func (d *Daemon) checkExpiry(cc *config.CertConfig, live *store.Certificate) {
 	if left <= 0 {
 		what = "has expired"
 	}
-	d.alert(notify.Event{
-		Kind: notify.ExpiringSoon, Cert: cc.Name,
+	d.emit(Event{
+		Kind: EventExpiringSoon, Cert: cc.Name,
 		Title:  fmt.Sprintf("%s %s without a successful renewal", cc.Name, what),
 		Text:   fmt.Sprintf("The live certificate (serial %s) is valid until %s and no renewal has succeeded yet. Run dcvd status for the order in flight and its last error.", live.Serial, live.NotAfter.UTC().Format(time.RFC3339)),
 		Fields: map[string]string{"serial": live.Serial, "not_after": live.NotAfter.UTC().Format(time.RFC3339), "threshold_days": strconv.Itoa(threshold)},

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,8 +13,49 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/notify"
 )
+
+// notifyTo sends the events of a daemon opened with opts to cfg's
+// [notify.*] channels, as dcvd's command does (cmd/dcvd/events.go),
+// unless opts.OnEvent is set already. The returned func, called once the
+// daemon is closed, delivers what is queued (within bounds) and stops.
+func notifyTo(cfg *config.Config, opts *Options) func() error {
+	if len(cfg.Notify) == 0 || opts.OnEvent != nil {
+		return func() error { return nil }
+	}
+	n := notify.New(cfg.Notify, opts.Log)
+	opts.OnEvent = func(e Event) {
+		n.Notify(notify.Event{Kind: notify.Kind(e.Kind), Cert: e.Cert, UniqueID: e.UniqueID,
+			Title: e.Title, Text: e.Text, Fields: e.Fields, Time: e.Time})
+	}
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return n.Close(ctx)
+	}
+}
+
+// TestEventKindsAreNotifyKinds: each kind of event is the notification
+// kind of the same name, which receivers switch on.
+func TestEventKindsAreNotifyKinds(t *testing.T) {
+	for ek, nk := range map[EventKind]notify.Kind{
+		EventReissueFailed:      notify.ReissueFailed,
+		EventDeployFailed:       notify.DeployFailed,
+		EventReloadFailed:       notify.ReloadFailed,
+		EventRecovered:          notify.Recovered,
+		EventEmailApproval:      notify.EmailApproval,
+		EventRenewed:            notify.Renewed,
+		EventExpiringSoon:       notify.ExpiringSoon,
+		EventScheduleStalled:    notify.ScheduleStalled,
+		EventSubscriptionEnding: notify.SubscriptionEnding,
+	} {
+		if string(ek) != string(nk) {
+			t.Errorf("event kind %q is sent as notification kind %q", ek, nk)
+		}
+	}
+}
 
 // webhookSink receives dcvd's webhook notifications and checks their
 // signature.

@@ -54,7 +54,7 @@ func (g *callbackGate) allow(uniqueID string, now time.Time) bool {
 // A known token of an order waiting for its certificate (step rechecked)
 // makes its driver fetch the detail through the signed API at once — at
 // most once per callbackWakeInterval, and a fetch it prompts that fails
-// counts as no attempt and leaves the backoff alone (see driveClaimed).
+// counts as no attempt and leaves the backoff alone (see orderRun.drive).
 // The token of an order in any other step in flight is answered 200 and
 // does nothing: the order is not waiting for the CA. Anything else is 404.
 func (d *Daemon) CallbackHandler() http.Handler {
@@ -89,7 +89,7 @@ func (d *Daemon) CallbackHandler() http.Handler {
 			log.Info("callback received")
 			d.wakeOrder(o.UniqueID, wakeCallback)
 			// In a cluster the order's driver may be another node.
-			d.announce(r.Context(), store.ClusterEvent{Kind: store.EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
+			d.cluster.Announce(r.Context(), store.ClusterEvent{Kind: store.EventCallback, Cert: o.Cert, UniqueID: o.UniqueID})
 		}
 		w.WriteHeader(http.StatusOK)
 		w.Write([]byte("ok\n"))

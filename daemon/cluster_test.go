@@ -15,6 +15,7 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/dcvfiles"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/pgtest"
@@ -96,7 +97,7 @@ func (n *clusterNode) run(t *testing.T) {
 // then on a driver waits for its validation files.
 func (n *clusterNode) register(t *testing.T) {
 	t.Helper()
-	if err := n.d.heartbeat(hCtx(t)); err != nil {
+	if err := n.d.cluster.Heartbeat(hCtx(t)); err != nil {
 		t.Fatalf("node %s: heartbeat: %v", n.name, err)
 	}
 }
@@ -288,7 +289,7 @@ func TestMergeWrittenUnionsCreatedDirs(t *testing.T) {
 	a := httpchallenge.Written{Webroot: "/w", Name: "f.txt", Content: "x", CreatedDirs: []string{".well-known"}}
 	b := httpchallenge.Written{Webroot: "/w", Name: "f.txt", Content: "x", CreatedDirs: []string{".well-known/pki-validation"}}
 	other := httpchallenge.Written{Webroot: "/v", Name: "f.txt", Content: "x"}
-	got := mergeWritten([]httpchallenge.Written{a}, []httpchallenge.Written{b, other})
+	got := dcvfiles.MergeWritten([]httpchallenge.Written{a}, []httpchallenge.Written{b, other})
 	if len(got) != 2 {
 		t.Fatalf("merged %+v, want two records", got)
 	}
@@ -371,40 +372,40 @@ func TestClusterWaitFileAcks(t *testing.T) {
 	n1.register(t)
 	c := n1.d.cluster
 	o := pendingFileOrder("dcvd-acks-1")
-	if err := c.store.AckFiles(ctx, o.UniqueID, "n1"); err != nil {
+	if err := c.Store().AckFiles(ctx, o.UniqueID, "n1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
 		t.Fatalf("only node n1, which acknowledged: %v", err)
 	}
 
 	// n2 registered, and has not acknowledged: waited for, then named.
-	if _, err := c.store.Heartbeat(ctx, store.Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
+	if _, err := c.Store().Heartbeat(ctx, store.Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	c.ackWait = 300 * time.Millisecond
-	err := n1.d.waitFileAcks(ctx, o)
+	c.AckWait = 300 * time.Millisecond
+	err := n1.d.files.WaitAcks(ctx, o)
 	if err == nil || !strings.Contains(err.Error(), "node n2 (last heartbeat") || strings.Contains(err.Error(), "n1 (") {
 		t.Fatalf("node n2 alive without acknowledging: %v, want an error naming n2 alone", err)
 	}
-	if err := c.store.AckFiles(ctx, o.UniqueID, "n2"); err != nil {
+	if err := c.Store().AckFiles(ctx, o.UniqueID, "n2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
 		t.Fatalf("both nodes acknowledged: %v", err)
 	}
 
 	// n3 heartbeats once and is gone: waited for until its heartbeat is
 	// older than the liveness window (the lease), long before the bound.
-	if _, err := c.store.Heartbeat(ctx, store.Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
+	if _, err := c.Store().Heartbeat(ctx, store.Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	c.ackWait = time.Hour
+	c.AckWait = time.Hour
 	start := time.Now()
-	if err := n1.d.waitFileAcks(ctx, o); err != nil {
+	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
 		t.Fatalf("node n3 gone: %v", err)
 	}
-	if took := time.Since(start); took > 10*c.lease {
-		t.Fatalf("waited %s for a node gone, want about the lease (%s)", took, c.lease)
+	if took := time.Since(start); took > 10*c.LeaseDuration() {
+		t.Fatalf("waited %s for a node gone, want about the lease (%s)", took, c.LeaseDuration())
 	}
 }

@@ -524,7 +524,7 @@ func TestControlStoppingRefusesReissue(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	c := &controlServer{d: d, ctx: ctx}
-	if _, err := c.startReissue(hCert, false); err == nil {
+	if _, err := c.Reissue(hCert, false); err == nil {
 		t.Fatal("a stopping daemon started a reissue")
 	} else {
 		var ce *controlError
@@ -634,7 +634,7 @@ func TestControlRetry(t *testing.T) {
 
 	// A stopping daemon starts nothing.
 	c := &controlServer{d: w.d, ctx: canceledContext()}
-	if _, err := c.retry(hCert); err == nil {
+	if _, err := c.Retry(hCert); err == nil {
 		t.Error("a stopping daemon took a retry")
 	} else if status, code := replyStatus(err); status != http.StatusServiceUnavailable || code != control.CodeStopping {
 		t.Errorf("a stopping daemon answered %d %q, want 503 %q", status, code, control.CodeStopping)

@@ -12,12 +12,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/dcvd/dcvd/daemon/cluster"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/dcvfiles"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
-	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -51,6 +52,11 @@ type Options struct {
 	// StopGrace is how long the step at work may go on after the context
 	// of Run or Reissue ends; zero means DefaultStopGrace.
 	StopGrace time.Duration
+	// OnEvent, when set, is told what the admin is to hear of (see Event);
+	// the daemon sends no notification itself. It is called on the
+	// goroutine at work, possibly on several at once, and must return
+	// quickly: queue the event, do not deliver it there.
+	OnEvent func(Event)
 }
 
 // Daemon drives the configured certificates: it reissues each when due,
@@ -68,10 +74,14 @@ type Daemon struct {
 	roots     *x509.CertPool
 	now       func() time.Time
 	afterStep func(o *store.Order)
+	onEvent   func(Event) // Options.OnEvent; nil drops the events
 	metrics   *metrics.Metrics
 
-	responder   *httpchallenge.Responder
-	standalones map[string]*httpchallenge.Standalone
+	responder *httpchallenge.Responder
+	// local serves this process's validation files; files publishes an
+	// order's: local itself, or the cluster node, which builds on it.
+	local *dcvfiles.Local
+	files dcvfiles.Publisher
 
 	mu      sync.Mutex
 	driving map[string]bool            // certificates whose order a goroutine drives
@@ -80,8 +90,7 @@ type Daemon struct {
 
 	life lifecycle // reloads and the graceful stop (reload.go)
 
-	notifier *notify.Notifier // nil without [notify.*] channels
-	expiry   expiryAlerts
+	expiry expiryAlerts
 	// services holds the recorded services and their ends (services.go).
 	services serviceBook
 	failures failureAlerts
@@ -91,7 +100,7 @@ type Daemon struct {
 	// cluster is set when the store is shared with other dcvd processes
 	// ([store] driver = "postgres"); sealer then seals the private keys
 	// kept in it.
-	cluster *cluster
+	cluster *cluster.Node
 	sealer  *keySealer
 	version string
 }
@@ -100,30 +109,29 @@ type Daemon struct {
 // It does not start anything; see Run and Reissue.
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{
-		cfg:         cfg,
-		store:       opts.Store,
-		dns:         map[string]*providers.DNS{},
-		deployer:    opts.Deployer,
-		log:         opts.Log,
-		roots:       opts.Roots,
-		now:         opts.Now,
-		afterStep:   opts.AfterStep,
-		metrics:     opts.Metrics,
-		responder:   httpchallenge.NewResponder(),
-		standalones: map[string]*httpchallenge.Standalone{},
-		driving:     map[string]bool{},
-		wake:        map[string]chan wakeReason{},
-		life:        newLifecycle(opts),
-		version:     opts.Version,
+		cfg:       cfg,
+		store:     opts.Store,
+		dns:       map[string]*providers.DNS{},
+		deployer:  opts.Deployer,
+		log:       opts.Log,
+		roots:     opts.Roots,
+		now:       opts.Now,
+		afterStep: opts.AfterStep,
+		onEvent:   opts.OnEvent,
+		metrics:   opts.Metrics,
+		responder: httpchallenge.NewResponder(),
+		driving:   map[string]bool{},
+		wake:      map[string]chan wakeReason{},
+		life:      newLifecycle(opts),
+		version:   opts.Version,
 	}
 	if d.log == nil {
 		d.log = zap.NewNop()
 	}
+	d.local = dcvfiles.NewLocal(d.responder)
+	d.files = d.local
 	if d.metrics == nil && cfg.Daemon.MetricsListen != "" {
 		d.metrics = metrics.New()
-	}
-	if len(cfg.Notify) > 0 {
-		d.notifier = notify.New(cfg.Notify, d.log)
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -190,7 +198,9 @@ func (d *Daemon) openCluster(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("store.driver = %q: the store given (%T) cannot be shared by a cluster", cfg.Store.Driver, d.store)
 	}
 	d.sealer = sealer
-	d.cluster = newCluster(cs, cfg.Store.Node, cfg.Store.Lease)
+	d.cluster = cluster.New(cluster.Options{Store: cs, Node: cfg.Store.Node, Lease: cfg.Store.Lease, Version: d.version,
+		Log: d.log, Local: d.local, Backoff: retryBackoff})
+	d.files = d.cluster
 	return nil
 }
 
@@ -198,21 +208,7 @@ func (d *Daemon) openCluster(ctx context.Context, cfg *config.Config) error {
 // standalone responders.
 func (d *Daemon) Close() error {
 	var errs []error
-	d.mu.Lock()
-	for _, s := range d.standalones {
-		errs = append(errs, s.Close())
-	}
-	d.mu.Unlock()
-	d.mu.Lock()
-	n := d.notifier
-	d.mu.Unlock()
-	if n != nil {
-		// Deliver what is queued, within bounds: stopping must not hang
-		// on an unreachable webhook.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		errs = append(errs, n.Close(ctx))
-		cancel()
-	}
+	errs = append(errs, d.local.Close())
 	if api := d.apiClient(); api != nil {
 		api.CloseIdleConnections()
 	}

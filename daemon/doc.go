@@ -13,7 +13,34 @@
 // recorded step. A reissue that would drop names of the live certificate,
 // which the CA answers by revoking it, is refused unless the admin confirms.
 //
-// The package owns the configuration (config.go), the store (store.go,
-// SQLite by default) and the deployer (deploy.go); it is the only package
-// that uses reseller, providers and httpchallenge together.
+// The daemon is the only package that uses reseller, providers and
+// httpchallenge together. Its parts are packages of their own, each with
+// one job, and none of them imports the daemon:
+//
+//   - [github.com/dcvd/dcvd/daemon/config] reads and checks the
+//     configuration;
+//   - [github.com/dcvd/dcvd/daemon/store] keeps the orders, the live
+//     certificates and the history (SQLite, or PostgreSQL for a cluster);
+//   - [github.com/dcvd/dcvd/daemon/deploy] installs a verified certificate
+//     on a deploy.Target, reloads and rolls back;
+//   - [github.com/dcvd/dcvd/daemon/certs] makes keys and CSRs and verifies
+//     what the CA issued; [github.com/dcvd/dcvd/daemon/keyfiles] deletes
+//     the key files nothing needs any more;
+//   - [github.com/dcvd/dcvd/daemon/renewal] decides when a certificate is
+//     due;
+//   - [github.com/dcvd/dcvd/daemon/dcvfiles] publishes HTTP validation
+//     files (web roots, the responder, standalone listeners);
+//   - [github.com/dcvd/dcvd/daemon/cluster] holds a node's leases, its
+//     heartbeat and the cluster's view of DCV files and deployments, and
+//     publishes the files on every node;
+//   - [github.com/dcvd/dcvd/daemon/control] is the control socket's
+//     protocol and client;
+//   - [github.com/dcvd/dcvd/daemon/metrics] is the Prometheus exposition.
+//
+// [github.com/dcvd/dcvd/daemon/reissueall] is the other way round: a
+// client of the daemon, the engine of "dcvd reissue --all".
+//
+// The daemon reports what happens as [Event] values to [Options.OnEvent]
+// (renewed, failed, waiting for an e-mail approval, expiring, recovered);
+// the dcvd command turns them into notifications with package notify.
 package daemon

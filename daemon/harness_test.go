@@ -263,10 +263,13 @@ func (f *fakeReload) calls() []string {
 
 // harness is the world of one test.
 type harness struct {
-	t         *testing.T
-	sb        *sandbox.Server
-	sbDir     string
-	dns       *memdns.Server
+	t     testing.TB
+	sb    *sandbox.Server
+	sbDir string
+	dns   *memdns.Server
+	// dns2, with hSecondDNS, is a second authoritative server, the one
+	// the CA asks.
+	dns2      *memdns.Server
 	provider  *hProvider
 	webroot   string
 	webAddr   string
@@ -283,13 +286,36 @@ type harness struct {
 	// lose, when it returns true, makes the API act on a request but
 	// answer 502, as when a proxy in front of it fails.
 	lose func(path string) bool
+	// onAPI, when set, is told of each API call as it arrives.
+	onAPI func(path string, at time.Time)
 	// propTimeout bounds WaitVisible (default 10s).
 	propTimeout time.Duration
 	closers     map[*Daemon]func()
 }
 
-func newHarness(t *testing.T) *harness {
+// hSetup is how newHarness builds the world: the zones its DNS servers
+// serve, and whether there is a second one.
+type hSetup struct {
+	zones     []string
+	secondDNS bool
+}
+
+// hOption changes the world newHarness builds.
+type hOption func(*hSetup)
+
+// hZones makes the DNS servers serve zones instead of hZone.
+func hZones(zones ...string) hOption { return func(s *hSetup) { s.zones = zones } }
+
+// hSecondDNS adds a second authoritative server (h.dns2), which the CA
+// asks, as a provider's lagging nameserver would be.
+func hSecondDNS(s *hSetup) { s.secondDNS = true }
+
+func newHarness(t testing.TB, opts ...hOption) *harness {
 	t.Helper()
+	setup := hSetup{zones: []string{hZone}}
+	for _, o := range opts {
+		o(&setup)
+	}
 	h := &harness{
 		t:           t,
 		events:      &hEvents{},
@@ -302,12 +328,21 @@ func newHarness(t *testing.T) *harness {
 		propTimeout: 10 * time.Second,
 		closers:     map[*Daemon]func(){},
 	}
-	srv, err := memdns.Start("127.0.0.1:0", hZone)
-	if err != nil {
-		t.Fatal(err)
+	startDNS := func() *memdns.Server {
+		srv, err := memdns.Start("127.0.0.1:0", setup.zones...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { srv.Close() })
+		return srv
 	}
-	t.Cleanup(func() { srv.Close() })
+	srv := startDNS()
 	h.dns = srv
+	caDNS := srv
+	if setup.secondDNS {
+		h.dns2 = startDNS()
+		caDNS = h.dns2
+	}
 	h.provider = &hProvider{srv: srv, events: h.events}
 	t.Cleanup(h.provider.wg.Wait) // runs before srv.Close
 
@@ -321,7 +356,7 @@ func newHarness(t *testing.T) *harness {
 		// The default service, and the renewal an admin buys when its
 		// paid period ends.
 		Services:         append(sandbox.DefaultServices(), sandbox.Service{ID: hRenewalService, ProductID: sandbox.DefaultServices()[0].ProductID}),
-		DNSServer:        srv.Addr(),
+		DNSServer:        caDNS.Addr(),
 		HTTPAddr:         h.webAddr,
 		CheckInterval:    -1,
 		NegativeCacheTTL: 5 * time.Minute,
@@ -340,12 +375,16 @@ func newHarness(t *testing.T) *harness {
 // apiHandler logs every API call in order and applies rewrite to replies.
 func (h *harness) apiHandler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		at := time.Now()
+		h.mu.Lock()
+		rewrite, lose, onAPI := h.rewrite, h.lose, h.onAPI
+		h.mu.Unlock()
 		if path, ok := strings.CutPrefix(r.URL.Path, hAPIPath); ok {
 			h.events.add("api " + path)
+			if onAPI != nil {
+				onAPI(path, at)
+			}
 		}
-		h.mu.Lock()
-		rewrite, lose := h.rewrite, h.lose
-		h.mu.Unlock()
 		if path := strings.TrimPrefix(r.URL.Path, hAPIPath); lose != nil && lose(path) {
 			// The CA acts on the request; its reply is lost on the way.
 			next.ServeHTTP(httptest.NewRecorder(), r)
@@ -367,6 +406,12 @@ func (h *harness) apiHandler(next http.Handler) http.Handler {
 		w.WriteHeader(rec.Code)
 		w.Write(body)
 	})
+}
+
+func (h *harness) setOnAPI(f func(path string, at time.Time)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onAPI = f
 }
 
 func (h *harness) setRewrite(f func(path string, body []byte) []byte) {
@@ -433,14 +478,16 @@ func (h *harness) daemon(cfg *config.Config, mod func(*Options)) *Daemon {
 	if mod != nil {
 		mod(&opts)
 	}
+	closeNotifier := notifyTo(cfg, &opts)
 	d, err := New(context.Background(), cfg, opts)
 	if err != nil {
+		closeNotifier()
 		h.t.Fatal(err)
 	}
 	var once sync.Once
 	closeIt := func() {
 		once.Do(func() {
-			if err := d.Close(); err != nil {
+			if err := errors.Join(d.Close(), closeNotifier()); err != nil {
 				h.t.Errorf("close the daemon: %v", err)
 			}
 		})
@@ -587,7 +634,7 @@ func (h *harness) keyFiles() []string {
 }
 
 // leafOf parses the first certificate of a PEM text.
-func leafOf(t *testing.T, text string) *x509.Certificate {
+func leafOf(t testing.TB, text string) *x509.Certificate {
 	t.Helper()
 	b, _ := pem.Decode([]byte(text))
 	if b == nil {

@@ -9,14 +9,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/keyfiles"
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // Housekeeping deletes what dcvd keeps and no longer needs: the private
 // keys of ended orders (failed ones, and superseded generations), and the
 // history beyond [daemon] history_retention and history_per_certificate.
-// What the daemon may still need is never deleted: see removeEndedKeys and
-// Store.PruneHistory.
+// What the daemon may still need is never deleted: see keyfiles.RemoveEnded
+// and Store.PruneHistory.
 
 // housekeepingInterval is the least time between two housekeeping passes:
 // history only grows by the orders that end, and a key waits an hour at
@@ -119,3 +120,22 @@ func (d *Daemon) pruneHistory(ctx context.Context) (store.Pruned, error) {
 	}
 	return total, nil
 }
+
+// orphanKeyAge is how old a key file must be before removeOrphanKeys
+// takes it for abandoned.
+const orphanKeyAge = keyfiles.OrphanAge
+
+// removeOrphanKeys deletes the key files of orders never recorded (see
+// keyfiles.RemoveOrphans).
+func (d *Daemon) removeOrphanKeys(ctx context.Context) {
+	keyfiles.RemoveOrphans(ctx, d.store, d.config().Daemon.StateDir, d.log)
+}
+
+// removeEndedKeys deletes the key files of ended orders that nothing needs
+// any more (see keyfiles.RemoveEnded).
+func (d *Daemon) removeEndedKeys(ctx context.Context) (int, error) {
+	return keyfiles.RemoveEnded(ctx, d.store, d.config().Daemon.StateDir, d.log)
+}
+
+// listKeyFiles lists the key files under the state directory.
+func (d *Daemon) listKeyFiles() []keyfiles.File { return keyfiles.List(d.config().Daemon.StateDir) }

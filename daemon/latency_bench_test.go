@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,7 +31,6 @@ import (
 	"github.com/dcvd/dcvd/internal/memdns"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
-	"github.com/dcvd/dcvd/sandbox"
 )
 
 // This file measures two latencies of issue 8 and counts the DNS writes of
@@ -46,8 +44,8 @@ import (
 //     reissue whose names span K zones makes K provider write calls.
 //
 // The world is the harness's (sandbox CA, in-process DNS, web root, fake
-// reload), rebuilt here over testing.TB since the harness takes a
-// *testing.T. bench/latency.sh runs the benchmarks with the right flags.
+// reload), with a provider of its own (latProvider). bench/latency.sh runs
+// the benchmarks with the right flags.
 
 // latMinSamples is the fewest samples a percentile is reported over without
 // a warning (bench/latency.sh asks for more).
@@ -169,96 +167,27 @@ func (p *latProvider) seen(at time.Time) {
 	p.visible = append(p.visible, at)
 }
 
-// latWorld is the world of one benchmark: the sandbox CA behind an API
-// proxy that timestamps each call, one or two memdns servers, a web root
-// and its server, a fake reload.
+// latWorld is the world of one benchmark: the harness's (the sandbox CA
+// behind an API proxy, whose calls setOnAPI timestamps, one or two memdns
+// servers, a web root and its server, a fake reload), with latProvider as
+// the DNS provider.
 type latWorld struct {
-	tb        testing.TB
-	sb        *sandbox.Server
-	dnsA      *memdns.Server
-	dnsB      *memdns.Server // nil with one server
-	prov      *latProvider
-	apiURL    string
-	webroot   string
-	webAddr   string
-	stateDir  string
-	deployDir string
-	clock     *hClock
-	reload    *fakeReload
-
-	mu    sync.Mutex
-	onAPI func(path string, at time.Time)
+	*harness
+	prov *latProvider
 }
 
 // newLatWorld starts the world; with twoServers, the provider's writes
 // reach the second server (which the CA asks) after the provider's lag.
 func newLatWorld(tb testing.TB, twoServers bool, zones ...string) *latWorld {
 	tb.Helper()
-	w := &latWorld{
-		tb:        tb,
-		webroot:   tb.TempDir(),
-		stateDir:  filepath.Join(tb.TempDir(), "state"),
-		deployDir: filepath.Join(tb.TempDir(), "deploy"),
-		clock:     &hClock{},
-		reload:    &fakeReload{},
-	}
-	start := func() *memdns.Server {
-		s, err := memdns.Start("127.0.0.1:0", zones...)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { s.Close() })
-		return s
-	}
-	w.dnsA = start()
+	opts := []hOption{hZones(zones...)}
 	if twoServers {
-		w.dnsB = start()
+		opts = append(opts, hSecondDNS)
 	}
-	w.prov = newLatProvider(w.dnsA, w.dnsB)
+	w := &latWorld{harness: newHarness(tb, opts...)}
+	w.prov = newLatProvider(w.dns, w.dns2)
 	tb.Cleanup(w.prov.wg.Wait) // before the servers close
-
-	web := httptest.NewServer(http.FileServer(http.Dir(w.webroot)))
-	tb.Cleanup(web.Close)
-	w.webAddr = web.Listener.Addr().String()
-
-	caDNS := w.dnsA
-	if w.dnsB != nil {
-		caDNS = w.dnsB // the lagging one
-	}
-	sb, err := sandbox.New(sandbox.Config{
-		StateDir:         tb.TempDir(),
-		DNSServer:        caDNS.Addr(),
-		HTTPAddr:         w.webAddr,
-		CheckInterval:    -1,
-		NegativeCacheTTL: 5 * time.Minute,
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { sb.Close() })
-	w.sb = sb
-	next := sb.Handler()
-	api := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		at := time.Now()
-		if path, ok := strings.CutPrefix(r.URL.Path, hAPIPath); ok {
-			w.mu.Lock()
-			on := w.onAPI
-			w.mu.Unlock()
-			if on != nil {
-				on(path, at)
-			}
-		}
-		next.ServeHTTP(rw, r)
-	}))
-	tb.Cleanup(api.Close)
-	w.apiURL = api.URL + hAPIPath
 	return w
-}
-
-func (w *latWorld) setOnAPI(f func(path string, at time.Time)) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.onAPI = f
 }
 
 // config is one certificate, hCert, for domains, with the daemon's
@@ -292,13 +221,13 @@ func (w *latWorld) config(domains map[string]reseller.Method, callbackURL string
 // memdns server, with prop's other settings (zero: the defaults of a
 // [dns.NAME] section).
 func (w *latWorld) daemon(cfg *config.Config, zone string, prop providers.Propagation, afterStep func(*store.Order)) *Daemon {
-	w.tb.Helper()
+	w.t.Helper()
 	// Info level, encoded and discarded: the daemon's logging is part of
 	// what is measured, as in production.
 	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(io.Discard), zap.InfoLevel))
-	prop.Nameservers = []string{w.dnsA.Addr()}
-	if w.dnsB != nil {
-		prop.Nameservers = append(prop.Nameservers, w.dnsB.Addr())
+	prop.Nameservers = []string{w.dns.Addr()}
+	if w.dns2 != nil {
+		prop.Nameservers = append(prop.Nameservers, w.dns2.Addr())
 	}
 	d, err := New(context.Background(), cfg, Options{
 		Log:       log,
@@ -309,11 +238,11 @@ func (w *latWorld) daemon(cfg *config.Config, zone string, prop providers.Propag
 		AfterStep: afterStep,
 	})
 	if err != nil {
-		w.tb.Fatal(err)
+		w.t.Fatal(err)
 	}
-	w.tb.Cleanup(func() {
+	w.t.Cleanup(func() {
 		if err := d.Close(); err != nil {
-			w.tb.Errorf("close the daemon: %v", err)
+			w.t.Errorf("close the daemon: %v", err)
 		}
 	})
 	return d
@@ -321,15 +250,15 @@ func (w *latWorld) daemon(cfg *config.Config, zone string, prop providers.Propag
 
 // reissue drives one order of hCert to done.
 func (w *latWorld) reissue(d *Daemon) *store.Order {
-	w.tb.Helper()
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
 	if err != nil {
-		w.tb.Fatalf("reissue: %v", err)
+		w.t.Fatalf("reissue: %v", err)
 	}
 	if o.Step != store.StepDone {
-		w.tb.Fatalf("order %s ended in step %s: %s", o.UniqueID, o.Step, o.LastError)
+		w.t.Fatalf("order %s ended in step %s: %s", o.UniqueID, o.Step, o.LastError)
 	}
 	return o
 }

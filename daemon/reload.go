@@ -14,7 +14,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/dcvd/dcvd/daemon/config"
-	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 )
@@ -164,8 +163,9 @@ func (d *Daemon) newAPIClient(a config.APIConfig) (*reseller.Client, error) {
 // http_listen, metrics_listen), or changes [store], is refused, since a
 // running daemon cannot apply it: restart dcvd for that. On any error nothing is changed; the
 // error joins one *ConfigError per problem. log_level and log_format are
-// the caller's, who made the logger; [notify.*] channels are not
-// replaced. A check of the certificates in progress is let finish first.
+// the caller's, who made the logger, and so are the [notify.*] channels
+// (see Options.OnEvent). A check of the certificates in progress is let
+// finish first.
 func (d *Daemon) Reload(cfg *config.Config) error {
 	if cfg == nil {
 		return errors.New("reload: no configuration")
@@ -270,28 +270,13 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		sem = make(chan struct{}, n)
 	}
 
-	// Notification channels are rebuilt from the new config; the old
-	// notifier delivers what it has queued, off this path.
-	var notifier *notify.Notifier
-	if len(cfg.Notify) > 0 {
-		notifier = notify.New(cfg.Notify, d.log)
-	}
 	d.mu.Lock()
 	d.cfg, d.api, d.dns, d.roots, d.sem = cfg, api, dns, roots, sem
-	oldNotifier := d.notifier
-	d.notifier = notifier
 	d.mu.Unlock()
 	if apiChanged && oldAPI != nil {
 		// Steps in progress finish on the old client; its idle
 		// connections are of no further use.
 		oldAPI.CloseIdleConnections()
-	}
-	if oldNotifier != nil {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			oldNotifier.Close(ctx)
-		}()
 	}
 
 	added, removed, changed := diffCertificates(old.Certificates, cfg.Certificates)

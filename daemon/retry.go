@@ -8,7 +8,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
 )
@@ -65,10 +64,9 @@ func (d *Daemon) Retry(ctx context.Context, name string) (*control.RetryResult, 
 }
 
 // retry is Retry. takeOver, when set, is given the order once it is
-// recorded as due, with the certificate claimed and its lease held (which
-// release gives back): it must drive the order (driveClaimed releases the
-// claim). The result is then RetryStarted.
-func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx context.Context, cc *config.CertConfig, o *store.Order, release func())) (*control.RetryResult, error) {
+// recorded as due, claimed and leased: it must drive the order and
+// release h. The result is then RetryStarted.
+func (d *Daemon) retry(ctx context.Context, name string, takeOver func(h *orderHandle)) (*control.RetryResult, error) {
 	cc, err := d.certConfig(name)
 	if err != nil {
 		return nil, err
@@ -77,58 +75,56 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(lctx cont
 	if err != nil {
 		return nil, err
 	}
-	if !d.claim(name) {
+	// Read again under the lease: the node that held it may have moved the
+	// order on, or ended it.
+	h, err := d.acquire(ctx, cc, nil)
+	var (
+		claimed *claimedError
+		refused *leaseError
+	)
+	switch {
+	case errors.As(err, &claimed):
 		if d.wakeOrder(o.UniqueID, wakeRetry) {
 			d.orderLog(o).Info("retry asked for: waking the order's driver", zap.String("step", string(o.Step)),
 				zap.Int("failed_tries", o.Attempts), zap.Time("was_due", o.NextAttempt))
 			return &control.RetryResult{Order: o, How: control.RetryWoken}, nil
 		}
 		return nil, &busyError{cert: name}
-	}
-	lctx, release, err := d.lease(ctx, name)
-	if err != nil {
-		d.release(name)
-		if errors.Is(err, store.ErrLeaseHeld) {
-			return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
-		}
+	case errors.As(err, &refused) && errors.Is(err, store.ErrLeaseHeld):
+		return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
+	case errors.As(err, &refused):
 		return nil, err
+	case errors.Is(err, store.ErrNotFound):
+		return nil, &NoOrderError{Cert: name}
+	case err != nil:
+		return nil, fmt.Errorf("certificate %s: read the order in flight: %w", name, err)
 	}
-	giveBack := func() {
-		release()
-		d.release(name)
-	}
-	// Read again under the lease: the node that held it may have moved the
-	// order on, or ended it.
-	if o, err = d.activeOrder(lctx, name); err != nil {
-		giveBack()
-		return nil, err
-	}
-	log := d.orderLog(o)
+	o = h.o
 	if now := d.now(); o.NextAttempt.After(now) {
 		o.NextAttempt = now
-		if err := d.storeFor(name).PutOrder(lctx, o); err != nil {
-			giveBack()
+		if err := h.st.PutOrder(h.ctx, o); err != nil {
+			h.Release()
 			return nil, fmt.Errorf("certificate %s: record the retry of order %s: %w", name, o.UniqueID, err)
 		}
 	}
-	log.Info("retry asked for: the next attempt is now", zap.String("step", string(o.Step)),
+	h.log.Info("retry asked for: the next attempt is now", zap.String("step", string(o.Step)),
 		zap.Int("failed_tries", o.Attempts), zap.String("last_error", o.LastError))
 	if takeOver != nil {
 		// The driver changes o from here on: the result is a copy read
 		// before it starts.
-		view, err := d.store.Order(lctx, o.UniqueID)
+		view, err := d.store.Order(h.ctx, o.UniqueID)
 		if err != nil {
 			view = &store.Order{UniqueID: o.UniqueID, Cert: o.Cert, Step: o.Step, Attempts: o.Attempts,
 				NextAttempt: o.NextAttempt, LastError: o.LastError, Created: o.Created, Cost: o.Cost}
 		}
-		takeOver(lctx, cc, o, release)
+		takeOver(h)
 		return &control.RetryResult{Order: view, How: control.RetryStarted}, nil
 	}
-	giveBack()
+	h.Release()
 	// The lease is free and the order due: told now, the nodes of a
 	// cluster look at once instead of at their next sync, and one of them
 	// drives it. A lost notification only delays that to the next sync.
-	d.announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: name, UniqueID: o.UniqueID})
+	d.cluster.Announce(ctx, store.ClusterEvent{Kind: store.EventOrder, Cert: name, UniqueID: o.UniqueID})
 	return &control.RetryResult{Order: o, How: control.RetryRecorded}, nil
 }
 
@@ -150,14 +146,5 @@ func (d *Daemon) leaseHolder(ctx context.Context, cert string) string {
 	if d.cluster == nil {
 		return ""
 	}
-	leases, err := d.cluster.store.Leases(ctx)
-	if err != nil {
-		return ""
-	}
-	for _, l := range leases {
-		if l.Cert == cert {
-			return l.Holder
-		}
-	}
-	return ""
+	return d.cluster.Holder(ctx, cert)
 }

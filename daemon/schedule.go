@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,97 +13,20 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/certs"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/renewal"
 	"github.com/dcvd/dcvd/daemon/store"
-	"github.com/dcvd/dcvd/notify"
-	"github.com/dcvd/dcvd/providers"
-	"github.com/dcvd/dcvd/reseller"
 )
 
-// dnsPublisher is what the state machine needs of a configured DNS
-// provider (*providers.DNS).
-type dnsPublisher interface {
-	Plan(ctx context.Context, cnames []reseller.CNAMEInstruction) ([]providers.Record, error)
-	Publish(ctx context.Context, records []providers.Record) (providers.Report, error)
-	WaitVisible(ctx context.Context, records []providers.Record) error
-	Cleanup(ctx context.Context, records []providers.Record) error
-}
-
-// maxJitter bounds how much earlier than its renew_before point a
-// certificate may be renewed, so that many certificates issued together
-// are not all reissued in the same minute.
-const maxJitter = 12 * time.Hour
-
 // Renewal says when a certificate is due and why.
-type Renewal struct {
-	At     time.Time
-	Reason string
-}
+type Renewal = renewal.Due
 
-// NextRenewal decides when the certificate cc is due: when renew_before
-// (default: a third of the lifetime) remains of the live certificate, less
-// a jitter fixed by the name and serial; at once when there is no live
-// certificate; and, after failed attempts, not before their backoff ends.
+// NextRenewal decides when the certificate cc is due (see renewal.Next).
 func NextRenewal(cc *config.CertConfig, live *store.Certificate, history []store.Attempt, now time.Time) Renewal {
-	r := Renewal{At: now, Reason: "no live certificate"}
-	if live != nil && !live.NotAfter.IsZero() {
-		before := cc.RenewBefore
-		if before <= 0 {
-			before = live.NotAfter.Sub(live.NotBefore) / 3
-		}
-		at := live.NotAfter.Add(-before).Add(-jitter(cc.Name, live.Serial, before))
-		r = Renewal{At: at, Reason: fmt.Sprintf("%s before expiry (%s)", config.FormatDuration(before), live.NotAfter.UTC().Format(time.RFC3339))}
-		if missing := missingNames(cc, live); len(missing) > 0 {
-			r = Renewal{At: now, Reason: "the configured names changed: " + strings.Join(missing, ", ") + " not covered"}
-		}
-	}
-	// Consecutive failed attempts (newest first) push the next try back.
-	failures := 0
-	for _, a := range history {
-		if a.Outcome != store.StepFailed {
-			break
-		}
-		failures++
-	}
-	if failures > 0 {
-		retry := history[0].Finished.Add(failureBackoff(failures))
-		if retry.After(r.At) {
-			r = Renewal{At: retry, Reason: fmt.Sprintf("%d failed attempt(s); retrying after a backoff", failures)}
-		}
-	}
-	return r
-}
-
-// failureBackoff spaces whole new orders after failed ones: an hour, then
-// doubling, at most a day.
-func failureBackoff(failures int) time.Duration {
-	d := time.Hour << min(failures-1, 5)
-	return min(d, 24*time.Hour)
-}
-
-// jitter is a fixed fraction (from the name and serial) of a tenth of the
-// renewal window, at most maxJitter.
-func jitter(name, serial string, window time.Duration) time.Duration {
-	h := fnv.New64a()
-	h.Write([]byte(name + "\x00" + serial))
-	span := min(window/10, maxJitter)
-	if span <= 0 {
-		return 0
-	}
-	return time.Duration(h.Sum64() % uint64(span))
+	return renewal.Next(cc, live, history, now)
 }
 
 func missingNames(cc *config.CertConfig, live *store.Certificate) []string {
-	have := map[string]bool{}
-	for _, n := range live.Names {
-		have[n] = true
-	}
-	var missing []string
-	for _, n := range cc.Names() {
-		if !have[n] {
-			missing = append(missing, n)
-		}
-	}
-	return missing
+	return renewal.MissingNames(cc, live)
 }
 
 // stalledScheduleWait is how long Run waits, when the schedule gives no
@@ -142,11 +63,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cluster != nil {
 		// Alive before the first sweep: a driver started by it waits
 		// for this node's validation files too.
-		if err := d.heartbeat(ctx); err != nil {
+		if err := d.cluster.Heartbeat(ctx); err != nil {
 			d.log.Warn("cluster heartbeat", zap.Error(err))
 		}
-		d.runCluster(ctx, &wg)
-		d.log.Info("running as a cluster node", zap.String("node", d.cluster.node), zap.Duration("lease", d.cluster.lease))
+		d.cluster.Run(ctx, &wg, clusterHost{d})
+		d.log.Info("running as a cluster node", zap.String("node", d.cluster.Name()), zap.Duration("lease", d.cluster.LeaseDuration()))
 	}
 	if d.cluster == nil {
 		d.removeOrphanKeys(ctx)
@@ -208,7 +129,7 @@ func (d *Daemon) untilNextCheck(stalled *string) (time.Duration, bool) {
 			}
 			d.log.Error("no renewal check is scheduled; fix daemon.schedule and reload (systemctl reload dcvd)",
 				zap.String("schedule", expr), zap.Error(err))
-			d.alert(notify.Event{Kind: notify.ScheduleStalled, Title: "dcvd: the renewal schedule never fires",
+			d.emit(Event{Kind: EventScheduleStalled, Title: "dcvd: the renewal schedule never fires",
 				Text: why + ": no certificate is checked for renewal until the schedule is mended and dcvd reloaded; orders in flight go on."})
 		}
 		return stalledScheduleWait, false
@@ -285,80 +206,72 @@ func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *store.Order)
 		d.orderLog(o).Warn("order in flight for a certificate no longer configured; leaving it", zap.String("step", string(o.Step)))
 		return
 	}
-	if !d.claim(cc.Name) {
-		return // a driver is at work on it already
-	}
-	lctx, release, err := d.lease(ctx, cc.Name)
-	if err != nil {
-		d.release(cc.Name)
-		d.logLeaseRefused(cc.Name, err)
-		return
-	}
 	// Read again under the lease: the node that held it may have moved
 	// the order on, or ended it.
-	fresh, err := d.store.ActiveOrder(lctx, cc.Name)
-	if err != nil {
-		release()
-		d.release(cc.Name)
-		if !errors.Is(err, store.ErrNotFound) {
-			d.orderLog(o).Error("reading the order in flight", zap.Error(err))
-		}
-		return
-	}
-	if d.cluster != nil {
-		d.orderLog(fresh).Info("driving the order on this node", zap.String("step", string(fresh.Step)), zap.String("node", d.cluster.node))
-	}
-	d.goDriveClaimed(lctx, wg, cc, fresh, release)
-}
-
-// startRenewal starts a new order of cc, which was found due, and a driver
-// for it. In a cluster it decides again under the certificate's lease. The
-// caller holds startMu.
-func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig) {
-	if !d.claim(cc.Name) {
-		return
-	}
-	lctx, release, err := d.lease(ctx, cc.Name)
-	if err != nil {
-		d.release(cc.Name)
+	h, err := d.acquire(ctx, cc, nil)
+	var (
+		claimed *claimedError
+		refused *leaseError
+	)
+	switch {
+	case errors.As(err, &claimed):
+		return // a driver is at work on it already
+	case errors.As(err, &refused):
 		d.logLeaseRefused(cc.Name, err)
 		return
-	}
-	giveUp := func() {
-		release()
-		d.release(cc.Name)
+	case errors.Is(err, store.ErrNotFound):
+		return
+	case err != nil:
+		d.orderLog(o).Error("reading the order in flight", zap.Error(err))
+		return
 	}
 	if d.cluster != nil {
-		o, err := d.store.ActiveOrder(lctx, cc.Name)
-		switch {
-		case err == nil:
-			// Another node started it since the first look.
-			d.goDriveClaimed(lctx, wg, cc, o, release)
-			return
-		case !errors.Is(err, store.ErrNotFound):
-			d.log.Error("reading the order in flight", zap.String("cert", cc.Name), zap.Error(err))
-			giveUp()
-			return
+		h.log.Info("driving the order on this node", zap.String("step", string(h.o.Step)), zap.String("node", d.cluster.Name()))
+	}
+	d.goDrive(wg, h)
+}
+
+// errNotStarted says that startRenewal decided, under the lease, not to
+// start the renewal (and logged why, if that needed saying).
+var errNotStarted = errors.New("renewal not started")
+
+// startRenewal starts a new order of cc, which was found due, and a driver
+// for it. In a cluster it decides again under the certificate's lease, and
+// drives the order another node started since the first look, if any. The
+// caller holds startMu.
+func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig) {
+	h, err := d.acquire(ctx, cc, func(lctx context.Context) (*store.Order, error) {
+		r, _, err := d.renewal(lctx, cc, true)
+		if err != nil {
+			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
+			return nil, errNotStarted
 		}
-	}
-	r, _, err := d.renewal(lctx, cc, true)
-	if err != nil {
-		d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
-		giveUp()
+		if d.now().Before(r.At) {
+			return nil, errNotStarted // renewed by another node meanwhile
+		}
+		o, err := d.newOrder(lctx, cc, false)
+		if err != nil {
+			d.log.Error("cannot start the renewal", zap.String("cert", cc.Name), zap.String("why", r.Reason), zap.Error(err))
+			return nil, errNotStarted
+		}
+		d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
+		return o, nil
+	})
+	var (
+		claimed *claimedError
+		refused *leaseError
+	)
+	switch {
+	case errors.As(err, &claimed), errors.Is(err, errNotStarted):
+		return
+	case errors.As(err, &refused):
+		d.logLeaseRefused(cc.Name, err)
+		return
+	case err != nil:
+		d.log.Error("reading the order in flight", zap.String("cert", cc.Name), zap.Error(err))
 		return
 	}
-	if d.now().Before(r.At) {
-		giveUp() // renewed by another node meanwhile
-		return
-	}
-	o, err := d.newOrder(lctx, cc, false)
-	if err != nil {
-		d.log.Error("cannot start the renewal", zap.String("cert", cc.Name), zap.String("why", r.Reason), zap.Error(err))
-		giveUp()
-		return
-	}
-	d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
-	d.goDriveClaimed(lctx, wg, cc, o, release)
+	d.goDrive(wg, h)
 }
 
 // logLeaseRefused logs why a driver was not started: quietly when another
@@ -369,33 +282,6 @@ func (d *Daemon) logLeaseRefused(cert string, err error) {
 		return
 	}
 	d.log.Error("taking the certificate's lease", zap.String("cert", cert), zap.Error(err))
-}
-
-// goDriveClaimed drives o in a goroutine; the caller has claimed o.Cert
-// and, in a cluster, taken its lease, which release gives up.
-func (d *Daemon) goDriveClaimed(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig, o *store.Order, release func()) {
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer release()
-		if err := d.driveClaimed(ctx, cc, o, ReissueOptions{Wait: true}); err != nil && ctx.Err() == nil {
-			if o.Step.Terminal() {
-				d.orderLog(o).Error("order ended in failure", zap.Error(err))
-			} else {
-				// Its step could not be recorded (the database is away):
-				// the order stays in flight and is resumed, here or by
-				// another node.
-				d.orderLog(o).Error("driver stopped; the order stays in flight and will be resumed",
-					zap.String("step", string(o.Step)), zap.Error(err))
-			}
-		}
-	}()
-}
-
-func (d *Daemon) isDriving(cert string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.driving[cert]
 }
 
 // renewalHistory is how many of a certificate's last attempts the renewal

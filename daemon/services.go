@@ -12,7 +12,6 @@ import (
 
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/store"
-	"github.com/dcvd/dcvd/notify"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -299,8 +298,8 @@ func (d *Daemon) alertServiceEnding(cc *config.CertConfig, s store.Service, thre
 	} else if after {
 		text += fmt.Sprintf(" The next renewal is due on %s, after the end.", renewAt.UTC().Format("2006-01-02"))
 	}
-	d.alert(notify.Event{
-		Kind: notify.SubscriptionEnding, Cert: cc.Name, Title: title, Text: text,
+	d.emit(Event{
+		Kind: EventSubscriptionEnding, Cert: cc.Name, Title: title, Text: text,
 		Fields: map[string]string{"service_id": s.ServiceID, "service_expires_at": s.Expires.UTC().Format(time.RFC3339),
 			"threshold_days": strconv.Itoa(threshold)},
 	})

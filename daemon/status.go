@@ -150,12 +150,12 @@ func (d *Daemon) clusterStatus(ctx context.Context) (*clusterView, error) {
 	if d.cluster == nil {
 		return nil, nil
 	}
-	cs := d.cluster.store
+	cs := d.cluster.Store()
 	leases, err := cs.Leases(ctx)
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := cs.Nodes(ctx, d.cluster.lease)
+	nodes, err := cs.Nodes(ctx, d.cluster.LeaseDuration())
 	if err != nil {
 		return nil, err
 	}

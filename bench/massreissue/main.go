@@ -52,8 +52,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/reissueall"
 	"github.com/dcvd/dcvd/internal/memdns"
-	"github.com/dcvd/dcvd/internal/reissueall"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 	"github.com/dcvd/dcvd/sandbox"

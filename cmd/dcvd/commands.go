@@ -104,7 +104,7 @@ func openDaemonWith(ctx context.Context, path string, stderr io.Writer, quiet bo
 	if err := dropRoot(cfg, stateWrites, &opts); err != nil {
 		return nil, nil, err
 	}
-	d, err := daemon.New(ctx, cfg, opts)
+	d, err := newDaemon(ctx, cfg, opts)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dcvd/dcvd/daemon"
+	"github.com/dcvd/dcvd/daemon/store"
 )
 
 // This file is only in a build with -tags crashtest, which the crash tests
@@ -21,14 +21,14 @@ import (
 const envCrashAtStep = "DCVD_CRASH_AT_STEP"
 
 // crashSteps are the steps the hook can stop at.
-var crashSteps = []daemon.Step{
-	daemon.StepNew, daemon.StepSubmitted, daemon.StepPublishing, daemon.StepPublished, daemon.StepVisible,
-	daemon.StepRechecked, daemon.StepIssued, daemon.StepDeployed, daemon.StepReloaded, daemon.StepDone,
-	daemon.StepFailed,
+var crashSteps = []store.Step{
+	store.StepNew, store.StepSubmitted, store.StepPublishing, store.StepPublished, store.StepVisible,
+	store.StepRechecked, store.StepIssued, store.StepDeployed, store.StepReloaded, store.StepDone,
+	store.StepFailed,
 }
 
 func init() {
-	step := daemon.Step(os.Getenv(envCrashAtStep))
+	step := store.Step(os.Getenv(envCrashAtStep))
 	if step == "" {
 		return
 	}
@@ -38,7 +38,7 @@ func init() {
 		fmt.Fprintf(os.Stderr, "dcvd: %s=%q is not a step (%v)\n", envCrashAtStep, step, crashSteps)
 		os.Exit(2)
 	}
-	afterStepHook = func(o *daemon.Order) {
+	afterStepHook = func(o *store.Order) {
 		if o.Step != step {
 			return
 		}

@@ -368,16 +368,19 @@ func controlFailure(ctx context.Context, name string, err error, timeout time.Du
 	return err
 }
 
-// closeDaemon closes d; once ctx has ended (the command was interrupted
-// or ran out of time) it waits at most closeGrace for that.
+// closeDaemon closes d, then its notifications (see newDaemon); once ctx
+// has ended (the command was interrupted or ran out of time) it waits at
+// most closeGrace for that.
 func closeDaemon(ctx context.Context, d *daemon.Daemon, stderr io.Writer) {
 	if ctx.Err() == nil {
 		d.Close()
+		closeNotifications(d)
 		return
 	}
 	done := make(chan struct{})
 	go func() {
 		d.Close()
+		closeNotifications(d)
 		close(done)
 	}()
 	select {

@@ -138,7 +138,7 @@ func openRehearsal(ctx context.Context, cfg *config.Config, stderr io.Writer) (*
 		cleanups = append(cleanups, func() { s.Close() })
 		opts.Store = s
 	}
-	d, err := daemon.New(ctx, cfg, opts)
+	d, err := newDaemon(ctx, cfg, opts)
 	if err != nil {
 		closeAll()
 		return nil, nil, err

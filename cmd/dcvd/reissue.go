@@ -14,8 +14,9 @@ import (
 
 	"github.com/dcvd/dcvd/daemon"
 	"github.com/dcvd/dcvd/daemon/config"
+	"github.com/dcvd/dcvd/daemon/control"
+	"github.com/dcvd/dcvd/daemon/reissueall"
 	"github.com/dcvd/dcvd/daemon/store"
-	"github.com/dcvd/dcvd/internal/reissueall"
 )
 
 func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,6 +87,29 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	return driveHere(ctx, d, name, *allow, *wait, *timeout, stdout, stderr)
+}
+
+// reissueViaControl has the running daemon reissue name (or finds its
+// order in flight) and, with wait, follows the order until it ends (see
+// followViaControl). An order in backoff is said to be so: it is not
+// followed when its next attempt comes after the command's deadline.
+func reissueViaControl(ctx context.Context, c *control.Client, name string, allow, wait bool, timeout time.Duration, stdout, stderr io.Writer) error {
+	o, err := c.Reissue(ctx, name, allow)
+	if err != nil {
+		return controlFailure(ctx, name, err, timeout)
+	}
+	if daemon.InBackoff(o, time.Now()) {
+		msg := backoffMessage(name, o)
+		if !wait || !dueBefore(ctx, o.NextAttempt) {
+			return asResumable(errors.New(msg))
+		}
+		fmt.Fprintln(stderr, msg+"; following it meanwhile")
+	}
+	if !wait {
+		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
+		return nil
+	}
+	return followViaControl(ctx, c, name, o, timeout, stdout, stderr)
 }
 
 // errNoDaemon is the refusal of a reissue without --wait when no daemon

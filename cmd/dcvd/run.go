@@ -75,14 +75,16 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version})
+	events := newNotifications(cfg.Notify, log)
+	defer events.Close() // after the daemon's Close: what it queued is delivered
+	d, err := daemon.New(ctx, cfg, daemon.Options{Log: log, AfterStep: afterStepHook, Version: version, OnEvent: events.OnEvent})
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer d.Close()
 
-	r := &runner{d: d, log: log, cfgPath: *cfgPath, level: level, cfg: cfg}
+	r := &runner{d: d, log: log, cfgPath: *cfgPath, level: level, cfg: cfg, events: events}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
@@ -153,6 +155,8 @@ type runner struct {
 	level   zap.AtomicLevel
 	// cfg is the configuration the daemon runs with.
 	cfg *config.Config
+	// events sends the daemon's events to cfg's [notify.*] channels.
+	events *notifications
 	// refused counts the problems of the last reload, when it was refused.
 	refused int
 	// parts report when the control server and Run have returned.
@@ -201,6 +205,7 @@ func (r *runner) reload() {
 	if next.Daemon.LogFormat != r.cfg.Daemon.LogFormat {
 		r.log.Warn("daemon.log_format changed: it takes effect when dcvd restarts")
 	}
+	r.events.Reload(next.Notify) // the channels of the configuration taken
 	r.cfg, r.refused = next, 0
 	r.notify(sdnotify.Ready)
 }
@@ -362,27 +367,4 @@ func statusOf(ctx context.Context, cfgPath string, stderr io.Writer) ([]control.
 	}
 	// Without a daemon: read the state as it is, creating nothing.
 	return statusFromState(ctx, cfgPath, stderr)
-}
-
-// reissueViaControl has the running daemon reissue name (or finds its
-// order in flight) and, with wait, follows the order until it ends (see
-// followViaControl). An order in backoff is said to be so: it is not
-// followed when its next attempt comes after the command's deadline.
-func reissueViaControl(ctx context.Context, c *control.Client, name string, allow, wait bool, timeout time.Duration, stdout, stderr io.Writer) error {
-	o, err := c.Reissue(ctx, name, allow)
-	if err != nil {
-		return controlFailure(ctx, name, err, timeout)
-	}
-	if daemon.InBackoff(o, time.Now()) {
-		msg := backoffMessage(name, o)
-		if !wait || !dueBefore(ctx, o.NextAttempt) {
-			return asResumable(errors.New(msg))
-		}
-		fmt.Fprintln(stderr, msg+"; following it meanwhile")
-	}
-	if !wait {
-		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
-		return nil
-	}
-	return followViaControl(ctx, c, name, o, timeout, stdout, stderr)
 }

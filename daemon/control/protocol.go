@@ -104,7 +104,7 @@ func (j Order) Store() *store.Order {
 
 // RetryReply is the answer to POST /retry.
 type RetryReply struct {
-	Order  Order `json:"order"`
-	How    RetryHow  `json:"how"`
-	Holder string    `json:"holder,omitempty"`
+	Order  Order    `json:"order"`
+	How    RetryHow `json:"how"`
+	Holder string   `json:"holder,omitempty"`
 }

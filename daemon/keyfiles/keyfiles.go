@@ -1,4 +1,10 @@
-package daemon
+// Package keyfiles finds and deletes the private-key files under
+// state_dir/keys/<cert>/ that nothing needs any more: those of orders never
+// recorded (a crash between writing the key and recording the order), and
+// those of ended orders whose generation is neither the live one nor the
+// one before it. A single process keeps its keys there; a cluster seals
+// them into the shared database instead.
+package keyfiles
 
 import (
 	"context"
@@ -14,10 +20,10 @@ import (
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
-// orphanKeyAge is how old a key file must be before removeOrphanKeys
-// takes it for abandoned: a key is recorded in its order within
+// OrphanAge is how old a key file must be before RemoveOrphans takes
+// it for abandoned: a key is recorded in its order within
 // milliseconds of being written.
-const orphanKeyAge = time.Minute
+const OrphanAge = time.Minute
 
 // keyRefs are the key files that must stay, known by path and by file
 // name: a state directory moved since a path was recorded still has its
@@ -50,23 +56,23 @@ func (r keyRefs) holds(path string) bool {
 // the last KeptGenerations done orders of every certificate: the live
 // generation and the one before it, which deploy.dir/previous/ holds. A key
 // is deleted only when none of these reads failed.
-func (d *Daemon) neededKeys(ctx context.Context) (keyRefs, error) {
+func neededKeys(ctx context.Context, st store.Store) (keyRefs, error) {
 	refs := keyRefs{paths: map[string]bool{}, names: map[string]bool{}}
-	lives, err := d.store.CertificateSummaries(ctx)
+	lives, err := st.CertificateSummaries(ctx)
 	if err != nil {
 		return refs, fmt.Errorf("read the live certificates: %w", err)
 	}
 	for _, c := range lives {
 		refs.add(c.KeyFile, c.UniqueID)
 	}
-	active, err := d.store.ActiveOrders(ctx)
+	active, err := st.ActiveOrders(ctx)
 	if err != nil {
 		return refs, fmt.Errorf("read the orders in flight: %w", err)
 	}
 	for _, o := range active {
 		refs.add(o.KeyFile, o.UniqueID)
 	}
-	gens, err := d.store.Generations(ctx, store.KeptGenerations)
+	gens, err := st.Generations(ctx, store.KeptGenerations)
 	if err != nil {
 		return refs, fmt.Errorf("read the last generations: %w", err)
 	}
@@ -78,26 +84,31 @@ func (d *Daemon) neededKeys(ctx context.Context) (keyRefs, error) {
 	return refs, nil
 }
 
-// keyFile is a file of the key directory of one certificate.
-type keyFile struct {
-	path string
-	// uid is the unique_id of the order that wrote it: <uid>.key, or
+// File is a file of the key directory of one certificate.
+type File struct {
+	Path string
+	// UID is the unique_id of the order that wrote it: <uid>.key, or
 	// .<uid>.key.tmp-… (the temporary file of its write).
-	uid  string
-	temp bool
+	UID  string
+	Temp bool
 }
 
-// listKeyFiles lists the regular files named as keys or their temporary
+// Path is where the key of the order uniqueID of cert is written.
+func Path(stateDir, cert, uniqueID string) string {
+	return filepath.Join(stateDir, "keys", cert, uniqueID+".key")
+}
+
+// List lists the regular files named as keys or their temporary
 // files under state_dir/keys/<cert>/; nothing when there are no keys yet.
 // It reads the directories only (no stat of each file: a housekeeping pass
 // lists every key).
-func (d *Daemon) listKeyFiles() []keyFile {
-	root := filepath.Join(d.config().Daemon.StateDir, "keys")
+func List(stateDir string) []File {
+	root := filepath.Join(stateDir, "keys")
 	certDirs, err := os.ReadDir(root)
 	if err != nil {
 		return nil // no keys yet
 	}
-	var out []keyFile
+	var out []File
 	for _, cd := range certDirs {
 		if !cd.IsDir() {
 			continue
@@ -111,14 +122,14 @@ func (d *Daemon) listKeyFiles() []keyFile {
 			if !f.Type().IsRegular() {
 				continue
 			}
-			kf := keyFile{path: filepath.Join(dir, f.Name())}
+			kf := File{Path: filepath.Join(dir, f.Name())}
 			name := f.Name()
 			if uid, ok := strings.CutSuffix(name, ".key"); ok && !strings.HasPrefix(name, ".") {
-				kf.uid = uid
+				kf.UID = uid
 			} else if i := strings.Index(name, ".key.tmp"); strings.HasPrefix(name, ".") && i > 1 {
-				kf.uid, kf.temp = name[1:i], true
+				kf.UID, kf.Temp = name[1:i], true
 			}
-			if kf.uid != "" {
+			if kf.UID != "" {
 				out = append(out, kf)
 			}
 		}
@@ -126,40 +137,40 @@ func (d *Daemon) listKeyFiles() []keyFile {
 	return out
 }
 
-// removeOrphanKeys deletes the key files of orders that were never
+// RemoveOrphans deletes the key files of orders that were never
 // recorded: a crash between writing an order's key and recording the order
 // leaves one (or its temporary file) that nothing will ever use. A key of a
 // recorded order, or one still needed (neededKeys: the order that wrote it
 // may since have been deleted by the history's retention), stays.
-func (d *Daemon) removeOrphanKeys(ctx context.Context) {
-	files := d.listKeyFiles()
+func RemoveOrphans(ctx context.Context, st store.Store, stateDir string, log *zap.Logger) {
+	files := List(stateDir)
 	if len(files) == 0 {
 		return
 	}
-	needed, err := d.neededKeys(ctx)
+	needed, err := neededKeys(ctx, st)
 	if err != nil {
-		d.log.Warn("looking for abandoned keys", zap.Error(err))
+		log.Warn("looking for abandoned keys", zap.Error(err))
 		return
 	}
 	for _, f := range files {
-		if needed.holds(f.path) {
+		if needed.holds(f.Path) {
 			continue
 		}
-		if info, err := os.Lstat(f.path); err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < orphanKeyAge {
+		if info, err := os.Lstat(f.Path); err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < OrphanAge {
 			continue
 		}
-		if _, err := d.store.Order(ctx, f.uid); !errors.Is(err, store.ErrNotFound) {
+		if _, err := st.Order(ctx, f.UID); !errors.Is(err, store.ErrNotFound) {
 			continue // recorded (or the store cannot say): keep it
 		}
-		if err := os.Remove(f.path); err != nil {
-			d.log.Warn("removing an abandoned key", zap.String("file", f.path), zap.Error(err))
+		if err := os.Remove(f.Path); err != nil {
+			log.Warn("removing an abandoned key", zap.String("file", f.Path), zap.Error(err))
 			continue
 		}
-		d.log.Info("removed the key of an order that was never recorded", zap.String("file", f.path))
+		log.Info("removed the key of an order that was never recorded", zap.String("file", f.Path))
 	}
 }
 
-// removeEndedKeys deletes the key files of ended orders that nothing needs
+// RemoveEnded deletes the key files of ended orders that nothing needs
 // any more: those of failed orders, and those of done orders whose
 // generation is neither the live one nor the one before it. A file goes
 // only when its order (the unique_id in its name) is recorded, has ended
@@ -172,12 +183,12 @@ func (d *Daemon) removeOrphanKeys(ctx context.Context) {
 // orders that run meanwhile: a key becomes needed again only by being the
 // live one (reuse_key reuses the live key), and the live key changes only
 // to the key of an order in flight, which is held.
-func (d *Daemon) removeEndedKeys(ctx context.Context) (int, error) {
-	files := d.listKeyFiles()
+func RemoveEnded(ctx context.Context, st store.Store, stateDir string, log *zap.Logger) (int, error) {
+	files := List(stateDir)
 	if len(files) == 0 {
 		return 0, nil
 	}
-	needed, err := d.neededKeys(ctx)
+	needed, err := neededKeys(ctx, st)
 	if err != nil {
 		return 0, err
 	}
@@ -188,27 +199,27 @@ func (d *Daemon) removeEndedKeys(ctx context.Context) (int, error) {
 			errs = append(errs, ctx.Err())
 			break
 		}
-		if f.temp || needed.holds(f.path) {
+		if f.Temp || needed.holds(f.Path) {
 			continue
 		}
-		o, err := d.store.Order(ctx, f.uid)
+		o, err := st.Order(ctx, f.UID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			continue
 		case err != nil:
 			errs = append(errs, err)
 			continue
-		case !o.Step.Terminal() || filepath.Base(o.KeyFile) != filepath.Base(f.path) ||
-			filepath.Base(filepath.Dir(f.path)) != o.Cert:
+		case !o.Step.Terminal() || filepath.Base(o.KeyFile) != filepath.Base(f.Path) ||
+			filepath.Base(filepath.Dir(f.Path)) != o.Cert:
 			continue
 		}
-		if err := os.Remove(f.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("remove the key of order %s: %w", f.uid, err))
+		if err := os.Remove(f.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove the key of order %s: %w", f.UID, err))
 			continue
 		}
 		removed++
-		d.log.Debug("removed the key of an ended order", zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID),
-			zap.String("step", string(o.Step)), zap.String("file", f.path))
+		log.Debug("removed the key of an ended order", zap.String("cert", o.Cert), zap.String("unique_id", o.UniqueID),
+			zap.String("step", string(o.Step)), zap.String("file", f.Path))
 	}
 	return removed, errors.Join(errs...)
 }

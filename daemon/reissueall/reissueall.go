@@ -7,6 +7,11 @@
 // The work on one certificate is a Func: the daemon's own Reissue in the
 // process (InProcess), or the running daemon's, asked through its control
 // socket and followed until the order ends (ViaControl).
+//
+// It lives beside package daemon, whose client it is (it drives Reissue or
+// the control socket), not in internal/, which holds helpers below the
+// daemon; and it is a package of its own, not part of cmd/dcvd, so that
+// bench/massreissue runs the command's very code.
 package reissueall
 
 import (
