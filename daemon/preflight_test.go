@@ -183,7 +183,7 @@ func TestPreflightStopsThePaidReissue(t *testing.T) {
 	o, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: false})
 	if n := h.events.count(evReissue); n != 0 {
 		t.Fatalf("%d reissue request(s) reached the CA, %d charge(s), despite %v: the pre-flight check must run before the paid "+
-			"reissue (d.preflight at the start of StepNew in advance, machine.go)", n, len(h.sb.Ledger()), link)
+			"reissue (d.preflight at the start of stepNew, steps.go)", n, len(h.sb.Ledger()), link)
 	}
 	problems := preflightProblems(t, err)
 	if !hasProblem(problems, "certificate[shop].webroot", "outside the webroot") {
