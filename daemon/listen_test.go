@@ -4,59 +4,19 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
+
+	"github.com/dcvd/dcvd/internal/httplimit/httplimittest"
 )
-
-// hangGuard bounds every wait of these tests on the server: a passing run
-// never comes near it, it only turns a hang into a failure.
-const hangGuard = 10 * time.Second
-
-// okHandler answers every request with 200.
-var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	io.WriteString(w, "ok\n")
-})
-
-// floodHeaders returns about n bytes of header lines of at most line bytes.
-func floodHeaders(n, line int) string {
-	var b strings.Builder
-	for i := 0; b.Len() < n; i++ {
-		name := fmt.Sprintf("X-F%d: ", i)
-		l := max(min(line, n-b.Len()), len(name)+3)
-		b.WriteString(name + strings.Repeat("a", l-len(name)-2) + "\r\n")
-	}
-	return b.String()
-}
-
-// statusOf sends req on a new connection to addr and returns the status
-// line of the reply.
-func statusOf(t *testing.T, addr, req string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(hangGuard))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatalf("send %d bytes: %v", len(req), err)
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("read the reply to %d bytes of request: %v", len(req), err)
-	}
-	return strings.TrimSpace(line)
-}
 
 // TestServeHTTPHeaderLimit sends requests through the daemon's own
 // serveHTTP: headers beyond 16 KiB get 431, whether in many lines or one.
@@ -64,7 +24,7 @@ func TestServeHTTPHeaderLimit(t *testing.T) {
 	d := &Daemon{log: zaptest.NewLogger(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	addr, err := d.serveHTTP(ctx, &wg, "127.0.0.1:0", okHandler)
+	addr, err := d.serveHTTP(ctx, &wg, "127.0.0.1:0", httplimittest.OKHandler)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +39,13 @@ func TestServeHTTPHeaderLimit(t *testing.T) {
 		want    string
 	}{
 		{"a callback's headers", "User-Agent: ca/1.0\r\n", "HTTP/1.1 200 OK"},
-		{"12 KiB in lines", floodHeaders(12<<10, 1000), "HTTP/1.1 200 OK"},
-		{"20 KiB in lines", floodHeaders(20<<10, 1000), "HTTP/1.1 431 Request Header Fields Too Large"},
-		{"one 20 KiB line", floodHeaders(20<<10, 20<<10), "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"12 KiB in lines", httplimittest.Headers(12<<10, 1000), "HTTP/1.1 200 OK"},
+		{"20 KiB in lines", httplimittest.Headers(20<<10, 1000), "HTTP/1.1 431 Request Header Fields Too Large"},
+		{"one 20 KiB line", httplimittest.Headers(20<<10, 20<<10), "HTTP/1.1 431 Request Header Fields Too Large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := statusOf(t, addr, start+tt.headers+"\r\n"); got != tt.want {
+			if got := httplimittest.StatusOf(t, addr, start+tt.headers+"\r\n"); got != tt.want {
 				t.Errorf("%d bytes of headers: got %q, want %q", len(tt.headers), got, tt.want)
 			}
 		})
@@ -112,20 +72,10 @@ func TestBoundedServerTimeouts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newBoundedServer(okHandler)
+			srv := newBoundedServer(httplimittest.OKHandler)
 			srv.ReadHeaderTimeout, srv.IdleTimeout = tt.readHeader, tt.idle
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- srv.Serve(boundedListener(ln)) }()
-			t.Cleanup(func() {
-				srv.Close()
-				if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-					t.Errorf("Serve: %v", err)
-				}
-			})
+			ln := httplimittest.Listen(t)
+			httplimittest.Serve(t, srv, boundedListener(ln))
 
 			start := time.Now()
 			c, err := net.Dial("tcp", ln.Addr().String())
@@ -133,7 +83,7 @@ func TestBoundedServerTimeouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			c.SetDeadline(time.Now().Add(hangGuard))
+			c.SetDeadline(time.Now().Add(httplimittest.HangGuard))
 			// A write after the server closed (a test machine slower
 			// than the short timeout) fails, or makes the read fail with
 			// a reset: either is the close looked for.
@@ -152,7 +102,7 @@ func TestBoundedServerTimeouts(t *testing.T) {
 			}
 			rest, err := io.ReadAll(br)
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatalf("the connection is still open after %s; the timeout is %s", hangGuard, short)
+				t.Fatalf("the connection is still open after %s; the timeout is %s", httplimittest.HangGuard, short)
 			}
 			if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatalf("read until the close: %v", err)

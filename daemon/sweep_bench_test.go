@@ -2,14 +2,10 @@ package daemon
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"os"
@@ -25,6 +21,7 @@ import (
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/metrics"
 	"github.com/dcvd/dcvd/daemon/store"
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -137,10 +134,7 @@ func benchCPUTime(b *testing.B) time.Duration {
 // ones; for the tests, where size does not matter, a quicker ECDSA one.
 func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
 	b.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
+	key := testpki.Key(b)
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(0x5eed),
@@ -149,27 +143,21 @@ func benchLeafPEM(b testing.TB, realSize bool) (leafPEM, chainPEM string) {
 		NotBefore:    now.Add(-10 * 24 * time.Hour),
 		NotAfter:     now.Add(80 * 24 * time.Hour),
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var caKey crypto.Signer = key
+	leaf := testpki.Sign(b, tmpl, tmpl, key.Public(), key)
+	caKey := key
 	if realSize {
-		if caKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+		rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
 			b.Fatal(err)
 		}
+		caKey = rsaKey
 	}
 	ca := &x509.Certificate{
 		SerialNumber: big.NewInt(0xca), Subject: pkix.Name{CommonName: "Bench Intermediate CA", Organization: []string{"dcvd bench"}},
 		NotBefore: now.Add(-365 * 24 * time.Hour), NotAfter: now.Add(5 * 365 * 24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, caKey.Public(), caKey)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	return testpki.PEM(leaf), testpki.PEM(testpki.Sign(b, ca, ca, caKey.Public(), caKey))
 }
 
 // benchSweepDaemon is a daemon with n configured certificates, each with a
@@ -188,11 +176,7 @@ func benchSweepDaemon(b *testing.B, ctx context.Context, n int, leafPEM, chainPE
 	if _, err := st.DB().ExecContext(ctx, `PRAGMA synchronous = OFF`); err != nil {
 		b.Fatal(err)
 	}
-	blk, _ := pem.Decode([]byte(leafPEM))
-	leaf, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		b.Fatal(err)
-	}
+	leaf := testpki.ParseCert(b, leafPEM)
 	cfg := &config.Config{
 		API: config.APIConfig{BaseURL: "http://127.0.0.1:9/api/v1", AccessKeyID: "bench", AccessKeySecret: "bench", Timeout: time.Second},
 		Daemon: config.DaemonConfig{

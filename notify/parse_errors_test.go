@@ -1,11 +1,10 @@
 package notify
 
 import (
-	"errors"
 	"slices"
 	"testing"
 
-	"github.com/dcvd/dcvd/internal/section"
+	"github.com/dcvd/dcvd/internal/section/sectiontest"
 )
 
 // Parse's errors are *section.Error values, so that package daemon can
@@ -30,18 +29,7 @@ func TestParseErrorsAreSectionErrors(t *testing.T) {
 				name = "a b"
 			}
 			_, _, errs := Parse(name, tc.section, testEnv, testReadFile)
-			var keys []string
-			for _, e := range errs {
-				var se *section.Error
-				if !errors.As(e, &se) {
-					t.Fatalf("%v is a %T, not a *section.Error", e, e)
-				}
-				if e.Error() != se.Key+": "+se.Reason {
-					t.Errorf("%q is not Key: Reason (%+v)", e, se)
-				}
-				keys = append(keys, se.Key)
-			}
-			slices.Sort(keys)
+			keys := sectiontest.Keys(t, errs)
 			if !slices.Equal(keys, tc.keys) {
 				t.Errorf("keys %q, want %q", keys, tc.keys)
 			}

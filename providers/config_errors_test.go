@@ -1,12 +1,11 @@
 package providers_test
 
 import (
-	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
 
-	"github.com/dcvd/dcvd/internal/section"
+	"github.com/dcvd/dcvd/internal/section/sectiontest"
 	"github.com/dcvd/dcvd/providers"
 )
 
@@ -37,18 +36,7 @@ func TestNewErrorsAreSectionErrors(t *testing.T) {
 			if !ok {
 				t.Fatalf("error %v (%T) does not unwrap to a list", err, err)
 			}
-			var keys []string
-			for _, e := range joined.Unwrap() {
-				var se *section.Error
-				if !errors.As(e, &se) {
-					t.Fatalf("%v is a %T, not a *section.Error", e, e)
-				}
-				if e.Error() != se.Key+": "+se.Reason {
-					t.Errorf("%q is not Key: Reason (%+v)", e, se)
-				}
-				keys = append(keys, se.Key)
-			}
-			slices.Sort(keys)
+			keys := sectiontest.Keys(t, joined.Unwrap())
 			if !slices.Equal(keys, tc.keys) {
 				t.Errorf("keys %q, want %q", keys, tc.keys)
 			}

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"math/big"
 	"strings"
 	"testing"
@@ -30,11 +29,7 @@ func TestVerifyIssued(t *testing.T) {
 	with := func(f func(*testpki.Leaf)) testpki.Leaf { l := valid; f(&l); return l }
 
 	good := ca.Issue(t, key.Public(), valid)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyBlock := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	keyBlock := testpki.KeyPEM(t, key)
 
 	tests := []struct {
 		name     string

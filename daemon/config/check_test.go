@@ -4,16 +4,9 @@ package config
 // refuses because it would fail only once a reissue is paid for.
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +17,7 @@ import (
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/testfs"
+	"github.com/dcvd/dcvd/internal/testpki"
 )
 
 func TestConfigCheck(t *testing.T) {
@@ -126,24 +120,8 @@ func TestConfigCheck(t *testing.T) {
 // testRootPEM is a self-signed CA certificate.
 func testRootPEM(t *testing.T) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dcvd test root"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	now := time.Now()
+	return []byte(testpki.PEM(testpki.SelfSigned(t, testpki.Key(t), "dcvd test root", now.Add(-time.Hour), now.Add(time.Hour))))
 }
 
 // TestConfigRefusesWhatFailsAfterPayment: setups that check-config used to

@@ -2,9 +2,7 @@ package deploy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
@@ -22,50 +20,29 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dcvd/dcvd/internal/testpki"
 )
 
 // deployTestCA issues test certificates from an intermediate, whose PEM is
 // the chain.
 type deployTestCA struct {
-	key      *ecdsa.PrivateKey
+	key      crypto.Signer
 	cert     *x509.Certificate
 	chainPEM string
 }
 
 func newDeployTestCA(t *testing.T) *deployTestCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "dcvd test intermediate"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &deployTestCA{key: key, cert: cert,
-		chainPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
+	key := testpki.Key(t)
+	cert := testpki.SelfSigned(t, key, "dcvd test intermediate", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	return &deployTestCA{key: key, cert: cert, chainPEM: testpki.PEM(cert)}
 }
 
 // issue returns the bundle of a new leaf with its own key.
 func (ca *deployTestCA) issue(t *testing.T, serial int64, names ...string) Bundle {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	key := testpki.Key(t)
 	notAfter := time.Now().Add(90 * 24 * time.Hour).Truncate(time.Second)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial),
@@ -74,19 +51,11 @@ func (ca *deployTestCA) issue(t *testing.T, serial int64, names ...string) Bundl
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     notAfter,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return Bundle{
 		Cert:     "shop",
-		CertPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		CertPEM:  testpki.PEM(testpki.Sign(t, tmpl, ca.cert, key.Public(), ca.key)),
 		ChainPEM: ca.chainPEM,
-		KeyPEM:   string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+		KeyPEM:   testpki.KeyPEM(t, key),
 		Names:    names,
 		Serial:   hex.EncodeToString(big.NewInt(serial).Bytes()),
 		NotAfter: notAfter,

@@ -15,34 +15,17 @@ import (
 
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/httplimit"
+	"github.com/dcvd/dcvd/internal/httplimit/httplimittest"
 	"github.com/dcvd/dcvd/reseller"
 )
-
-// hangGuard bounds every wait on a server: a passing run never comes near
-// it, it only turns a hang into a failure.
-const hangGuard = 10 * time.Second
-
-var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	io.WriteString(w, "ok\n")
-})
 
 // serve serves srv on a bounded loopback listener until the test ends, and
 // returns its address and the listener under the bound.
 func serve(t *testing.T, srv *http.Server) (string, *countingListener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := httplimittest.Listen(t)
 	cl := &countingListener{Listener: ln}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(httplimit.Listener(cl)) }()
-	t.Cleanup(func() {
-		srv.Close()
-		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	httplimittest.Serve(t, srv, httplimit.Listener(cl))
 	return ln.Addr().String(), cl
 }
 
@@ -92,39 +75,9 @@ func (c *countedConn) Close() error {
 
 // request returns a GET request of exactly n bytes, headers included.
 func request(n int) string {
-	var b strings.Builder
-	b.WriteString("GET /.well-known/pki-validation/x.txt HTTP/1.1\r\nHost: shop.example.com\r\n")
+	const start = "GET /.well-known/pki-validation/x.txt HTTP/1.1\r\nHost: shop.example.com\r\n"
 	// Lines of 1,000 bytes, the last one of at least 20, then the blank line.
-	for i := 0; n-2-b.Len() > 0; i++ {
-		l := n - 2 - b.Len()
-		if l > 1000 {
-			l = min(1000, l-20)
-		}
-		name := fmt.Sprintf("X-F%d: ", i)
-		b.WriteString(name + strings.Repeat("a", l-len(name)-2) + "\r\n")
-	}
-	b.WriteString("\r\n")
-	return b.String()
-}
-
-// statusOf sends req on a new connection to addr and returns the status
-// line of the reply.
-func statusOf(t *testing.T, addr, req string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(hangGuard))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatalf("send %d bytes: %v", len(req), err)
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		t.Fatalf("read the reply to %d bytes of request: %v", len(req), err)
-	}
-	return strings.TrimSpace(line)
+	return start + httplimittest.Headers(n-len(start)-2, 1000) + "\r\n"
 }
 
 const (
@@ -138,7 +91,7 @@ func TestHeaderBytes(t *testing.T) {
 	if got := httplimit.MaxHeaderBytes + 4096; got != httplimit.HeaderBytes {
 		t.Fatalf("MaxHeaderBytes+4096 = %d, want HeaderBytes %d", got, httplimit.HeaderBytes)
 	}
-	addr, _ := serve(t, httplimit.NewServer(okHandler))
+	addr, _ := serve(t, httplimit.NewServer(httplimittest.OKHandler))
 	tests := []struct {
 		size int
 		want string
@@ -155,7 +108,7 @@ func TestHeaderBytes(t *testing.T) {
 			if len(req) != tt.size {
 				t.Fatalf("request of %d bytes, want %d", len(req), tt.size)
 			}
-			if got := statusOf(t, addr, req); got != tt.want {
+			if got := httplimittest.StatusOf(t, addr, req); got != tt.want {
 				t.Errorf("%d bytes: got %q, want %q", tt.size, got, tt.want)
 			}
 		})
@@ -166,7 +119,7 @@ func TestHeaderBytes(t *testing.T) {
 // end their headers, and checks that the next one is not accepted (no
 // reply) until one of them ends, and then is.
 func TestListenerCap(t *testing.T) {
-	srv := httplimit.NewServer(okHandler)
+	srv := httplimit.NewServer(httplimittest.OKHandler)
 	// The held connections must stay until the test lets them go.
 	srv.ReadHeaderTimeout = time.Hour
 	addr, cl := serve(t, srv)
@@ -183,7 +136,7 @@ func TestListenerCap(t *testing.T) {
 		}
 		held[i] = c
 	}
-	for deadline := time.Now().Add(hangGuard); ; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(httplimittest.HangGuard); ; time.Sleep(5 * time.Millisecond) {
 		if n, _ := cl.counts(); n == httplimit.MaxConns {
 			break
 		}
@@ -211,7 +164,7 @@ func TestListenerCap(t *testing.T) {
 	}
 
 	held[0].Close()
-	extra.SetReadDeadline(time.Now().Add(hangGuard))
+	extra.SetReadDeadline(time.Now().Add(httplimittest.HangGuard))
 	line, err := br.ReadString('\n')
 	if err != nil {
 		t.Fatalf("the waiting connection got no reply once a slot freed: %v", err)
@@ -239,10 +192,10 @@ func TestStandaloneBounded(t *testing.T) {
 	}
 	addr := s.Addr()
 	get := "GET " + f.Path + " HTTP/1.1\r\nHost: shop.example.com\r\n"
-	if got := statusOf(t, addr, get+"\r\n"); got != ok {
+	if got := httplimittest.StatusOf(t, addr, get+"\r\n"); got != ok {
 		t.Fatalf("the file: got %q, want %q", got, ok)
 	}
-	if got := statusOf(t, addr, get+"X-F: "+strings.Repeat("a", 20<<10)+"\r\n\r\n"); got != tooLarge {
+	if got := httplimittest.StatusOf(t, addr, get+"X-F: "+strings.Repeat("a", 20<<10)+"\r\n\r\n"); got != tooLarge {
 		t.Errorf("20 KiB of headers: got %q, want %q", got, tooLarge)
 	}
 }

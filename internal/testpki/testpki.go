@@ -51,6 +51,50 @@ func PEM(certs ...*x509.Certificate) string {
 	return b.String()
 }
 
+// KeyPEM is key as a PKCS#8 PRIVATE KEY block, or the test fails.
+func KeyPEM(t testing.TB, key crypto.Signer) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// SelfSigned is a CA certificate of serial number 1 named name, signed by
+// key itself and valid from notBefore to notAfter. Given names (DNS names
+// and IP addresses), it is also a server certificate for them, so that a
+// test server can present it and a client trust it as its own root.
+func SelfSigned(t testing.TB, key crypto.Signer, name string, notBefore, notAfter time.Time, names ...string) *x509.Certificate {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	if len(names) > 0 {
+		tmpl.KeyUsage |= x509.KeyUsageDigitalSignature
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		addNames(&tmpl.DNSNames, &tmpl.IPAddresses, names)
+	}
+	return Sign(t, tmpl, tmpl, key.Public(), key)
+}
+
+// addNames appends the IP addresses of names to ips and the rest to dns.
+func addNames(dns *[]string, ips *[]net.IP, names []string) {
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			*ips = append(*ips, ip)
+		} else {
+			*dns = append(*dns, n)
+		}
+	}
+}
+
 // CA is a test CA: a root and an intermediate that signs leaves.
 type CA struct {
 	Root, Inter       *x509.Certificate
@@ -102,13 +146,7 @@ func (ca *CA) Issue(t testing.TB, pub crypto.PublicKey, l Leaf) *x509.Certificat
 	if tmpl.ExtKeyUsage == nil {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	}
-	for _, n := range l.Names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
+	addNames(&tmpl.DNSNames, &tmpl.IPAddresses, l.Names)
 	return Sign(t, tmpl, ca.Inter, pub, ca.InterKey)
 }
 
@@ -121,13 +159,7 @@ func CSR(t testing.TB, key crypto.Signer, names ...string) string {
 	if len(names) > 0 {
 		tmpl.Subject = pkix.Name{CommonName: names[0]}
 	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
+	addNames(&tmpl.DNSNames, &tmpl.IPAddresses, names)
 	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
 		t.Fatal(err)
