@@ -1,16 +1,12 @@
 package httpchallenge
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
-
-	"github.com/dcvd/dcvd/internal/fsutil"
 )
 
 // probeAttempts bounds how often Probe starts again when a directory it
@@ -51,24 +47,7 @@ func Probe(wr Webroot) error {
 		return fmt.Errorf("webroot %q: not an absolute path", wr.Dir)
 	}
 	dir := filepath.Clean(wr.Dir)
-	var errs []error
-	uid, gid := -1, -1
-	if wr.Owner != "" {
-		id, err := fsutil.LookupUID(wr.Owner)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("webroot %s: owner %q: %w", dir, wr.Owner, err))
-		} else {
-			uid = id
-		}
-	}
-	if wr.Group != "" {
-		id, err := fsutil.LookupGID(wr.Group)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("webroot %s: group %q: %w", dir, wr.Group, err))
-		} else {
-			gid = id
-		}
-	}
+	uid, gid, errs := lookupIDs(dir, wr)
 	name, err := probeName()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
@@ -214,9 +193,5 @@ func probeCause(err error) error {
 // probeName is a random hidden name with the prefix and suffix of Write's
 // temporary files, so that Remove sweeps a probe file a crash left behind.
 func probeName() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("probe name: %w", err)
-	}
-	return ".dcvd-probe-" + hex.EncodeToString(b[:]) + ".tmp", nil
+	return randomName(".dcvd-probe-", "probe name")
 }

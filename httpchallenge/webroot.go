@@ -205,17 +205,11 @@ func prepare(wr Webroot, name string) (*target, error) {
 		return nil, fmt.Errorf("webroot %q: not an absolute path", wr.Dir)
 	}
 	t := &target{dir: filepath.Clean(wr.Dir), owner: wr.Owner, group: wr.Group, uid: -1, gid: -1}
+	var errs []error
+	if t.uid, t.gid, errs = lookupIDs(t.dir, wr); len(errs) > 0 {
+		return nil, errs[0]
+	}
 	var err error
-	if wr.Owner != "" {
-		if t.uid, err = fsutil.LookupUID(wr.Owner); err != nil {
-			return nil, fmt.Errorf("webroot %s: owner %q: %w", t.dir, wr.Owner, err)
-		}
-	}
-	if wr.Group != "" {
-		if t.gid, err = fsutil.LookupGID(wr.Group); err != nil {
-			return nil, fmt.Errorf("webroot %s: group %q: %w", t.dir, wr.Group, err)
-		}
-	}
 	if t.root, err = os.OpenRoot(t.dir); err != nil {
 		return nil, fmt.Errorf("webroot %s: %w", t.dir, err)
 	}
@@ -438,6 +432,27 @@ func (t *target) writeTemp(rel, content string) error {
 	return nil
 }
 
+// lookupIDs resolves wr's owner and group to IDs, -1 for one not set or
+// not found. Each that is not found is an error naming dir.
+func lookupIDs(dir string, wr Webroot) (uid, gid int, errs []error) {
+	uid, gid = -1, -1
+	if wr.Owner != "" {
+		if id, err := fsutil.LookupUID(wr.Owner); err != nil {
+			errs = append(errs, fmt.Errorf("webroot %s: owner %q: %w", dir, wr.Owner, err))
+		} else {
+			uid = id
+		}
+	}
+	if wr.Group != "" {
+		if id, err := fsutil.LookupGID(wr.Group); err != nil {
+			errs = append(errs, fmt.Errorf("webroot %s: group %q: %w", dir, wr.Group, err))
+		} else {
+			gid = id
+		}
+	}
+	return uid, gid, errs
+}
+
 // chown gives f the configured owner and group, when any is set.
 func (t *target) chown(f *os.File, path string) error {
 	if t.uid < 0 && t.gid < 0 {
@@ -452,11 +467,17 @@ func (t *target) chown(f *os.File, path string) error {
 // tempName returns a hidden, unpredictable file name for the temporary
 // file, so that nothing can be planted at it in advance.
 func tempName() (string, error) {
+	return randomName(".dcvd-", "temporary file name")
+}
+
+// randomName is prefix, 16 random hex digits and ".tmp". what names it in
+// the error.
+func randomName(prefix, what string) (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("temporary file name: %w", err)
+		return "", fmt.Errorf("%s: %w", what, err)
 	}
-	return ".dcvd-" + hex.EncodeToString(b[:]) + ".tmp", nil
+	return prefix + hex.EncodeToString(b[:]) + ".tmp", nil
 }
 
 // checkInstruction checks, again, the parts of f that decide where a file

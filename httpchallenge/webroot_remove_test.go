@@ -111,26 +111,40 @@ func TestRemove(t *testing.T) {
 				tt.after(t, dir)
 			}
 			// As after a restart: the records come back from JSON.
-			b, err := json.Marshal(ws)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var restored []Written
-			if err := json.Unmarshal(b, &restored); err != nil {
-				t.Fatal(err)
-			}
+			restored := jsonRoundTrip(t, ws)
 			if !reflect.DeepEqual(restored, ws) {
 				t.Fatalf("JSON round trip: %+v, want %+v", restored, ws)
 			}
-			for i := range 2 { // safe to repeat
-				if err := Remove(restored); err != nil {
-					t.Fatalf("Remove #%d: %v", i+1, err)
-				}
-				if got := tree(t, dir); !reflect.DeepEqual(got, tt.want) {
-					t.Errorf("after Remove #%d: %q, want %q", i+1, got, tt.want)
-				}
-			}
+			removeTwice(t, dir, restored, tt.want, "")
 		})
+	}
+}
+
+// jsonRoundTrip is ws as it comes back from JSON.
+func jsonRoundTrip(t *testing.T, ws []Written) []Written {
+	t.Helper()
+	b, err := json.Marshal(ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored []Written
+	if err := json.Unmarshal(b, &restored); err != nil {
+		t.Fatal(err)
+	}
+	return restored
+}
+
+// removeTwice removes ws twice, as is safe to repeat, and checks that dir
+// holds want after each. which follows "Remove #n" in failures.
+func removeTwice(t *testing.T, dir string, ws []Written, want []string, which string) {
+	t.Helper()
+	for i := range 2 {
+		if err := Remove(ws); err != nil {
+			t.Fatalf("Remove #%d%s: %v", i+1, which, err)
+		}
+		if got := tree(t, dir); !reflect.DeepEqual(got, want) {
+			t.Errorf("after Remove #%d%s: %q, want %q", i+1, which, got, want)
+		}
 	}
 }
 
@@ -333,22 +347,7 @@ func TestRemoveSharedWebroot(t *testing.T) {
 				t.Fatalf("the second order's file holds %q after the first removal", got)
 			}
 			// A restart: the second record comes back from JSON.
-			b, err := json.Marshal(second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var restored []Written
-			if err := json.Unmarshal(b, &restored); err != nil {
-				t.Fatal(err)
-			}
-			for i := range 2 { // safe to repeat
-				if err := Remove(restored); err != nil {
-					t.Fatalf("Remove #%d of the second: %v", i+1, err)
-				}
-				if got := tree(t, dir); !reflect.DeepEqual(got, tt.want) {
-					t.Errorf("after Remove #%d of the second: %q, want %q", i+1, got, tt.want)
-				}
-			}
+			removeTwice(t, dir, jsonRoundTrip(t, second), tt.want, " of the second")
 		})
 	}
 }

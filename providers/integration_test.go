@@ -286,6 +286,26 @@ func normalize(rrs []dns.RR) []string {
 	return slices.Compact(out)
 }
 
+// zoneNow is srv's zone; what names it in the failure when it cannot be
+// read.
+func zoneNow(t *testing.T, ctx context.Context, srv *integrationServer, what string) []string {
+	t.Helper()
+	zone, err := srv.snapshot(ctx)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return zone
+}
+
+// wantZoneUnchanged checks that srv's zone is before, as zoneNow(what)
+// reads it; changed leads the failure.
+func wantZoneUnchanged(t *testing.T, ctx context.Context, srv *integrationServer, before []string, what, changed string) {
+	t.Helper()
+	if gone, extra := diff(before, zoneNow(t, ctx, srv, what)); len(gone) > 0 || len(extra) > 0 {
+		t.Errorf("%s:\n missing %q\n extra %q", changed, gone, extra)
+	}
+}
+
 // diff returns the lines only in a and only in b.
 func diff(a, b []string) (onlyA, onlyB []string) {
 	for _, s := range a {
@@ -400,10 +420,7 @@ func runIntegration(t *testing.T, srv *integrationServer) {
 			t.Errorf("remove unrelated records: %v", err)
 		}
 	})
-	before, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone before: %v", err)
-	}
+	before := zoneNow(t, ctx, srv, "zone before")
 
 	d, warnings, err := providers.New("it", srv.section, providers.Options{})
 	if err != nil {
@@ -448,10 +465,7 @@ func runIntegration(t *testing.T, srv *integrationServer) {
 	wantCNAME(t, ctx, srv.addr, nameA, targetA)
 	wantCNAME(t, ctx, srv.addr, nameB, targetB)
 
-	published, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone after Publish: %v", err)
-	}
+	published := zoneNow(t, ctx, srv, "zone after Publish")
 	removed, added := diff(before, published)
 	wantAdded := normalize([]dns.RR{
 		mustRR(t, fmt.Sprintf("%s. 60 IN CNAME %s.", nameA, targetA)),
@@ -479,13 +493,7 @@ func runIntegration(t *testing.T, srv *integrationServer) {
 	}
 	wantNXDOMAIN(t, ctx, srv.addr, nameA)
 	wantNXDOMAIN(t, ctx, srv.addr, nameB)
-	after, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone after Cleanup: %v", err)
-	}
-	if gone, extra := diff(before, after); len(gone) > 0 || len(extra) > 0 {
-		t.Errorf("Cleanup left the zone changed:\n missing %q\n extra %q", gone, extra)
-	}
+	wantZoneUnchanged(t, ctx, srv, before, "zone after Cleanup", "Cleanup left the zone changed")
 	if err := d.Cleanup(ctx, recs); err != nil {
 		t.Errorf("second Cleanup (records already gone): %v", err)
 	}
@@ -500,13 +508,7 @@ func runIntegration(t *testing.T, srv *integrationServer) {
 	} else {
 		t.Logf("Publish over the TXT refused: %v", err)
 	}
-	final, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone at the end: %v", err)
-	}
-	if gone, extra := diff(before, final); len(gone) > 0 || len(extra) > 0 {
-		t.Errorf("refused Publish changed the zone:\n missing %q\n extra %q", gone, extra)
-	}
+	wantZoneUnchanged(t, ctx, srv, before, "zone at the end", "refused Publish changed the zone")
 }
 
 func TestIntegrationBIND(t *testing.T) {
@@ -524,10 +526,7 @@ func TestIntegrationPowerDNS(t *testing.T) {
 func runBadCredentials(t *testing.T, srv *integrationServer, opts providers.Options, secret string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	before, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone before: %v", err)
-	}
+	before := zoneNow(t, ctx, srv, "zone before")
 	d, _, err := providers.New("bad", srv.section, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -553,13 +552,7 @@ func runBadCredentials(t *testing.T, srv *integrationServer, opts providers.Opti
 		t.Errorf("error %q does not name the section", err)
 	}
 	wantNXDOMAIN(t, ctx, srv.addr, name)
-	after, err := srv.snapshot(ctx)
-	if err != nil {
-		t.Fatalf("zone after: %v", err)
-	}
-	if gone, extra := diff(before, after); len(gone) > 0 || len(extra) > 0 {
-		t.Errorf("failed Publish changed the zone:\n missing %q\n extra %q", gone, extra)
-	}
+	wantZoneUnchanged(t, ctx, srv, before, "zone after", "failed Publish changed the zone")
 }
 
 func TestIntegrationBINDWrongKey(t *testing.T) {

@@ -231,19 +231,8 @@ func TestPropagationServersDiscovery(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := tt.prop.Servers(ctx, tt.zone)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("Servers = %v, want an error", got)
-				}
-				for _, s := range tt.wantErr {
-					if !strings.Contains(err.Error(), s) {
-						t.Errorf("error %q does not contain %q", err, s)
-					}
-				}
+			if checkWantErr(t, err, tt.wantErr, "Servers = %v, want an error", got) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Servers = %v, want %v", got, tt.want)

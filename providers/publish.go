@@ -357,12 +357,11 @@ func indexesIn(records []Record, zone string) []int {
 	return out
 }
 
+// inZone returns the records in zone.
 func inZone(records []Record, zone string) []Record {
 	var out []Record
-	for _, r := range records {
-		if r.Zone == zone {
-			out = append(out, r)
-		}
+	for _, i := range indexesIn(records, zone) {
+		out = append(out, records[i])
 	}
 	return out
 }

@@ -84,17 +84,8 @@ func TestZoneForExplicit(t *testing.T) {
 			l := &lister{zones: []string{"sub.example.com."}}
 			z := newZoneFinder(tt.explicit, l, []string{deadAddr(t)}, time.Second)
 			got, err := z.zoneFor(context.Background(), tt.name)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("zoneFor = %q, %v; want error %q", got, err, tt.wantErr)
-				}
+			if checkZoneFor(t, got, err, tt.wantErr, tt.want) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tt.want {
-				t.Fatalf("zoneFor = %q, want %q", got, tt.want)
 			}
 			if n := l.calls.Load(); n != 0 {
 				t.Errorf("ListZones called %d times despite an explicit zone", n)
@@ -134,25 +125,56 @@ func TestZoneForProviderZones(t *testing.T) {
 			l := &lister{zones: tt.zones, err: tt.listErr}
 			z := newZoneFinder("", l, resolvers, 2*time.Second)
 			got, err := z.zoneFor(context.Background(), tt.name)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("zoneFor = %q, want an error", got)
-				}
-				for _, s := range tt.wantErr {
-					if !strings.Contains(err.Error(), s) {
-						t.Errorf("error %q does not contain %q", err, s)
-					}
-				}
+			if checkWantErr(t, err, tt.wantErr, "zoneFor = %q, want an error", got) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got != tt.want {
 				t.Fatalf("zoneFor = %q, want %q", got, tt.want)
 			}
 		})
 	}
+}
+
+// checkZoneFor checks zoneFor's result: with wantErr, an error containing
+// it, and it reports true (there is no zone to check); without, want.
+func checkZoneFor(t *testing.T, got string, err error, wantErr, want string) bool {
+	t.Helper()
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("zoneFor = %q, %v; want error %q", got, err, wantErr)
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("zoneFor = %q, want %q", got, want)
+	}
+	return false
+}
+
+// checkWantErr checks a call's error against wantErr. With wantErr, err
+// must contain each of its strings (a nil err fails the test with noErr and
+// its args), and it reports true: there is no result to check. Without, err
+// must be nil.
+func checkWantErr(t *testing.T, err error, wantErr []string, noErr string, args ...any) bool {
+	t.Helper()
+	if len(wantErr) > 0 {
+		if err == nil {
+			t.Fatalf(noErr, args...)
+		}
+		for _, s := range wantErr {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("error %q does not contain %q", err, s)
+			}
+		}
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
 }
 
 func TestZoneForListsZonesOnce(t *testing.T) {
@@ -204,20 +226,12 @@ func TestZoneForSOAWalk(t *testing.T) {
 			}
 			z := newZoneFinder("", recordsOnly{}, []string{srv.Addr()}, 5*time.Second)
 			got, err := z.zoneFor(ctx, tt.lookup)
-			if len(tt.wantErr) > 0 {
-				if err == nil {
-					t.Fatalf("zoneFor = %q, want an error", got)
-				}
-				for _, s := range tt.wantErr {
-					s = strings.ReplaceAll(s, "RESOLVER", srv.Addr())
-					if !strings.Contains(err.Error(), s) {
-						t.Errorf("error %q does not contain %q", err, s)
-					}
-				}
-				return
+			wantErr := slices.Clone(tt.wantErr)
+			for i := range wantErr {
+				wantErr[i] = strings.ReplaceAll(wantErr[i], "RESOLVER", srv.Addr())
 			}
-			if err != nil {
-				t.Fatal(err)
+			if checkWantErr(t, err, wantErr, "zoneFor = %q, want an error", got) {
+				return
 			}
 			if got != tt.want {
 				t.Fatalf("zoneFor = %q, want %q", got, tt.want)
@@ -309,18 +323,7 @@ func TestZoneForSOAWalkScripted(t *testing.T) {
 			if n := notRecursive.Load(); n > 0 {
 				t.Errorf("%d resolver queries without RD", n)
 			}
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("zoneFor = %q, %v; want error %q", got, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != tt.want {
-				t.Fatalf("zoneFor = %q, want %q", got, tt.want)
-			}
+			checkZoneFor(t, got, err, tt.wantErr, tt.want)
 		})
 	}
 }

@@ -487,16 +487,12 @@ func TestReissueAndDetailSendTrimmedValues(t *testing.T) {
 // Invalid UTF-8 is refused before anything is sent, with an error naming
 // the parameter; DebugStringToSign is not called for a request not sent.
 func TestInvalidUTF8IsNeverSent(t *testing.T) {
-	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) { writeJSON(w, 200, `{"success":true}`) })
+	api := newSucceedingAPI(t)
 	debugged := 0
 	c := newAPIClient(t, api.srv.URL, func(cfg *Config) { cfg.DebugStringToSign = func(string, string) { debugged++ } })
 	ctx := context.Background()
 	dcv := map[string]Method{"a.example": "dns"}
-	tests := []struct {
-		name string
-		call func() error
-		want string
-	}{
+	tests := []refusedCall{
 		{"in a value", func() error {
 			_, err := c.Reissue(ctx, ReissueRequest{UniqueID: "u", ServiceID: "s", DomainDCV: dcv, ContactEmail: "a\xff@x.com"})
 			return err

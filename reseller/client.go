@@ -236,14 +236,7 @@ func (c *Client) Reissue(ctx context.Context, req ReissueRequest) (*Order, error
 	case len(req.DomainDCV) == 0 && req.CSR == "":
 		return nil, errors.New("reseller reissue: neither domain_dcv nor csr is given; nothing was sent")
 	}
-	if err := checkDomainDCV(req.DomainDCV); err != nil {
-		return nil, fmt.Errorf("reseller reissue: %w; nothing was sent", err)
-	}
-	var o Order
-	if err := c.Do(ctx, op, http.MethodPost, PathReissue, nil, req.Params(), &o); err != nil {
-		return nil, err
-	}
-	return &o, nil
+	return c.postOrder(ctx, op, PathReissue, req.DomainDCV, req.Params())
 }
 
 // Create places an order. A request without UniqueID or ProductID is refused
@@ -257,11 +250,18 @@ func (c *Client) Create(ctx context.Context, req CreateRequest) (*Order, error) 
 	case strings.TrimSpace(req.ProductID) == "":
 		return nil, errors.New("reseller create: product_id is empty; nothing was sent")
 	}
-	if err := checkDomainDCV(req.DomainDCV); err != nil {
-		return nil, fmt.Errorf("reseller create: %w; nothing was sent", err)
+	return c.postOrder(ctx, op, PathCreate, req.DomainDCV, req.Params())
+}
+
+// postOrder checks domainDCV, then posts params to path and decodes the
+// order in the reply. A bad domainDCV is refused locally, as op, and
+// nothing is sent.
+func (c *Client) postOrder(ctx context.Context, op, path string, domainDCV map[string]Method, params map[string]any) (*Order, error) {
+	if err := checkDomainDCV(domainDCV); err != nil {
+		return nil, fmt.Errorf("reseller %s: %w; nothing was sent", op, err)
 	}
 	var o Order
-	if err := c.Do(ctx, op, http.MethodPost, PathCreate, nil, req.Params(), &o); err != nil {
+	if err := c.Do(ctx, op, http.MethodPost, path, nil, params, &o); err != nil {
 		return nil, err
 	}
 	return &o, nil

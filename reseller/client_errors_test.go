@@ -202,29 +202,28 @@ func TestErrorReplies(t *testing.T) {
 
 func wantAPIError(t *testing.T, err error) *APIError {
 	t.Helper()
-	var ae *APIError
-	if !errors.As(err, &ae) {
-		t.Fatalf("got %T %v, want *APIError", err, err)
-	}
-	return ae
+	return wantErrorAs[*APIError](t, err, "*APIError")
 }
 
 func wantDecodeError(t *testing.T, err error) *DecodeError {
 	t.Helper()
-	var de *DecodeError
-	if !errors.As(err, &de) {
-		t.Fatalf("got %T %v, want *DecodeError", err, err)
-	}
-	return de
+	return wantErrorAs[*DecodeError](t, err, "*DecodeError")
 }
 
 func wantTransportError(t *testing.T, err error) *TransportError {
 	t.Helper()
-	var te *TransportError
-	if !errors.As(err, &te) {
-		t.Fatalf("got %T %v, want *TransportError", err, err)
+	return wantErrorAs[*TransportError](t, err, "*TransportError")
+}
+
+// wantErrorAs fails the test unless err is, or wraps, an E (named typeName
+// in the failure), and returns it.
+func wantErrorAs[E error](t *testing.T, err error, typeName string) E {
+	t.Helper()
+	var target E
+	if !errors.As(err, &target) {
+		t.Fatalf("got %T %v, want %s", err, err, typeName)
 	}
-	return te
+	return target
 }
 
 func wantText(t *testing.T, err error, want string) {

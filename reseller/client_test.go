@@ -229,7 +229,7 @@ func TestBodyCarriesTheSignedNumbers(t *testing.T) {
 	// back to the same value: PHP's (1234567, where fmt.Sprint writes
 	// 1.234567e+06), booleans as 1, a list's remaining elements at their
 	// indexes (reseller-api.md, "What the server sees").
-	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) { writeJSON(w, 200, `{"success":true}`) })
+	api := newSucceedingAPI(t)
 	c := newAPIClient(t, api.srv.URL, nil)
 	body := map[string]any{"big": 1234567.0, "half": float32(0.5), "n": json.Number("7"), "t": true, "l": []string{"x", "", "y"},
 		"m": map[string]string{"k": "v", "empty": ""}, "gone": map[string]any{"x": ""}}
@@ -337,15 +337,11 @@ func TestClientAndConfigDoNotPrintTheSecret(t *testing.T) {
 }
 
 func TestRefusedLocally(t *testing.T) {
-	api := newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) { writeJSON(w, 200, `{"success":true}`) })
+	api := newSucceedingAPI(t)
 	c := newAPIClient(t, api.srv.URL, nil)
 	ctx := context.Background()
 	dcv := map[string]Method{"a.example": "dns"}
-	tests := []struct {
-		name string
-		call func() error
-		want string
-	}{
+	tests := []refusedCall{
 		{"reissue without unique_id", func() error {
 			_, err := c.Reissue(ctx, ReissueRequest{ServiceID: "s", DomainDCV: dcv})
 			return err

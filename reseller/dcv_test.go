@@ -192,41 +192,34 @@ func emailCase(name, address string, wantErr string) refusalCase {
 		entry: emailEntry("sub.example4.com", address), wantErr: `domain "sub.example4.com": email.address: ` + wantErr}
 }
 
-func hostileFileNames() []refusalCase {
+// httpCases makes a case of each bad value: set writes it into the http
+// file of domain's entry, and the refusal must name wantField.
+func httpCases(prefix, domain, scheme string, bads []string, set func(f *HTTPFile, bad string), wantField string) []refusalCase {
 	var cases []refusalCase
-	for _, bad := range []string{"../../etc/passwd", "a/b", `a\b`, ".hidden", "x..txt", "", "%2e%2e", "..", "-x", "a b",
-		"a\x00b", "é.txt", strings.Repeat("a", 256)} {
-		bad := bad
-		cases = append(cases, httpCase("filename "+bad, "example2.com", "http", func(f *HTTPFile) {
-			// Make filefullpath and url agree with the bad name, so that only
-			// the file name check can catch it.
-			f.Filename = bad
-			f.Filefullpath = ".well-known/pki-validation/" + bad
-			f.URL = "http://example2.com/.well-known/pki-validation/" + bad
-		}, "http.filename"))
+	for _, bad := range bads {
+		cases = append(cases, httpCase(prefix+bad, domain, scheme, func(f *HTTPFile) { set(f, bad) }, wantField))
 	}
 	return cases
 }
 
+func hostileFileNames() []refusalCase {
+	return httpCases("filename ", "example2.com", "http", []string{"../../etc/passwd", "a/b", `a\b`, ".hidden", "x..txt", "", "%2e%2e", "..", "-x", "a b",
+		"a\x00b", "é.txt", strings.Repeat("a", 256)}, func(f *HTTPFile, bad string) {
+		// Make filefullpath and url agree with the bad name, so that only
+		// the file name check can catch it.
+		f.Filename = bad
+		f.Filefullpath = ".well-known/pki-validation/" + bad
+		f.URL = "http://example2.com/.well-known/pki-validation/" + bad
+	}, "http.filename")
+}
+
 func hostileFilePaths() []refusalCase {
-	var cases []refusalCase
-	for _, bad := range []string{"/etc/", "../", ".well-known/pki-validation/../../", "//.well-known/pki-validation/",
+	cases := httpCases("filepath ", "example2.com", "http", []string{"/etc/", "../", ".well-known/pki-validation/../../", "//.well-known/pki-validation/",
 		`.well-known\pki-validation\`, "%2e%2e/", ".well-known/%70ki-validation/", ".well-known/pki-validation", "",
-		".well-known/acme-challenge/"} {
-		bad := bad
-		cases = append(cases, httpCase("filepath "+bad, "example2.com", "http", func(f *HTTPFile) {
-			f.Filepath = bad
-		}, "http.filepath"))
-	}
-	for _, bad := range []string{".well-known/pki-validation/other.txt", "/etc/passwd",
+		".well-known/acme-challenge/"}, func(f *HTTPFile, bad string) { f.Filepath = bad }, "http.filepath")
+	return append(cases, httpCases("filefullpath ", "example2.com", "http", []string{".well-known/pki-validation/other.txt", "/etc/passwd",
 		".well-known/pki-validation/../" + seedFileName, "//.well-known/pki-validation/" + seedFileName,
-		"pki-validation/" + seedFileName, seedFileName} {
-		bad := bad
-		cases = append(cases, httpCase("filefullpath "+bad, "example2.com", "http", func(f *HTTPFile) {
-			f.Filefullpath = bad
-		}, "http.filefullpath"))
-	}
-	return cases
+		"pki-validation/" + seedFileName, seedFileName}, func(f *HTTPFile, bad string) { f.Filefullpath = bad }, "http.filefullpath")...)
 }
 
 func hostileURLs() []refusalCase {

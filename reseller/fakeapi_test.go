@@ -183,6 +183,19 @@ func newAPIClient(t *testing.T, baseURL string, mutate func(*Config)) *Client {
 	return c
 }
 
+// newSucceedingAPI is a fake API that answers every request with
+// {"success":true}.
+func newSucceedingAPI(t *testing.T) *fakeAPI {
+	return newFakeAPI(t, func(w http.ResponseWriter, r *http.Request, _ seenRequest) { writeJSON(w, 200, `{"success":true}`) })
+}
+
+// refusedCall is a call that must fail, its error containing want.
+type refusedCall struct {
+	name string
+	call func() error
+	want string
+}
+
 func writeJSON(w http.ResponseWriter, status int, body string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

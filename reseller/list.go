@@ -212,59 +212,45 @@ func (s *Service) UnmarshalJSON(b []byte) error {
 // domain and a method, or bare domain names), null and "". Methods are
 // lower-cased as the request's are.
 func decodeDomainDCV(b json.RawMessage) (map[string]Method, error) {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || string(b) == "null" || string(b) == `""` {
-		return nil, nil
-	}
 	out := map[string]Method{}
 	add := func(domain, method string) {
 		if d := strings.TrimSpace(domain); d != "" {
 			out[d] = strings.ToLower(strings.TrimSpace(method))
 		}
 	}
-	switch b[0] {
-	case '{':
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, err
+	ok, err := eachDomainEntry(b, func(domain string, v json.RawMessage) error {
+		meth, err := decodeDCVMethod(v)
+		if err != nil {
+			return err
 		}
-		for domain, v := range m {
-			meth, err := decodeDCVMethod(v)
-			if err != nil {
-				return nil, fmt.Errorf("%q: %w", clipUntrusted(domain), err)
+		add(domain, meth)
+		return nil
+	}, func(v json.RawMessage) error {
+		v = bytes.TrimSpace(v)
+		if len(v) > 0 && v[0] != '{' {
+			var d flexString
+			if err := d.UnmarshalJSON(v); err != nil {
+				return err
 			}
-			add(domain, meth)
+			add(string(d), "")
+			return nil
 		}
-	case '[':
-		var list []json.RawMessage
-		if err := json.Unmarshal(b, &list); err != nil {
-			return nil, err
+		var e struct {
+			Domain     flexString `json:"domain"`
+			DomainName flexString `json:"domain_name"`
 		}
-		for i, v := range list {
-			v = bytes.TrimSpace(v)
-			if len(v) > 0 && v[0] != '{' {
-				var d flexString
-				if err := d.UnmarshalJSON(v); err != nil {
-					return nil, fmt.Errorf("entry %d: %w", i, err)
-				}
-				add(string(d), "")
-				continue
-			}
-			var e struct {
-				Domain     flexString `json:"domain"`
-				DomainName flexString `json:"domain_name"`
-			}
-			if err := json.Unmarshal(v, &e); err != nil {
-				return nil, fmt.Errorf("entry %d: %w", i, err)
-			}
-			meth, err := decodeDCVMethod(v)
-			if err != nil {
-				return nil, fmt.Errorf("entry %d: %w", i, err)
-			}
-			add(firstNonEmpty(string(e.Domain), string(e.DomainName)), meth)
+		if err := json.Unmarshal(v, &e); err != nil {
+			return err
 		}
-	default:
-		return nil, errors.New("neither a map nor an array")
+		meth, err := decodeDCVMethod(v)
+		if err != nil {
+			return err
+		}
+		add(firstNonEmpty(string(e.Domain), string(e.DomainName)), meth)
+		return nil
+	})
+	if err != nil || !ok {
+		return nil, err
 	}
 	return out, nil
 }
@@ -275,9 +261,7 @@ func decodeDomainDCV(b json.RawMessage) (map[string]Method, error) {
 func decodeDCVMethod(b json.RawMessage) (string, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || b[0] != '{' {
-		var s flexString
-		err := s.UnmarshalJSON(b)
-		return string(s), err
+		return flexText(b)
 	}
 	var e struct {
 		Method    flexString `json:"method"`

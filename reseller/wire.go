@@ -3,6 +3,7 @@ package reseller
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -181,18 +182,12 @@ func (r ReissueRequest) Params() map[string]any {
 		"unique_id":  r.UniqueID,
 		"service_id": r.ServiceID,
 	}
-	if len(r.DomainDCV) > 0 {
-		p["domain_dcv"] = copyDomainDCV(r.DomainDCV)
-	}
-	setIf(p, "csr", r.CSR)
-	setIf(p, "contact_email", r.ContactEmail)
-	setIf(p, "notify_url", r.NotifyURL)
 	if r.Renew {
 		p["renew"] = 1
 	} else {
 		p["renew"] = 0
 	}
-	r.Organization.addTo(p)
+	addOrderParams(p, r.DomainDCV, r.CSR, r.ContactEmail, r.NotifyURL, r.Organization)
 	return p
 }
 
@@ -217,14 +212,20 @@ func (r CreateRequest) Params() map[string]any {
 	if r.Period > 0 {
 		p["period"] = r.Period
 	}
-	if len(r.DomainDCV) > 0 {
-		p["domain_dcv"] = copyDomainDCV(r.DomainDCV)
-	}
-	setIf(p, "csr", r.CSR)
-	setIf(p, "contact_email", r.ContactEmail)
-	setIf(p, "notify_url", r.NotifyURL)
-	r.Organization.addTo(p)
+	addOrderParams(p, r.DomainDCV, r.CSR, r.ContactEmail, r.NotifyURL, r.Organization)
 	return p
+}
+
+// addOrderParams sets the parameters that reissue and create share, each
+// only when given.
+func addOrderParams(p map[string]any, domainDCV map[string]Method, csr, contactEmail, notifyURL string, org *Organization) {
+	if len(domainDCV) > 0 {
+		p["domain_dcv"] = copyDomainDCV(domainDCV)
+	}
+	setIf(p, "csr", csr)
+	setIf(p, "contact_email", contactEmail)
+	setIf(p, "notify_url", notifyURL)
+	org.addTo(p)
 }
 
 func copyDomainDCV(m map[string]Method) map[string]any {
@@ -341,42 +342,65 @@ func firstNonEmpty(a, b string) string {
 // decodeDCV accepts the map form ({"example.com": {...}}), the array form
 // ([{"domain": "example.com", ...}]), null and the empty string.
 func decodeDCV(b json.RawMessage) ([]DCVEntry, error) {
+	var out []DCVEntry
+	_, err := eachDomainEntry(b, func(domain string, v json.RawMessage) error {
+		e, err := decodeDCVEntry(v)
+		if err != nil {
+			return err
+		}
+		e.Domain = domain
+		out = append(out, e)
+		return nil
+	}, func(v json.RawMessage) error {
+		e, err := decodeDCVEntry(v)
+		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
+	return out, nil
+}
+
+// eachDomainEntry reads a per-domain field in either of the forms the API
+// sends: a map keyed by domain, whose members go to inMap, or an array,
+// whose elements go to inList. null, "" and nothing hold no entries and
+// report false. An error from inMap or inList is returned naming the
+// member's domain or the element's index.
+func eachDomainEntry(b json.RawMessage, inMap func(domain string, v json.RawMessage) error, inList func(v json.RawMessage) error) (bool, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || string(b) == "null" || string(b) == `""` {
-		return nil, nil
+		return false, nil
 	}
-	var out []DCVEntry
 	switch b[0] {
 	case '{':
 		var m map[string]json.RawMessage
 		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, err
+			return false, err
 		}
-		for domain, rawEntry := range m {
-			e, err := decodeDCVEntry(rawEntry)
-			if err != nil {
-				return nil, fmt.Errorf("%q: %w", clipUntrusted(domain), err)
+		for domain, v := range m {
+			if err := inMap(domain, v); err != nil {
+				return false, fmt.Errorf("%q: %w", clipUntrusted(domain), err)
 			}
-			e.Domain = domain
-			out = append(out, e)
 		}
 	case '[':
 		var list []json.RawMessage
 		if err := json.Unmarshal(b, &list); err != nil {
-			return nil, err
+			return false, err
 		}
-		for i, rawEntry := range list {
-			e, err := decodeDCVEntry(rawEntry)
-			if err != nil {
-				return nil, fmt.Errorf("entry %d: %w", i, err)
+		for i, v := range list {
+			if err := inList(v); err != nil {
+				return false, fmt.Errorf("entry %d: %w", i, err)
 			}
-			out = append(out, e)
 		}
 	default:
-		return nil, fmt.Errorf("neither a map nor an array")
+		return false, errors.New("neither a map nor an array")
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Domain < out[j].Domain })
-	return out, nil
+	return true, nil
 }
 
 func decodeDCVEntry(b json.RawMessage) (DCVEntry, error) {
@@ -484,6 +508,14 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// flexText reads b as a flexString would: the text of a string, number,
+// boolean or null.
+func flexText(b []byte) (string, error) {
+	var s flexString
+	err := s.UnmarshalJSON(b)
+	return string(s), err
+}
+
 // flexFloat accepts a number, a numeric string, "", or null. The number
 // must be finite: strconv.ParseFloat also reads "NaN" and "Inf", and a cost
 // that is not a number can be neither stored nor summed (an order holding
@@ -491,11 +523,11 @@ func (s *flexString) UnmarshalJSON(b []byte) error {
 type flexFloat float64
 
 func (f *flexFloat) UnmarshalJSON(b []byte) error {
-	var s flexString
-	if err := s.UnmarshalJSON(b); err != nil {
+	s, err := flexText(b)
+	if err != nil {
 		return err
 	}
-	t := strings.TrimSpace(string(s))
+	t := strings.TrimSpace(s)
 	if t == "" {
 		*f = 0
 		return nil
@@ -512,17 +544,17 @@ func (f *flexFloat) UnmarshalJSON(b []byte) error {
 type flexBool bool
 
 func (v *flexBool) UnmarshalJSON(b []byte) error {
-	var s flexString
-	if err := s.UnmarshalJSON(b); err != nil {
+	s, err := flexText(b)
+	if err != nil {
 		return err
 	}
-	switch strings.ToLower(strings.TrimSpace(string(s))) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "0", "false", "no":
 		*v = false
 	case "1", "true", "yes":
 		*v = true
 	default:
-		return fmt.Errorf("want a boolean, got %q", clipUntrusted(string(s)))
+		return fmt.Errorf("want a boolean, got %q", clipUntrusted(s))
 	}
 	return nil
 }
@@ -532,11 +564,11 @@ func (v *flexBool) UnmarshalJSON(b []byte) error {
 type flexTime time.Time
 
 func (t *flexTime) UnmarshalJSON(b []byte) error {
-	var s flexString
-	if err := s.UnmarshalJSON(b); err != nil {
+	s, err := flexText(b)
+	if err != nil {
 		return err
 	}
-	v := strings.TrimSpace(string(s))
+	v := strings.TrimSpace(s)
 	if v == "" || v == "0" || strings.HasPrefix(v, "0000-00-00") {
 		*t = flexTime(time.Time{})
 		return nil

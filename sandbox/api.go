@@ -185,14 +185,8 @@ func (s *Server) productList(_ context.Context, _ params) (any, *apiError) {
 // create places an order for a new service of a product.
 func (s *Server) create(_ context.Context, p params) (any, *apiError) {
 	fe := fieldErrors{}
-	uid := p.str("unique_id", fe)
-	productID := p.str("product_id", fe)
-	if uid == "" && len(fe["unique_id"]) == 0 {
-		fe.add("unique_id", "is required")
-	}
-	if productID == "" && len(fe["product_id"]) == 0 {
-		fe.add("product_id", "is required")
-	}
+	uid := p.requiredStr("unique_id", fe)
+	productID := p.requiredStr("product_id", fe)
 	months := 0
 	if p.present("period") {
 		n, err := strconv.Atoi(p.str("period", fe))
@@ -255,14 +249,8 @@ func (s *Server) create(_ context.Context, p params) (any, *apiError) {
 // reissue replaces a service's certificate: new names, methods or CSR.
 func (s *Server) reissue(_ context.Context, p params) (any, *apiError) {
 	fe := fieldErrors{}
-	uid := p.str("unique_id", fe)
-	serviceID := p.str("service_id", fe)
-	if uid == "" && len(fe["unique_id"]) == 0 {
-		fe.add("unique_id", "is required")
-	}
-	if serviceID == "" && len(fe["service_id"]) == 0 {
-		fe.add("service_id", "is required")
-	}
+	uid := p.requiredStr("unique_id", fe)
+	serviceID := p.requiredStr("service_id", fe)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -365,10 +353,7 @@ func (s *Server) chargeLocked(o *orderState) {
 // checks the order at once, as the documented re-check trigger does.
 func (s *Server) updateDCV(ctx context.Context, p params) (any, *apiError) {
 	fe := fieldErrors{}
-	serviceID := p.str("service_id", fe)
-	if serviceID == "" && len(fe["service_id"]) == 0 {
-		fe.add("service_id", "is required")
-	}
+	serviceID := p.requiredStr("service_id", fe)
 	dcv := p.domainDCV(fe)
 	if len(dcv) == 0 && len(fe["domain_dcv"]) == 0 {
 		fe.add("domain_dcv", "is required")
@@ -475,10 +460,7 @@ func (s *Server) detail(_ context.Context, p params) (any, *apiError) {
 // serviceParam reads and checks the service_id parameter.
 func (s *Server) serviceParam(p params) (string, *apiError) {
 	fe := fieldErrors{}
-	id := p.str("service_id", fe)
-	if id == "" && len(fe) == 0 {
-		fe.add("service_id", "is required")
-	}
+	id := p.requiredStr("service_id", fe)
 	if len(fe) > 0 {
 		return "", invalid(fe)
 	}

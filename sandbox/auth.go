@@ -293,6 +293,15 @@ func (p params) str(key string, fe fieldErrors) string {
 	}
 }
 
+// requiredStr is str, with a field error also when key is absent or empty.
+func (p params) requiredStr(key string, fe fieldErrors) string {
+	v := p.str(key, fe)
+	if v == "" && len(fe[key]) == 0 {
+		fe.add(key, "is required")
+	}
+	return v
+}
+
 // present reports whether key was given with a non-empty value.
 func (p params) present(key string) bool {
 	switch v := p[key].(type) {

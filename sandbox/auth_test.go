@@ -19,17 +19,38 @@ import (
 func TestAPIAuthRefusals(t *testing.T) {
 	h := sbStart(t, "", nil)
 	now := h.clock.Now()
+	// signedList is a product/list request signed as it should be, then
+	// changed by change.
+	signedList := func(change func(r *sbRequest)) func() sbRequest {
+		return func() sbRequest {
+			r := sbRequest{method: http.MethodGet, path: reseller.PathProductList}
+			h.sign(&r, h.id, h.secret, now)
+			change(&r)
+			return r
+		}
+	}
+	// authInBody is a signed update-dcv request whose authentication
+	// parameters named by keys are moved from the query into the JSON body and the
+	// rest dropped.
+	authInBody := func(keys ...string) func() sbRequest {
+		return func() sbRequest {
+			r := sbRequest{method: http.MethodPost, path: reseller.PathUpdateDCV,
+				body: map[string]any{"service_id": "nowild", "domain_dcv": map[string]string{"a.example.com": "dns"}}}
+			h.sign(&r, h.id, h.secret, now)
+			for _, k := range keys {
+				r.body[k] = r.query.Get(k)
+			}
+			r.query = url.Values{}
+			return r
+		}
+	}
 	tests := []struct {
 		name   string
 		build  func() sbRequest
 		status int
 		code   string
 	}{
-		{"valid", func() sbRequest {
-			r := sbRequest{method: http.MethodGet, path: reseller.PathProductList}
-			h.sign(&r, h.id, h.secret, now)
-			return r
-		}, http.StatusOK, ""},
+		{"valid", signedList(func(*sbRequest) {}), http.StatusOK, ""},
 		{"wrong secret", func() sbRequest {
 			r := sbRequest{method: http.MethodGet, path: reseller.PathProductList}
 			h.sign(&r, h.id, "not-the-secret", now)
@@ -80,18 +101,10 @@ func TestAPIAuthRefusals(t *testing.T) {
 			h.signAs(&r, h.id, h.secret, now.Format(time.RFC1123), "n-rfc1123")
 			return r
 		}, http.StatusUnauthorized, CodeTimestampInvalid},
-		{"missing nonce", func() sbRequest {
-			r := sbRequest{method: http.MethodGet, path: reseller.PathProductList}
-			h.sign(&r, h.id, h.secret, now)
-			r.query.Del(reseller.ParamNonce)
-			return r
-		}, http.StatusUnauthorized, CodeMissingParameter},
-		{"missing sign", func() sbRequest {
-			r := sbRequest{method: http.MethodGet, path: reseller.PathProductList}
-			h.sign(&r, h.id, h.secret, now)
-			r.query.Del(reseller.ParamSign)
-			return r
-		}, http.StatusUnauthorized, CodeMissingParameter},
+		{"missing nonce", signedList(func(r *sbRequest) { r.query.Del(reseller.ParamNonce) }),
+			http.StatusUnauthorized, CodeMissingParameter},
+		{"missing sign", signedList(func(r *sbRequest) { r.query.Del(reseller.ParamSign) }),
+			http.StatusUnauthorized, CodeMissingParameter},
 		{"sign in the body instead of the query", func() sbRequest {
 			r := sbRequest{method: http.MethodPost, path: reseller.PathUpdateDCV,
 				body: map[string]any{"service_id": "nowild", "domain_dcv": map[string]string{"a.example.com": "dns"}}}
@@ -100,26 +113,12 @@ func TestAPIAuthRefusals(t *testing.T) {
 			r.query.Del(reseller.ParamSign)
 			return r
 		}, http.StatusOK, CodeOrderNotPending}, // authenticated: refused for the order only
-		{"authentication in the JSON body, as the PHP SDK sends it", func() sbRequest {
-			r := sbRequest{method: http.MethodPost, path: reseller.PathUpdateDCV,
-				body: map[string]any{"service_id": "nowild", "domain_dcv": map[string]string{"a.example.com": "dns"}}}
-			h.sign(&r, h.id, h.secret, now)
-			for _, k := range []string{reseller.ParamAccessKeyID, reseller.ParamNonce, reseller.ParamTimestamp, reseller.ParamSign} {
-				r.body[k] = r.query.Get(k)
-			}
-			r.query = url.Values{}
-			return r
-		}, http.StatusOK, CodeOrderNotPending}, // authenticated: refused for the order only
-		{"authentication in the JSON body without sign", func() sbRequest {
-			r := sbRequest{method: http.MethodPost, path: reseller.PathUpdateDCV,
-				body: map[string]any{"service_id": "nowild", "domain_dcv": map[string]string{"a.example.com": "dns"}}}
-			h.sign(&r, h.id, h.secret, now)
-			for _, k := range []string{reseller.ParamAccessKeyID, reseller.ParamNonce, reseller.ParamTimestamp} {
-				r.body[k] = r.query.Get(k)
-			}
-			r.query = url.Values{}
-			return r
-		}, http.StatusUnauthorized, CodeMissingParameter},
+		{"authentication in the JSON body, as the PHP SDK sends it",
+			authInBody(reseller.ParamAccessKeyID, reseller.ParamNonce, reseller.ParamTimestamp, reseller.ParamSign),
+			http.StatusOK, CodeOrderNotPending}, // authenticated: refused for the order only
+		{"authentication in the JSON body without sign",
+			authInBody(reseller.ParamAccessKeyID, reseller.ParamNonce, reseller.ParamTimestamp),
+			http.StatusUnauthorized, CodeMissingParameter},
 		{"no authentication at all", func() sbRequest {
 			return sbRequest{method: http.MethodGet, path: reseller.PathProductList, query: url.Values{}}
 		}, http.StatusUnauthorized, CodeMissingParameter},

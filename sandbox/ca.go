@@ -100,16 +100,7 @@ func caCreate(caDir string, now time.Time) (*authority, error) {
 	}
 	start := now.Add(-caBackdate).Truncate(time.Second)
 
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate sandbox root key: %w", err)
-	}
-	rootSerial, err := caRandomSerial()
-	if err != nil {
-		return nil, err
-	}
-	rootTmpl := &x509.Certificate{
-		SerialNumber:          rootSerial,
+	rootKey, root, rootDER, err := caCertify("root", &x509.Certificate{
 		Subject:               pkix.Name{CommonName: caRootName, Organization: []string{caOrg}},
 		NotBefore:             start,
 		NotAfter:              start.AddDate(10, 0, 0),
@@ -117,26 +108,11 @@ func caCreate(caDir string, now time.Time) (*authority, error) {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLen:            1,
-	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
-	if err != nil {
-		return nil, fmt.Errorf("create sandbox root certificate: %w", err)
-	}
-	root, err := x509.ParseCertificate(rootDER)
-	if err != nil {
-		return nil, fmt.Errorf("parse new sandbox root certificate: %w", err)
-	}
-
-	interKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generate sandbox intermediate key: %w", err)
-	}
-	interSerial, err := caRandomSerial()
+	}, nil, nil)
 	if err != nil {
 		return nil, err
 	}
-	interTmpl := &x509.Certificate{
-		SerialNumber:          interSerial,
+	interKey, inter, interDER, err := caCertify("intermediate", &x509.Certificate{
 		Subject:               pkix.Name{CommonName: caInterName, Organization: []string{caOrg}},
 		NotBefore:             start,
 		NotAfter:              start.AddDate(5, 0, 0),
@@ -146,14 +122,9 @@ func caCreate(caDir string, now time.Time) (*authority, error) {
 		IsCA:                  true,
 		MaxPathLen:            0,
 		MaxPathLenZero:        true,
-	}
-	interDER, err := x509.CreateCertificate(rand.Reader, interTmpl, root, interKey.Public(), rootKey)
+	}, root, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("create sandbox intermediate certificate: %w", err)
-	}
-	inter, err := x509.ParseCertificate(interDER)
-	if err != nil {
-		return nil, fmt.Errorf("parse new sandbox intermediate certificate: %w", err)
+		return nil, err
 	}
 
 	rootKeyPEM, err := caKeyPEM(rootKey)
@@ -333,6 +304,31 @@ func (a *authority) issue(csr *x509.CertificateRequest, names []string, notBefor
 		return "", "", fmt.Errorf("issue certificate for %s: %w", names[0], err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), fmt.Sprintf("%032x", sn), nil
+}
+
+// caCertify makes a key and a certificate of tmpl for it (given a fresh
+// serial), signed by parentKey as parent or, when parent is nil,
+// self-signed. what ("root", "intermediate") names it in errors.
+func caCertify(what string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate sandbox %s key: %w", what, err)
+	}
+	if tmpl.SerialNumber, err = caRandomSerial(); err != nil {
+		return nil, nil, nil, err
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("create sandbox %s certificate: %w", what, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("parse new sandbox %s certificate: %w", what, err)
+	}
+	return key, cert, der, nil
 }
 
 // caRandomSerial returns a random positive 128-bit serial number.

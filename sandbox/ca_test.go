@@ -95,10 +95,7 @@ func TestCACreateAndReload(t *testing.T) {
 		t.Error("reloading gave another root or intermediate")
 	}
 	// A certificate issued before the restart still verifies after it.
-	csr, err := parseCSR(caFixtureCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := caFixtureParsedCSR(t)
 	leafPEM, _, err := a.issue(csr, []string{"example.com"}, caTestNow, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +106,16 @@ func TestCACreateAndReload(t *testing.T) {
 func caFixtureCSR(t *testing.T) string {
 	t.Helper()
 	return csrFixture(t, "csr-p256.pem")
+}
+
+// caFixtureParsedCSR is caFixtureCSR parsed.
+func caFixtureParsedCSR(t *testing.T) *x509.CertificateRequest {
+	t.Helper()
+	csr, err := parseCSR(caFixtureCSR(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
 }
 
 func caVerify(t *testing.T, a *authority, leafPEM, name string, at time.Time) *x509.Certificate {
@@ -209,10 +216,7 @@ func caPool(t *testing.T, pemText string) *x509.CertPool {
 func TestCAIssueClampsToIntermediate(t *testing.T) {
 	a := caNew(t, t.TempDir())
 	inter := caParsePEM(t, a.chainPEM())
-	csr, err := parseCSR(caFixtureCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := caFixtureParsedCSR(t)
 	certPEM, _, err := a.issue(csr, []string{"example.com"}, caTestNow, 20*365*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -227,10 +231,7 @@ func TestCAIssueClampsToIntermediate(t *testing.T) {
 
 func TestCAIssueRefuses(t *testing.T) {
 	a := caNew(t, t.TempDir())
-	csr, err := parseCSR(caFixtureCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := caFixtureParsedCSR(t)
 	for _, tc := range []struct {
 		name     string
 		csr      *x509.CertificateRequest
@@ -253,10 +254,7 @@ func TestCAIssueRefuses(t *testing.T) {
 
 func TestCAIssueLongFirstNameHasNoCN(t *testing.T) {
 	a := caNew(t, t.TempDir())
-	csr, err := parseCSR(caFixtureCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := caFixtureParsedCSR(t)
 	long := strings.Repeat("a", 60) + ".example.com"
 	certPEM, _, err := a.issue(csr, []string{long}, caTestNow, time.Hour)
 	if err != nil {
@@ -270,10 +268,7 @@ func TestCAIssueLongFirstNameHasNoCN(t *testing.T) {
 
 func TestCAIssueConcurrent(t *testing.T) {
 	a := caNew(t, t.TempDir())
-	csr, err := parseCSR(caFixtureCSR(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	csr := caFixtureParsedCSR(t)
 	const n = 16
 	serials := make([]string, n)
 	errs := make([]error, n)

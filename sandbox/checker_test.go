@@ -137,24 +137,6 @@ func (d *chkDNS) serve(w dns.ResponseWriter, r *dns.Msg, proto string) {
 	w.WriteMsg(m)
 }
 
-// chkClock is an injectable Now.
-type chkClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *chkClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *chkClock) advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func chkErrContains(t *testing.T, err error, wants ...string) {
 	t.Helper()
 	if err == nil {
@@ -220,8 +202,8 @@ func TestCheckerCNAME(t *testing.T) {
 
 func TestCheckerCNAMENegativeCache(t *testing.T) {
 	d := chkStartDNS(t)
-	clock := &chkClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	c := newChecker(checkerConfig{DNSServer: d.addr, NegativeTTL: 5 * time.Minute, Timeout: 5 * time.Second, Now: clock.now})
+	clock := &sbClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := newChecker(checkerConfig{DNSServer: d.addr, NegativeTTL: 5 * time.Minute, Timeout: 5 * time.Second, Now: clock.Now})
 	ctx := context.Background()
 
 	chkErrContains(t, c.checkCNAME(ctx, chkName, chkTarget), "NXDOMAIN")
@@ -229,7 +211,7 @@ func TestCheckerCNAMENegativeCache(t *testing.T) {
 
 	// The record appears, but the CA already looked.
 	d.set(chkName, chkTarget)
-	clock.advance(4 * time.Minute)
+	clock.Advance(4 * time.Minute)
 	chkErrContains(t, c.checkCNAME(ctx, chkName, chkTarget), "cached", "2026-03-01T12:05:00Z", "NXDOMAIN")
 	if d.total() != asked {
 		t.Error("a cached failure asked the DNS server again")
@@ -240,7 +222,7 @@ func TestCheckerCNAMENegativeCache(t *testing.T) {
 		t.Errorf("check of another target: %v, want a fresh failure", err)
 	}
 
-	clock.advance(time.Minute)
+	clock.Advance(time.Minute)
 	if err := c.checkCNAME(ctx, chkName, chkTarget); err != nil {
 		t.Fatalf("after NegativeTTL: %v", err)
 	}
@@ -256,8 +238,8 @@ func TestCheckerCNAMETimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pc.Close()
-	clock := &chkClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	c := newChecker(checkerConfig{DNSServer: pc.LocalAddr().String(), Timeout: 200 * time.Millisecond, Now: clock.now})
+	clock := &sbClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	c := newChecker(checkerConfig{DNSServer: pc.LocalAddr().String(), Timeout: 200 * time.Millisecond, Now: clock.Now})
 	chkErrContains(t, c.checkCNAME(context.Background(), chkName, chkTarget), "no answer", pc.LocalAddr().String())
 	// A timeout is a failure the CA saw: cached too.
 	chkErrContains(t, c.checkCNAME(context.Background(), chkName, chkTarget), "cached")
