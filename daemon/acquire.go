@@ -48,6 +48,20 @@ type leaseError struct{ err error }
 func (e *leaseError) Error() string { return e.err.Error() }
 func (e *leaseError) Unwrap() error { return e.err }
 
+// isClaimed reports whether err is acquire's *claimedError: a driver of
+// this process is at work on the order.
+func isClaimed(err error) bool {
+	var claimed *claimedError
+	return errors.As(err, &claimed)
+}
+
+// isLeaseRefused reports whether err is acquire's *leaseError: the lease
+// was not taken.
+func isLeaseRefused(err error) bool {
+	var refused *leaseError
+	return errors.As(err, &refused)
+}
+
 // acquire claims cc's certificate, takes its lease in a cluster, and finds
 // its order in flight; when there is none, mk makes one (under the lease),
 // or, with mk nil, the error is store.ErrNotFound. The error is a

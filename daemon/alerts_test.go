@@ -96,6 +96,15 @@ func (s *webhookSink) kinds() []string {
 	return out
 }
 
+// alertingConfig is the default configuration with one webhook channel at
+// level error; sink records what the channel is sent.
+func (h *harness) alertingConfig(t *testing.T) (sink *webhookSink, cfg *config.Config) {
+	sink, ch := newSinkChannel(t, "error")
+	cfg = h.config(hDomains())
+	cfg.Notify = []notify.Configured{ch}
+	return sink, cfg
+}
+
 func newSinkChannel(t *testing.T, level string) (*webhookSink, notify.Configured) {
 	sink := &webhookSink{t: t, secret: "hook-secret-123"}
 	srv := httptest.NewServer(sink)

@@ -19,6 +19,7 @@ import (
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/pgtest"
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/reseller"
 )
 
@@ -142,7 +143,7 @@ func TestClusterTwoNodesOneOrder(t *testing.T) {
 		}
 		live = c
 		a, b := n1.certPEM(), n2.certPEM()
-		return len(a) > 0 && bytes.Equal(a, b) && certs.SerialHex(leafOf(t, string(a))) == c.Serial
+		return len(a) > 0 && bytes.Equal(a, b) && certs.SerialHex(testpki.ParseCert(t, string(a))) == c.Serial
 	})
 	if live.KeySealed == "" || live.KeyFile != "" {
 		t.Fatalf("live certificate: key_file %q, sealed %t; want only a sealed key", live.KeyFile, live.KeySealed != "")
@@ -372,39 +373,44 @@ func TestClusterWaitFileAcks(t *testing.T) {
 	n1.register(t)
 	c := n1.d.cluster
 	o := pendingFileOrder("dcvd-acks-1")
-	if err := c.Store().AckFiles(ctx, o.UniqueID, "n1"); err != nil {
-		t.Fatal(err)
+	ack := func(node string) {
+		t.Helper()
+		if err := c.Store().AckFiles(ctx, o.UniqueID, node); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
-		t.Fatalf("only node n1, which acknowledged: %v", err)
+	heartbeat := func(node, instance string) {
+		t.Helper()
+		if _, err := c.Store().Heartbeat(ctx, store.Node{Name: node, Instance: instance, Started: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// waitAcks waits for the acknowledgements of o, which must succeed.
+	waitAcks := func(what string) {
+		t.Helper()
+		if err := n1.d.files.WaitAcks(ctx, o); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	ack("n1")
+	waitAcks("only node n1, which acknowledged")
 
 	// n2 registered, and has not acknowledged: waited for, then named.
-	if _, err := c.Store().Heartbeat(ctx, store.Node{Name: "n2", Instance: "i2", Started: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	heartbeat("n2", "i2")
 	c.AckWait = 300 * time.Millisecond
 	err := n1.d.files.WaitAcks(ctx, o)
 	if err == nil || !strings.Contains(err.Error(), "node n2 (last heartbeat") || strings.Contains(err.Error(), "n1 (") {
 		t.Fatalf("node n2 alive without acknowledging: %v, want an error naming n2 alone", err)
 	}
-	if err := c.Store().AckFiles(ctx, o.UniqueID, "n2"); err != nil {
-		t.Fatal(err)
-	}
-	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
-		t.Fatalf("both nodes acknowledged: %v", err)
-	}
+	ack("n2")
+	waitAcks("both nodes acknowledged")
 
 	// n3 heartbeats once and is gone: waited for until its heartbeat is
 	// older than the liveness window (the lease), long before the bound.
-	if _, err := c.Store().Heartbeat(ctx, store.Node{Name: "n3", Instance: "i3", Started: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	heartbeat("n3", "i3")
 	c.AckWait = time.Hour
 	start := time.Now()
-	if err := n1.d.files.WaitAcks(ctx, o); err != nil {
-		t.Fatalf("node n3 gone: %v", err)
-	}
+	waitAcks("node n3 gone")
 	if took := time.Since(start); took > 10*c.LeaseDuration() {
 		t.Fatalf("waited %s for a node gone, want about the lease (%s)", took, c.LeaseDuration())
 	}

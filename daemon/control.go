@@ -160,12 +160,8 @@ func (c *controlServer) Reissue(name string, allow bool) (control.Order, error) 
 	h, err := d.acquire(ctx, cc, func(lctx context.Context) (*store.Order, error) {
 		return d.newOrder(lctx, cc, allow)
 	})
-	var (
-		claimed *claimedError
-		refused *leaseError
-	)
 	switch {
-	case errors.As(err, &claimed):
+	case isClaimed(err):
 		// A driver is at work on it: that order is the answer.
 		o, err := d.store.ActiveOrder(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
@@ -175,7 +171,7 @@ func (c *controlServer) Reissue(name string, allow bool) (control.Order, error) 
 			return control.Order{}, err
 		}
 		return control.OrderFrom(o), nil
-	case errors.As(err, &refused) && errors.Is(err, store.ErrLeaseHeld):
+	case isLeaseRefused(err) && errors.Is(err, store.ErrLeaseHeld):
 		// Another node of the cluster drives it: its order is the
 		// answer, if it has one.
 		if o, oerr := d.store.ActiveOrder(ctx, name); oerr == nil {

@@ -296,13 +296,10 @@ func (w *controlWorld) stop(t *testing.T) {
 	}
 	w.cancel()
 	w.cancel = nil
-	select {
-	case err := <-w.served:
-		if err != nil {
-			t.Errorf("ServeControlOn: %v", err)
-		}
-	case <-time.After(30 * time.Second):
+	if ok, err := awaitDone(w.served); !ok {
 		t.Error("ServeControlOn did not return after its context ended")
+	} else if err != nil {
+		t.Errorf("ServeControlOn: %v", err)
 	}
 }
 
@@ -566,13 +563,10 @@ func TestControlServeControl(t *testing.T) {
 		t.Errorf("a second ServeControl on the same path: %v, want a refusal", err)
 	}
 	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("ServeControl: %v", err)
-		}
-	case <-time.After(30 * time.Second):
+	if ok, err := awaitDone(served); !ok {
 		t.Fatal("ServeControl did not return after its context ended")
+	} else if err != nil {
+		t.Fatalf("ServeControl: %v", err)
 	}
 	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the socket is still there: %v", err)

@@ -222,8 +222,9 @@ func (d *Daemon) Close() error {
 // /.well-known/pki-validation/ is proxied to dcvd.
 func (d *Daemon) Responder() *httpchallenge.Responder { return d.responder }
 
-// Store is the daemon's state.
-func (d *Daemon) Store() store.Store { return d.store }
+// Store is the daemon's state, to read: status, the CLI and metrics only
+// read it; what writes goes through the daemon.
+func (d *Daemon) Store() store.Reader { return d.store }
 
 func (d *Daemon) certConfig(name string) (*config.CertConfig, error) {
 	cfg := d.config()

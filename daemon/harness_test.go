@@ -28,6 +28,7 @@ import (
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/internal/memdns"
+	"github.com/dcvd/dcvd/internal/testpki"
 	"github.com/dcvd/dcvd/providers"
 	"github.com/dcvd/dcvd/reseller"
 	"github.com/dcvd/dcvd/sandbox"
@@ -633,20 +634,6 @@ func (h *harness) keyFiles() []string {
 	return files
 }
 
-// leafOf parses the first certificate of a PEM text.
-func leafOf(t testing.TB, text string) *x509.Certificate {
-	t.Helper()
-	b, _ := pem.Decode([]byte(text))
-	if b == nil {
-		t.Fatalf("no PEM in %q", text)
-	}
-	c, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // sandboxIntermediate loads the sandbox CA's intermediate and its key from
 // its state directory, to sign certificates that chain like the real ones.
 func (h *harness) sandboxIntermediate() (*x509.Certificate, crypto.Signer) {
@@ -667,7 +654,7 @@ func (h *harness) sandboxIntermediate() (*x509.Certificate, crypto.Signer) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return leafOf(h.t, string(certPEM)), k.(crypto.Signer)
+	return testpki.ParseCert(h.t, string(certPEM)), k.(crypto.Signer)
 }
 
 // hCrash is what AfterStep panics with to stop a daemon dead at a step, as
@@ -706,6 +693,13 @@ func (h *harness) step(ctx context.Context, d *Daemon) (*store.Order, error) {
 	}
 	h.t.Fatal("the order neither ended nor failed")
 	return nil, nil
+}
+
+// issued starts a daemon of cfg and drives its first order to done.
+func (h *harness) issued(ctx context.Context, cfg *config.Config) (*Daemon, *store.Order) {
+	h.t.Helper()
+	d := h.daemon(cfg, nil)
+	return d, h.issue(ctx, d)
 }
 
 // issue drives a first order of cfg to done.

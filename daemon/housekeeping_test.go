@@ -111,13 +111,8 @@ func sameFiles(got, want []string) bool {
 // moved since, by name.
 func TestRemoveEndedKeys(t *testing.T) {
 	h := newHarness(t)
-	cfg := h.config(hDomains())
-	d := h.daemon(cfg, nil)
+	d, dir := h.daemonWithKeyDir()
 	ctx := context.Background()
-	dir := filepath.Join(cfg.Daemon.StateDir, "keys", hCert)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	file := func(uid string) string { return filepath.Join(dir, uid+".key") }
 	day := 24 * time.Hour
 	at := time.Now().Add(-100 * day)

@@ -10,6 +10,19 @@ import (
 	"github.com/dcvd/dcvd/daemon/store"
 )
 
+// daemonWithKeyDir is a daemon of the default configuration and the key
+// directory of its certificate, created empty.
+func (h *harness) daemonWithKeyDir() (*Daemon, string) {
+	h.t.Helper()
+	cfg := h.config(hDomains())
+	d := h.daemon(cfg, nil)
+	dir := filepath.Join(cfg.Daemon.StateDir, "keys", hCert)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		h.t.Fatal(err)
+	}
+	return d, dir
+}
+
 // A crash between writing an order's key and recording the order leaves a
 // key nothing uses: it is removed once old enough; recorded orders' keys,
 // the live certificate's, fresh files, and the keys still needed whose
@@ -17,13 +30,8 @@ import (
 // reused it, or the order in flight does) stay.
 func TestRemoveOrphanKeys(t *testing.T) {
 	h := newHarness(t)
-	cfg := h.config(hDomains())
-	d := h.daemon(cfg, nil)
+	d, dir := h.daemonWithKeyDir()
 	ctx := context.Background()
-	dir := filepath.Join(cfg.Daemon.StateDir, "keys", hCert)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
 	old := time.Now().Add(-2 * orphanKeyAge)
 	write := func(name string, aged bool) string {
 		p := filepath.Join(dir, name)

@@ -577,6 +577,18 @@ func latZoneDomains(k int) (map[string]reseller.Method, []string) {
 	return domains, zones
 }
 
+// newLatZoneDaemon is a world and a daemon for a certificate spanning k
+// zones (latZoneDomains), polling often so that the order ends soon after
+// update-dcv. It returns the zones too.
+func newLatZoneDaemon(tb testing.TB, k int) (*latWorld, *Daemon, []string) {
+	domains, zones := latZoneDomains(k)
+	w := newLatWorld(tb, false, zones...)
+	cfg := w.config(domains, "")
+	cfg.Daemon.PollInterval = 50 * time.Millisecond // the order ends soon after update-dcv
+	d := w.daemon(cfg, "", providers.Propagation{Interval: 20 * time.Millisecond}, nil)
+	return w, d, zones
+}
+
 // TestPublishOneWriteCallPerZone: a reissue of a certificate whose names
 // span K zones, two records in each, makes exactly one write call per
 // zone (SetRecords, never per record), and cleans up with one delete call
@@ -584,11 +596,7 @@ func latZoneDomains(k int) (map[string]reseller.Method, []string) {
 func TestPublishOneWriteCallPerZone(t *testing.T) {
 	for k := 1; k <= 3; k++ {
 		t.Run(fmt.Sprintf("zones=%d", k), func(t *testing.T) {
-			domains, zones := latZoneDomains(k)
-			w := newLatWorld(t, false, zones...)
-			cfg := w.config(domains, "")
-			cfg.Daemon.PollInterval = 50 * time.Millisecond // the order ends soon after update-dcv
-			d := w.daemon(cfg, "", providers.Propagation{Interval: 20 * time.Millisecond}, nil)
+			w, d, zones := newLatZoneDaemon(t, k)
 			o := w.reissue(d)
 			if len(o.DNSRecords) != 2*k {
 				t.Fatalf("%d DNS records planned for %d zones, want %d", len(o.DNSRecords), k, 2*k)
@@ -624,11 +632,7 @@ func latSum(m map[string]int) int {
 func BenchmarkDNSWriteCallsPerZone(b *testing.B) {
 	for k := 1; k <= 3; k++ {
 		b.Run(fmt.Sprintf("zones=%d", k), func(b *testing.B) {
-			domains, zones := latZoneDomains(k)
-			w := newLatWorld(b, false, zones...)
-			cfg := w.config(domains, "")
-			cfg.Daemon.PollInterval = 50 * time.Millisecond // the order ends soon after update-dcv
-			d := w.daemon(cfg, "", providers.Propagation{Interval: 20 * time.Millisecond}, nil)
+			w, d, _ := newLatZoneDaemon(b, k)
 			var writes, deletes, records, n int
 			for b.Loop() {
 				w.prov.take()

@@ -34,8 +34,7 @@ func TestDomainRemovalGuard(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
 	cfg := h.config(map[string]reseller.Method{"a.example.com": reseller.MethodDNS, "b.example.com": reseller.MethodDNS})
-	d := h.daemon(cfg, nil)
-	first := h.issue(ctx, d)
+	d, first := h.issued(ctx, cfg)
 	live, err := d.Store().Certificate(ctx, hCert)
 	if err != nil {
 		t.Fatal(err)
@@ -156,8 +155,7 @@ func TestFailingReloadRestoresPreviousFiles(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
 	cfg := h.config(hDomains())
-	d := h.daemon(cfg, nil)
-	first := h.issue(ctx, d)
+	d, first := h.issued(ctx, cfg)
 	before := h.deployed()
 	if calls := h.reload.calls(); !slices.Equal(calls, []string{first.Serial}) {
 		t.Fatalf("reload calls after the first order %v, want [%s]", calls, first.Serial)
@@ -281,8 +279,7 @@ func TestCrashDuringRestoringReload(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
 	cfg := h.config(hDomains())
-	d := h.daemon(cfg, nil)
-	first := h.issue(ctx, d)
+	d, first := h.issued(ctx, cfg)
 
 	failed := false
 	h.reload.setFail(func(_ int, serial string) error {
@@ -426,17 +423,26 @@ func TestRecheckNeverSentWhileRecordsInvisible(t *testing.T) {
 	if _, err := h.dns.SetRecords(ctx, hZone, recs); err != nil {
 		t.Fatal(err)
 	}
+	h.reissueOnceDNSWorks(ctx, d, "order after the records appeared")
+}
+
+// reissueOnceDNSWorks puts the DNS provider back to normal, moves the
+// clock past the backoff and drives the order to the end: one update-dcv
+// call, one charge, the certificate deployed and the DCV records gone.
+// failure says what a reissue error means.
+func (h *harness) reissueOnceDNSWorks(ctx context.Context, d *Daemon, failure string) {
+	h.t.Helper()
 	h.provider.setMode(dnsNormal, 0)
 	h.clock.advance(time.Hour)
 	done, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
 	if err != nil {
-		t.Fatalf("order after the records appeared: %v", err)
+		h.t.Fatalf("%s: %v", failure, err)
 	}
 	if n := h.events.count(evUpdateDCV); n != 1 {
-		t.Errorf("%d update-dcv calls, want 1", n)
+		h.t.Errorf("%d update-dcv calls, want 1", n)
 	}
 	if h.charges(done.UniqueID) != 1 {
-		t.Errorf("%d charges", h.charges(done.UniqueID))
+		h.t.Errorf("%d charges", h.charges(done.UniqueID))
 	}
 	h.assertDeployedIs(done)
 	h.assertDCVClean()
@@ -601,18 +607,5 @@ func TestRetryPublishesAgain(t *testing.T) {
 	if err != nil || o.Step != store.StepPublished || o.Attempts != 1 {
 		t.Fatalf("after the lost write: %+v, %v; want step published, attempt 1", o, err)
 	}
-	h.provider.setMode(dnsNormal, 0)
-	h.clock.advance(time.Hour)
-	done, err := d.Reissue(ctx, hCert, ReissueOptions{Wait: true})
-	if err != nil {
-		t.Fatalf("the retry did not publish again: %v", err)
-	}
-	if n := h.events.count(evUpdateDCV); n != 1 {
-		t.Errorf("%d update-dcv calls, want 1", n)
-	}
-	if h.charges(done.UniqueID) != 1 {
-		t.Errorf("%d charges", h.charges(done.UniqueID))
-	}
-	h.assertDeployedIs(done)
-	h.assertDCVClean()
+	h.reissueOnceDNSWorks(ctx, d, "the retry did not publish again")
 }

@@ -17,6 +17,17 @@ import (
 	"github.com/dcvd/dcvd/reseller"
 )
 
+// awaitDone waits up to 30 seconds for what runs in the background to send
+// its result on done: ok is false when nothing came in time.
+func awaitDone(done <-chan error) (ok bool, err error) {
+	select {
+	case err := <-done:
+		return true, err
+	case <-time.After(30 * time.Second):
+		return false, nil
+	}
+}
+
 // runInBackground runs d.Run until the test ends or stop is called, and
 // fails the test if Run fails or does not return.
 func runInBackground(t *testing.T, d *Daemon) (stop func()) {
@@ -28,13 +39,10 @@ func runInBackground(t *testing.T, d *Daemon) (stop func()) {
 	stop = func() {
 		once.Do(func() {
 			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			case <-time.After(30 * time.Second):
+			if ok, err := awaitDone(done); !ok {
 				t.Errorf("Run did not return after its context ended")
+			} else if err != nil {
+				t.Errorf("Run: %v", err)
 			}
 		})
 	}
@@ -452,13 +460,10 @@ func TestStopFinishesTheStepAtWork(t *testing.T) {
 	// Stopped while the reload command runs; it then succeeds.
 	stop()
 	close(release)
-	select {
-	case err := <-ran:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
+	if ok, err := awaitDone(ran); !ok {
 		t.Fatal("Run did not return after the step at work finished")
+	} else if err != nil {
+		t.Fatalf("Run: %v", err)
 	}
 
 	o, err := d.store.ActiveOrder(hCtx(t), hCert)

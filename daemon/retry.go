@@ -78,21 +78,17 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(h *orderH
 	// Read again under the lease: the node that held it may have moved the
 	// order on, or ended it.
 	h, err := d.acquire(ctx, cc, nil)
-	var (
-		claimed *claimedError
-		refused *leaseError
-	)
 	switch {
-	case errors.As(err, &claimed):
+	case isClaimed(err):
 		if d.wakeOrder(o.UniqueID, wakeRetry) {
 			d.orderLog(o).Info("retry asked for: waking the order's driver", zap.String("step", string(o.Step)),
 				zap.Int("failed_tries", o.Attempts), zap.Time("was_due", o.NextAttempt))
 			return &control.RetryResult{Order: o, How: control.RetryWoken}, nil
 		}
 		return nil, &busyError{cert: name}
-	case errors.As(err, &refused) && errors.Is(err, store.ErrLeaseHeld):
+	case isLeaseRefused(err) && errors.Is(err, store.ErrLeaseHeld):
 		return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
-	case errors.As(err, &refused):
+	case isLeaseRefused(err):
 		return nil, err
 	case errors.Is(err, store.ErrNotFound):
 		return nil, &NoOrderError{Cert: name}

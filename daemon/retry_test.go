@@ -48,18 +48,24 @@ func orderInBackoff(t *testing.T, h *harness, d *Daemon) *store.Order {
 // waitDriverWaiting waits until a driver of d waits on the order uid.
 func waitDriverWaiting(t *testing.T, d *Daemon, uid string) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	if !driverWaitsWithin(d, uid, 20*time.Second) {
+		t.Fatalf("no driver waits on order %s", uid)
+	}
+}
+
+// driverWaitsWithin reports whether a driver of d waits on the wake
+// channel of the order uid before the time given is up.
+func driverWaitsWithin(d *Daemon, uid string, within time.Duration) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
 		d.mu.Lock()
 		_, waiting := d.wake[uid]
 		d.mu.Unlock()
 		if waiting {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no driver waits on order %s", uid)
+			return false
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -209,14 +209,10 @@ func (d *Daemon) resume(ctx context.Context, wg *sync.WaitGroup, o *store.Order)
 	// Read again under the lease: the node that held it may have moved
 	// the order on, or ended it.
 	h, err := d.acquire(ctx, cc, nil)
-	var (
-		claimed *claimedError
-		refused *leaseError
-	)
 	switch {
-	case errors.As(err, &claimed):
+	case isClaimed(err):
 		return // a driver is at work on it already
-	case errors.As(err, &refused):
+	case isLeaseRefused(err):
 		d.logLeaseRefused(cc.Name, err)
 		return
 	case errors.Is(err, store.ErrNotFound):
@@ -257,14 +253,10 @@ func (d *Daemon) startRenewal(ctx context.Context, wg *sync.WaitGroup, cc *confi
 		d.orderLog(o).Info("renewal started", zap.String("why", r.Reason))
 		return o, nil
 	})
-	var (
-		claimed *claimedError
-		refused *leaseError
-	)
 	switch {
-	case errors.As(err, &claimed), errors.Is(err, errNotStarted):
+	case isClaimed(err), errors.Is(err, errNotStarted):
 		return
-	case errors.As(err, &refused):
+	case isLeaseRefused(err):
 		d.logLeaseRefused(cc.Name, err)
 		return
 	case err != nil:

@@ -51,9 +51,7 @@ func TestServiceAlertThreshold(t *testing.T) {
 func TestServiceEndingAlertsOncePerThreshold(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
-	sink, ch := newSinkChannel(t, "error")
-	cfg := h.config(hDomains())
-	cfg.Notify = []notify.Configured{ch}
+	sink, cfg := h.alertingConfig(t)
 	cfg.Daemon.ServiceAlertDays = config.DefaultServiceAlertDays
 	metrics := metrics.New()
 	d := h.daemon(cfg, func(o *Options) { o.Metrics = metrics })
@@ -123,11 +121,8 @@ func TestServiceEndingAlertsOncePerThreshold(t *testing.T) {
 func TestEndedServiceIsNeverReissued(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
-	sink, ch := newSinkChannel(t, "error")
-	cfg := h.config(hDomains())
-	cfg.Notify = []notify.Configured{ch}
-	d := h.daemon(cfg, nil)
-	h.issue(ctx, d)
+	sink, cfg := h.alertingConfig(t)
+	d, _ := h.issued(ctx, cfg)
 	d.refreshServices(ctx) // a year left, as the sandbox starts it
 	ledger := len(h.sb.Ledger())
 
@@ -214,8 +209,7 @@ func TestServiceIDSwitchKeepsCertificate(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
 	cfg := h.config(hDomains())
-	d := h.daemon(cfg, nil)
-	first := h.issue(ctx, d)
+	d, first := h.issued(ctx, cfg)
 	if err := h.sb.SetServiceEnd(hService, time.Now().Add(-time.Hour)); err != nil {
 		t.Fatal(err)
 	}

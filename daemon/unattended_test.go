@@ -77,9 +77,7 @@ func TestReloadRefusesNeverFiringSchedule(t *testing.T) {
 // spin, and is alerted once.
 func TestStalledScheduleWaitsAndAlertsOnce(t *testing.T) {
 	h := newHarness(t)
-	sink, ch := newSinkChannel(t, "error")
-	cfg := h.config(hDomains())
-	cfg.Notify = []notify.Configured{ch}
+	sink, cfg := h.alertingConfig(t)
 	cfg.Daemon.Schedule = "0 0 30 2 *"
 	d := h.daemon(cfg, nil)
 	stalled := ""
@@ -150,11 +148,8 @@ func TestFailureAlertsDeduplicated(t *testing.T) {
 func TestFailingReloadBacksOffAcrossInstalls(t *testing.T) {
 	h := newHarness(t)
 	ctx := hCtx(t)
-	sink, ch := newSinkChannel(t, "error")
-	cfg := h.config(hDomains())
-	cfg.Notify = []notify.Configured{ch}
-	d := h.daemon(cfg, nil)
-	first := h.issue(ctx, d)
+	sink, cfg := h.alertingConfig(t)
+	d, first := h.issued(ctx, cfg)
 
 	h.reload.setFail(func(int, string) error { return errors.New("exit status 3") })
 	var waits []time.Duration
@@ -228,7 +223,7 @@ func TestCallbacksAreHints(t *testing.T) {
 	}
 	// Parked as in the report: many failures, a day's backoff.
 	o.Attempts, o.NextAttempt = 30, h.clock.Now().Add(24*time.Hour)
-	if err := d.Store().PutOrder(ctx, o); err != nil {
+	if err := d.store.PutOrder(ctx, o); err != nil {
 		t.Fatal(err)
 	}
 	before := mustOrder(t, d, o.UniqueID)
@@ -267,7 +262,7 @@ func TestCallbacksAreHints(t *testing.T) {
 	// An order that is not waiting for the CA: 200, and nothing wakes.
 	parked := &store.Order{UniqueID: "dcvd-published", Cert: "other", ServiceID: hService, Step: store.StepPublished,
 		Names: []string{"example.com"}, CallbackToken: "0123456789abcdef0123456789abcdef0123456789abcdef"}
-	if err := d.Store().PutOrder(ctx, parked); err != nil {
+	if err := d.store.PutOrder(ctx, parked); err != nil {
 		t.Fatal(err)
 	}
 	wake, unwake := d.wakeChan(parked.UniqueID)
@@ -285,16 +280,8 @@ func TestCallbacksAreHints(t *testing.T) {
 // waitDriven waits until a driver waits on the wake channel of uid.
 func waitDriven(t *testing.T, d *Daemon, uid string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		d.mu.Lock()
-		_, ok := d.wake[uid]
-		d.mu.Unlock()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no driver for the order")
-		}
+	if !driverWaitsWithin(d, uid, 10*time.Second) {
+		t.Fatal("no driver for the order")
 	}
 }
 

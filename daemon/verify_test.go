@@ -83,7 +83,7 @@ func TestWrongCertificateNeverDeployed(t *testing.T) {
 					if certPEM == "" {
 						return body
 					}
-					data["cert_pem"] = testpki.PEM(f.forge(t, h, leafOf(t, certPEM)))
+					data["cert_pem"] = testpki.PEM(f.forge(t, h, testpki.ParseCert(t, certPEM)))
 					forged.Add(1)
 					out, err := json.Marshal(env)
 					if err != nil {

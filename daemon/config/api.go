@@ -18,19 +18,15 @@ var cfgAPIKeys = []string{"base_url", "access_key_id", "access_key_secret", "acc
 // api reads [api], which is required: without it nothing can be renewed.
 func (l *loader) api(raw map[string]any) APIConfig {
 	a := APIConfig{Timeout: reseller.DefaultTimeout}
-	v, present := raw["api"]
-	if !present {
+	if _, present := raw["api"]; !present {
 		l.fail("api", "required section [api] is missing (base_url, access_key_id, access_key_secret_file)")
 		return a
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		l.fail("api", "must be a table [api], not %s", section.TypeName(v))
+	s := l.openSection(raw, "api", cfgAPIKeys...)
+	if s == nil {
 		return a
 	}
-	s := l.newSection("api", m)
 	defer l.done(s)
-	unknown(s, cfgAPIKeys...)
 	if _, ok := required(s, "base_url", "the reseller API's base URL, ending in /api/v1"); ok {
 		if u, ok := httpURL(s, "base_url"); ok {
 			a.BaseURL = u

@@ -204,25 +204,16 @@ func webroots(s *section.Section, c *CertConfig) {
 		}
 		return
 	}
-	var dirs []string
-	switch t := v.(type) {
-	case string:
-		dirs = []string{t}
-	case []any:
-		if len(t) == 0 {
-			s.Fail("webroot", "must list at least one directory")
-			return
-		}
-		for _, e := range t {
-			d, ok := e.(string)
-			if !ok {
-				s.Fail("webroot", "must be a path or a list of paths, but the list holds %s", section.TypeName(e))
-				return
-			}
-			dirs = append(dirs, d)
-		}
-	default:
-		s.Fail("webroot", "must be a path or a list of paths, not %s", section.TypeName(v))
+	dirs, bad, inList, ok := stringOrList(v)
+	switch {
+	case !ok && inList:
+		s.Fail("webroot", "must be a path or a list of paths, but the list holds %s", section.TypeName(bad))
+		return
+	case !ok:
+		s.Fail("webroot", "must be a path or a list of paths, not %s", section.TypeName(bad))
+		return
+	case len(dirs) == 0:
+		s.Fail("webroot", "must list at least one directory")
 		return
 	}
 	seen := map[string]bool{}

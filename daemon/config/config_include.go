@@ -155,21 +155,13 @@ func (l *loader) include(path string, raw map[string]any) {
 	if !present {
 		return
 	}
-	var patterns []string
-	switch t := v.(type) {
-	case string:
-		patterns = []string{t}
-	case []any:
-		for _, e := range t {
-			p, ok := e.(string)
-			if !ok {
-				l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], but holds %s", section.TypeName(e))
-				return
-			}
-			patterns = append(patterns, p)
-		}
-	default:
-		l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], not %s", section.TypeName(v))
+	patterns, bad, inList, ok := stringOrList(v)
+	if !ok && inList {
+		l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], but holds %s", section.TypeName(bad))
+		return
+	}
+	if !ok {
+		l.fail("include", "must be a list of file patterns such as [\"/etc/dcvd/conf.d/*.toml\"], not %s", section.TypeName(bad))
 		return
 	}
 	mainAbs, _ := filepath.Abs(path)
@@ -291,10 +283,9 @@ func (l *loader) fragment(file string, certs *[]map[string]any, dns map[string]a
 			}
 		}
 	}
-	if v, ok := raw["dns"]; ok {
-		tables, ok := v.(map[string]any)
+	if _, ok := raw["dns"]; ok {
+		tables, ok := l.table(raw, "dns", "tables such as [dns.main]")
 		if !ok {
-			l.fail("dns", "must be tables such as [dns.main], not %s", section.TypeName(v))
 			return
 		}
 		for _, name := range slices.Sorted(maps.Keys(tables)) {
@@ -345,4 +336,25 @@ func (c *Config) IncludeDir() string {
 		abs = c.Path
 	}
 	return filepath.Join(filepath.Dir(abs), "conf.d")
+}
+
+// stringOrList reads v, one string or a list of strings, as a list. When v
+// is neither, ok is false and bad is what is in the way: the first element
+// of the list that is not a string (inList), or else v itself.
+func stringOrList(v any) (list []string, bad any, inList, ok bool) {
+	switch t := v.(type) {
+	case string:
+		return []string{t}, nil, false, true
+	case []any:
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return nil, e, true, false
+			}
+			list = append(list, s)
+		}
+		return list, nil, false, true
+	default:
+		return nil, v, false, false
+	}
 }

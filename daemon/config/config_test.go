@@ -115,6 +115,26 @@ func load(t *testing.T, text string) (*Config, []string, error) {
 	return parseConfig("test.toml", []byte(text), testLoadOptions())
 }
 
+// checkLoadErrors checks the outcome of a load that failed with err: no
+// config, every error a *ConfigError, and one line per error, each
+// starting with its want in order.
+func checkLoadErrors(t *testing.T, cfg *Config, err error, want []string) {
+	t.Helper()
+	if cfg != nil {
+		t.Errorf("a config came with the error")
+	}
+	errorKeys(t, err) // every error is a *ConfigError
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("%d errors, want %d:\n%s", len(got), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("error %d = %q\nwant prefix %q", i, got[i], w)
+		}
+	}
+}
+
 // errorKeys returns the key of every *ConfigError joined in err; any other
 // error fails the test.
 func errorKeys(t *testing.T, err error) []string {
@@ -460,19 +480,7 @@ func TestConfigBad(t *testing.T) {
 			if err == nil {
 				t.Fatalf("loaded: %+v", cfg)
 			}
-			if cfg != nil {
-				t.Errorf("a config came with the error")
-			}
-			errorKeys(t, err) // every error is a *ConfigError
-			got := strings.Split(err.Error(), "\n")
-			if len(got) != len(tt.want) {
-				t.Fatalf("%d errors, want %d:\n%s", len(got), len(tt.want), err)
-			}
-			for i, w := range tt.want {
-				if !strings.HasPrefix(got[i], w) {
-					t.Errorf("error %d = %q\nwant prefix %q", i, got[i], w)
-				}
-			}
+			checkLoadErrors(t, cfg, err, tt.want)
 			if strings.Contains(err.Error(), testSecret) {
 				t.Errorf("the secret is in the error: %v", err)
 			}

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/dcvd/dcvd/internal/section"
 )
 
 // cfgMaxPollInterval is where the detail polling backs off to; a first poll
@@ -39,18 +37,11 @@ func (l *loader) daemon(raw map[string]any) DaemonConfig {
 		HistoryRetention:      DefaultHistoryRetention,
 		HistoryPerCertificate: DefaultHistoryPerCertificate,
 	}
-	v, present := raw["daemon"]
-	if !present {
+	s := l.openSection(raw, "daemon", cfgDaemonKeys...)
+	if s == nil {
 		return d
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		l.fail("daemon", "must be a table [daemon], not %s", section.TypeName(v))
-		return d
-	}
-	s := l.newSection("daemon", m)
 	defer l.done(s)
-	unknown(s, cfgDaemonKeys...)
 	if dir, ok := s.String("state_dir"); ok {
 		if !filepath.IsAbs(dir) {
 			s.Fail("state_dir", "%q must be an absolute path", dir)

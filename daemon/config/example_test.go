@@ -11,11 +11,23 @@ import (
 	"testing"
 )
 
+// examplePath is the example configuration, from this directory.
+const examplePath = "../../config.example.toml"
+
+// exampleText is the text of config.example.toml.
+func exampleText(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 // TestConfigExample loads config.example.toml with its secrets faked, and
 // checks that it documents every key.
 func TestConfigExample(t *testing.T) {
-	const path = "../../config.example.toml"
-	cfg, warns, err := LoadConfig(path, testLoadOptions())
+	cfg, warns, err := LoadConfig(examplePath, testLoadOptions())
 	if err != nil {
 		t.Fatalf("config.example.toml does not load:\n%v", err)
 	}
@@ -34,10 +46,7 @@ func TestConfigExample(t *testing.T) {
 		}
 	}
 
-	text, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	text := exampleText(t)
 	orgKeys := []string{"organization", "organization_unit", "registered_address_line1", "serial_no", "country",
 		"state", "city", "postal_code", "organization_phone", "date_of_incorporation", "contact_name",
 		"contact_title", "contact_phone"}
@@ -51,7 +60,7 @@ func TestConfigExample(t *testing.T) {
 	keys = append(keys, "zone", "ttl", "propagation_timeout", "propagation_interval", "nameservers", "resolvers")
 	for _, k := range keys {
 		if k == "domains" || k == "deploy" || k == "organization" {
-			if !strings.Contains(string(text), "[certificate."+k+"]") {
+			if !strings.Contains(text, "[certificate."+k+"]") {
 				t.Errorf("config.example.toml has no [certificate.%s]", k)
 			}
 			if k != "organization" {
@@ -59,7 +68,7 @@ func TestConfigExample(t *testing.T) {
 			}
 		}
 		re := regexp.MustCompile(`(?m)^#? ?` + regexp.QuoteMeta(k) + ` +=`)
-		if !re.Match(text) {
+		if !re.MatchString(text) {
 			t.Errorf("config.example.toml does not document %s (as `%s = …` or `# %s = …`)", k, k, k)
 		}
 	}
@@ -68,11 +77,7 @@ func TestConfigExample(t *testing.T) {
 // TestConfigExampleNotifySections: the commented [notify.*] examples of
 // config.example.toml load once uncommented, so that they cannot rot.
 func TestConfigExampleNotifySections(t *testing.T) {
-	data, err := os.ReadFile("../../config.example.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(data)
+	text := exampleText(t)
 	start := strings.Index(text, "# [notify.")
 	end := strings.Index(text, "# DNS providers for dns-validated names.")
 	if start < 0 || end < start {
@@ -101,11 +106,7 @@ func TestConfigExampleNotifySections(t *testing.T) {
 // example's [store] load once uncommented, one secret form at a time, so
 // that they cannot rot.
 func TestConfigExampleStoreSection(t *testing.T) {
-	data, err := os.ReadFile("../../config.example.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(data)
+	text := exampleText(t)
 	start := strings.Index(text, "\n[store]\n")
 	if start < 0 {
 		t.Fatal("config.example.toml has no [store] section")

@@ -210,7 +210,7 @@ func FuzzLoadConfig(f *testing.F) {
 	} {
 		f.Setenv(k, v)
 	}
-	if example, err := os.ReadFile("../../config.example.toml"); err != nil {
+	if example, err := os.ReadFile(examplePath); err != nil {
 		f.Fatal(err)
 	} else {
 		f.Add(example)

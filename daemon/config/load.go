@@ -234,16 +234,38 @@ func (l *loader) load(path string, raw map[string]any) *Config {
 	return cfg
 }
 
-// notify configures the [notify.NAME] channels with package notify, whose
-// errors (each a *section.Error) are re-filed as ConfigErrors.
-func (l *loader) notify(raw map[string]any) []notify.Configured {
-	v, ok := raw["notify"]
+// table returns the top-level key of raw, a table (or a table of tables).
+// ok is false when the key is absent, and when it is something else, which
+// is reported: it must be want ("a table [api]").
+func (l *loader) table(raw map[string]any, key, want string) (m map[string]any, ok bool) {
+	v, present := raw[key]
+	if !present {
+		return nil, false
+	}
+	if m, ok = v.(map[string]any); !ok {
+		l.fail(key, "must be %s, not %s", want, section.TypeName(v))
+	}
+	return m, ok
+}
+
+// openSection opens the top-level table key of raw, whose known keys are
+// known, for reading; the caller calls l.done with it when done. It is nil
+// when the key is absent, and when it is not a table, which is reported.
+func (l *loader) openSection(raw map[string]any, key string, known ...string) *section.Section {
+	m, ok := l.table(raw, key, "a table ["+key+"]")
 	if !ok {
 		return nil
 	}
-	tables, ok := v.(map[string]any)
+	s := l.newSection(key, m)
+	unknown(s, known...)
+	return s
+}
+
+// notify configures the [notify.NAME] channels with package notify, whose
+// errors (each a *section.Error) are re-filed as ConfigErrors.
+func (l *loader) notify(raw map[string]any) []notify.Configured {
+	tables, ok := l.table(raw, "notify", "tables such as [notify.ops]")
 	if !ok {
-		l.fail("notify", "must be tables such as [notify.ops], not %s", section.TypeName(v))
 		return nil
 	}
 	var out []notify.Configured
@@ -283,13 +305,8 @@ func (l *loader) providerErrors(name string, err error) {
 // their keys.
 func (l *loader) dnsTables(raw map[string]any) map[string]map[string]any {
 	out := map[string]map[string]any{}
-	v, present := raw["dns"]
-	if !present {
-		return out
-	}
-	tables, ok := v.(map[string]any)
+	tables, ok := l.table(raw, "dns", "tables such as [dns.main]")
 	if !ok {
-		l.fail("dns", "must be tables such as [dns.main], not %s", section.TypeName(v))
 		return out
 	}
 	for _, name := range slices.Sorted(maps.Keys(tables)) {

@@ -33,18 +33,11 @@ const cfgStoreKeyHelp = "32 random bytes written as base64 or as 64 hex digits; 
 // a cluster node that lost its driver line must not run alone.
 func (l *loader) store(raw map[string]any) StoreConfig {
 	st := StoreConfig{Driver: StoreDriverSQLite, Lease: DefaultStoreLease}
-	v, present := raw["store"]
-	if !present {
+	s := l.openSection(raw, "store", cfgStoreKeys...)
+	if s == nil {
 		return st
 	}
-	m, ok := v.(map[string]any)
-	if !ok {
-		l.fail("store", "must be a table [store], not %s", section.TypeName(v))
-		return st
-	}
-	s := l.newSection("store", m)
 	defer l.done(s)
-	unknown(s, cfgStoreKeys...)
 	if d, ok := s.String("driver"); ok {
 		if d != StoreDriverSQLite && d != StoreDriverPostgres {
 			s.Fail("driver", "%q is neither %q nor %q", d, StoreDriverSQLite, StoreDriverPostgres)

@@ -118,15 +118,26 @@ func (d *Deployer) log() *zap.Logger {
 //
 // Install refuses a bundle whose key is not the leaf's.
 func (d *Deployer) Install(ctx context.Context, spec Spec, b Bundle) error {
+	_, unlock, err := d.prepareInstall(ctx, spec, b)
+	if err != nil {
+		return err
+	}
+	unlock()
+	return nil
+}
+
+// prepareInstall is Install holding the lock of the deploy directory: on
+// success the caller releases it with unlock when done with the target.
+func (d *Deployer) prepareInstall(ctx context.Context, spec Spec, b Bundle) (t *resolved, unlock func(), err error) {
 	t, files, unlock, err := d.prepare(ctx, spec, b)
 	if err != nil {
-		return fmt.Errorf("deploy certificate %s: %w", b.Cert, err)
+		return nil, nil, fmt.Errorf("deploy certificate %s: %w", b.Cert, err)
 	}
-	defer unlock()
 	if err := d.install(ctx, t, b, files); err != nil {
-		return fmt.Errorf("deploy certificate %s to %s: %w", b.Cert, t.dir, err)
+		unlock()
+		return nil, nil, fmt.Errorf("deploy certificate %s to %s: %w", b.Cert, t.dir, err)
 	}
-	return nil
+	return t, unlock, nil
 }
 
 // Reload runs spec.Reload, if set, with spec.ReloadTimeout and this
@@ -189,14 +200,11 @@ func (d *Deployer) Rollback(ctx context.Context, spec Spec) error {
 // nothing is restored: the new files stay and the error is the reload's,
 // so that the caller can run Reload again when it resumes.
 func (d *Deployer) Deploy(ctx context.Context, spec Spec, b Bundle) error {
-	t, files, unlock, err := d.prepare(ctx, spec, b)
+	t, unlock, err := d.prepareInstall(ctx, spec, b)
 	if err != nil {
-		return fmt.Errorf("deploy certificate %s: %w", b.Cert, err)
+		return err
 	}
 	defer unlock()
-	if err := d.install(ctx, t, b, files); err != nil {
-		return fmt.Errorf("deploy certificate %s to %s: %w", b.Cert, t.dir, err)
-	}
 	rerr := d.reload(ctx, t, b)
 	if rerr == nil {
 		return nil

@@ -114,40 +114,41 @@ func TestMetricsFamilies(t *testing.T) {
 }
 
 func TestMetricsHistogramBuckets(t *testing.T) {
+	const api, dns = "dcvd_api_request_duration_seconds", "dcvd_dns_propagation_duration_seconds"
+	// wantBounds are the upper bounds of each family's buckets.
+	wantBounds := map[string][]float64{
+		api: {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+		dns: {1, 5, 10, 30, 60, 120, 300, 600, 900},
+	}
 	tests := []struct {
 		name    string
 		observe func(m *Metrics)
 		family  string
-		bounds  []float64
 		// counts are the cumulative bucket counts after observe.
 		counts []uint64
 	}{
 		{
 			name:    "api call of 3s lands in le=5",
 			observe: func(m *Metrics) { m.ObserveAPICall("detail", 3*time.Second, nil) },
-			family:  "dcvd_api_request_duration_seconds",
-			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			family:  api,
 			counts:  []uint64{0, 0, 0, 0, 0, 0, 1, 1, 1},
 		},
 		{
 			name:    "api call of 20ms lands in the first bucket",
 			observe: func(m *Metrics) { m.ObserveAPICall("detail", 20*time.Millisecond, errors.New("x")) },
-			family:  "dcvd_api_request_duration_seconds",
-			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			family:  api,
 			counts:  []uint64{1, 1, 1, 1, 1, 1, 1, 1, 1},
 		},
 		{
 			name:    "api call of 45s is only in +Inf",
 			observe: func(m *Metrics) { m.ObserveAPICall("detail", 45*time.Second, nil) },
-			family:  "dcvd_api_request_duration_seconds",
-			bounds:  []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+			family:  api,
 			counts:  []uint64{0, 0, 0, 0, 0, 0, 0, 0, 0},
 		},
 		{
 			name:    "propagation of 7 minutes lands in le=600",
 			observe: func(m *Metrics) { m.ObservePropagation("alidns", 7*time.Minute) },
-			family:  "dcvd_dns_propagation_duration_seconds",
-			bounds:  []float64{1, 5, 10, 30, 60, 120, 300, 600, 900},
+			family:  dns,
 			counts:  []uint64{0, 0, 0, 0, 0, 0, 0, 1, 1},
 		},
 	}
@@ -174,8 +175,8 @@ func TestMetricsHistogramBuckets(t *testing.T) {
 				bounds = append(bounds, b.GetUpperBound())
 				counts = append(counts, b.GetCumulativeCount())
 			}
-			if !slices.Equal(bounds, tt.bounds) {
-				t.Errorf("bounds %v, want %v", bounds, tt.bounds)
+			if want := wantBounds[tt.family]; !slices.Equal(bounds, want) {
+				t.Errorf("bounds %v, want %v", bounds, want)
 			}
 			if !slices.Equal(counts, tt.counts) {
 				t.Errorf("cumulative counts %v, want %v", counts, tt.counts)

@@ -110,52 +110,39 @@ func New() *Metrics {
 		counted:   make(map[string]bool),
 		unhealthy: "starting",
 	}
-	m.expiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dcvd_certificate_expiration_timestamp_seconds",
-		Help: "The date after which the deployed certificate expires (NotAfter), as seconds since the Unix epoch.",
-	}, []string{"name"})
-	m.serviceEnd = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dcvd_service_expiration_timestamp_seconds",
-		Help: "The end of the paid period of the certificate's service (the reseller's order), after which no reissue renews it, as seconds since the Unix epoch. Absent while the reseller has not said.",
-	}, []string{"name", "service_id"})
-	m.renewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dcvd_certificate_renewal_timestamp_seconds",
-		Help: "The time at which dcvd plans to reissue the certificate, as seconds since the Unix epoch.",
-	}, []string{"name"})
-	m.ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dcvd_certificate_ready_status",
-		Help: "Whether the certificate is ready: a valid certificate is deployed and not due for renewal. 1 on the condition that holds, 0 on the other.",
-	}, []string{"name", "condition"})
-	m.step = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "dcvd_order_step",
-		Help: "The step of the certificate's current reissue order: 1 on the current step, 0 on the others; 0 on all when no order is in progress.",
-	}, []string{"name", "step"})
-	m.reissues = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dcvd_reissues_total",
-		Help: "Reissue orders started for the certificate.",
-	}, []string{"name"})
-	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dcvd_failures_total",
-		Help: "Failures while renewing the certificate, by reason (api, dcv, verify, deploy, reload, other).",
-	}, []string{"name", "reason"})
-	m.charges = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dcvd_charges_total",
-		Help: "Reissues of the certificate the reseller charged for.",
-	}, []string{"name"})
-	m.chargeCost = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "dcvd_charge_cost_total",
-		Help: "Sum of what the reseller charged for reissues of the certificate, in the account's currency.",
-	}, []string{"name"})
-	m.apiDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "dcvd_api_request_duration_seconds",
-		Help:    "Duration of reseller API calls, by operation and result (ok or error).",
-		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
-	}, []string{"op", "result"})
-	m.propagation = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "dcvd_dns_propagation_duration_seconds",
-		Help:    "Time from publishing DCV records until every authoritative nameserver answers them, by DNS provider.",
-		Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600, 900},
-	}, []string{"provider"})
+	m.expiry = newGaugeVec("dcvd_certificate_expiration_timestamp_seconds",
+		"The date after which the deployed certificate expires (NotAfter), as seconds since the Unix epoch.",
+		"name")
+	m.serviceEnd = newGaugeVec("dcvd_service_expiration_timestamp_seconds",
+		"The end of the paid period of the certificate's service (the reseller's order), after which no reissue renews it, as seconds since the Unix epoch. Absent while the reseller has not said.",
+		"name", "service_id")
+	m.renewal = newGaugeVec("dcvd_certificate_renewal_timestamp_seconds",
+		"The time at which dcvd plans to reissue the certificate, as seconds since the Unix epoch.",
+		"name")
+	m.ready = newGaugeVec("dcvd_certificate_ready_status",
+		"Whether the certificate is ready: a valid certificate is deployed and not due for renewal. 1 on the condition that holds, 0 on the other.",
+		"name", "condition")
+	m.step = newGaugeVec("dcvd_order_step",
+		"The step of the certificate's current reissue order: 1 on the current step, 0 on the others; 0 on all when no order is in progress.",
+		"name", "step")
+	m.reissues = newCounterVec("dcvd_reissues_total",
+		"Reissue orders started for the certificate.",
+		"name")
+	m.failures = newCounterVec("dcvd_failures_total",
+		"Failures while renewing the certificate, by reason (api, dcv, verify, deploy, reload, other).",
+		"name", "reason")
+	m.charges = newCounterVec("dcvd_charges_total",
+		"Reissues of the certificate the reseller charged for.",
+		"name")
+	m.chargeCost = newCounterVec("dcvd_charge_cost_total",
+		"Sum of what the reseller charged for reissues of the certificate, in the account's currency.",
+		"name")
+	m.apiDuration = newHistogramVec("dcvd_api_request_duration_seconds",
+		"Duration of reseller API calls, by operation and result (ok or error).",
+		[]float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, "op", "result")
+	m.propagation = newHistogramVec("dcvd_dns_propagation_duration_seconds",
+		"Time from publishing DCV records until every authoritative nameserver answers them, by DNS provider.",
+		[]float64{1, 5, 10, 30, 60, 120, 300, 600, 900}, "provider")
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -179,6 +166,20 @@ func New() *Metrics {
 	mux.HandleFunc("GET /healthz", m.serveHealth)
 	m.handler = mux
 	return m
+}
+
+// newGaugeVec, newCounterVec and newHistogramVec make the metric vectors
+// New registers: one name, help text and label set each.
+func newGaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func newHistogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 // Handler serves GET /metrics (the registry in the Prometheus exposition

@@ -114,6 +114,17 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 		}
 		return w
 	}
+	// setStep is an action that sets the step of name to s.
+	setStep := func(name, s string) func(m *Metrics) {
+		return func(m *Metrics) { m.SetStep(name, s) }
+	}
+	// moved is the step gauge of name after moving from one step to another.
+	moved := func(name, from, to string) map[string]float64 {
+		return map[string]float64{
+			fmt.Sprintf("dcvd_order_step{name=%q,step=%q}", name, from): 0,
+			fmt.Sprintf("dcvd_order_step{name=%q,step=%q}", name, to):   1,
+		}
+	}
 	names := func(m map[string]float64) []string {
 		var out []string
 		for k := range m {
@@ -182,54 +193,45 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 		},
 		{
 			name:   "SetStep first step",
-			action: func(m *Metrics) { m.SetStep("www", "publishing") },
+			action: setStep("www", "publishing"),
 			want:   steps("www", "publishing"),
 		},
 		{
 			name:   "SetStep next step changes two series",
-			setup:  func(m *Metrics) { m.SetStep("www", "publishing") },
-			action: func(m *Metrics) { m.SetStep("www", "visible") },
-			want: map[string]float64{
-				`dcvd_order_step{name="www",step="publishing"}`: 0,
-				`dcvd_order_step{name="www",step="visible"}`:    1,
-			},
+			setup:  setStep("www", "publishing"),
+			action: setStep("www", "visible"),
+			want:   moved("www", "publishing", "visible"),
 		},
 		{
 			name:   "SetStep same step changes nothing",
-			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
-			action: func(m *Metrics) { m.SetStep("www", "visible") },
+			setup:  setStep("www", "visible"),
+			action: setStep("www", "visible"),
 			want:   map[string]float64{},
 		},
 		{
 			name:   "SetStep empty means no order",
-			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
-			action: func(m *Metrics) { m.SetStep("www", "") },
+			setup:  setStep("www", "visible"),
+			action: setStep("www", ""),
 			want:   map[string]float64{`dcvd_order_step{name="www",step="visible"}`: 0},
 		},
 		{
 			name:   "SetStep unknown step gets its own series",
-			setup:  func(m *Metrics) { m.SetStep("www", "visible") },
-			action: func(m *Metrics) { m.SetStep("www", "future") },
-			want: map[string]float64{
-				`dcvd_order_step{name="www",step="visible"}`: 0,
-				`dcvd_order_step{name="www",step="future"}`:  1,
-			},
+			setup:  setStep("www", "visible"),
+			action: setStep("www", "future"),
+			want:   moved("www", "visible", "future"),
 		},
 		{
 			name:   "SetStep leaving an unknown step deletes it",
-			setup:  func(m *Metrics) { m.SetStep("www", "future") },
-			action: func(m *Metrics) { m.SetStep("www", "done") },
+			setup:  setStep("www", "future"),
+			action: setStep("www", "done"),
 			want:   map[string]float64{`dcvd_order_step{name="www",step="done"}`: 1},
 			gone:   []string{`dcvd_order_step{name="www",step="future"}`},
 		},
 		{
 			name:   "SetStep does not touch another certificate",
 			setup:  func(m *Metrics) { m.SetStep("a", "issued"); m.SetStep("b", "issued") },
-			action: func(m *Metrics) { m.SetStep("a", "deployed") },
-			want: map[string]float64{
-				`dcvd_order_step{name="a",step="issued"}`:   0,
-				`dcvd_order_step{name="a",step="deployed"}`: 1,
-			},
+			action: setStep("a", "deployed"),
+			want:   moved("a", "issued", "deployed"),
 		},
 		{
 			name:   "ReissueStarted",
@@ -358,7 +360,7 @@ func TestMetricsMethodsChangeExactlyExpectedSeries(t *testing.T) {
 		{
 			name:   "RemoveCertificate then SetStep starts afresh",
 			setup:  func(m *Metrics) { m.SetStep("a", "future"); m.RemoveCertificate("a") },
-			action: func(m *Metrics) { m.SetStep("a", "new") },
+			action: setStep("a", "new"),
 			want:   steps("a", "new"),
 		},
 		{

@@ -242,20 +242,18 @@ func testStorePruneOrders(t *testing.T, b storeBackend) {
 	}
 }
 
-// testStorePruneInBatches: each call deletes at most Limit rows of each
-// table, and the calls add up to the whole prune, the costs carried once.
-func testStorePruneInBatches(t *testing.T, b storeBackend) {
-	s, _ := b.openTestStore(t)
+// addFailedHistory records, for each of certs, perCert attempts and their
+// failed orders, one every interval up to before t1, the i-th costing
+// i+extra. It returns the total cost of each certificate.
+func addFailedHistory(t *testing.T, s testStore, certs []string, perCert int, t1 time.Time, interval time.Duration, extra float64) map[string]float64 {
+	t.Helper()
 	ctx := t.Context()
-	day := 24 * time.Hour
-	const perCert = 30
-	certs := []string{"shop", "api", "web"}
 	total := map[string]float64{}
 	for i := range perCert {
 		for _, cert := range certs {
 			a := fullAttempt(cert, fmt.Sprintf("%s-%02d", cert, i))
-			a.Cost = float64(i) + 0.5
-			a.Finished = t1.Add(-time.Duration(perCert-i) * day)
+			a.Cost = float64(i) + extra
+			a.Finished = t1.Add(-time.Duration(perCert-i) * interval)
 			if err := s.AddAttempt(ctx, a); err != nil {
 				t.Fatal(err)
 			}
@@ -265,6 +263,18 @@ func testStorePruneInBatches(t *testing.T, b storeBackend) {
 			putOrderAt(t, s, o, a.Finished)
 		}
 	}
+	return total
+}
+
+// testStorePruneInBatches: each call deletes at most Limit rows of each
+// table, and the calls add up to the whole prune, the costs carried once.
+func testStorePruneInBatches(t *testing.T, b storeBackend) {
+	s, _ := b.openTestStore(t)
+	ctx := t.Context()
+	day := 24 * time.Hour
+	const perCert = 30
+	certs := []string{"shop", "api", "web"}
+	total := addFailedHistory(t, s, certs, perCert, t1, day, 0.5)
 	p := HistoryPolicy{Before: t1, PerCertificate: 100, Limit: 7}
 	wantAttempts := len(certs) * (perCert - KeptAttempts)
 	wantOrders := len(certs) * perCert

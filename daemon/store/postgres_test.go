@@ -253,21 +253,7 @@ func TestStorePostgresPruneConcurrently(t *testing.T) {
 	s := stores[0]
 	const perCert = 60
 	certs := []string{"shop", "api"}
-	total := map[string]float64{}
-	for i := range perCert {
-		for _, cert := range certs {
-			a := fullAttempt(cert, fmt.Sprintf("%s-%02d", cert, i))
-			a.Cost = float64(i) + 0.25
-			a.Finished = t1.Add(-time.Duration(perCert-i) * time.Hour)
-			if err := s.AddAttempt(ctx, a); err != nil {
-				t.Fatal(err)
-			}
-			total[cert] += a.Cost
-			o := fullOrder(fmt.Sprintf("o-%s-%02d", cert, i), cert)
-			o.Step = StepFailed
-			putOrderAt(t, s, o, a.Finished)
-		}
-	}
+	total := addFailedHistory(t, s, certs, perCert, t1, time.Hour, 0.25)
 	p := HistoryPolicy{Before: t1, PerCertificate: 100, Limit: 5}
 	var (
 		mu  sync.Mutex

@@ -28,9 +28,16 @@ func (s *PostgresStore) write(ctx context.Context, fence fenceFunc, fn func(q pg
 	if fence == nil {
 		return fn(s.pool)
 	}
+	return s.fencedTx(ctx, fence, func(tx pgx.Tx) error { return fn(tx) })
+}
+
+// fencedTx runs fn in a transaction, after the fence if there is one.
+func (s *PostgresStore) fencedTx(ctx context.Context, fence fenceFunc, fn func(tx pgx.Tx) error) error {
 	return s.tx(ctx, func(tx pgx.Tx) error {
-		if err := fence(ctx, tx); err != nil {
-			return err
+		if fence != nil {
+			if err := fence(ctx, tx); err != nil {
+				return err
+			}
 		}
 		return fn(tx)
 	})
@@ -81,12 +88,7 @@ func (s *PostgresStore) putOrder(ctx context.Context, o *Order, fence fenceFunc)
 	var now, created time.Time
 	for try := 0; ; try++ {
 		now = s.now().UTC()
-		err = s.tx(ctx, func(tx pgx.Tx) error {
-			if fence != nil {
-				if err := fence(ctx, tx); err != nil {
-					return err
-				}
-			}
+		err = s.fencedTx(ctx, fence, func(tx pgx.Tx) error {
 			var err error
 			created, err = putOrderTx(ctx, pgxExecer{tx}, s.d, o, data, now)
 			return err

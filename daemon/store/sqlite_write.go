@@ -76,7 +76,7 @@ func (s *SQLiteStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned
 		// certificate's k-th newest (none when there are fewer): looked up
 		// in the index attempts_cert, as RecentAttempts does, rather than
 		// numbering every attempt with ROW_NUMBER, which sorts them all.
-		ids, err := selectDoomed[int64](ctx, tx, `SELECT a.id
+		list, err := selectDoomed[int64](ctx, tx, `SELECT a.id
 			FROM (SELECT cert,
 					(SELECT id FROM attempts AS b WHERE b.cert = g.cert ORDER BY id DESC LIMIT 1 OFFSET ?) AS kept,
 					(SELECT id FROM attempts AS b WHERE b.cert = g.cert ORDER BY id DESC LIMIT 1 OFFSET ?) AS counted
@@ -85,33 +85,24 @@ func (s *SQLiteStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned
 			WHERE a.id < c.counted OR a.finished < ?
 			ORDER BY a.id LIMIT ?`,
 			KeptAttempts-1, perCert-1, before, limit)
-		if err != nil || len(ids) == 0 {
-			return err
-		}
-		list, err := json.Marshal(ids)
-		if err != nil {
+		if err != nil || list == "" {
 			return err
 		}
 		// SQLite wants a WHERE in an upsert's SELECT (its parser
 		// could take ON CONFLICT for a join's ON otherwise).
 		if _, err := tx.ExecContext(ctx, `INSERT INTO pruned_costs (cert, cost)
 			SELECT cert, SUM(cost) FROM attempts WHERE id IN (SELECT value FROM json_each(?)) GROUP BY cert
-			ON CONFLICT (cert) DO UPDATE SET cost = pruned_costs.cost + excluded.cost`, string(list)); err != nil {
+			ON CONFLICT (cert) DO UPDATE SET cost = pruned_costs.cost + excluded.cost`, list); err != nil {
 			return fmt.Errorf("carry the costs over: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM attempts WHERE id IN (SELECT value FROM json_each(?))`, string(list))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		out.Attempts = int(n)
+		out.Attempts, err = execCount(ctx, tx, `DELETE FROM attempts WHERE id IN (SELECT value FROM json_each(?))`, list)
 		return err
 	})
 	if err != nil {
 		return Pruned{}, fmt.Errorf("prune the attempts: %w", err)
 	}
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		uids, err := selectDoomed[string](ctx, tx, `SELECT unique_id FROM (
+		list, err := selectDoomed[string](ctx, tx, `SELECT unique_id FROM (
 				SELECT unique_id, step, updated,
 					ROW_NUMBER() OVER (PARTITION BY cert ORDER BY updated DESC, unique_id DESC) AS n,
 					ROW_NUMBER() OVER (PARTITION BY cert, step ORDER BY updated DESC, unique_id DESC) AS k
@@ -120,22 +111,13 @@ func (s *SQLiteStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned
 				AND unique_id NOT IN (SELECT unique_id FROM certificates)
 			ORDER BY unique_id LIMIT ?`,
 			perCert, before, KeptGenerations, limit)
-		if err != nil || len(uids) == 0 {
-			return err
-		}
-		list, err := json.Marshal(uids)
-		if err != nil {
+		if err != nil || list == "" {
 			return err
 		}
 		// The step again: an order in flight is never deleted, whatever
 		// the selection said.
-		res, err := tx.ExecContext(ctx, `DELETE FROM orders WHERE unique_id IN (SELECT value FROM json_each(?))
-			AND (step = 'done' OR step = 'failed')`, string(list))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		out.Orders = int(n)
+		out.Orders, err = execCount(ctx, tx, `DELETE FROM orders WHERE unique_id IN (SELECT value FROM json_each(?))
+			AND (step = 'done' OR step = 'failed')`, list)
 		return err
 	})
 	if err != nil {
@@ -144,18 +126,34 @@ func (s *SQLiteStore) PruneHistory(ctx context.Context, p HistoryPolicy) (Pruned
 	return out, nil
 }
 
-// selectDoomed reads the one column of the rows a prune selected.
-func selectDoomed[T any](ctx context.Context, tx *sql.Tx, q string, args ...any) ([]T, error) {
+// selectDoomed reads the one column of the rows a prune selected, as a
+// JSON list (for json_each); it is "" when the prune selected none.
+func selectDoomed[T any](ctx context.Context, tx *sql.Tx, q string, args ...any) (string, error) {
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer rows.Close()
-	return collectRows(rows, "select the rows to delete", func(r scanner) (T, error) {
+	doomed, err := collectRows(rows, "select the rows to delete", func(r scanner) (T, error) {
 		var v T
 		err := r.Scan(&v)
 		return v, err
 	})
+	if err != nil || len(doomed) == 0 {
+		return "", err
+	}
+	list, err := json.Marshal(doomed)
+	return string(list), err
+}
+
+// execCount runs q in tx and says how many rows it changed.
+func execCount(ctx context.Context, tx *sql.Tx, q string, args ...any) (int, error) {
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
 // PutService implements Writer.
