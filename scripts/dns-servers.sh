@@ -28,16 +28,6 @@ readonly START_TIMEOUT=30 # seconds to wait for each server to answer
 
 log() { printf 'dns-servers: %s\n' "$*" >&2; }
 
-# die prints the message and the tail of every log under $DIR, because a
-# server that failed to start says why only there.
-die() {
-  log "error: $*"
-  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
-    print_logs "$DIR"/*.log
-  fi
-  exit 1
-}
-
 usage() {
   cat >&2 <<'EOF'
 usage: scripts/dns-servers.sh install
@@ -87,7 +77,7 @@ cmd_install() {
   log "installed"
 }
 
-# port_busy, free_port, alive, stop_pid, apt_install
+# die, port_busy, free_port, alive, wait_up, stop_pid, apt_install, random_hex
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
@@ -111,17 +101,10 @@ running_and_answering() {
 }
 
 wait_for() {
-  local what=$1 pidfile=$2 _
+  local what=$1 pidfile=$2
   shift 2
-  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
-    if "$@" >/dev/null 2>&1; then
-      log "$what answers"
-      return 0
-    fi
-    alive "$pidfile" || die "$what exited during start-up"
-    sleep 0.2
-  done
-  die "$what did not answer within ${START_TIMEOUT}s"
+  wait_up "$pidfile" "$what" "$@" || die "$what did not answer within ${START_TIMEOUT}s"
+  log "$what answers"
 }
 
 soa_answers() { # port zone
@@ -129,7 +112,6 @@ soa_answers() { # port zone
 }
 
 random_b64() { head -c 32 /dev/urandom | base64 | tr -d '\n'; }
-random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 start_bind() {
   local port=$1 secret=$2 b="$DIR/bind"

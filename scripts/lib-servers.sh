@@ -1,6 +1,7 @@
 # Shell functions shared by the scripts that run test servers
 # (dns-servers.sh, nginx.sh, postgres.sh). Sourced after the script defines
-# log, die, usage and its cmd_ functions.
+# log, usage and its cmd_ functions; it defines die, which a script that
+# needs more of it defines again after sourcing this file.
 # shellcheck shell=bash
 
 # The rule every server script keeps: the test servers are private
@@ -13,6 +14,16 @@
 # one, and the only processes ever signalled are the ones whose pid a
 # start wrote to its own pid file under DIR (stop_pid). The package tests
 # in internal/scriptsafety check this, with decoy servers on :53 and :80.
+
+# die prints the message and the tail of every log under $DIR, because a
+# server that failed to start says why only there.
+die() {
+  log "error: $*"
+  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
+    print_logs "$DIR"/*.log
+  fi
+  exit 1
+}
 
 # pkg_installed PKG: dpkg has PKG installed.
 pkg_installed() {
@@ -139,6 +150,25 @@ free_port() {
 }
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# wait_up PIDFILE WHAT CMD... waits up to START_TIMEOUT seconds until CMD
+# succeeds (its output discarded), and fails if it never does; it dies if
+# the process of PIDFILE, WHAT, exits meanwhile.
+wait_up() {
+  local pidfile=$1 what=$2 _
+  shift 2
+  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    alive "$pidfile" || die "$what exited during start-up"
+    sleep 0.2
+  done
+  return 1
+}
+
+# random_hex prints 32 random hex digits.
+random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 # stop_pid stops the process whose id is in the pid file, if it is still the
 # program we started (a reused pid is left alone).

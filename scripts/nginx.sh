@@ -53,21 +53,6 @@ readonly WORKER_USER=nobody
 
 log() { printf 'nginx: %s\n' "$*" >&2; }
 
-# die prints the message and the tail of every log under $DIR, because an
-# nginx that failed to start says why only there.
-die() {
-  log "error: $*"
-  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
-    print_logs "$DIR"/*.log "$DIR"/nginx/*.log
-  fi
-  # A start that failed half-way leaves nothing running.
-  if [ -n "${STARTING:-}" ]; then
-    STARTING=""
-    cmd_stop
-  fi
-  exit 1
-}
-
 usage() {
   cat >&2 <<'EOF'
 usage: scripts/nginx.sh install
@@ -110,6 +95,22 @@ cmd_install() {
 # port_busy, free_port, alive, stop_pid, apt_install
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
+
+# die, over lib-servers.sh's: the message and the tail of every log under
+# $DIR and DIR/nginx, because an nginx that failed to start says why only
+# there; and a start that failed half-way is undone.
+die() {
+  log "error: $*"
+  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
+    print_logs "$DIR"/*.log "$DIR"/nginx/*.log
+  fi
+  # A start that failed half-way leaves nothing running.
+  if [ -n "${STARTING:-}" ]; then
+    STARTING=""
+    cmd_stop
+  fi
+  exit 1
+}
 
 cmd_stop() {
   stop_pid "$DIR/nginx.pid" nginx

@@ -33,16 +33,6 @@ readonly START_TIMEOUT=30 # seconds to wait for the server to answer
 
 log() { printf 'postgres: %s\n' "$*" >&2; }
 
-# die prints the message and the tail of every log under $DIR, because a
-# server that failed to start says why only there.
-die() {
-  log "error: $*"
-  if [ -n "${DIR:-}" ] && [ -d "$DIR" ]; then
-    print_logs "$DIR"/*.log
-  fi
-  exit 1
-}
-
 usage() {
   cat >&2 <<'EOF'
 usage: scripts/postgres.sh install
@@ -88,7 +78,7 @@ cmd_install() {
   log "installed ($(pg_bindir))"
 }
 
-# port_busy, free_port, alive, stop_pid, apt_install
+# die, port_busy, free_port, alive, wait_up, stop_pid, apt_install, random_hex
 # shellcheck source=scripts/lib-servers.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib-servers.sh"
 
@@ -128,18 +118,8 @@ running_and_answering() {
 
 # wait_answers waits until the server of DIR accepts the test user's login.
 wait_answers() {
-  local _
-  for _ in $(seq 1 $((START_TIMEOUT * 5))); do
-    if answers; then
-      return 0
-    fi
-    alive "$DIR/postgres.pid" || die "the server exited during start-up"
-    sleep 0.2
-  done
-  return 1
+  wait_up "$DIR/postgres.pid" "the server" answers
 }
-
-random_hex() { head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 cmd_start() {
   local bin
@@ -226,14 +206,21 @@ EOF
   log "PostgreSQL on 127.0.0.1:$port, database $DB_NAME; env in $DIR/env"
 }
 
-# cmd_pause stops the server as an outage would, but unlike stop it leaves
-# everything resume needs: the data, the port in its configuration, DIR/env.
-cmd_pause() {
-  local bin
+# need_started sets bin (the caller's local) to the directory of the
+# server's programs, and dies unless a server was started in DIR, running
+# or paused.
+need_started() {
   bin=$(pg_bindir) || die "PostgreSQL not found: run 'scripts/postgres.sh install' first"
   if [ ! -f "$DIR/env" ] || [ ! -d "$DIR/data" ]; then
     die "no server was started in $DIR (scripts/postgres.sh start $DIR)"
   fi
+}
+
+# cmd_pause stops the server as an outage would, but unlike stop it leaves
+# everything resume needs: the data, the port in its configuration, DIR/env.
+cmd_pause() {
+  local bin
+  need_started
   alive "$DIR/postgres.pid" || die "the server of $DIR is not running (paused already?)"
   # A fast shutdown: the clients' connections are cut, as by an outage.
   as_owner "$bin/pg_ctl" -D "$DIR/data" -m fast -w -t "$START_TIMEOUT" stop >>"$DIR/pause.log" 2>&1 ||
@@ -246,10 +233,7 @@ cmd_pause() {
 # database, user and password, and DIR/env stays right.
 cmd_resume() {
   local bin
-  bin=$(pg_bindir) || die "PostgreSQL not found: run 'scripts/postgres.sh install' first"
-  if [ ! -f "$DIR/env" ] || [ ! -d "$DIR/data" ]; then
-    die "no server was started in $DIR (scripts/postgres.sh start $DIR)"
-  fi
+  need_started
   if alive "$DIR/postgres.pid"; then
     die "the server of $DIR is running, not paused"
   fi

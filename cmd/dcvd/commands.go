@@ -78,6 +78,31 @@ func openDaemon(ctx context.Context, path string, stderr io.Writer) (*daemon.Dae
 	return openDaemonWith(ctx, path, stderr, false)
 }
 
+// openDaemonFor is openDaemon for a command on the [[certificate]] name,
+// which it refuses (checkName) when the configuration has none of that
+// name. done closes the daemon: the caller defers it.
+func openDaemonFor(ctx context.Context, cfgPath, name string, stderr io.Writer) (d *daemon.Daemon, done func(), err error) {
+	d, _, err = openDaemon(ctx, cfgPath, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	done = func() { closeDaemon(ctx, d, stderr) }
+	if err := checkName(d.Config(), cfgPath, name); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return d, done, nil
+}
+
+// boundContext is ctx bounded by timeout when bound is set and timeout
+// is positive; the caller defers cancel.
+func boundContext(ctx context.Context, bound bool, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if bound && timeout > 0 {
+		return context.WithTimeout(ctx, timeout)
+	}
+	return ctx, func() {}
+}
+
 // openDaemonWith is openDaemon; every command that opens the daemon in its
 // own process works in the foreground, so the step at work stops with it
 // (foregroundStopGrace). quiet logs only the daemon's warnings and
@@ -214,14 +239,11 @@ func runRedeploy(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintf(stdout, "certificate %s redeployed by the running daemon\n", name)
 		return nil
 	}
-	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	d, done, err := openDaemonFor(ctx, *cfgPath, name, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() { closeDaemon(ctx, d, stderr) }()
-	if err := checkName(d.Config(), *cfgPath, name); err != nil {
-		return err
-	}
+	defer done()
 	if err := d.Redeploy(ctx, name); err != nil {
 		return err
 	}

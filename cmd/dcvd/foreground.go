@@ -235,6 +235,13 @@ func driveHere(ctx context.Context, d *daemon.Daemon, name string, allow, wait b
 	if err != nil {
 		return driveFailure(ctx, d, name, o, err, timeout)
 	}
+	printOrderEnd(stdout, name, o)
+	return nil
+}
+
+// printOrderEnd says where order o of name stands once the command is
+// done with it: deployed, or at a step the daemon carries on from.
+func printOrderEnd(stdout io.Writer, name string, o *store.Order) {
 	switch o.Step {
 	case store.StepDone:
 		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
@@ -242,7 +249,6 @@ func driveHere(ctx context.Context, d *daemon.Daemon, name string, allow, wait b
 	default:
 		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, o.UniqueID, o.Step)
 	}
-	return nil
 }
 
 // driveFailure is the result of a drive in this process that ended with
@@ -336,16 +342,12 @@ func followViaControl(ctx context.Context, c *control.Client, name string, o *st
 		}
 		return err
 	}
-	switch end.Step {
-	case store.StepFailed:
+	if end.Step == store.StepFailed {
 		return fmt.Errorf("certificate %s: order %s failed: %s", name, end.UniqueID, end.LastError)
-	case store.StepDone:
-		fmt.Fprintf(stdout, "certificate %s: serial %s deployed, valid until %s (order %s, cost %.2f)\n",
-			name, end.Serial, end.NotAfter.UTC().Format(time.RFC3339), end.UniqueID, end.Cost)
-	default:
-		// Its certificate left the daemon's configuration meanwhile.
-		fmt.Fprintf(stdout, "certificate %s: order %s at step %s; the daemon carries it on\n", name, end.UniqueID, end.Step)
 	}
+	// At another step than done, its certificate left the daemon's
+	// configuration meanwhile.
+	printOrderEnd(stdout, name, end)
 	return nil
 }
 

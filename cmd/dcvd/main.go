@@ -79,23 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return asUsage(errNoCommand)
 	}
+	if cmd, ok := commands[args[0]]; ok {
+		return cmd(ctx, args[1:], stdout, stderr)
+	}
 	switch args[0] {
-	case "demo":
-		return runDemo(ctx, args[1:], stdout, stderr)
-	case "run":
-		return runRun(ctx, args[1:], stdout, stderr)
-	case "reissue":
-		return runReissue(ctx, args[1:], stdout, stderr)
-	case "retry":
-		return runRetry(ctx, args[1:], stdout, stderr)
-	case "status":
-		return runStatus(ctx, args[1:], stdout, stderr)
-	case "redeploy":
-		return runRedeploy(ctx, args[1:], stdout, stderr)
-	case "check-config":
-		return runCheckConfig(ctx, args[1:], stdout, stderr)
-	case "import":
-		return runImport(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v", "-version":
 		if len(args) > 1 && isHelp(args[1]) {
 			fmt.Fprint(stdout, "Usage: dcvd version (or dcvd --version, dcvd -v)\n\nPrints dcvd's version, and for a build without one stamped, the Go\nversion and commit it was built from.\n")
@@ -116,6 +103,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return asUsage(fmt.Errorf("unknown command %q", args[0]))
 	}
+}
+
+// commands are the commands that take the arguments after their name, the
+// context and both outputs.
+var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
+	"demo":         runDemo,
+	"run":          runRun,
+	"reissue":      runReissue,
+	"retry":        runRetry,
+	"status":       runStatus,
+	"redeploy":     runRedeploy,
+	"check-config": runCheckConfig,
+	"import":       runImport,
 }
 
 var errNoCommand = errors.New("no command given")

@@ -40,11 +40,8 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return asUsage(errors.New("name the [[certificate]], or give --all for every one"))
 	case *all && *dryRun:
-		if given && *timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, *timeout)
-			defer cancel()
-		}
+		ctx, cancel := boundContext(ctx, given, *timeout)
+		defer cancel()
 		return rehearse(ctx, *cfgPath, "", true, *allow, stdout, stderr)
 	case *all:
 		if !given {
@@ -55,11 +52,8 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	// The bound holds for the whole command: finding the daemon, opening
 	// the state, and the request at work when it ends.
-	if (*wait || given) && *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
+	ctx, cancel := boundContext(ctx, *wait || given, *timeout)
+	defer cancel()
 	if *dryRun {
 		// In this process even when a daemon runs: the rehearsal writes
 		// nothing to the state, so it cannot disturb it.
@@ -78,14 +72,11 @@ func runReissue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 	}
-	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	d, done, err := openDaemonFor(ctx, *cfgPath, name, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() { closeDaemon(ctx, d, stderr) }()
-	if err := checkName(d.Config(), *cfgPath, name); err != nil {
-		return err
-	}
+	defer done()
 	return driveHere(ctx, d, name, *allow, *wait, *timeout, stdout, stderr)
 }
 

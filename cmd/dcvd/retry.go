@@ -25,11 +25,8 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if (*wait || flagGiven(fs, "timeout")) && *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
+	ctx, cancel := boundContext(ctx, *wait || flagGiven(fs, "timeout"), *timeout)
+	defer cancel()
 	c, err := dialRunning(*cfgPath)
 	if err != nil {
 		return err
@@ -51,14 +48,11 @@ func runRetry(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return followViaControl(ctx, c, name, o, *timeout, stdout, stderr)
 	}
 
-	d, _, err := openDaemon(ctx, *cfgPath, stderr)
+	d, done, err := openDaemonFor(ctx, *cfgPath, name, stderr)
 	if err != nil {
 		return err
 	}
-	defer func() { closeDaemon(ctx, d, stderr) }()
-	if err := checkName(d.Config(), *cfgPath, name); err != nil {
-		return err
-	}
+	defer done()
 	res, err := d.Retry(ctx, name)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,12 +34,7 @@ func TestReissueWithNewlineCSRDeploys(t *testing.T) {
 	ctx := testContext(t)
 	dir := t.TempDir()
 	webroot := filepath.Join(dir, "webroot")
-	if err := os.Mkdir(webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
-	t.Cleanup(web.Close)
-	webAddr := web.Listener.Addr().String()
+	webAddr := serveWebroot(t, webroot)
 	sb, _ := startSandbox(t, sandbox.Config{HTTPAddr: webAddr})
 
 	// dcvd talks to the sandbox through a door that keeps the reissue

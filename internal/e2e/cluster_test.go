@@ -108,12 +108,7 @@ func TestClusterThreeNodes(t *testing.T) {
 				}
 			}
 		}
-		for _, n := range w.nodes {
-			if fs := filesUnder(n.webroot); len(fs) > 0 {
-				return fmt.Sprintf("node %s's web root still holds %v", n.name, fs)
-			}
-		}
-		return ""
+		return webRootLeft(w)
 	})
 	t.Logf("three certificates live on three nodes after %s", time.Since(start).Round(time.Millisecond))
 
@@ -363,12 +358,7 @@ func TestClusterPostgresDown(t *testing.T) {
 		if why := settled(st, clusterNodes); why != "" {
 			return why
 		}
-		for _, n := range w.nodes {
-			if fs := filesUnder(n.webroot); len(fs) > 0 {
-				return fmt.Sprintf("node %s's web root still holds %v", n.name, fs)
-			}
-		}
-		return ""
+		return webRootLeft(w)
 	})
 	t.Logf("order finished %s after the approval", time.Since(resumed).Round(time.Millisecond))
 
@@ -398,4 +388,15 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// webRootLeft names the first node of w whose web root still holds files,
+// or is "" when none does.
+func webRootLeft(w *clusterWorld) string {
+	for _, n := range w.nodes {
+		if fs := filesUnder(n.webroot); len(fs) > 0 {
+			return fmt.Sprintf("node %s's web root still holds %v", n.name, fs)
+		}
+	}
+	return ""
 }

@@ -6,8 +6,6 @@ import (
 	"crypto"
 	"errors"
 	"io/fs"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,12 +51,7 @@ func newCrashWorld(t *testing.T) *crashWorld {
 		webroot:   filepath.Join(dir, "webroot"),
 		reloads:   filepath.Join(dir, "reloads.log"),
 	}
-	if err := os.Mkdir(w.webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(w.webroot)))
-	t.Cleanup(web.Close)
-	webAddr := web.Listener.Addr().String()
+	webAddr := serveWebroot(t, w.webroot)
 	var apiURL string
 	w.sb, apiURL = startSandbox(t, sandbox.Config{HTTPAddr: webAddr})
 	domains := map[string]string{}
@@ -172,45 +165,28 @@ func (w *crashWorld) crash(ctx context.Context, t *testing.T, bin string, step s
 // returns its output.
 func (w *crashWorld) runUntilDone(ctx context.Context, t *testing.T, bin string) string {
 	t.Helper()
-	cmd := exec.Command(bin, "run", "--config", w.cfgPath)
-	cmd.Env = dcvdEnv(nil)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	r := startDcvdRun(t, bin, w.cfgPath, "")
+	out := r.out
 	for {
 		st := dcvdStatus(ctx, t, bin, w.cfgPath, crashCert)
 		if st.Serial != "" && st.Order == nil {
 			break
 		}
 		select {
-		case err := <-exited:
-			stopped = true
-			t.Fatalf("dcvd run exited (%v) with the order at %+v:\n%s", err, st.Order, out.String())
+		case <-r.done:
+			t.Fatalf("dcvd run exited (%v) with the order at %+v:\n%s", r.err, st.Order, out.String())
 		case <-ctx.Done():
 			t.Fatalf("dcvd run did not finish the order (at %+v): %v\n%s", st.Order, ctx.Err(), out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("dcvd run, stopped with SIGTERM: %v\n%s", err, out.String())
+	case <-r.done:
+		if r.err != nil {
+			t.Fatalf("dcvd run, stopped with SIGTERM: %v\n%s", r.err, out.String())
 		}
 	case <-ctx.Done():
 		t.Fatalf("dcvd run did not stop after SIGTERM: %v\n%s", ctx.Err(), out.String())

@@ -1,10 +1,8 @@
 package e2e_test
 
 import (
-	"fmt"
 	"maps"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -205,18 +203,5 @@ func TestDaemonReissueEndToEnd(t *testing.T) {
 // missing ones (fails with DCVD_TEST_REQUIRE_SERVERS set).
 func requireServers(t *testing.T, names ...string) map[string]string {
 	t.Helper()
-	env := map[string]string{}
-	var missing []string
-	for _, n := range names {
-		v := os.Getenv(n)
-		if v == "" {
-			missing = append(missing, n)
-		}
-		env[n] = v
-	}
-	if len(missing) > 0 {
-		skipOrFail(t, fmt.Sprintf("BIND9 or nginx not running: set %s (scripts/dns-servers.sh start DIR and scripts/nginx.sh start DIR, then load both DIR/env)",
-			strings.Join(missing, ", ")))
-	}
-	return env
+	return requireVars(t, "BIND9 or nginx not running: set %s (scripts/dns-servers.sh start DIR and scripts/nginx.sh start DIR, then load both DIR/env)", names...)
 }

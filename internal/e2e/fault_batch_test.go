@@ -252,10 +252,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 		t.Fatalf("status: %v", err)
 	}
 	ledger := sb.Ledger()
-	paid := map[string][]sandbox.Charge{}
-	for _, c := range ledger {
-		paid[c.ServiceID] = append(paid[c.ServiceID], c)
-	}
+	paid := chargesByService(ledger)
 	for _, st := range sts {
 		o := orders[st.Name]
 		if st.Serial != o.Serial || st.Order != nil || st.LastError != "" {
@@ -273,12 +270,7 @@ func TestFaultsBatchReissue(t *testing.T) {
 
 	// One charge per certificate, for its order; every reissue request
 	// for it named that order; nothing revoked.
-	if len(ledger) != len(names) {
-		t.Errorf("the sandbox charged %d time(s), want once for each of %d certificates", len(ledger), len(names))
-	}
-	if rs := sb.Revocations(); len(rs) > 0 {
-		t.Errorf("the sandbox revoked %+v", rs)
-	}
+	checkOneChargeEach(t, sb, ledger, len(names))
 	reqs := calls.snapshot()
 	sent := map[string][]string{}
 	for _, c := range reqs {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -49,11 +48,14 @@ type dcvdRun struct {
 }
 
 // startDcvdRun starts "dcvd run" on cfgPath with RUNTIME_DIRECTORY
-// runtimeDir and the extra environment env.
+// runtimeDir (none if "") and the extra environment env.
 func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string, env ...string) *dcvdRun {
 	t.Helper()
 	r := &dcvdRun{cmd: exec.Command(bin, "run", "--config", cfgPath), out: &lockedBuffer{}, done: make(chan struct{})}
-	r.cmd.Env = dcvdEnv(append([]string{"RUNTIME_DIRECTORY=" + runtimeDir}, env...))
+	if runtimeDir != "" {
+		env = append([]string{"RUNTIME_DIRECTORY=" + runtimeDir}, env...)
+	}
+	r.cmd.Env = dcvdEnv(env)
 	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
 	r.cmd.WaitDelay = 5 * time.Second
 	if err := r.cmd.Start(); err != nil {
@@ -80,19 +82,33 @@ func startDcvdRun(t *testing.T, bin, cfgPath, runtimeDir string, env ...string) 
 // statusAll runs "dcvd status --json" and returns its entries by name.
 func statusAll(ctx context.Context, t *testing.T, bin, cfgPath string) map[string]certStatus {
 	t.Helper()
-	r := runDcvd(ctx, bin, nil, "status", "--json", "--config", cfgPath)
-	if statusFailed(r) {
-		t.Fatalf("dcvd status --json: %v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
-	}
-	var sts []certStatus
-	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
-		t.Fatalf("dcvd status --json printed %q: %v", r.stdout, err)
-	}
+	sts, _ := statusJSON(ctx, t, bin, cfgPath)
 	out := map[string]certStatus{}
 	for _, s := range sts {
 		out[s.Name] = s
 	}
 	return out
+}
+
+// chargesByService returns the charges of ledger by service.
+func chargesByService(ledger []sandbox.Charge) map[string][]sandbox.Charge {
+	paid := map[string][]sandbox.Charge{}
+	for _, c := range ledger {
+		paid[c.ServiceID] = append(paid[c.ServiceID], c)
+	}
+	return paid
+}
+
+// checkOneChargeEach checks that ledger, the charges of sb, holds one
+// charge for each of n certificates, and that sb revoked nothing.
+func checkOneChargeEach(t *testing.T, sb *sandbox.Server, ledger []sandbox.Charge, n int) {
+	t.Helper()
+	if len(ledger) != n {
+		t.Errorf("the sandbox charged %d time(s), want once for each of %d certificates", len(ledger), n)
+	}
+	if rs := sb.Revocations(); len(rs) > 0 {
+		t.Errorf("the sandbox revoked %+v", rs)
+	}
 }
 
 // killedState is what dcvd's state holds after a kill.
@@ -345,16 +361,8 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 	// nothing in flight and no error; its order done.
 	sts := statusAll(ctx, t, bin, cfgPath)
 	ledger := sb.Ledger()
-	paid := map[string][]sandbox.Charge{}
-	for _, c := range ledger {
-		paid[c.ServiceID] = append(paid[c.ServiceID], c)
-	}
-	if len(ledger) != len(names) {
-		t.Errorf("the sandbox charged %d time(s), want once for each of %d certificates", len(ledger), len(names))
-	}
-	if rs := sb.Revocations(); len(rs) > 0 {
-		t.Errorf("the sandbox revoked %+v", rs)
-	}
+	paid := chargesByService(ledger)
+	checkOneChargeEach(t, sb, ledger, len(names))
 	sent := reissues.uniqueIDs()
 	svcs := sandboxServices(ctx, t, api.URL)
 	lastReload := map[string]string{}
@@ -380,14 +388,7 @@ func TestFaultsSIGKILLRestarts(t *testing.T) {
 			t.Errorf("status of %s: serial %q, order in flight %+v, last error %q", name, s.Serial, s.Order, s.LastError)
 			continue
 		}
-		live, err := st.Certificate(ctx, name)
-		if err != nil {
-			t.Fatalf("the live certificate of %s: %v", name, err)
-		}
-		order, err := st.Order(ctx, live.UniqueID)
-		if err != nil {
-			t.Fatalf("order %s of %s: %v", live.UniqueID, name, err)
-		}
+		live, order := liveAndOrder(ctx, t, st, name)
 		if order.Step != store.StepDone || live.Serial != s.Serial {
 			t.Errorf("state of %s: order %s at %s, live serial %s (status %s)", name, order.UniqueID, order.Step, live.Serial, s.Serial)
 		}

@@ -307,43 +307,29 @@ func (n *notifyURLs) first() string {
 // may read while dcvd runs.
 func startNotifySandbox(t *testing.T, cfg sandbox.Config) (*sandbox.Server, string, *notifyURLs) {
 	t.Helper()
-	cfg.StateDir = t.TempDir()
-	cfg.CheckInterval = -1
-	sb, err := sandbox.New(cfg)
-	if err != nil {
-		t.Fatalf("sandbox: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sb.Start(ctx)
 	urls := &notifyURLs{}
-	h := sb.Handler()
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Body != nil && strings.HasSuffix(r.URL.Path, "/reissue") {
-			body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-			r.Body.Close()
-			if err != nil {
-				return // the client is gone
+	sb, apiURL := startSandboxBehind(t, cfg, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Body != nil && strings.HasSuffix(r.URL.Path, "/reissue") {
+				body, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+				r.Body.Close()
+				if err != nil {
+					return // the client is gone
+				}
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				var p struct {
+					NotifyURL string `json:"notify_url"`
+				}
+				if json.Unmarshal(body, &p) == nil && p.NotifyURL != "" {
+					urls.mu.Lock()
+					urls.urls = append(urls.urls, p.NotifyURL)
+					urls.mu.Unlock()
+				}
 			}
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			var p struct {
-				NotifyURL string `json:"notify_url"`
-			}
-			if json.Unmarshal(body, &p) == nil && p.NotifyURL != "" {
-				urls.mu.Lock()
-				urls.urls = append(urls.urls, p.NotifyURL)
-				urls.mu.Unlock()
-			}
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		ts.Close()
-		cancel()
-		if err := sb.Close(); err != nil {
-			t.Errorf("close sandbox: %v", err)
-		}
+			h.ServeHTTP(w, r)
+		})
 	})
-	return sb, ts.URL + "/api/v1", urls
+	return sb, apiURL, urls
 }
 
 // parseNotifyURL returns the path of a notify_url: /callback/<token>.

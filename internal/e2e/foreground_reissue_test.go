@@ -3,8 +3,6 @@ package e2e_test
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,12 +39,7 @@ func newFgWorld(t *testing.T, faults sandbox.Faults, apiTimeout string) *fgWorld
 	t.Helper()
 	dir := t.TempDir()
 	webroot := filepath.Join(dir, "webroot")
-	if err := os.Mkdir(webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
-	t.Cleanup(web.Close)
-	webAddr := web.Listener.Addr().String()
+	webAddr := serveWebroot(t, webroot)
 	sb, apiURL := startSandbox(t, sandbox.Config{HTTPAddr: webAddr})
 	if err := sb.SetFaults(faults); err != nil {
 		t.Fatal(err)
@@ -135,30 +128,24 @@ func wantResumable(t *testing.T, r ran, bound time.Duration, want ...string) {
 func TestForegroundReissueGivesUpOnMalformedReplies(t *testing.T) {
 	bin := dcvdBinary(t, "")
 	const bound = 60 * time.Second
-	for _, how := range []string{"in-process", "through the daemon"} {
-		t.Run(how, func(t *testing.T) {
-			t.Parallel()
-			ctx := testContext(t)
-			w := newFgWorld(t, sandbox.Faults{MalformedRate: 1}, "")
-			resume := "dcvd reissue " + fgCert + " --wait"
-			if how == "through the daemon" {
-				w.startDaemon(t, bin)
-				resume = "dcvd retry " + fgCert
-			}
-			r := runDcvd(ctx, bin, nil, "reissue", fgCert, "--wait", "--config", w.cfgPath)
-			uid, step := w.inFlight(ctx, t, bin)
-			wantResumable(t, r, bound, "gave up after 3 identical failures, which waiting will not mend",
-				"reseller reissue: cannot understand the reply (HTTP 200)",
-				"order "+uid+" is still in flight at step new", resume)
-			t.Logf("dcvd reissue --wait %s gave up after %s", how, r.took.Round(time.Millisecond))
-			if step != "new" {
-				t.Errorf("the order is at step %s, want new", step)
-			}
-			if n := len(w.sb.Ledger()); n != 1 {
-				t.Errorf("the sandbox charged %d times, want once (one unique_id)", n)
-			}
-		})
-	}
+	inProcessAndThroughDaemon(t, bin, sandbox.Faults{MalformedRate: 1}, "", func(t *testing.T, ctx context.Context, w *fgWorld, how string) {
+		resume := "dcvd reissue " + fgCert + " --wait"
+		if how == throughDaemon {
+			resume = "dcvd retry " + fgCert
+		}
+		r := runDcvd(ctx, bin, nil, "reissue", fgCert, "--wait", "--config", w.cfgPath)
+		uid, step := w.inFlight(ctx, t, bin)
+		wantResumable(t, r, bound, "gave up after 3 identical failures, which waiting will not mend",
+			"reseller reissue: cannot understand the reply (HTTP 200)",
+			"order "+uid+" is still in flight at step new", resume)
+		t.Logf("dcvd reissue --wait %s gave up after %s", how, r.took.Round(time.Millisecond))
+		if step != "new" {
+			t.Errorf("the order is at step %s, want new", step)
+		}
+		if n := len(w.sb.Ledger()); n != 1 {
+			t.Errorf("the sandbox charged %d times, want once (one unique_id)", n)
+		}
+	})
 }
 
 // TestForegroundReissueTimeoutIsHard: a CA that takes the reissue and
@@ -167,18 +154,31 @@ func TestForegroundReissueGivesUpOnMalformedReplies(t *testing.T) {
 func TestForegroundReissueTimeoutIsHard(t *testing.T) {
 	bin := dcvdBinary(t, "")
 	const bound = 25 * time.Second
-	for _, how := range []string{"in-process", "through the daemon"} {
+	inProcessAndThroughDaemon(t, bin, sandbox.Faults{Latency: time.Hour}, "10m", func(t *testing.T, ctx context.Context, w *fgWorld, how string) {
+		r := runDcvd(ctx, bin, nil, "reissue", fgCert, "--wait", "--timeout", "20s", "--config", w.cfgPath)
+		uid, _ := w.inFlight(ctx, t, bin)
+		wantResumable(t, r, bound, "not done after 20s (--timeout)", "order "+uid+" is still in flight at step new")
+		t.Logf("dcvd reissue --wait --timeout 20s %s took %s", how, r.took.Round(time.Millisecond))
+	})
+}
+
+// throughDaemon names the subtests of inProcessAndThroughDaemon in which
+// "dcvd run" is running.
+const throughDaemon = "through the daemon"
+
+// inProcessAndThroughDaemon runs f in two parallel subtests, "in-process"
+// and "through the daemon", each on a fresh newFgWorld(t, faults,
+// apiTimeout); in the second, "dcvd run" runs on it.
+func inProcessAndThroughDaemon(t *testing.T, bin string, faults sandbox.Faults, apiTimeout string, f func(t *testing.T, ctx context.Context, w *fgWorld, how string)) {
+	for _, how := range []string{"in-process", throughDaemon} {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			ctx := testContext(t)
-			w := newFgWorld(t, sandbox.Faults{Latency: time.Hour}, "10m")
-			if how == "through the daemon" {
+			w := newFgWorld(t, faults, apiTimeout)
+			if how == throughDaemon {
 				w.startDaemon(t, bin)
 			}
-			r := runDcvd(ctx, bin, nil, "reissue", fgCert, "--wait", "--timeout", "20s", "--config", w.cfgPath)
-			uid, _ := w.inFlight(ctx, t, bin)
-			wantResumable(t, r, bound, "not done after 20s (--timeout)", "order "+uid+" is still in flight at step new")
-			t.Logf("dcvd reissue --wait --timeout 20s %s took %s", how, r.took.Round(time.Millisecond))
+			f(t, ctx, w, how)
 		})
 	}
 }

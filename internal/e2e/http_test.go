@@ -49,6 +49,14 @@ const (
 // ones; with DCVD_TEST_REQUIRE_SERVERS set (CI) it fails instead.
 func requireEnv(t *testing.T, names ...string) map[string]string {
 	t.Helper()
+	return requireVars(t, nginxSkip, names...)
+}
+
+// requireVars returns the variables names, or skips the test (fails with
+// DCVD_TEST_REQUIRE_SERVERS set) with the reason skipFormat, whose %s is
+// the missing ones.
+func requireVars(t *testing.T, skipFormat string, names ...string) map[string]string {
+	t.Helper()
 	env := map[string]string{}
 	var missing []string
 	for _, n := range names {
@@ -59,7 +67,7 @@ func requireEnv(t *testing.T, names ...string) map[string]string {
 		env[n] = v
 	}
 	if len(missing) > 0 {
-		skipOrFail(t, fmt.Sprintf(nginxSkip, strings.Join(missing, ", ")))
+		skipOrFail(t, fmt.Sprintf(skipFormat, strings.Join(missing, ", ")))
 	}
 	return env
 }

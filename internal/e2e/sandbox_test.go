@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -67,6 +68,20 @@ func statusFailed(r ran) bool {
 
 func dcvdStatus(ctx context.Context, t *testing.T, bin, cfgPath, name string) certStatus {
 	t.Helper()
+	sts, stdout := statusJSON(ctx, t, bin, cfgPath)
+	for _, s := range sts {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("dcvd status --json does not list %s: %s", name, stdout)
+	return certStatus{}
+}
+
+// statusJSON runs "dcvd status --json" and returns its entries and what
+// it printed.
+func statusJSON(ctx context.Context, t *testing.T, bin, cfgPath string) ([]certStatus, string) {
+	t.Helper()
 	r := runDcvd(ctx, bin, nil, "status", "--json", "--config", cfgPath)
 	if statusFailed(r) {
 		t.Fatalf("dcvd status --json: %v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
@@ -75,18 +90,19 @@ func dcvdStatus(ctx context.Context, t *testing.T, bin, cfgPath, name string) ce
 	if err := json.Unmarshal([]byte(r.stdout), &sts); err != nil {
 		t.Fatalf("dcvd status --json printed %q: %v", r.stdout, err)
 	}
-	for _, s := range sts {
-		if s.Name == name {
-			return s
-		}
-	}
-	t.Fatalf("dcvd status --json does not list %s: %s", name, r.stdout)
-	return certStatus{}
+	return sts, r.stdout
 }
 
 // startSandbox starts a sandbox CA (re-checking only on update-dcv) with
 // its API on an httptest server, and returns it with the API's base URL.
 func startSandbox(t *testing.T, cfg sandbox.Config) (*sandbox.Server, string) {
+	t.Helper()
+	return startSandboxBehind(t, cfg, nil)
+}
+
+// startSandboxBehind is startSandbox with the API served by front(the
+// sandbox's handler) when front is not nil.
+func startSandboxBehind(t *testing.T, cfg sandbox.Config, front func(http.Handler) http.Handler) (*sandbox.Server, string) {
 	t.Helper()
 	cfg.StateDir = t.TempDir()
 	cfg.CheckInterval = -1
@@ -96,7 +112,11 @@ func startSandbox(t *testing.T, cfg sandbox.Config) (*sandbox.Server, string) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sb.Start(ctx)
-	ts := httptest.NewServer(sb.Handler())
+	h := sb.Handler()
+	if front != nil {
+		h = front(h)
+	}
+	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ts.Close()
 		cancel()
@@ -105,6 +125,18 @@ func startSandbox(t *testing.T, cfg sandbox.Config) (*sandbox.Server, string) {
 		}
 	})
 	return sb, ts.URL + "/api/v1"
+}
+
+// serveWebroot creates the directory webroot (0755) and serves it over
+// HTTP on a loopback port until the test ends; it returns the address.
+func serveWebroot(t *testing.T, webroot string) string {
+	t.Helper()
+	if err := os.Mkdir(webroot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
+	t.Cleanup(web.Close)
+	return web.Listener.Addr().String()
 }
 
 // writeConfig writes dcvd's configuration file into dir: [api] for sb at
@@ -162,6 +194,13 @@ func readState(ctx context.Context, t *testing.T, stateDir, name string) (*store
 		t.Fatalf("open dcvd's state: %v", err)
 	}
 	defer st.Close()
+	return liveAndOrder(ctx, t, st, name)
+}
+
+// liveAndOrder reads the live certificate of name and the order that
+// produced it from st.
+func liveAndOrder(ctx context.Context, t *testing.T, st *store.SQLiteStore, name string) (*store.Certificate, *store.Order) {
+	t.Helper()
 	live, err := st.Certificate(ctx, name)
 	if err != nil {
 		t.Fatalf("the live certificate of %s: %v", name, err)

@@ -23,14 +23,9 @@ func TestSecretsNeverLogged(t *testing.T) {
 	bin := dcvdBinary(t, "")
 	dir := t.TempDir()
 	webroot := filepath.Join(dir, "webroot")
-	if err := os.Mkdir(webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
-	defer web.Close()
+	webAddr := serveWebroot(t, webroot)
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer hook.Close()
-	webAddr := web.Listener.Addr().String()
 	sb, apiURL := startSandbox(t, sandbox.Config{HTTPAddr: webAddr})
 	_, apiSecret := sb.AccessKey()
 

@@ -3,11 +3,9 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -188,12 +186,7 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	ctx := testContext(t)
 	dir := t.TempDir()
 	webroot := filepath.Join(dir, "webroot")
-	if err := os.Mkdir(webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
-	t.Cleanup(web.Close)
-	webAddr := web.Listener.Addr().String()
+	webAddr := serveWebroot(t, webroot)
 	product := sandbox.DefaultProducts()[0].ID
 	sb, apiURL := startSandbox(t, sandbox.Config{HTTPAddr: webAddr, Products: sandbox.DefaultProducts(),
 		Services: []sandbox.Service{{ID: "first", ProductID: product}, {ID: "second", ProductID: product}}})
@@ -207,32 +200,12 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	}, nil, first)
 
 	notify := newNotifySocket(t)
-	cmd := exec.Command(bin, "run", "--config", cfgPath)
 	// WatchdogSec=1s: a ping every half second.
-	cmd.Env = dcvdEnv([]string{"NOTIFY_SOCKET=" + notify.path, "RUNTIME_DIRECTORY=" + runtimeDir, "WATCHDOG_USEC=1000000"})
-	var out lockedBuffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("dcvd run's output:\n%s", out.String())
-		}
-	})
+	run := startDcvdRun(t, bin, cfgPath, runtimeDir, "NOTIFY_SOCKET="+notify.path, "WATCHDOG_USEC=1000000")
+	out := run.out
 	signal := func(sig syscall.Signal) {
 		t.Helper()
-		if err := cmd.Process.Signal(sig); err != nil {
+		if err := run.cmd.Process.Signal(sig); err != nil {
 			t.Fatalf("signal %s: %v", sig, err)
 		}
 	}
@@ -324,10 +297,9 @@ func TestSIGHUPReloadsConfig(t *testing.T) {
 	signal(syscall.SIGTERM)
 	notify.expect(t, "STOPPING=1", &status)
 	select {
-	case err := <-exited:
-		stopped = true
-		if err != nil {
-			t.Fatalf("dcvd run after SIGTERM: %v", err)
+	case <-run.done:
+		if run.err != nil {
+			t.Fatalf("dcvd run after SIGTERM: %v", run.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("dcvd run did not exit within 20s of SIGTERM")
@@ -363,29 +335,27 @@ func waitLive(ctx context.Context, t *testing.T, bin, cfgPath, name string) {
 // changes, and refreshed every 30 s at most).
 func waitStatus(t *testing.T, n *notifySocket, status *string, want string) {
 	t.Helper()
-	deadline := time.After(notifyTimeout)
-	for !strings.Contains(*status, want) {
-		select {
-		case m := <-n.msgs:
-			if s, ok := strings.CutPrefix(m, "STATUS="); ok {
-				*status = s
-			} else if m == "WATCHDOG=1" {
-				n.watchdogs.Add(1)
-			} else {
-				t.Fatalf("sd_notify %q while waiting for a status with %q", m, want)
-			}
-		case <-deadline:
-			t.Fatalf("no STATUS= with %q; the last was %q", want, *status)
-		}
-	}
+	waitNotify(t, n, status, func() bool { return strings.Contains(*status, want) },
+		fmt.Sprintf("a status with %q", want),
+		func() string { return fmt.Sprintf("no STATUS= with %q; the last was %q", want, *status) })
 }
 
 // waitWatchdog waits for a WATCHDOG=1 (unless one came already), taking
 // STATUS= lines on the way.
 func waitWatchdog(t *testing.T, n *notifySocket, status *string) {
 	t.Helper()
+	waitNotify(t, n, status, func() bool { return n.watchdogs.Load() > 0 }, "WATCHDOG=1",
+		func() string { return fmt.Sprintf("no WATCHDOG=1 in %s with WATCHDOG_USEC set", notifyTimeout) })
+}
+
+// waitNotify takes the sd_notify messages, STATUS= into *status and
+// WATCHDOG=1 counted, until done holds; any other message, or done still
+// false after notifyTimeout, fails the test (waiting names what it waits
+// for, timedOut says what did not come).
+func waitNotify(t *testing.T, n *notifySocket, status *string, done func() bool, waiting string, timedOut func() string) {
+	t.Helper()
 	deadline := time.After(notifyTimeout)
-	for n.watchdogs.Load() == 0 {
+	for !done() {
 		select {
 		case m := <-n.msgs:
 			if s, ok := strings.CutPrefix(m, "STATUS="); ok {
@@ -393,10 +363,10 @@ func waitWatchdog(t *testing.T, n *notifySocket, status *string) {
 			} else if m == "WATCHDOG=1" {
 				n.watchdogs.Add(1)
 			} else {
-				t.Fatalf("sd_notify %q while waiting for WATCHDOG=1", m)
+				t.Fatalf("sd_notify %q while waiting for %s", m, waiting)
 			}
 		case <-deadline:
-			t.Fatalf("no WATCHDOG=1 in %s with WATCHDOG_USEC set", notifyTimeout)
+			t.Fatal(timedOut())
 		}
 	}
 }

@@ -93,12 +93,7 @@ func firstCertWorld(t *testing.T) (dir, webroot, webAddr string, sb *sandbox.Ser
 	t.Helper()
 	dir = t.TempDir()
 	webroot = filepath.Join(dir, "webroot")
-	if err := os.Mkdir(webroot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	web := httptest.NewServer(http.FileServer(http.Dir(webroot)))
-	t.Cleanup(web.Close)
-	webAddr = web.Listener.Addr().String()
+	webAddr = serveWebroot(t, webroot)
 	product := sandbox.DefaultProducts()[0].ID
 	sb, apiURL = startSandbox(t, sandbox.Config{HTTPAddr: webAddr, Products: sandbox.DefaultProducts(),
 		Services: []sandbox.Service{{ID: "first", ProductID: product}}})
