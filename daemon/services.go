@@ -363,13 +363,6 @@ func reachesServiceEnd(cc *config.CertConfig, live *store.Certificate, s store.S
 	return !live.NotAfter.Before(s.Expires.Add(-serviceEndSlack))
 }
 
-// serviceEnded reports whether the book says cc's service has ended: the
-// sweep's test, without a call.
-func (d *Daemon) serviceEnded(cc *config.CertConfig) bool {
-	s, ok := d.services.get(cc.ServiceID)
-	return ok && s.Ended(d.now())
-}
-
 // renewalHeldByService says why the sweep starts no renewal of cc although
 // it is due, "" when nothing holds it: the service has ended, or live
 // already runs to its end.

@@ -87,11 +87,6 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
-func exists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
-}
-
 func isRoot() bool { return os.Geteuid() == 0 }
 
 func permOf(t *testing.T, path string) fs.FileMode {
