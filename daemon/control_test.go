@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,242 +18,9 @@ import (
 	"github.com/dcvd/dcvd/daemon/config"
 	"github.com/dcvd/dcvd/daemon/control"
 	"github.com/dcvd/dcvd/daemon/store"
+	"github.com/dcvd/dcvd/internal/testfs"
 	"github.com/dcvd/dcvd/reseller"
 )
-
-// shortDir is a fresh directory with a short path: t.TempDir's can be too
-// long for a unix socket.
-func shortDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "dcvd-ctl-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-// staleSocket leaves a socket file at path that nothing listens on, as a
-// daemon killed with SIGKILL does.
-func staleSocket(t *testing.T, path string) {
-	t.Helper()
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.SetUnlinkOnClose(false)
-	l.Close()
-	if fi, err := os.Lstat(path); err != nil || fi.Mode()&fs.ModeSocket == 0 {
-		t.Fatalf("no stale socket at %s: %v", path, err)
-	}
-}
-
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-// answers reports whether something accepts connections at path.
-func answers(path string) bool {
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
-
-func TestControlSocketPaths(t *testing.T) {
-	tests := []struct {
-		stateDir, runtimeDir string
-		socket, link         string
-	}{
-		{"/var/lib/dcvd", "", "/var/lib/dcvd/dcvd.sock", ""},
-		{"/var/lib/dcvd", "/run/dcvd", "/run/dcvd/dcvd.sock", "/var/lib/dcvd/dcvd.sock"},
-		{"/var/lib/dcvd", "/run/dcvd:/run/other", "/run/dcvd/dcvd.sock", "/var/lib/dcvd/dcvd.sock"},
-		{"/var/lib/dcvd", "/var/lib/dcvd", "/var/lib/dcvd/dcvd.sock", ""},
-		{"/var/lib/dcvd", ":/run/other", "/var/lib/dcvd/dcvd.sock", ""},
-	}
-	for _, tt := range tests {
-		socket, link := control.SocketPaths(tt.stateDir, tt.runtimeDir)
-		if socket != tt.socket || link != tt.link {
-			t.Errorf("ControlSocketPaths(%q, %q) = %q, %q; want %q, %q", tt.stateDir, tt.runtimeDir, socket, link, tt.socket, tt.link)
-		}
-	}
-}
-
-// TestControlSocketListen: the socket is 0600 from the start, a stale one
-// is replaced, a live one or a stranger file refused, and Close removes
-// only what is still its own.
-func TestControlSocketListen(t *testing.T) {
-	t.Run("mode 0600 and nothing else left", func(t *testing.T) {
-		dir := shortDir(t)
-		path := filepath.Join(dir, control.SocketName)
-		l, err := control.Listen(path, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, err := os.Lstat(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s has mode %s, want a socket with 0600", path, fi.Mode())
-		}
-		if got := entries(t, dir); !slices.Equal(got, []string{control.SocketName}) {
-			t.Errorf("the directory holds %v, want only %s", got, control.SocketName)
-		}
-		if !answers(path) {
-			t.Fatal("nothing answers on the socket")
-		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if got := entries(t, dir); len(got) != 0 {
-			t.Errorf("after Close the directory holds %v", got)
-		}
-	})
-
-	t.Run("stale socket removed", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), control.SocketName)
-		staleSocket(t, path)
-		l, err := control.Listen(path, "")
-		if err != nil {
-			t.Fatalf("a stale socket made ListenControl fail: %v", err)
-		}
-		defer l.Close()
-		if !answers(path) {
-			t.Fatal("nothing answers on the new socket")
-		}
-	})
-
-	t.Run("live socket refused", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), control.SocketName)
-		l, err := control.Listen(path, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		l2, err := control.Listen(path, "")
-		if err == nil {
-			l2.Close()
-			t.Fatal("a second daemon took over a live control socket")
-		}
-		if !strings.Contains(err.Error(), "another dcvd daemon is running") {
-			t.Errorf("refusal %q does not say another daemon runs", err)
-		}
-		if !answers(path) {
-			t.Error("the refused attempt broke the live socket")
-		}
-	})
-
-	t.Run("file in the way refused", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), control.SocketName)
-		if err := os.WriteFile(path, []byte("keep me\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if l, err := control.Listen(path, ""); err == nil {
-			l.Close()
-			t.Fatal("ListenControl replaced a regular file")
-		}
-		if b, err := os.ReadFile(path); err != nil || string(b) != "keep me\n" {
-			t.Errorf("the file in the way was changed: %q, %v", b, err)
-		}
-	})
-
-	t.Run("path too long", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), strings.Repeat("d", 100), control.SocketName)
-		if l, err := control.Listen(path, ""); err == nil {
-			l.Close()
-			t.Fatal("ListenControl took a path longer than a unix socket allows")
-		} else if !strings.Contains(err.Error(), "too long") && !strings.Contains(err.Error(), "longer than") {
-			t.Errorf("error %q does not say the path is too long", err)
-		}
-	})
-
-	t.Run("link in the state directory", func(t *testing.T) {
-		stateDir, runtimeDir := shortDir(t), shortDir(t)
-		socket, link := control.SocketPaths(stateDir, runtimeDir)
-		// A link left by a daemon that is gone points nowhere.
-		if err := os.Symlink(filepath.Join(runtimeDir, "gone.sock"), link); err != nil {
-			t.Fatal(err)
-		}
-		l, err := control.Listen(socket, link)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if target, err := os.Readlink(link); err != nil || target != socket {
-			t.Fatalf("link %s points to %q (%v), want %s", link, target, err, socket)
-		}
-		c, err := control.Dial(link)
-		if err != nil {
-			t.Fatalf("dial through the link: %v", err)
-		}
-		c.Close()
-		// A second daemon with another runtime directory finds the first
-		// through the link.
-		socket2, _ := control.SocketPaths(stateDir, shortDir(t))
-		if l2, err := control.Listen(socket2, link); err == nil {
-			l2.Close()
-			t.Fatal("a second daemon on the same state directory was not refused")
-		}
-		if err := l.Close(); err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range []string{socket, link} {
-			if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("after Close %s is still there (%v)", p, err)
-			}
-		}
-	})
-
-	t.Run("close leaves a newer socket alone", func(t *testing.T) {
-		path := filepath.Join(shortDir(t), control.SocketName)
-		old, err := control.Listen(path, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Someone removed it; a new daemon took the place.
-		if err := os.Remove(path); err != nil {
-			t.Fatal(err)
-		}
-		l, err := control.Listen(path, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		old.Close()
-		if !answers(path) {
-			t.Fatal("closing the old listener removed the new daemon's socket")
-		}
-	})
-}
-
-// TestControlDialNoDaemon: without a daemon the dial fails at once with
-// ErrNoDaemon, so that commands fall back to the state.
-func TestControlDialNoDaemon(t *testing.T) {
-	dir := shortDir(t)
-	stale := filepath.Join(dir, "stale.sock")
-	staleSocket(t, stale)
-	for _, path := range []string{filepath.Join(dir, "missing.sock"), stale} {
-		c, err := control.Dial(path)
-		if err == nil {
-			c.Close()
-			t.Fatalf("DialControl(%s) succeeded", path)
-		}
-		if !errors.Is(err, control.ErrNoDaemon) {
-			t.Errorf("DialControl(%s): %v, want ErrNoDaemon", path, err)
-		}
-	}
-}
 
 // controlWorld is a harness daemon serving its control socket.
 type controlWorld struct {
@@ -273,7 +39,7 @@ func newControlWorld(t *testing.T) *controlWorld {
 	h := newHarness(t)
 	w := &controlWorld{h: h, cfg: h.config(hDomains()), watch: newStepWatch(store.StepPublished), served: make(chan error, 1)}
 	w.d = h.daemon(w.cfg, func(o *Options) { o.AfterStep = w.watch.afterStep })
-	w.path = filepath.Join(shortDir(t), control.SocketName)
+	w.path = filepath.Join(testfs.ShortDir(t), control.SocketName)
 	ln, err := control.Listen(w.path, "")
 	if err != nil {
 		t.Fatal(err)
@@ -539,7 +305,7 @@ func TestControlStoppingRefusesReissue(t *testing.T) {
 func TestControlServeControl(t *testing.T) {
 	h := newHarness(t)
 	d := h.daemon(h.config(hDomains()), nil)
-	path := filepath.Join(shortDir(t), control.SocketName)
+	path := filepath.Join(testfs.ShortDir(t), control.SocketName)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)

@@ -28,3 +28,15 @@ func Chmod(t testing.TB, path string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// ShortDir is a fresh directory with a short path, removed when the test
+// ends: t.TempDir's can be too long for a unix socket (108 bytes).
+func ShortDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "dcvd-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
