@@ -81,7 +81,9 @@ func (e *APIError) Error() string {
 		}
 		fmt.Fprintf(&b, "; %s: %s", f, strings.Join(msgs, ", "))
 	}
-	if e.CredentialsRefused() {
+	// A server that already says what to check (the sandbox does) is
+	// not repeated.
+	if e.CredentialsRefused() && !strings.Contains(e.Message, credentialsHint) {
 		b.WriteString("; " + credentialsHint)
 	}
 	if e.RetryAfter > 0 {

@@ -104,6 +104,11 @@ func TestCredentialsHint(t *testing.T) {
 	if got, want := e.Error(), "reseller reissue: refused (HTTP 401, SIGNATURE_INVALID): no match; check access_key_secret / access_key_id"; got != want {
 		t.Errorf("Error() = %q\nwant %q", got, want)
 	}
+	// A server whose message already gives the hint does not get it twice.
+	e.Message = "the signature does not match: check access_key_secret / access_key_id (see the server's log)"
+	if got := e.Error(); strings.Count(got, "check access_key_secret") != 1 {
+		t.Errorf("Error() = %q, want the hint once", got)
+	}
 }
 
 // Through the client: a 401 says what to check, and neither the secret,
