@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -73,13 +74,37 @@ func (l *loader) checkAcross(read []certRead) {
 	}
 	// A deploy directory in a web root puts privkey.pem where the web
 	// server serves files to anyone: whatever certificate's web root.
-	for _, d := range deploys {
-		for _, w := range webroots {
-			if cfgWithin(w.dir, d.dir) {
-				l.failAt(d.at, d.at.prefix+".deploy.dir", "%s is inside the web root %s of %s: the web server would serve privkey.pem to anyone who asks; deploy outside every web root (such as /etc/ssl/dcvd/NAME)",
-					d.dir, w.dir, w.at.describe(d.at.file))
-				break
+	// Each deploy directory's ancestors are looked up among the web roots
+	// rather than every pair compared: with thousands of certificates the
+	// pairs were most of a config load.
+	first := map[string]int{} // clean absolute web root → its first index in webroots
+	for i, w := range webroots {
+		if filepath.IsAbs(w.dir) {
+			if _, ok := first[filepath.Clean(w.dir)]; !ok {
+				first[filepath.Clean(w.dir)] = i
 			}
+		}
+	}
+	for _, d := range deploys {
+		hit := -1
+		if filepath.IsAbs(d.dir) {
+			for p := filepath.Clean(d.dir); ; p = filepath.Dir(p) {
+				if i, ok := first[p]; ok && (hit < 0 || i < hit) {
+					hit = i
+				}
+				if p == filepath.Dir(p) {
+					break
+				}
+			}
+		} else {
+			// Refused elsewhere; compared as before so that the messages
+			// stay the same.
+			hit = slices.IndexFunc(webroots, func(w served) bool { return cfgWithin(w.dir, d.dir) })
+		}
+		if hit >= 0 {
+			w := webroots[hit]
+			l.failAt(d.at, d.at.prefix+".deploy.dir", "%s is inside the web root %s of %s: the web server would serve privkey.pem to anyone who asks; deploy outside every web root (such as /etc/ssl/dcvd/NAME)",
+				d.dir, w.dir, w.at.describe(d.at.file))
 		}
 	}
 }

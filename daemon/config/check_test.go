@@ -165,6 +165,8 @@ func TestConfigRefusesWhatFailsAfterPayment(t *testing.T) {
 			`certificate[shop].deploy.dir: /var/www/shop is inside the web root /var/www/shop of certificate[shop]`, ""},
 		{"deploy.dir in another certificate's web root", second(`webroot = "/srv/www/two"`) + `dir = "/var/www/shop/.certs/two"` + "\n",
 			`certificate[two].deploy.dir: /var/www/shop/.certs/two is inside the web root /var/www/shop of certificate[shop]`, ""},
+		{"deploy.dir in a web root nested in another", second(`webroot = "/var/www"`) + `dir = "/var/www/shop/.certs/two"` + "\n",
+			`certificate[two].deploy.dir: /var/www/shop/.certs/two is inside the web root /var/www/shop of certificate[shop]`, ""},
 		{"key_mode with group write", edit("#DEPLOY", `key_mode = "0660"`),
 			`certificate[shop].deploy.key_mode: 0660 lets the file's group change the private key`, `"0640"`},
 		{"key_mode with other bits", edit("#DEPLOY", `key_mode = "0602"`),
