@@ -1,48 +1,71 @@
 #!/usr/bin/env bash
-# The renewal check, dcvd against certbot 2.1 from Debian, over the same N
-# certificates, none due, on this machine, in one run.
+# The renewal check as a whole process, dcvd against certbot 2.1 from
+# Debian, over the same N certificates, none due: paired runs.
 #
-#   bench/certbot.sh                     N=1000, from the repository root
-#   N=10000 CERTBOT_RUNS=3 bench/certbot.sh
+#   bench/certbot.sh                     N=1000, 11 pairs, from the repository root
+#   N=10000 PAIRS=7 bench/certbot.sh
 #
-# What is compared: the time to decide that nothing is due.
-#   certbot   "certbot renew --no-random-sleep-on-renew" over N lineages
-#             (live/ symlinks into archive/, renewal/NAME.conf as certbot 2.1
-#             writes them), generated offline by bench/sweep/lineages.
-#   dcvd      - bench/sweep: a whole process that starts as "dcvd run" does
-#               (configuration, state), makes the first renewal check over
-#               N [[certificate]] and exits; the deploy directories hold the
-#               same certificates, which the first run adopts (timed apart,
-#               then every timed run finds them in the state);
-#             - BenchmarkSweep (go test -bench): the check alone, in process,
-#               over N certificates in a seeded store.
-# Both sides are timed the same way: the median of the runs' wall time, and
-# of their CPU time (user+sys of the process and its children), which is the
-# fairer figure on a busy machine.
+# Method. Each pair is one certbot run and one dcvd run back to back, the
+# order alternating (odd pairs certbot first, even pairs dcvd first), so
+# that both sides of a pair see the same load on this machine. For each pair
+# the ratio certbot / dcvd is taken of the wall time and of the CPU time;
+# the figures are the median of those per-pair ratios (and their range),
+# beside each tool's own median. One untimed pair runs first (warm caches).
 #
-# certbot's fixed cost (Python start-up, imports, plugin discovery) is
-# measured apart: "certbot renew" over no lineage, and "certbot --version".
+# What is inside the clock, for both: the whole process, from the fork of
+# the timed command to its exit (bash's time keyword: wall time, and user+sys
+# CPU time of the process and its children from getrusage(RUSAGE_CHILDREN)).
+#   certbot   certbot renew --config-dir D --work-dir D --logs-dir D
+#                   --no-random-sleep-on-renew
+#             over N lineages (live/ symlinks into archive/, renewal/NAME.conf
+#             as certbot 2.1 writes them) generated offline by
+#             bench/sweep/lineages; each run is checked: N "(skipped)" and
+#             "No renewals were attempted".
+#   dcvd      bench/sweep --config D/dcvd.toml
+#             dcvd has no one-shot command ("dcvd run" is a daemon: it never
+#             exits on its own after a check), so the closest equivalent is
+#             timed instead: bench/sweep, a binary of its own built from the
+#             daemon package, which starts as "dcvd run" does (loads the
+#             configuration with its N [[certificate]], opens the state and
+#             the daemon), runs until the daemon's first renewal check over
+#             every certificate has ended, closes the daemon and exits. Not
+#             in it, unlike "dcvd run": the control socket, notifications,
+#             sd_notify and the log (it logs nowhere). In it, unlike "dcvd
+#             run": two reads of the state after the check (to verify that
+#             all N are live and none was due). Each run is checked:
+#             certificates=N live=N in_flight=0.
+#             The first run over a fresh state adopts the N certificates
+#             found in the deploy directories (one row each); it runs, untimed
+#             in the pairs, before them, and its time is printed apart.
+# Fixed cost, also paired (FIXED_PAIRS): the same two commands over one
+# certificate. The per-certificate cost beyond it, (median over N - median
+# over 1) / (N - 1), is derived from medians, not paired, and labelled so.
+#
+# Nothing here compares a whole process with an in-process loop: the
+# in-process check alone is BenchmarkSweep (go test -bench, BENCHMARKS.md §1),
+# which this script does not run. The split that bench/sweep prints of its own
+# time (config, open, check) is shown for dcvd only, as its own clock reads it.
+#
+# Printed: each pair (order, both tools' wall and CPU ms, the ratios, the
+# 1-minute load average when the pair started), the medians, nproc, and
+# /proc/loadavg before and after.
 #
 # Environment (defaults):
-#   N=1000             certificates (1 to 99999)
-#   CERTBOT_RUNS=5     timed runs of certbot renew over N
-#   DCVD_RUNS=20       timed runs of bench/sweep
-#   FIXED_RUNS=5       timed runs of each fixed-cost measure
-#   BENCHTIME=20x      -benchtime of BenchmarkSweep
+#   N=1000             certificates (2 to 99999)
+#   PAIRS=11           timed pairs over N (at least 3; odd is best)
+#   FIXED_PAIRS=5      timed pairs over 1 certificate (0: none)
 #   KEEP=              non-empty: keep the work directory and print its path
 #
 # Needs: go, root (or certbot already installed: it is installed with apt-get
 # install -y certbot when missing). No network beyond apt: nothing is due, so
-# neither tool calls its CA.
+# neither tool calls its CA. It starts no daemon and signals no process.
 set -euo pipefail
 # The time keyword's and awk's numbers with a decimal point, whatever the locale.
 export LC_ALL=C
 
 N=${N:-1000}
-CERTBOT_RUNS=${CERTBOT_RUNS:-5}
-DCVD_RUNS=${DCVD_RUNS:-20}
-FIXED_RUNS=${FIXED_RUNS:-5}
-BENCHTIME=${BENCHTIME:-20x}
+PAIRS=${PAIRS:-11}
+FIXED_PAIRS=${FIXED_PAIRS:-5}
 KEEP=${KEEP:-}
 
 log() { printf 'certbot.sh: %s\n' "$*" >&2; }
@@ -51,10 +74,12 @@ die() {
   exit 1
 }
 
-for v in N CERTBOT_RUNS DCVD_RUNS FIXED_RUNS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v=${!v}: want a positive integer"
+for v in CERTBOT_RUNS DCVD_RUNS FIXED_RUNS BENCHTIME; do
+  [ -z "${!v:-}" ] || log "warning: $v is no longer read (runs are paired: PAIRS, FIXED_PAIRS)"
 done
-((N <= 99999)) || die "N=$N: at most 99999"
+if ! [[ $N =~ ^[1-9][0-9]*$ ]] || ((N < 2 || N > 99999)); then die "N=$N: want 2 to 99999"; fi
+if ! [[ $PAIRS =~ ^[1-9][0-9]*$ ]] || ((PAIRS < 3)); then die "PAIRS=$PAIRS: want at least 3"; fi
+[[ $FIXED_PAIRS =~ ^[0-9]+$ ]] || die "FIXED_PAIRS=$FIXED_PAIRS: want 0 or more"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -f go.mod ] || [ ! -d bench/sweep ]; then die "run from the dcvd repository"; fi
@@ -68,6 +93,7 @@ if ! command -v certbot >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y certbot >/dev/null
   fi
 fi
+certbot_bin=$(command -v certbot)
 certbot_version=$(certbot --version 2>&1 | awk '{print $2}')
 [[ $certbot_version == 2.1.* ]] || log "warning: certbot $certbot_version, not 2.1 (Debian bookworm's): figures not comparable"
 
@@ -90,13 +116,22 @@ go build -o "$WORK/bin/lineages" ./bench/sweep/lineages
 log "generating $N certificates (certbot lineages and dcvd deploy directories)"
 "$WORK/bin/lineages" -dir "$WORK/n" -n "$N" -certbot-version "$certbot_version" >&2
 "$WORK/bin/lineages" -dir "$WORK/one" -n 1 -certbot-version "$certbot_version" >&2
-mkdir -p "$WORK/zero/certbot/config" "$WORK/zero/certbot/work" "$WORK/zero/certbot/logs"
+
+# The two timed command lines, over a directory laid out by lineages.
+certbot_cmd() { # DIR
+  cmd=("$certbot_bin" renew --config-dir "$1/certbot/config" --work-dir "$1/certbot/work"
+    --logs-dir "$1/certbot/logs" --no-random-sleep-on-renew)
+}
+dcvd_cmd() { # DIR
+  cmd=("$WORK/bin/sweep" --config "$1/dcvd/dcvd.toml")
+}
 
 # --- timing --------------------------------------------------------------------
-# timed NAME CMD...: runs CMD once (stdout to $WORK/NAME.out, also appended
-# to $WORK/NAME.out.all; stderr to $WORK/NAME.err) and appends "wall_ms
-# cpu_ms" to $WORK/NAME.times; the CPU time is user+sys of CMD and its
-# children (bash's time keyword).
+# timed NAME CMD...: runs CMD once, a process of its own (stdout to
+# $WORK/NAME.out, stderr to $WORK/NAME.err), and sets t_wall and t_cpu (ms):
+# its wall time and the user+sys CPU time of it and its children (bash's time
+# keyword). Nothing but the fork, exec and run of CMD is inside the clock.
+t_wall='' t_cpu=''
 timed() {
   local name=$1 t
   shift
@@ -107,119 +142,145 @@ timed() {
     cat "$WORK/$name.err" >&2
     die "$name failed: $*"
   fi
-  cat "$WORK/$name.out" >>"$WORK/$name.out.all"
-  awk '{printf "%.1f %.1f\n", $1 * 1000, ($2 + $3) * 1000}' <<<"$t" >>"$WORK/$name.times"
+  read -r t_wall t_cpu < <(awk '{printf "%.1f %.1f\n", $1 * 1000, ($2 + $3) * 1000}' <<<"$t")
 }
 
-# repeat NAME RUNS CMD...: timed, RUNS times.
-repeat() {
-  local name=$1 runs=$2 i
-  shift 2
-  : >"$WORK/$name.times"
-  : >"$WORK/$name.out.all"
-  for ((i = 0; i < runs; i++)); do timed "$name" "$@"; done
+check_certbot() { # NAME WANT: nothing renewed, every lineage skipped
+  local skipped
+  grep -q 'No renewals were attempted' "$WORK/$1.out" || die "certbot attempted a renewal: $(head -c 2000 "$WORK/$1.out")"
+  skipped=$(grep -c '(skipped)' "$WORK/$1.out" || true)
+  [ "$skipped" -eq "$2" ] || die "certbot skipped $skipped lineages, not $2: $(head -c 2000 "$WORK/$1.err")"
 }
-
-# median NAME COLUMN: the median of a column of $WORK/NAME.times (1 wall,
-# 2 cpu), in ms.
-median() {
-  sort -n -k"$2,$2" "$WORK/$1.times" | awk -v c="$2" '{v[NR] = $c} END {
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-certbot_renew() { # DIR
-  certbot renew --config-dir "$1/certbot/config" --work-dir "$1/certbot/work" \
-    --logs-dir "$1/certbot/logs" --no-random-sleep-on-renew
-}
-
-# --- certbot -----------------------------------------------------------------------
-# --no-random-sleep-on-renew is in certbot 2.1, hidden from --help; without
-# it a renew that finds something due first sleeps up to 8 minutes. An
-# unknown option would fail this first run over no lineage.
-certbot_renew "$WORK/zero" >/dev/null 2>"$WORK/probe.err" </dev/null ||
-  die "certbot renew --no-random-sleep-on-renew failed: $(head -c 2000 "$WORK/probe.err")"
-log "certbot renew over $N lineages, $CERTBOT_RUNS runs"
-repeat certbot "$CERTBOT_RUNS" certbot_renew "$WORK/n"
-grep -q 'No renewals were attempted' "$WORK/certbot.out" || die "certbot attempted a renewal: see $WORK/certbot.out"
-skipped=$(grep -c '(skipped)' "$WORK/certbot.out" || true)
-[ "$skipped" -eq "$N" ] || die "certbot skipped $skipped lineages, not $N: $(head -c 2000 "$WORK/certbot.err")"
-
-log "certbot's fixed cost: renew over no lineage, --version; $FIXED_RUNS runs each"
-repeat certbot0 "$FIXED_RUNS" certbot_renew "$WORK/zero"
-repeat certbotv "$FIXED_RUNS" certbot --version
-repeat python "$FIXED_RUNS" python3 -c pass
-
-# --- dcvd -------------------------------------------------------------------------
-log "dcvd: first run over $N certificates (adopts the deploy directories' certificates)"
-timed dcvdfirst "$WORK/bin/sweep" --config "$WORK/n/dcvd/dcvd.toml"
-timed dcvdfirst1 "$WORK/bin/sweep" --config "$WORK/one/dcvd/dcvd.toml"
 check_dcvd() { # NAME WANT: every certificate in the state, no order started
   local line
   line=$(tail -n 1 "$WORK/$1.out")
   [[ $line == *"certificates=$2 "* && $line == *" live=$2 "* && $line == *" in_flight=0 "* ]] ||
     die "dcvd did not find all $2 certificates live and none due: $line"
 }
-check_dcvd dcvdfirst "$N"
 
-log "dcvd: bench/sweep over $N certificates, $DCVD_RUNS runs; over 1, $FIXED_RUNS runs"
-repeat dcvd "$DCVD_RUNS" "$WORK/bin/sweep" --config "$WORK/n/dcvd/dcvd.toml"
-check_dcvd dcvd "$N"
-repeat dcvd1 "$FIXED_RUNS" "$WORK/bin/sweep" --config "$WORK/one/dcvd/dcvd.toml"
-check_dcvd dcvd1 1
-# The in-process split of the timed runs over N: the median of each field.
-inproc() { # FIELD
-  sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$WORK/dcvd.out.all" | sort -n |
-    awk '{v[NR] = $1} END {if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+# run_one TOOL DIR WANT FILE: one timed, checked run; appends "wall cpu" to FILE.
+run_one() {
+  local tool=$1 dir=$2 want=$3 file=$4 cmd
+  "${tool}_cmd" "$dir"
+  timed "$tool" "${cmd[@]}"
+  "check_$tool" "$tool" "$want"
+  if [ "$tool" = dcvd ]; then cat "$WORK/dcvd.out" >>"$WORK/$file.dcvdout"; fi
+  printf '%s %s\n' "$t_wall" "$t_cpu" >>"$WORK/$file.$tool"
 }
 
-if ((N % 1000 == 0)); then sub="$((N / 1000))k"; else sub="$N"; fi
-log "dcvd: BenchmarkSweep/$sub, -benchtime $BENCHTIME"
-DCVD_SWEEP_BENCH_N=$N go test -run '^$' -bench "^BenchmarkSweep\$/^$sub\$" -benchtime "$BENCHTIME" ./daemon/ >"$WORK/gobench.out" 2>&1 ||
-  {
-    cat "$WORK/gobench.out" >&2
-    die "go test -bench failed"
-  }
-bench_ns=$(awk -v p="BenchmarkSweep/$sub" 'index($1, p) == 1 {print $3}' "$WORK/gobench.out" | tail -n 1)
-[ -n "$bench_ns" ] || die "no BenchmarkSweep/$sub figure in: $(cat "$WORK/gobench.out")"
-bench_ms=$(awk -v n="$bench_ns" 'BEGIN {printf "%.1f", n / 1e6}')
-# BenchmarkSweep also reports the process's CPU time per check.
-bench_cpu=$(awk -v p="BenchmarkSweep/$sub" 'index($1, p) == 1 {for (i = 4; i < NF; i++) if ($(i + 1) == "cpu-ms/op") print $i}' "$WORK/gobench.out" | tail -n 1)
+# pairs NAME COUNT DIR WANT: COUNT pairs, alternating which tool goes first;
+# writes $WORK/NAME.pairs: "pair first cb_wall cb_cpu d_wall d_cpu load1".
+pairs() {
+  local name=$1 count=$2 dir=$3 want=$4 i first load
+  : >"$WORK/$name.certbot"
+  : >"$WORK/$name.dcvd"
+  : >"$WORK/$name.dcvdout"
+  : >"$WORK/$name.pairs"
+  for ((i = 1; i <= count; i++)); do
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if ((i % 2)); then
+      first=certbot
+      run_one certbot "$dir" "$want" "$name"
+      run_one dcvd "$dir" "$want" "$name"
+    else
+      first=dcvd
+      run_one dcvd "$dir" "$want" "$name"
+      run_one certbot "$dir" "$want" "$name"
+    fi
+    printf '%s %s %s %s %s\n' "$i" "$first" "$(tail -n 1 "$WORK/$name.certbot")" \
+      "$(tail -n 1 "$WORK/$name.dcvd")" "$load" >>"$WORK/$name.pairs"
+    log "$name pair $i/$count ($first first): $(tail -n 1 "$WORK/$name.pairs" | cut -d' ' -f3-6)"
+  done
+}
+
+# median: the median of the numbers on stdin, one a line.
+median() {
+  sort -g | awk '{v[NR] = $1} END {
+    if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+col() { awk -v c="$2" '{print $c}' "$WORK/$1"; } # FILE COLUMN
+# ratios NAME: per pair, certbot/dcvd of wall and of cpu: "r_wall r_cpu".
+ratios() { awk '{printf "%.2f %.2f\n", ($5 > 0 ? $3 / $5 : 0), ($6 > 0 ? $4 / $6 : 0)}' "$WORK/$1.pairs"; }
+range() { sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%s-%s", lo, hi}'; }
+
+# --- warm-up and first runs (untimed in the pairs) ---------------------------------
+log "probe: certbot renew over 1 lineage (checks --no-random-sleep-on-renew)"
+certbot_cmd "$WORK/one"
+"${cmd[@]}" >/dev/null 2>"$WORK/probe.err" </dev/null ||
+  die "certbot renew --no-random-sleep-on-renew failed: $(head -c 2000 "$WORK/probe.err")"
+log "dcvd: first runs (adopt the deploy directories' certificates), timed apart"
+dcvd_cmd "$WORK/n"
+timed dcvdfirst "${cmd[@]}"
+check_dcvd dcvdfirst "$N"
+first_wall=$t_wall first_cpu=$t_cpu
+dcvd_cmd "$WORK/one"
+timed dcvdfirst1 "${cmd[@]}"
+check_dcvd dcvdfirst1 1
+log "warm-up pair over $N (not counted)"
+pairs warmup 1 "$WORK/n" "$N"
+
+# --- the pairs --------------------------------------------------------------------
+nproc=$(nproc)
+load_before=$(cat /proc/loadavg)
+start_utc=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+log "$PAIRS pairs over $N certificates"
+pairs n "$PAIRS" "$WORK/n" "$N"
+if ((FIXED_PAIRS > 0)); then
+  log "$FIXED_PAIRS pairs over 1 certificate (fixed cost)"
+  pairs one "$FIXED_PAIRS" "$WORK/one" 1
+fi
+load_after=$(cat /proc/loadavg)
+end_utc=$(date -u '+%H:%M:%S UTC')
 
 # --- summary ---------------------------------------------------------------------
-cb_wall=$(median certbot 1) cb_cpu=$(median certbot 2)
-cb0_wall=$(median certbot0 1) cb0_cpu=$(median certbot0 2)
-cbv_wall=$(median certbotv 1) cbv_cpu=$(median certbotv 2)
-py_wall=$(median python 1) py_cpu=$(median python 2)
-d_wall=$(median dcvd 1) d_cpu=$(median dcvd 2)
-d1_wall=$(median dcvd1 1) d1_cpu=$(median dcvd1 2)
-first_wall=$(awk '{print $1}' "$WORK/dcvdfirst.times")
-first_cpu=$(awk '{print $2}' "$WORK/dcvdfirst.times")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.0f", a / b; else print "inf"}'; }
-pct() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.0f%%", 100 * a / b; else print "-"}'; }
-per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.3f", (a - b) / n}'; }
+# shellcheck disable=SC2016 # $D is printed as is: the directory
+certbot_cmd '$D'
+cb_line="${cmd[*]}"
+# shellcheck disable=SC2016
+dcvd_cmd '$D'
+d_line="bench/sweep ${cmd[*]:1}"
 
-row() { printf '%-44s %10s %10s %6s\n' "$@"; }
-printf '\n== Renewal check over N=%s certificates, none due: certbot %s vs dcvd\n' "$N" "$certbot_version"
-printf '   %s, %s CPUs, load average %s; medians of the runs; ms\n' \
-  "$(date -u '+%Y-%m-%d %H:%M UTC')" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-row "" wall cpu runs
-row "certbot renew over $N lineages" "$cb_wall" "$cb_cpu" "$CERTBOT_RUNS"
-row "  certbot renew over 0 lineages (fixed)" "$cb0_wall" "$cb0_cpu" "$FIXED_RUNS"
-row "  certbot --version" "$cbv_wall" "$cbv_cpu" "$FIXED_RUNS"
-row "  python3 -c pass" "$py_wall" "$py_cpu" "$FIXED_RUNS"
-row "dcvd whole process (bench/sweep) over $N" "$d_wall" "$d_cpu" "$DCVD_RUNS"
-printf '  in process: config %s, open %s, check %s, all %s\n' \
-  "$(inproc config_ms)" "$(inproc open_ms)" "$(inproc check_ms)" "$(inproc in_process_ms)"
-row "  dcvd over 1 certificate (fixed)" "$d1_wall" "$d1_cpu" "$FIXED_RUNS"
-row "  first run over $N (adopts them all)" "$first_wall" "$first_cpu" 1
-row "dcvd check alone (BenchmarkSweep/$sub)" "$bench_ms" "$bench_cpu" "$BENCHTIME"
-d_per=$(per "$d_cpu" "$d1_cpu" "$((N > 1 ? N - 1 : 1))")
-cb_per=$(per "$cb_cpu" "$cb0_cpu" "$N")
-printf '\nRatios (certbot / dcvd):\n'
-printf '  whole process: wall %sx, cpu %sx\n' "$(ratio "$cb_wall" "$d_wall")" "$(ratio "$cb_cpu" "$d_cpu")"
-printf '  certbot process / dcvd check alone (BenchmarkSweep): wall %sx, cpu %sx\n' \
-  "$(ratio "$cb_wall" "$bench_ms")" "$(ratio "$cb_cpu" "$bench_cpu")"
-printf '  per certificate beyond the fixed cost, cpu: %s ms vs %s ms = %sx\n' "$cb_per" "$d_per" "$(ratio "$cb_per" "$d_per")"
-printf "certbot's fixed cost (Python start-up, imports, plugin discovery: renew over 0 lineages)\n"
-printf '  is %s of its wall time and %s of its cpu time over %s lineages.\n' \
-  "$(pct "$cb0_wall" "$cb_wall")" "$(pct "$cb0_cpu" "$cb_cpu")" "$N"
+inproc() { # FIELD: the median of a field of bench/sweep's own line over the pairs
+  sed -n "s/.* $1=\([0-9.]*\).*/\1/p" "$WORK/n.dcvdout" | median
+}
+
+printf '\n== certbot %s renew / dcvd, whole processes, paired: N=%s certificates, none due\n' "$certbot_version" "$N"
+printf '   %s to %s; nproc %s\n' "$start_utc" "$end_utc" "$nproc"
+printf '   /proc/loadavg before: %s\n' "$load_before"
+printf '   /proc/loadavg after:  %s\n' "$load_after"
+printf '   inside the clock (fork to exit; wall, and user+sys CPU of the process and its children):\n'
+printf '     certbot: %s\n' "$cb_line"
+printf '     dcvd:    %s\n' "$d_line"
+printf '              (dcvd has no one-shot command: bench/sweep starts as "dcvd run" does, runs its\n'
+printf '               first renewal check over every certificate, and exits; see the header of this script)\n'
+
+show_pairs() { # NAME WANT
+  local name=$1 want=$2
+  printf '\nPairs over %s certificate(s), ms (load1 = 1-minute load average when the pair started):\n' "$want"
+  printf '  %4s %-7s %9s %8s %8s %7s %7s %7s %6s\n' pair first cb_wall cb_cpu d_wall d_cpu r_wall r_cpu load1
+  paste -d' ' "$WORK/$name.pairs" <(ratios "$name") |
+    awk '{printf "  %4s %-7s %9s %8s %8s %7s %6sx %6sx %6s\n", $1, $2, $3, $4, $5, $6, $8, $9, $7}'
+  printf '  medians of %s pairs: certbot %s ms wall, %s ms CPU; dcvd %s ms wall, %s ms CPU\n' \
+    "$(wc -l <"$WORK/$name.pairs")" "$(col "$name.pairs" 3 | median)" "$(col "$name.pairs" 4 | median)" \
+    "$(col "$name.pairs" 5 | median)" "$(col "$name.pairs" 6 | median)"
+  printf '  median of the per-pair ratios certbot/dcvd: CPU %sx (range %s), wall %sx (range %s)\n' \
+    "$(ratios "$name" | awk '{print $2}' | median)" "$(ratios "$name" | awk '{print $2}' | range)" \
+    "$(ratios "$name" | awk '{print $1}' | median)" "$(ratios "$name" | awk '{print $1}' | range)"
+}
+show_pairs n "$N"
+printf '  dcvd by its own clock, inside the process (medians over the pairs): config %s ms, open %s ms,\n' \
+  "$(inproc config_ms)" "$(inproc open_ms)"
+printf '    first check %s ms, all in-process %s ms; the rest of the wall time is exec, Go runtime start-up, exit\n' \
+  "$(inproc check_ms)" "$(inproc in_process_ms)"
+printf '  dcvd first run over %s (adopts them all, once; not in the pairs): %s ms wall, %s ms CPU\n' "$N" "$first_wall" "$first_cpu"
+if ((FIXED_PAIRS > 0)); then
+  show_pairs one 1
+  per() { # NAME_N NAME_1 COLUMN: (median over N - median over 1) / (N - 1)
+    awk -v a="$(col n.pairs "$1" | median)" -v b="$(col one.pairs "$1" | median)" -v n="$((N - 1))" \
+      'BEGIN {printf "%.3f", (a - b) / n}'
+  }
+  cb_per=$(per 4) d_per=$(per 6)
+  printf '\nPer certificate beyond the fixed cost, CPU ms, derived from the medians above (not paired):\n'
+  printf '  (median over %s - median over 1) / %s: certbot %s ms, dcvd %s ms, ratio %s\n' "$N" "$((N - 1))" \
+    "$cb_per" "$d_per" "$(awk -v a="$cb_per" -v b="$d_per" 'BEGIN {if (a > 0 && b > 0) printf "%.0fx", a / b; else printf "-"}')"
+fi
