@@ -32,7 +32,7 @@ var commonKeys = map[string]string{
 	"zone":                 "the zone holding every name published with this section (default: the provider's zone list, else an SOA lookup)",
 	"ttl":                  "TTL of the published CNAMEs (default 60s)",
 	"propagation_timeout":  "how long to wait for every authoritative nameserver to answer (default 10m)",
-	"propagation_interval": "wait between checks after the first 2 minutes (which check every 250ms), growing to 10s (default 500ms)",
+	"propagation_interval": "above 500ms, the wait between all checks (for nameservers that limit answers); by default checks run every 250ms for 2 minutes, then every 400ms",
 	"nameservers":          "authoritative servers to check instead of the zone's NS records (host:port), for hidden masters and split horizon",
 	"resolvers":            "recursive resolvers for zone and nameserver lookups (host:port; default: /etc/resolv.conf)",
 }

@@ -31,23 +31,28 @@ const (
 	resolvConf = "/etc/resolv.conf"
 )
 
-// The fast phase of a Wait. The goal is that the CA is asked to look within
-// 500 ms of the record being visible on the last nameserver; a record that
-// turns up just after a round is seen one pause later, so the pause must be
-// well under that, leaving room for the round's own queries and what
-// follows (the HTTP self-check, one commit, the update-dcv call). A round
-// costs one small UDP query per (nameserver, record) still lagging, and
-// most providers publish within seconds to a minute (Route 53 documents
-// 60 seconds), so polling every 250 ms for the first two minutes costs at
-// most 480 queries per record and server, fewer as servers answer. Past
-// that the provider is a slow one, for which the pauses grow from Interval
-// to MaxInterval as before, sparing its nameservers (and their response
-// rate limits) during waits of many minutes.
+// The pauses of a Wait. The goal is that the CA is asked to look within
+// 500 ms of the record being visible on the last nameserver, at any point
+// of the wait; a record that turns up just after a round is seen one pause
+// later, so the pause must be well under that, leaving room for the
+// round's own queries and what follows (the HTTP self-check, one commit,
+// the update-dcv call). A round costs one small UDP query per (nameserver,
+// record) still lagging: a server that has answered a record is never
+// asked for it again. Most providers publish within seconds to a minute
+// (Route 53 documents 60 seconds), so the first two minutes poll every
+// 250 ms (at most 480 queries per record and server); past that the
+// provider is a slow one, and the pauses grow from Interval but never
+// beyond SteadyInterval, 400 ms: 2.5 queries a second per lagging server
+// and record, 1,200 in the rest of a 10-minute wait, where the old backoff
+// to 10 s saved queries at the price of noticing a record up to 10 s late.
 const (
 	// DefaultPropagationFastInterval is Propagation.FastInterval's default.
 	DefaultPropagationFastInterval = 250 * time.Millisecond
 	// DefaultPropagationFastPhase is Propagation.FastPhase's default.
 	DefaultPropagationFastPhase = 2 * time.Minute
+	// DefaultPropagationSteadyInterval is Propagation.SteadyInterval's
+	// default.
+	DefaultPropagationSteadyInterval = 400 * time.Millisecond
 )
 
 // Propagation says how dcvd checks that published records are visible: it
@@ -69,11 +74,18 @@ type Propagation struct {
 	// DefaultPropagationFastPhase, negative for none.
 	FastPhase time.Duration
 	// Interval is the first pause after the fast phase; the pauses grow by
-	// half per round up to MaxInterval. Default DefaultPropagationInterval.
+	// half per round up to MaxInterval, and never beyond SteadyInterval.
+	// Default DefaultPropagationInterval.
 	Interval time.Duration
 	// MaxInterval caps the pause between rounds; default
 	// DefaultPropagationMax.
 	MaxInterval time.Duration
+	// SteadyInterval caps the pauses after the fast phase, so that a
+	// record is noticed soon however long the wait has lasted; it is never
+	// below FastInterval (polling slowed down on purpose stays slow, and
+	// steady). Default DefaultPropagationSteadyInterval; negative for no
+	// cap but MaxInterval (the pauses back off to it).
+	SteadyInterval time.Duration
 	// Nameservers, when set, are the "host:port" authoritative servers to
 	// ask, and skip discovery (for split-horizon setups or hidden primaries).
 	Nameservers []string
@@ -102,6 +114,9 @@ type Progress struct {
 	// Servers and Records are how many nameservers are asked and how many
 	// distinct records each must answer.
 	Servers, Records int
+	// Queries is how many queries the Wait has sent to the nameservers so
+	// far: one per lagging (server, record) and round.
+	Queries int
 	// Lagging are the nameservers that do not answer every record yet,
 	// each with its last answer, as "host:port: answered NXDOMAIN for
 	// NAME", sorted.
@@ -126,10 +141,11 @@ func progressOf(ctx context.Context) func(Progress) {
 // Wait returns once every authoritative nameserver of zone answers each
 // record's Name with a CNAME to its Target (case-insensitive, trailing dot
 // ignored). Servers are polled in rounds, each pause counted from the
-// start of the round before (see FastPhase); a server that has answered a
-// record correctly is not asked for it again. On timeout, or when ctx ends,
-// the error names each lagging server and record with the server's last
-// answer; when ctx ended, it wraps ctx's error.
+// start of the round before (see FastPhase and SteadyInterval); a server
+// that has answered a record correctly is not asked for it again. On
+// timeout, or when ctx ends, the error names each lagging server and
+// record with the server's last answer; when ctx ended, it wraps ctx's
+// error.
 func (p Propagation) Wait(ctx context.Context, zone string, records []Record) error {
 	zone = canonicalFQDN(zone)
 	checks, err := uniqueChecks(records)
@@ -139,10 +155,16 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 	if len(checks) == 0 {
 		return nil
 	}
+	env := waitEnvOf(ctx)
 	timeout := p.timeout()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// The wait's own end on its clock; ctx's deadline may be earlier.
+	deadline := env.now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && env.real && d.Before(deadline) {
+		deadline = d
+	}
 
 	servers, err := p.Servers(ctx, zone)
 	if err != nil {
@@ -161,11 +183,12 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 	}
 	last := make(map[pair]string, len(pending)) // what each pending pair answered last
 	sched := p.schedule()
-	begun := time.Now()
+	begun := env.now()
 	report := progressOf(ctx)
 	lastReport := begun
+	queries := 0
 	for {
-		roundStart := time.Now()
+		roundStart := env.now()
 		answers := make([]answer, len(pending))
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, maxParallelQueries)
@@ -180,17 +203,20 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 					return
 				}
 				defer func() { <-sem }()
-				answers[i] = askCNAME(ctx, servers[pr.server], checks[pr.check])
+				answers[i] = env.ask(ctx, servers[pr.server], checks[pr.check])
+				answers[i].asked = true
 			}()
 		}
 		wg.Wait()
 
 		// A query's connection deadline, set from ctx's, can fire before
 		// ctx reports that it ended: the clock says whether the wait did.
-		deadline, _ := ctx.Deadline()
-		ended := ctx.Err() != nil || !time.Now().Before(deadline)
+		ended := ctx.Err() != nil || !env.now().Before(deadline)
 		still := pending[:0]
 		for i, pr := range pending {
+			if answers[i].asked {
+				queries++
+			}
 			if answers[i].ok {
 				delete(last, pr)
 				continue
@@ -206,25 +232,24 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 		if len(pending) == 0 {
 			return nil
 		}
-		if report != nil && !ended && time.Since(lastReport) >= p.progressEvery() {
-			lastReport = time.Now()
+		if report != nil && !ended && env.now().Sub(lastReport) >= p.progressEvery() {
+			lastReport = env.now()
 			lagging := make([]string, 0, len(pending))
 			for _, pr := range pending {
 				lagging = append(lagging, fmt.Sprintf("%s: %s for %s", servers[pr.server], last[pr], checks[pr.check].name))
 			}
 			sort.Strings(lagging)
-			report(Progress{Zone: zone, Elapsed: time.Since(begun), Servers: len(servers), Records: len(checks), Lagging: lagging})
+			report(Progress{Zone: zone, Elapsed: lastReport.Sub(begun), Servers: len(servers), Records: len(checks), Queries: queries, Lagging: lagging})
 		}
 
 		// From the round's start: a slow server does not add its answer
 		// time to every pause.
-		timer := time.NewTimer(time.Until(roundStart.Add(sched.next(roundStart.Sub(begun)))))
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			timer.Stop()
+		next := roundStart.Add(sched.next(roundStart.Sub(begun)))
+		if next.After(deadline) {
+			next = deadline
 		}
-		if ctx.Err() != nil {
+		env.sleepUntil(ctx, next)
+		if ctx.Err() != nil || !env.now().Before(deadline) {
 			lagging := make([]string, 0, len(pending))
 			for _, pr := range pending {
 				c := checks[pr.check]
@@ -239,16 +264,56 @@ func (p Propagation) Wait(ctx context.Context, zone string, records []Record) er
 	}
 }
 
+// waitEnv is the clock and the query a Wait uses: the real ones, or a
+// test's simulated clock and nameservers (withWaitEnv), so that waits of
+// many minutes can be checked without taking them.
+type waitEnv struct {
+	real bool
+	now  func() time.Time
+	// sleepUntil returns at t, or earlier when ctx ends.
+	sleepUntil func(ctx context.Context, t time.Time)
+	ask        func(ctx context.Context, server string, c check) answer
+}
+
+var realWaitEnv = waitEnv{
+	real: true,
+	now:  time.Now,
+	sleepUntil: func(ctx context.Context, t time.Time) {
+		timer := time.NewTimer(time.Until(t))
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	},
+	ask: askCNAME,
+}
+
+type waitEnvKey struct{}
+
+// withWaitEnv returns a context whose Waits use env (tests only).
+func withWaitEnv(ctx context.Context, env waitEnv) context.Context {
+	return context.WithValue(ctx, waitEnvKey{}, env)
+}
+
+func waitEnvOf(ctx context.Context) waitEnv {
+	if env, ok := ctx.Value(waitEnvKey{}).(waitEnv); ok {
+		return env
+	}
+	return realWaitEnv
+}
+
 // pollSchedule gives the pauses between the rounds of one Wait: fast
 // during the fast phase, then from first growing by half per round up to
-// most.
+// most, and never beyond steady.
 type pollSchedule struct {
 	fast, phase, first, most time.Duration
+	steady                   time.Duration // 0: no cap but most
 	grown                    time.Duration // the last pause after the fast phase; 0 before
 }
 
 func (p Propagation) schedule() *pollSchedule {
-	return &pollSchedule{fast: p.fastInterval(), phase: p.fastPhase(), first: p.interval(), most: p.maxInterval()}
+	return &pollSchedule{fast: p.fastInterval(), phase: p.fastPhase(), first: p.interval(), most: p.maxInterval(), steady: p.steadyInterval()}
 }
 
 // next is the pause after a round that started elapsed into the Wait.
@@ -260,6 +325,9 @@ func (s *pollSchedule) next(elapsed time.Duration) time.Duration {
 		s.grown = s.first
 	} else {
 		s.grown = min(s.grown*3/2, s.most)
+	}
+	if s.steady > 0 {
+		return min(s.grown, s.steady)
 	}
 	return s.grown
 }
@@ -370,6 +438,18 @@ func (p Propagation) fastPhase() time.Duration {
 	return p.FastPhase
 }
 
+// steadyInterval is the cap of the pauses after the fast phase; 0 for
+// none.
+func (p Propagation) steadyInterval() time.Duration {
+	switch {
+	case p.SteadyInterval < 0:
+		return 0
+	case p.SteadyInterval == 0:
+		return max(DefaultPropagationSteadyInterval, p.fastInterval())
+	}
+	return max(p.SteadyInterval, p.fastInterval())
+}
+
 func (p Propagation) maxInterval() time.Duration {
 	if p.MaxInterval > 0 {
 		return max(p.MaxInterval, p.interval())
@@ -416,6 +496,7 @@ func uniqueChecks(records []Record) ([]check, error) {
 // answer is what one server said about one record.
 type answer struct {
 	ok     bool
+	asked  bool   // the query was sent (counted in Progress.Queries)
 	status string // for the error message: "answered NXDOMAIN", "timed out", …
 }
 

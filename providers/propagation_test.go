@@ -21,7 +21,7 @@ import (
 
 // serveDNS serves h over UDP and TCP on the same addr ("ip:0" picks a free
 // port) until the test ends, and returns the address.
-func serveDNS(t *testing.T, addr string, h dns.Handler) (string, error) {
+func serveDNS(t testing.TB, addr string, h dns.Handler) (string, error) {
 	t.Helper()
 	var lastErr error
 	for range 10 {
@@ -125,7 +125,7 @@ type authServer struct {
 
 // startAuthPair starts two servers for example.com on 127.0.0.2:P and
 // 127.0.0.3:P, whose NS records ns1 and ns2 point at them.
-func startAuthPair(t *testing.T) (a, b *authServer, port int) {
+func startAuthPair(t testing.TB) (a, b *authServer, port int) {
 	t.Helper()
 	ctx := context.Background()
 	start := func(ip string) *authServer {
@@ -161,7 +161,7 @@ func startAuthPair(t *testing.T) (a, b *authServer, port int) {
 	return nil, nil, 0
 }
 
-func publishCNAME(t *testing.T, s *authServer, name, target string) {
+func publishCNAME(t testing.TB, s *authServer, name, target string) {
 	t.Helper()
 	rel := libdns.RelativeName(name+".", "example.com.")
 	if _, err := s.mem.SetRecords(context.Background(), "example.com.", []libdns.Record{
@@ -632,11 +632,23 @@ func TestPropagationSchedule(t *testing.T) {
 		want    []time.Duration // the pause after it
 	}{
 		{
-			name:    "section defaults: fast for two minutes, then 500ms growing to 10s",
+			name:    "section defaults: fast for two minutes, then steady at 400ms",
 			p:       Propagation{Interval: DefaultPropagationInterval, MaxInterval: DefaultPropagationMax},
+			elapsed: []time.Duration{0, ms(250), time.Minute, 2*time.Minute - 1, 2 * time.Minute, 2*time.Minute + ms(400), 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 10 * time.Minute, 20 * time.Minute},
+			want:    []time.Duration{ms(250), ms(250), ms(250), ms(250), ms(400), ms(400), ms(400), ms(400), ms(400), ms(400), ms(400)},
+		},
+		{
+			name:    "no steady cap: fast for two minutes, then 500ms growing to 10s",
+			p:       Propagation{Interval: DefaultPropagationInterval, MaxInterval: DefaultPropagationMax, SteadyInterval: -1},
 			elapsed: []time.Duration{0, ms(250), time.Minute, 2*time.Minute - 1, 2 * time.Minute, 2*time.Minute + ms(500), 3 * time.Minute, 4 * time.Minute, 5 * time.Minute, 6 * time.Minute, 7 * time.Minute, 8 * time.Minute, 9 * time.Minute, 10 * time.Minute},
 			want: []time.Duration{ms(250), ms(250), ms(250), ms(250), ms(500), ms(750), ms(1125), us(1687500), us(2531250),
 				ns(3796875000), ns(5695312500), ns(8542968750), ms(10000), ms(10000)},
+		},
+		{
+			name:    "steady cap set: the backoff stops at it",
+			p:       Propagation{Interval: ms(100), MaxInterval: time.Second, SteadyInterval: ms(300), FastPhase: -1},
+			elapsed: []time.Duration{0, ms(100), ms(250), ms(475), ms(775)},
+			want:    []time.Duration{ms(100), ms(150), ms(225), ms(300), ms(300)},
 		},
 		{
 			name:    "no fast phase: the backoff from the first round",
@@ -645,10 +657,10 @@ func TestPropagationSchedule(t *testing.T) {
 			want:    []time.Duration{ms(100), ms(150), ms(200), ms(200)},
 		},
 		{
-			name:    "a gentle interval is kept in the fast phase",
+			name:    "a gentle interval is kept in the fast phase, and after it",
 			p:       Propagation{Interval: 5 * time.Second, MaxInterval: time.Minute, FastPhase: 10 * time.Second},
-			elapsed: []time.Duration{0, 5 * time.Second, 10 * time.Second, 15 * time.Second},
-			want:    []time.Duration{5 * time.Second, 5 * time.Second, 5 * time.Second, 7500 * time.Millisecond},
+			elapsed: []time.Duration{0, 5 * time.Second, 10 * time.Second, 15 * time.Second, 20 * time.Second},
+			want:    []time.Duration{5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second, 5 * time.Second},
 		},
 		{
 			name:    "harness settings: the interval below the fast one",
