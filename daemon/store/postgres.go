@@ -45,6 +45,8 @@ type PostgresStore struct {
 	where string
 	// now is the clock of Created and Updated; tests replace it.
 	now func() time.Time
+	// channel is the LISTEN/NOTIFY channel of the store's schema.
+	channel string
 }
 
 var (
@@ -141,6 +143,12 @@ func OpenPostgres(ctx context.Context, dsn string) (*PostgresStore, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open PostgreSQL state database %s: %w", where, err)
 	}
+	var schema string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(current_schema(), '')`).Scan(&schema); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open PostgreSQL state database %s: its schema: %w", where, err)
+	}
+	s.channel = channelFor(schema)
 	return s, nil
 }
 

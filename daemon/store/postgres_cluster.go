@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,8 +19,21 @@ import (
 // Durations travel as whole microseconds (PostgreSQL's resolution), turned
 // into an interval in SQL.
 
-// clusterChannel is the LISTEN/NOTIFY channel of ClusterEvents.
+// clusterChannel is the LISTEN/NOTIFY channel of ClusterEvents in the
+// schema public. Channels are the database's, not a schema's: a store in
+// another schema (another cluster on the same database, or a test) has a
+// channel of its own, channelFor's, so that clusters never hear each other.
 const clusterChannel = "dcvd"
+
+// channelFor is the channel of the store whose tables are in schema: the
+// same on every node of a cluster, and at most PostgreSQL's 63 bytes.
+func channelFor(schema string) string {
+	if schema == "" || schema == "public" {
+		return clusterChannel
+	}
+	sum := sha256.Sum256([]byte(schema))
+	return clusterChannel + "_" + hex.EncodeToString(sum[:8])
+}
 
 // checkTTL refuses a lease duration that would make a lease that is expired
 // as soon as it is granted (or earlier): one under PostgreSQL's resolution.
@@ -318,7 +333,7 @@ func (s *PostgresStore) Notify(ctx context.Context, ev ClusterEvent) error {
 	if err != nil {
 		return fmt.Errorf("notify %s of %q: %w", ev.Kind, ev.Cert, err)
 	}
-	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, clusterChannel, string(b)); err != nil {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, string(b)); err != nil {
 		return fmt.Errorf("notify %s of %q: %w", ev.Kind, ev.Cert, err)
 	}
 	return nil
@@ -356,7 +371,7 @@ func (s *PostgresStore) Listen(ctx context.Context, fn func(ClusterEvent)) error
 		_ = conn.Close(cctx)
 		cancel()
 	}()
-	if _, err := conn.Exec(ctx, `LISTEN `+clusterChannel); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -370,7 +385,7 @@ func (s *PostgresStore) Listen(ctx context.Context, fn func(ClusterEvent)) error
 			}
 			return fmt.Errorf("listen for cluster events on %s: %w", s.where, err)
 		}
-		if n.Channel != clusterChannel {
+		if n.Channel != s.channel {
 			continue
 		}
 		if ev, ok := decodeEvent(n.Payload); ok {

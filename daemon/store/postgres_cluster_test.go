@@ -117,3 +117,28 @@ func TestClusterHonoursContext(t *testing.T) {
 		t.Errorf("the lease after cancelled calls = %+v, %v; want it still current", r, err)
 	}
 }
+
+func TestChannelFor(t *testing.T) {
+	long := strings.Repeat("s", 200)
+	tests := []struct {
+		schema, want string
+	}{
+		{"", "dcvd"},
+		{"public", "dcvd"},
+		{"dcvd_test_0123", channelFor("dcvd_test_0123")}, // deterministic
+	}
+	for _, tt := range tests {
+		if got := channelFor(tt.schema); got != tt.want {
+			t.Errorf("channelFor(%q) = %q, want %q", tt.schema, got, tt.want)
+		}
+	}
+	for _, schema := range []string{"a", "b", "cluster2", long} {
+		got := channelFor(schema)
+		if got == "dcvd" || len(got) > 63 || !strings.HasPrefix(got, "dcvd_") {
+			t.Errorf("channelFor(%q) = %q: want a dcvd_ channel of its own, at most 63 bytes", schema, got)
+		}
+	}
+	if channelFor("a") == channelFor("b") {
+		t.Error("two schemas share a channel")
+	}
+}

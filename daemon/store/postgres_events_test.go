@@ -96,7 +96,7 @@ func TestClusterNotifyListen(t *testing.T) {
 	// Malformed notifications and unknown kinds, sent around the others
 	// on the same channel, are skipped.
 	for _, raw := range []string{`not json`, `{"kind":"reboot","cert":"shop"}`, `{"kind":""}`, `[1]`} {
-		if _, err := sender.pool.Exec(ctx, `SELECT pg_notify('dcvd', $1)`, raw); err != nil {
+		if _, err := sender.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, sender.channel, raw); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,7 +110,7 @@ func TestClusterNotifyListen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Extra fields of a newer sender are tolerated.
-	if _, err := sender.pool.Exec(ctx, `SELECT pg_notify('dcvd', '{"kind":"order","cert":"new","unique_id":"u3","node":"x"}')`); err != nil {
+	if _, err := sender.pool.Exec(ctx, `SELECT pg_notify($1, '{"kind":"order","cert":"new","unique_id":"u3","node":"x"}')`, sender.channel); err != nil {
 		t.Fatal(err)
 	}
 	sent = append(sent, ClusterEvent{Kind: EventOrder, Cert: "new", UniqueID: "u3"})
@@ -175,5 +175,38 @@ func TestClusterListenEnds(t *testing.T) {
 	}
 	if err := l.Listen(t.Context(), func(ClusterEvent) {}); err == nil {
 		t.Error("Listen on a closed store returned nil, want an error")
+	}
+}
+
+// TestClusterChannelPerSchema: LISTEN/NOTIFY channels belong to the
+// database, so a store in another schema (another cluster on the same
+// database) must not hear this one's events.
+func TestClusterChannelPerSchema(t *testing.T) {
+	ctx := t.Context()
+	open := func() *PostgresStore {
+		s, err := OpenPostgres(ctx, pgtest.NewSchema(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	other, mine := open(), open()
+	if other.channel == mine.channel {
+		t.Fatalf("two schemas share the channel %q", mine.channel)
+	}
+	events, _ := listen(t, mine)
+	awaitListening(t, mine, events, ClusterEvent{Kind: EventOrder, Cert: "warmup"})
+	if err := other.Notify(ctx, ClusterEvent{Kind: EventOrder, Cert: "theirs"}); err != nil {
+		t.Fatal(err)
+	}
+	// Sent after the other schema's: had that one been delivered, it
+	// would come first.
+	want := ClusterEvent{Kind: EventOrder, Cert: "mine"}
+	if err := mine.Notify(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, events); got != want {
+		t.Errorf("delivered %+v, want %+v: another schema's event reached this store", got, want)
 	}
 }
