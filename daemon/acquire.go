@@ -70,7 +70,7 @@ func (d *Daemon) acquire(ctx context.Context, cc *config.CertConfig, mk func(ctx
 	if !d.claim(cc.Name) {
 		return nil, &claimedError{cert: cc.Name}
 	}
-	h := &orderHandle{orderRun: &orderRun{d: d, cc: cc, st: d.store}, ctx: ctx}
+	h := &orderHandle{orderRun: &orderRun{d: d, cc: cc, st: d.writeStore()}, ctx: ctx}
 	var lease *cluster.Lease
 	if d.cluster != nil {
 		l, err := d.cluster.Hold(ctx, cc.Name)

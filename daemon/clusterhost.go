@@ -21,7 +21,7 @@ import (
 // writes an order or a live certificate.
 func (d *Daemon) storeFor(cert string) store.Store {
 	if d.cluster == nil {
-		return d.store
+		return d.writeStore()
 	}
 	return d.cluster.StoreFor(cert)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/dcvd/dcvd/daemon/dcvfiles"
 	"github.com/dcvd/dcvd/daemon/deploy"
 	"github.com/dcvd/dcvd/daemon/metrics"
+	"github.com/dcvd/dcvd/daemon/renewal"
 	"github.com/dcvd/dcvd/daemon/store"
 	"github.com/dcvd/dcvd/httpchallenge"
 	"github.com/dcvd/dcvd/providers"
@@ -64,8 +65,14 @@ type Options struct {
 type Daemon struct {
 	// cfg, api, dns, roots and sem are swapped by Reload under mu: read
 	// them through config, apiClient, dnsProvider, rootPool and semaphore.
-	cfg       *config.Config
-	store     store.Store
+	cfg   *config.Config
+	store store.Store
+	// writes is store with the renewal index kept up to date, when this
+	// process is the store's only writer (no cluster); nil otherwise.
+	// Every write goes through writeStore.
+	writes    store.Store
+	index     *renewal.Index
+	sweepBuf  []renewal.Look // the sweep's, under startMu
 	ownStore  bool
 	api       *reseller.Client
 	dns       map[string]*providers.DNS
@@ -175,6 +182,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Daemon, error)
 			return nil, fmt.Errorf("open state: %w", err)
 		}
 		d.store, d.ownStore = s, true
+	}
+	if d.cluster == nil {
+		d.index = renewal.NewIndex()
+		d.writes = indexingStore{Store: d.store, idx: d.index}
 	}
 	return d, nil
 }

@@ -108,7 +108,7 @@ func (d *Daemon) pruneHistory(ctx context.Context) (store.Pruned, error) {
 	p := d.historyPolicy()
 	var total store.Pruned
 	for range maxPruneBatches {
-		n, err := d.store.PruneHistory(ctx, p)
+		n, err := d.writeStore().PruneHistory(ctx, p)
 		total.Attempts += n.Attempts
 		total.Orders += n.Orders
 		if err != nil {

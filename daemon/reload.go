@@ -273,6 +273,11 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 	d.mu.Lock()
 	d.cfg, d.api, d.dns, d.roots, d.sem = cfg, api, dns, roots, sem
 	d.mu.Unlock()
+	if d.index != nil {
+		// Every certificate is looked at by the next sweep: a new config
+		// may change any decision.
+		d.index.Configure(cfg)
+	}
 	if apiChanged && oldAPI != nil {
 		// Steps in progress finish on the old client; its idle
 		// connections are of no further use.

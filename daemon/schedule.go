@@ -142,32 +142,58 @@ func (d *Daemon) untilNextCheck(stalled *string) (time.Duration, bool) {
 // sweep starts a driver for every order in flight and every certificate
 // that is due. Certificates already being driven are left alone.
 func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
-	d.sweepLocked(ctx, wg)
-	// The check reads every certificate at once (sweepState): most of
-	// what a daemon at rest ever allocates, then garbage until the next
-	// check, hours away. Handing it back to the system now, at the cost
-	// of one collection per check, keeps an idle daemon's memory to what
-	// it uses (bench/idle.sh: 9 MB of anonymous memory instead of 13 at
-	// 1,000 certificates).
-	debug.FreeOSMemory()
+	if d.sweepOnce(ctx, wg) {
+		// A sweep that read every certificate at once (sweepState) made
+		// most of what a daemon at rest ever allocates, then garbage
+		// until the next check, hours away. Handing it back to the
+		// system now, at the cost of one collection, keeps an idle
+		// daemon's memory to what it uses (bench/idle.sh: 9 MB of
+		// anonymous memory instead of 13 at 1,000 certificates). A sweep
+		// from the index allocates next to nothing: no need then.
+		debug.FreeOSMemory()
+	}
 }
 
-// sweepLocked is sweep under startMu.
+// sweepLocked is sweep under startMu, without giving memory back.
 func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
+	d.sweepOnce(ctx, wg)
+}
+
+// sweepOnce is sweepLocked, and reports whether it read every certificate.
+//
+// With the renewal index (a process alone on its store), it looks only at
+// the certificates the index finds due (see sweepIndexed); the first
+// sweep, which builds the index, and every sweep in a cluster, where other
+// nodes write too, read the state of every certificate (sweepAll).
+func (d *Daemon) sweepOnce(ctx context.Context, wg *sync.WaitGroup) (all bool) {
 	d.life.startMu.Lock() // see lifecycle.startMu
 	defer d.life.startMu.Unlock()
 	active, err := d.store.ActiveOrders(ctx)
 	if err != nil {
 		d.log.Error("reading the orders in flight", zap.Error(err))
-		return
+		return false
 	}
 	cfg := d.config()
-	inFlight := map[string]bool{}
+	var inFlight map[string]bool
+	if len(active) > 0 {
+		inFlight = make(map[string]bool, len(active))
+	}
 	for _, o := range active {
 		inFlight[o.Cert] = true
 		d.resume(ctx, wg, o)
 	}
-	state := d.readSweepState(ctx)
+	if d.index != nil && d.index.Built() {
+		d.sweepIndexed(ctx, wg, cfg, inFlight)
+		return false
+	}
+	d.sweepAll(ctx, wg, cfg, inFlight)
+	return true
+}
+
+// sweepAll decides for every configured certificate from one read of the
+// state of all (readSweepState), and builds the index from that read.
+func (d *Daemon) sweepAll(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, inFlight map[string]bool) {
+	state := d.readBuildingIndex(ctx, cfg)
 	for i := range cfg.Certificates {
 		cc := &cfg.Certificates[i]
 		if inFlight[cc.Name] || d.isDriving(cc.Name) {
@@ -177,24 +203,85 @@ func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
 		// certificates are not due, and taking a lease is a write); the
 		// decision is made again under the lease.
 		r, live, err := d.sweepRenewal(ctx, state, cc, d.cluster == nil)
-		if err != nil {
-			d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
-			continue
-		}
-		d.publishCertMetrics(cc, live, r)
-		d.checkExpiry(cc, live)
-		if d.now().Before(r.At) {
-			d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
-			continue
-		}
-		if why := d.renewalHeldByService(cc, live); why != "" {
-			// Alerted once by announceServices and shown by status; a
-			// reissue would be refused, or could not extend it.
-			d.log.Debug("due, but not renewed: "+why, zap.String("cert", cc.Name), zap.String("service_id", cc.ServiceID))
-			continue
-		}
-		d.startRenewal(ctx, wg, cc)
+		d.sweepDecided(ctx, wg, cc, r, live, err)
 	}
+}
+
+// readBuildingIndex is readSweepState, from which it builds the index, if
+// there is one (the writes made while the state was read mark their
+// certificates stale: read again at their next look).
+func (d *Daemon) readBuildingIndex(ctx context.Context, cfg *config.Config) *sweepState {
+	if d.index == nil {
+		return d.readSweepState(ctx)
+	}
+	d.index.BeginBuild()
+	state := d.readSweepState(ctx)
+	if state != nil {
+		d.index.Build(cfg, state.summaries, state.history)
+	}
+	return state
+}
+
+// sweepIndexed decides for the certificates the index finds due: their
+// renewal point or their expiry alerts reached, changed since the last
+// sweep (a write, a reload), or without a live certificate (the deploy
+// directory's may be adopted). The others are not due, and nothing about
+// them changed since the last sweep published it. It reads and allocates
+// in proportion to those only.
+func (d *Daemon) sweepIndexed(ctx context.Context, wg *sync.WaitGroup, cfg *config.Config, inFlight map[string]bool) {
+	d.index.Configure(cfg)
+	d.sweepBuf = d.index.Due(d.now(), d.sweepBuf[:0])
+	for i := range d.sweepBuf {
+		l := d.sweepBuf[i]
+		d.sweepBuf[i] = renewal.Look{} // keep nothing of it past the sweep
+		if inFlight[l.CC.Name] || d.isDriving(l.CC.Name) {
+			continue
+		}
+		r, live, err := d.indexedRenewal(ctx, l)
+		d.sweepDecided(ctx, wg, l.CC, r, live, err)
+	}
+}
+
+// indexedRenewal is sweepRenewal from the index's inputs of l: they settle
+// it when l has a live certificate that is not due; otherwise, or when
+// they are stale, the certificate is read again (and the index refreshed
+// from that read) before anything acts.
+func (d *Daemon) indexedRenewal(ctx context.Context, l renewal.Look) (Renewal, *store.Certificate, error) {
+	if !l.Stale && l.Live != nil {
+		r := NextRenewal(l.CC, l.Live, l.History, d.now())
+		if d.now().Before(r.At) {
+			d.index.Settle(l)
+			return r, l.Live, nil
+		}
+	}
+	r, live, history, err := d.renewalRead(ctx, l.CC, true)
+	if err != nil {
+		d.index.MarkStale(l.CC.Name)
+		return r, live, err
+	}
+	d.index.Refresh(l, live, history)
+	return r, live, nil
+}
+
+// sweepDecided acts on the decision r (or err) the sweep made for cc.
+func (d *Daemon) sweepDecided(ctx context.Context, wg *sync.WaitGroup, cc *config.CertConfig, r Renewal, live *store.Certificate, err error) {
+	if err != nil {
+		d.log.Error("deciding the renewal", zap.String("cert", cc.Name), zap.Error(err))
+		return
+	}
+	d.publishCertMetrics(cc, live, r)
+	d.checkExpiry(cc, live)
+	if d.now().Before(r.At) {
+		d.log.Debug("not due", zap.String("cert", cc.Name), zap.Time("renew_at", r.At))
+		return
+	}
+	if why := d.renewalHeldByService(cc, live); why != "" {
+		// Alerted once by announceServices and shown by status; a
+		// reissue would be refused, or could not extend it.
+		d.log.Debug("due, but not renewed: "+why, zap.String("cert", cc.Name), zap.String("service_id", cc.ServiceID))
+		return
+	}
+	d.startRenewal(ctx, wg, cc)
 }
 
 // resume starts a driver for the order o in flight, unless one drives it
@@ -284,8 +371,9 @@ const renewalHistory = store.KeptAttempts
 // sweep: a query per certificate would cost the sweep about 0.15 ms each
 // with SQLite, 1.5 s at 10,000 certificates (see BenchmarkSweep).
 type sweepState struct {
-	live    map[string]*store.Certificate
-	history map[string][]store.Attempt
+	summaries []*store.Certificate // as read; live holds them by name
+	live      map[string]*store.Certificate
+	history   map[string][]store.Attempt
 	// driving holds the certificates that were being driven just before
 	// the state was read. Their drivers may have written since: if they
 	// have ended by the time the sweep reaches them, their state is read
@@ -320,7 +408,7 @@ func (d *Daemon) readSweepState(ctx context.Context) *sweepState {
 	for _, c := range certs {
 		live[c.Name] = c
 	}
-	return &sweepState{live: live, history: history, driving: driving}
+	return &sweepState{summaries: certs, live: live, history: history, driving: driving}
 }
 
 // sweepRenewal is renewal from the sweep's state when that state settles
@@ -354,6 +442,12 @@ func (d *Daemon) sweepRenewal(ctx context.Context, state *sweepState, cc *config
 // adopt is false for a look without the lease in a cluster: adopting writes
 // the shared live certificate, which only the lease holder may do.
 func (d *Daemon) renewal(ctx context.Context, cc *config.CertConfig, adopt bool) (Renewal, *store.Certificate, error) {
+	r, live, _, err := d.renewalRead(ctx, cc, adopt)
+	return r, live, err
+}
+
+// renewalRead is renewal, which also returns the history it read.
+func (d *Daemon) renewalRead(ctx context.Context, cc *config.CertConfig, adopt bool) (Renewal, *store.Certificate, []store.Attempt, error) {
 	live, err := d.store.Certificate(ctx, cc.Name)
 	if errors.Is(err, store.ErrNotFound) {
 		live, err = nil, nil
@@ -362,13 +456,13 @@ func (d *Daemon) renewal(ctx context.Context, cc *config.CertConfig, adopt bool)
 		}
 	}
 	if err != nil {
-		return Renewal{}, nil, err
+		return Renewal{}, nil, nil, err
 	}
 	history, err := d.store.Attempts(ctx, cc.Name, renewalHistory)
 	if err != nil {
-		return Renewal{}, nil, err
+		return Renewal{}, nil, nil, err
 	}
-	return NextRenewal(cc, live, history, d.now()), live, nil
+	return NextRenewal(cc, live, history, d.now()), live, history, nil
 }
 
 func (d *Daemon) adopt(ctx context.Context, cc *config.CertConfig) *store.Certificate {

@@ -4,6 +4,11 @@
 // in the same minute; at once when the configured names changed; and,
 // after failed orders, not before a backoff. It reads nothing and does
 // nothing: the daemon gives it the live certificate and its history.
+//
+// Index (index.go) keeps those inputs of every certificate in memory,
+// ordered by when each is next due, so that the daemon's renewal check
+// looks only at the certificates that are due; the daemon keeps it equal
+// to its store.
 package renewal
 
 import (
