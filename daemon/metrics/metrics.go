@@ -9,6 +9,7 @@ package metrics
 import (
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,39 +66,108 @@ const (
 // for concurrent use. Every method is a no-op on a nil *Metrics, so the
 // daemon calls them unconditionally and runs without metrics when none are
 // configured.
+//
+// The per-certificate series are not kept as Prometheus vectors (some 26
+// series objects with their label pairs per certificate) but as one small
+// certState per certificate, which certCollector turns into constant
+// metrics at scrape time: what the daemon holds between scrapes grows by a
+// couple of hundred bytes per certificate rather than by kilobytes.
 type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	expiry      *prometheus.GaugeVec
-	serviceEnd  *prometheus.GaugeVec
-	renewal     *prometheus.GaugeVec
-	ready       *prometheus.GaugeVec
-	step        *prometheus.GaugeVec
-	reissues    *prometheus.CounterVec
-	failures    *prometheus.CounterVec
-	charges     *prometheus.CounterVec
-	chargeCost  *prometheus.CounterVec
+	// The per-certificate families, each a read-only view of certs (see
+	// family); certCollector, registered once, emits them all.
+	expiry      *family
+	serviceEnd  *family
+	renewal     *family
+	ready       *family
+	step        *family
+	reissues    *family
+	failures    *family
+	charges     *family
+	chargeCost  *family
 	apiDuration *prometheus.HistogramVec
 	propagation *prometheus.HistogramVec
 
-	// mu serialises the series of one certificate that must change
-	// together: the one-hot step gauge, and removal against a concurrent
-	// SetStep re-creating what RemoveCertificate just deleted.
-	mu sync.Mutex
-	// extraStep is, per certificate, the step outside orderSteps that
-	// SetStep last set (a step added after this file was written); it is
-	// deleted when the certificate moves on, so at most one such series
-	// exists per certificate.
-	extraStep map[string]string
-	// counted are the certificates whose counters exist (at 0 or more):
-	// made once, not on every sweep (13 label lookups per certificate).
-	counted map[string]bool
+	// mu guards certs: every setter changes the state of one certificate
+	// under it, so that the series of a certificate that must change
+	// together (the one-hot step gauge, removal against a concurrent
+	// SetStep) do so at once for a scrape.
+	mu    sync.RWMutex
+	certs map[string]*certState
 
 	healthMu  sync.RWMutex
 	healthy   bool
 	unhealthy string // why, when !healthy
 }
+
+// Which series of a certState exist (certState.has). A series is absent
+// until the setter that creates it is called, exactly as a vector's series
+// would be, so that the exposition is the same.
+const (
+	hasFailure0 = 1 << iota // hasFailure0<<i: failures of failureReasons()[i]
+	_
+	_
+	_
+	_
+	_
+	_
+	hasExpiry
+	hasRenewal
+	hasReady
+	hasService
+	hasStep
+	hasReissues
+	hasCharges
+	hasChargeCost
+
+	hasCounters = hasReissues | hasCharges | hasChargeCost | (hasFailure0<<numReasons - 1)
+)
+
+// numReasons is len(failureReasons()).
+const numReasons = 7
+
+// certState is what is exported of one certificate.
+type certState struct {
+	has uint16
+	// counted: the counters were made at 0 once (see SetCertificate). It
+	// outlives RemoveCertificate, as the set of counted names always has.
+	counted bool
+	ready   bool
+	// notAfter, renewAt and serviceEnd are Unix seconds.
+	notAfter, renewAt, serviceEnd int64
+	serviceID                     string
+	// curStep is the step SetStep last set ("" for none); one outside
+	// orderSteps gets a series of its own.
+	curStep string
+	// The counters. chargeCost is kept in an integral and a fractional
+	// part, added to as a Prometheus counter adds, so that its sum is the
+	// same to the last bit.
+	reissues, charges uint64
+	failures          [numReasons]uint64
+	costInt           uint64
+	costFrac          float64
+	// created is when the certificate's first counter series was made
+	// (Unix nanoseconds), exported as the counters' created timestamp.
+	created int64
+}
+
+// Families of the per-certificate series, indexes into certCollector.descs.
+type famID int
+
+const (
+	famExpiry famID = iota
+	famServiceEnd
+	famRenewal
+	famReady
+	famStep
+	famReissues
+	famFailures
+	famCharges
+	famChargeCost
+	numFams
+)
 
 // New returns metrics in a new registry that also holds the Go
 // runtime and process collectors. It starts unhealthy ("starting") until
@@ -106,37 +176,40 @@ type Metrics struct {
 func New() *Metrics {
 	m := &Metrics{
 		reg:       prometheus.NewRegistry(),
-		extraStep: make(map[string]string),
-		counted:   make(map[string]bool),
+		certs:     make(map[string]*certState),
 		unhealthy: "starting",
 	}
-	m.expiry = newGaugeVec("dcvd_certificate_expiration_timestamp_seconds",
+	c := &certCollector{m: m}
+	c.descs[famExpiry] = prometheus.NewDesc("dcvd_certificate_expiration_timestamp_seconds",
 		"The date after which the deployed certificate expires (NotAfter), as seconds since the Unix epoch.",
-		"name")
-	m.serviceEnd = newGaugeVec("dcvd_service_expiration_timestamp_seconds",
+		[]string{"name"}, nil)
+	c.descs[famServiceEnd] = prometheus.NewDesc("dcvd_service_expiration_timestamp_seconds",
 		"The end of the paid period of the certificate's service (the reseller's order), after which no reissue renews it, as seconds since the Unix epoch. Absent while the reseller has not said.",
-		"name", "service_id")
-	m.renewal = newGaugeVec("dcvd_certificate_renewal_timestamp_seconds",
+		[]string{"name", "service_id"}, nil)
+	c.descs[famRenewal] = prometheus.NewDesc("dcvd_certificate_renewal_timestamp_seconds",
 		"The time at which dcvd plans to reissue the certificate, as seconds since the Unix epoch.",
-		"name")
-	m.ready = newGaugeVec("dcvd_certificate_ready_status",
+		[]string{"name"}, nil)
+	c.descs[famReady] = prometheus.NewDesc("dcvd_certificate_ready_status",
 		"Whether the certificate is ready: a valid certificate is deployed and not due for renewal. 1 on the condition that holds, 0 on the other.",
-		"name", "condition")
-	m.step = newGaugeVec("dcvd_order_step",
+		[]string{"name", "condition"}, nil)
+	c.descs[famStep] = prometheus.NewDesc("dcvd_order_step",
 		"The step of the certificate's current reissue order: 1 on the current step, 0 on the others; 0 on all when no order is in progress.",
-		"name", "step")
-	m.reissues = newCounterVec("dcvd_reissues_total",
+		[]string{"name", "step"}, nil)
+	c.descs[famReissues] = prometheus.NewDesc("dcvd_reissues_total",
 		"Reissue orders started for the certificate.",
-		"name")
-	m.failures = newCounterVec("dcvd_failures_total",
+		[]string{"name"}, nil)
+	c.descs[famFailures] = prometheus.NewDesc("dcvd_failures_total",
 		"Failures while renewing the certificate, by reason (api, dcv, verify, deploy, reload, other).",
-		"name", "reason")
-	m.charges = newCounterVec("dcvd_charges_total",
+		[]string{"name", "reason"}, nil)
+	c.descs[famCharges] = prometheus.NewDesc("dcvd_charges_total",
 		"Reissues of the certificate the reseller charged for.",
-		"name")
-	m.chargeCost = newCounterVec("dcvd_charge_cost_total",
+		[]string{"name"}, nil)
+	c.descs[famChargeCost] = prometheus.NewDesc("dcvd_charge_cost_total",
 		"Sum of what the reseller charged for reissues of the certificate, in the account's currency.",
-		"name")
+		[]string{"name"}, nil)
+	fam := func(id famID) *family { return &family{c: c, id: id} }
+	m.expiry, m.serviceEnd, m.renewal, m.ready, m.step = fam(famExpiry), fam(famServiceEnd), fam(famRenewal), fam(famReady), fam(famStep)
+	m.reissues, m.failures, m.charges, m.chargeCost = fam(famReissues), fam(famFailures), fam(famCharges), fam(famChargeCost)
 	m.apiDuration = newHistogramVec("dcvd_api_request_duration_seconds",
 		"Duration of reseller API calls, by operation and result (ok or error).",
 		[]float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, "op", "result")
@@ -147,8 +220,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.expiry, m.serviceEnd, m.renewal, m.ready, m.step,
-		m.reissues, m.failures, m.charges, m.chargeCost,
+		c,
 		m.apiDuration, m.propagation,
 	)
 
@@ -168,18 +240,180 @@ func New() *Metrics {
 	return m
 }
 
-// newGaugeVec, newCounterVec and newHistogramVec make the metric vectors
-// New registers: one name, help text and label set each.
-func newGaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
-	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
-}
-
-func newCounterVec(name, help string, labels ...string) *prometheus.CounterVec {
-	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
-}
-
+// newHistogramVec makes a histogram vector New registers: one name, help
+// text, buckets and label set.
 func newHistogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+}
+
+// certCollector is the prometheus.Collector of every per-certificate
+// family: it builds their series from Metrics.certs when scraped.
+type certCollector struct {
+	m     *Metrics
+	descs [numFams]*prometheus.Desc
+}
+
+// Describe implements prometheus.Collector.
+func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
+	c.collect(ch, func(famID, []string) bool { return true })
+}
+
+// collect sends the series that keep says to send. It copies the state
+// under the lock and builds the series after, so that a slow scrape does not
+// hold up the setters; what it sends is the state at one instant.
+func (c *certCollector) collect(ch chan<- prometheus.Metric, keep func(f famID, lvs []string) bool) {
+	type named struct {
+		name string
+		st   certState
+	}
+	c.m.mu.RLock()
+	snap := make([]named, 0, len(c.m.certs))
+	for name, st := range c.m.certs {
+		if st.has != 0 {
+			snap = append(snap, named{name, *st})
+		}
+	}
+	c.m.mu.RUnlock()
+	for i := range snap {
+		c.emit(ch, snap[i].name, &snap[i].st, keep)
+	}
+}
+
+// emit sends the series of certificate name in state st that keep keeps.
+func (c *certCollector) emit(ch chan<- prometheus.Metric, name string, st *certState, keep func(f famID, lvs []string) bool) {
+	var lvs [2]string
+	lvs[0] = name
+	send := func(f famID, typ prometheus.ValueType, v float64, n int) {
+		if !keep(f, lvs[:n]) {
+			return
+		}
+		if typ == prometheus.CounterValue {
+			ch <- prometheus.MustNewConstMetricWithCreatedTimestamp(c.descs[f], typ, v, time.Unix(0, st.created), lvs[:n]...)
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(c.descs[f], typ, v, lvs[:n]...)
+	}
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	if st.has&hasExpiry != 0 {
+		send(famExpiry, gauge, float64(st.notAfter), 1)
+	}
+	if st.has&hasRenewal != 0 {
+		send(famRenewal, gauge, float64(st.renewAt), 1)
+	}
+	if st.has&hasService != 0 {
+		lvs[1] = st.serviceID
+		send(famServiceEnd, gauge, float64(st.serviceEnd), 2)
+	}
+	if st.has&hasReady != 0 {
+		yes, no := 0.0, 1.0
+		if st.ready {
+			yes, no = 1, 0
+		}
+		lvs[1] = conditionTrue
+		send(famReady, gauge, yes, 2)
+		lvs[1] = conditionFalse
+		send(famReady, gauge, no, 2)
+	}
+	if st.has&hasStep != 0 {
+		known := false
+		for _, s := range steps {
+			v := 0.0
+			if string(s) == st.curStep {
+				v, known = 1, true
+			}
+			lvs[1] = string(s)
+			send(famStep, gauge, v, 2)
+		}
+		if !known && st.curStep != "" {
+			lvs[1] = st.curStep
+			send(famStep, gauge, 1, 2)
+		}
+	}
+	if st.has&hasReissues != 0 {
+		send(famReissues, counter, float64(st.reissues), 1)
+	}
+	for i, r := range reasons {
+		if st.has&(hasFailure0<<i) != 0 {
+			lvs[1] = r
+			send(famFailures, counter, float64(st.failures[i]), 2)
+		}
+	}
+	if st.has&hasCharges != 0 {
+		send(famCharges, counter, float64(st.charges), 1)
+	}
+	if st.has&hasChargeCost != 0 {
+		send(famChargeCost, counter, st.costFrac+float64(st.costInt), 1)
+	}
+}
+
+// family is one per-certificate family on its own, as a collector (for
+// testutil.CollectAndCount) with WithLabelValues giving one of its series
+// (for testutil.ToFloat64). It only reads: unlike a vector's
+// WithLabelValues, it creates nothing.
+type family struct {
+	c  *certCollector
+	id famID
+}
+
+// Describe implements prometheus.Collector.
+func (f *family) Describe(ch chan<- *prometheus.Desc) { ch <- f.c.descs[f.id] }
+
+// Collect implements prometheus.Collector.
+func (f *family) Collect(ch chan<- prometheus.Metric) {
+	f.c.collect(ch, func(id famID, _ []string) bool { return id == f.id })
+}
+
+// WithLabelValues returns the series of f with these label values, which
+// collects nothing while it does not exist.
+func (f *family) WithLabelValues(lvs ...string) prometheus.Collector {
+	return &series{f: f, lvs: lvs}
+}
+
+// series is one series of a family, as a collector.
+type series struct {
+	f   *family
+	lvs []string
+}
+
+// Describe implements prometheus.Collector.
+func (s *series) Describe(ch chan<- *prometheus.Desc) { s.f.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (s *series) Collect(ch chan<- prometheus.Metric) {
+	s.f.c.collect(ch, func(id famID, lvs []string) bool { return id == s.f.id && slices.Equal(lvs, s.lvs) })
+}
+
+// steps and reasons are orderSteps() and failureReasons(), made once.
+var (
+	steps   = orderSteps()
+	reasons = failureReasons()
+)
+
+// cert returns the state of certificate name, made if need be. m.mu must be
+// held for writing.
+func (m *Metrics) cert(name string) *certState {
+	st := m.certs[name]
+	if st == nil {
+		st = new(certState)
+		m.certs[name] = st
+	}
+	return st
+}
+
+// addCounters marks the counter series in has as existing, stamping the
+// certificate's counters as created if none existed.
+func (st *certState) addCounters(has uint16) {
+	if st.has&hasCounters == 0 {
+		st.created = time.Now().UnixNano()
+	}
+	st.has |= has
 }
 
 // Handler serves GET /metrics (the registry in the Prometheus exposition
@@ -244,28 +478,20 @@ func (m *Metrics) SetCertificate(name string, notAfter, renewAt time.Time, ready
 	if m == nil {
 		return
 	}
-	setTimestamp(m.expiry, name, notAfter)
-	setTimestamp(m.renewal, name, renewAt)
-	yes, no := 0.0, 1.0
-	if ready {
-		yes, no = 1, 0
-	}
-	m.ready.WithLabelValues(name, conditionTrue).Set(yes)
-	m.ready.WithLabelValues(name, conditionFalse).Set(no)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.counted[name] {
+	st := m.cert(name)
+	st.notAfter = setTimestamp(&st.has, hasExpiry, notAfter)
+	st.renewAt = setTimestamp(&st.has, hasRenewal, renewAt)
+	st.ready = ready
+	st.has |= hasReady
+	if st.counted {
 		return
 	}
-	m.counted[name] = true
+	st.counted = true
 	// Counters exist at 0 from the start, so that rate() and increase()
 	// see their first increment.
-	m.reissues.WithLabelValues(name)
-	for _, r := range failureReasons() {
-		m.failures.WithLabelValues(name, r)
-	}
-	m.charges.WithLabelValues(name)
-	m.chargeCost.WithLabelValues(name)
+	st.addCounters(hasCounters)
 }
 
 // SetService records the end of certificate name's service serviceID,
@@ -277,45 +503,48 @@ func (m *Metrics) SetService(name, serviceID string, expires time.Time) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.serviceEnd.DeletePartialMatch(prometheus.Labels{"name": name})
+	st := m.cert(name)
+	st.serviceEnd = setTimestamp(&st.has, hasService, expires)
+	st.serviceID = ""
 	if !expires.IsZero() {
-		m.serviceEnd.WithLabelValues(name, serviceID).Set(float64(expires.Unix()))
+		st.serviceID = serviceID
 	}
+	m.forgetIfEmpty(name, st)
 }
 
-func setTimestamp(g *prometheus.GaugeVec, name string, t time.Time) {
+// setTimestamp marks the series bit of has as existing, returning t in Unix
+// seconds, or as absent when t is zero.
+func setTimestamp(has *uint16, bit uint16, t time.Time) int64 {
 	if t.IsZero() {
-		g.DeleteLabelValues(name)
-		return
+		*has &^= bit
+		return 0
 	}
-	g.WithLabelValues(name).Set(float64(t.Unix()))
+	*has |= bit
+	return t.Unix()
+}
+
+// forgetIfEmpty drops the state of certificate name when it has no series
+// and nothing else to remember. m.mu must be held for writing.
+func (m *Metrics) forgetIfEmpty(name string, st *certState) {
+	if st.has == 0 && !st.counted {
+		delete(m.certs, name)
+	}
 }
 
 // SetStep records the step of certificate name's current order: 1 on step,
 // 0 on every other step. An empty step means no order is in progress (all
-// 0).
+// 0). A step outside orderSteps (one added after this file was written) gets
+// a series of its own, deleted when the certificate moves on, so at most one
+// such series exists per certificate.
 func (m *Metrics) SetStep(name string, step string) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	known := false
-	for _, s := range orderSteps() {
-		v := 0.0
-		if string(s) == step {
-			v, known = 1, true
-		}
-		m.step.WithLabelValues(name, string(s)).Set(v)
-	}
-	if old, ok := m.extraStep[name]; ok && old != step {
-		m.step.DeleteLabelValues(name, old)
-		delete(m.extraStep, name)
-	}
-	if !known && step != "" {
-		m.step.WithLabelValues(name, step).Set(1)
-		m.extraStep[name] = step
-	}
+	st := m.cert(name)
+	st.has |= hasStep
+	st.curStep = step
 }
 
 // ReissueStarted counts a reissue order started for certificate name.
@@ -323,7 +552,11 @@ func (m *Metrics) ReissueStarted(name string) {
 	if m == nil {
 		return
 	}
-	m.reissues.WithLabelValues(name).Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.cert(name)
+	st.addCounters(hasReissues)
+	st.reissues++
 }
 
 // Failure counts a failure renewing certificate name. reason is one of the
@@ -332,12 +565,15 @@ func (m *Metrics) Failure(name, reason string) {
 	if m == nil {
 		return
 	}
-	switch reason {
-	case FailureAPI, FailureDCV, FailureVerify, FailureDeploy, FailureReload, FailurePreflight, FailureOther:
-	default:
-		reason = FailureOther
+	i := slices.Index(reasons, reason)
+	if i < 0 {
+		i = slices.Index(reasons, FailureOther)
 	}
-	m.failures.WithLabelValues(name, reason).Inc()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.cert(name)
+	st.addCounters(hasFailure0 << i)
+	st.failures[i]++
 }
 
 // Charge counts a reissue of certificate name the reseller charged for, and
@@ -348,10 +584,18 @@ func (m *Metrics) Charge(name string, cost float64) {
 	if m == nil {
 		return
 	}
-	m.charges.WithLabelValues(name).Inc()
-	c := m.chargeCost.WithLabelValues(name)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.cert(name)
+	st.addCounters(hasCharges | hasChargeCost)
+	st.charges++
 	if cost >= 0 && !math.IsInf(cost, 0) { // NaN fails cost >= 0
-		c.Add(cost)
+		// As prometheus.Counter.Add: whole amounts apart, exactly.
+		if whole := uint64(cost); float64(whole) == cost {
+			st.costInt += whole
+		} else {
+			st.costFrac += cost
+		}
 	}
 }
 
@@ -388,15 +632,10 @@ func (m *Metrics) RemoveCertificate(name string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l := prometheus.Labels{"name": name}
-	m.expiry.DeletePartialMatch(l)
-	m.serviceEnd.DeletePartialMatch(l)
-	m.renewal.DeletePartialMatch(l)
-	m.ready.DeletePartialMatch(l)
-	m.step.DeletePartialMatch(l)
-	m.reissues.DeletePartialMatch(l)
-	m.failures.DeletePartialMatch(l)
-	m.charges.DeletePartialMatch(l)
-	m.chargeCost.DeletePartialMatch(l)
-	delete(m.extraStep, name)
+	st, ok := m.certs[name]
+	if !ok {
+		return
+	}
+	*st = certState{counted: st.counted}
+	m.forgetIfEmpty(name, st)
 }
