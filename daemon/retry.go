@@ -85,6 +85,12 @@ func (d *Daemon) retry(ctx context.Context, name string, takeOver func(h *orderH
 				zap.Int("failed_tries", o.Attempts), zap.Time("was_due", o.NextAttempt))
 			return &control.RetryResult{Order: o, How: control.RetryWoken}, nil
 		}
+		// Claimed here for a moment only (this node's look at the order,
+		// about to find the lease held), while another node drives it:
+		// that is where the retry goes.
+		if holder := d.heldElsewhere(ctx, name); holder != "" {
+			return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: holder}, nil
+		}
 		return nil, &busyError{cert: name}
 	case isLeaseRefused(err) && errors.Is(err, store.ErrLeaseHeld):
 		return &control.RetryResult{Order: o, How: control.RetryElsewhere, Holder: d.leaseHolder(ctx, name)}, nil
@@ -134,6 +140,19 @@ func (d *Daemon) activeOrder(ctx context.Context, name string) (*store.Order, er
 		return nil, fmt.Errorf("certificate %s: read the order in flight: %w", name, err)
 	}
 	return o, nil
+}
+
+// heldElsewhere names the node other than this one whose lease on cert
+// the database records, "" when there is none, it is this node's, or this
+// is no cluster.
+func (d *Daemon) heldElsewhere(ctx context.Context, cert string) string {
+	if d.cluster == nil {
+		return ""
+	}
+	if h := d.cluster.Holder(ctx, cert); h != d.cluster.Name() {
+		return h
+	}
+	return ""
 }
 
 // leaseHolder names the node that holds cert's lease, "" when it cannot
