@@ -154,12 +154,8 @@ func (d *Daemon) sweep(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
-// sweepLocked is sweep under startMu, without giving memory back.
-func (d *Daemon) sweepLocked(ctx context.Context, wg *sync.WaitGroup) {
-	d.sweepOnce(ctx, wg)
-}
-
-// sweepOnce is sweepLocked, and reports whether it read every certificate.
+// sweepOnce is sweep without giving memory back, under startMu; it
+// reports whether it read every certificate.
 //
 // With the renewal index (a process alone on its store), it looks only at
 // the certificates the index finds due (see sweepIndexed); the first

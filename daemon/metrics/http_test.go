@@ -35,7 +35,7 @@ dcvd_certificate_expiration_timestamp_seconds{name="www"} 1.8e+09
 		"dcvd_certificate_ready_status", "dcvd_certificate_expiration_timestamp_seconds"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(m.step, "dcvd_order_step"); n != len(orderSteps()) {
+	if n := testutil.CollectAndCount(m.fam(famStep), "dcvd_order_step"); n != len(orderSteps()) {
 		t.Errorf("dcvd_order_step has %d series, want %d", n, len(orderSteps()))
 	}
 }

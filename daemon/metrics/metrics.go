@@ -76,17 +76,9 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	// The per-certificate families, each a read-only view of certs (see
-	// family); certCollector, registered once, emits them all.
-	expiry      *family
-	serviceEnd  *family
-	renewal     *family
-	ready       *family
-	step        *family
-	reissues    *family
-	failures    *family
-	charges     *family
-	chargeCost  *family
+	// collector, registered once, emits every per-certificate family
+	// from certs.
+	collector   *certCollector
 	apiDuration *prometheus.HistogramVec
 	propagation *prometheus.HistogramVec
 
@@ -207,9 +199,7 @@ func New() *Metrics {
 	c.descs[famChargeCost] = prometheus.NewDesc("dcvd_charge_cost_total",
 		"Sum of what the reseller charged for reissues of the certificate, in the account's currency.",
 		[]string{"name"}, nil)
-	fam := func(id famID) *family { return &family{c: c, id: id} }
-	m.expiry, m.serviceEnd, m.renewal, m.ready, m.step = fam(famExpiry), fam(famServiceEnd), fam(famRenewal), fam(famReady), fam(famStep)
-	m.reissues, m.failures, m.charges, m.chargeCost = fam(famReissues), fam(famFailures), fam(famCharges), fam(famChargeCost)
+	m.collector = c
 	m.apiDuration = newHistogramVec("dcvd_api_request_duration_seconds",
 		"Duration of reseller API calls, by operation and result (ok or error).",
 		[]float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, "op", "result")
@@ -351,43 +341,6 @@ func (c *certCollector) emit(ch chan<- prometheus.Metric, name string, st *certS
 	if st.has&hasChargeCost != 0 {
 		send(famChargeCost, counter, st.costFrac+float64(st.costInt), 1)
 	}
-}
-
-// family is one per-certificate family on its own, as a collector (for
-// testutil.CollectAndCount) with WithLabelValues giving one of its series
-// (for testutil.ToFloat64). It only reads: unlike a vector's
-// WithLabelValues, it creates nothing.
-type family struct {
-	c  *certCollector
-	id famID
-}
-
-// Describe implements prometheus.Collector.
-func (f *family) Describe(ch chan<- *prometheus.Desc) { ch <- f.c.descs[f.id] }
-
-// Collect implements prometheus.Collector.
-func (f *family) Collect(ch chan<- prometheus.Metric) {
-	f.c.collect(ch, func(id famID, _ []string) bool { return id == f.id })
-}
-
-// WithLabelValues returns the series of f with these label values, which
-// collects nothing while it does not exist.
-func (f *family) WithLabelValues(lvs ...string) prometheus.Collector {
-	return &series{f: f, lvs: lvs}
-}
-
-// series is one series of a family, as a collector.
-type series struct {
-	f   *family
-	lvs []string
-}
-
-// Describe implements prometheus.Collector.
-func (s *series) Describe(ch chan<- *prometheus.Desc) { s.f.Describe(ch) }
-
-// Collect implements prometheus.Collector.
-func (s *series) Collect(ch chan<- prometheus.Metric) {
-	s.f.c.collect(ch, func(id famID, lvs []string) bool { return id == s.f.id && slices.Equal(lvs, s.lvs) })
 }
 
 // steps and reasons are orderSteps() and failureReasons(), made once.

@@ -444,7 +444,7 @@ func TestMetricsStepOneHot(t *testing.T) {
 		if ones != wantOnes || series != wantSeries {
 			t.Errorf("step %q: %d series at 1 of %d, want %d of %d", cur, ones, series, wantOnes, wantSeries)
 		}
-		if got := testutil.ToFloat64(m.step.WithLabelValues("other", string(store.StepRechecked))); got != 1 {
+		if got := testutil.ToFloat64(m.fam(famStep).WithLabelValues("other", string(store.StepRechecked))); got != 1 {
 			t.Errorf("step %q: other certificate's step = %v, want 1", cur, got)
 		}
 	}
@@ -477,10 +477,10 @@ func TestMetricsRegistriesIndependent(t *testing.T) {
 	a, b := New(), New()
 	a.ReissueStarted("www")
 	a.SetHealthy(true, "")
-	if got := testutil.ToFloat64(a.reissues.WithLabelValues("www")); got != 1 {
+	if got := testutil.ToFloat64(a.fam(famReissues).WithLabelValues("www")); got != 1 {
 		t.Errorf("a: reissues = %v, want 1", got)
 	}
-	if n := testutil.CollectAndCount(b.reissues); n != 0 {
+	if n := testutil.CollectAndCount(b.fam(famReissues)); n != 0 {
 		t.Errorf("b: %d reissue series, want 0", n)
 	}
 	if ok, _ := b.Healthy(); ok {
